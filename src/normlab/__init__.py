@@ -1,0 +1,24 @@
+"""normlab: input normalization you can verify.
+
+Exact, streaming, mergeable statistics; normalizers built on them; diagnostics of what the
+data does to gradient descent; a lab that measures it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import NormlabError, NormlabWarning, NotFittedError
+from .io import load
+from .moments import Moments
+from .stats import compute_stats
+
+__all__ = [
+    "Moments",
+    "NormlabError",
+    "NormlabWarning",
+    "NotFittedError",
+    "__version__",
+    "compute_stats",
+    "load",
+]

@@ -1,0 +1,64 @@
+"""The one error hierarchy of normlab.
+
+Every error on bad input is a :class:`NormlabError` (a ``ValueError``, so code that
+catches ``ValueError`` — scikit-learn's checks among it — keeps working). Messages say
+what was expected, what was found and where.
+"""
+
+from __future__ import annotations
+
+
+class NormlabError(ValueError):
+    """Base class of every error normlab raises on bad input."""
+
+
+class EmptyDataError(NormlabError):
+    """The data holds no samples."""
+
+
+class NonFiniteError(NormlabError):
+    """NaN or inf values met under ``nan_policy="raise"``."""
+
+
+class ShapeError(NormlabError):
+    """Sample shape, channel count or rank does not match."""
+
+
+class DTypeError(NormlabError):
+    """A dtype normlab cannot use (object, strings, complex, ...)."""
+
+
+class MergeError(NormlabError):
+    """Two statistics that describe different things cannot be merged."""
+
+
+class FileFormatError(NormlabError):
+    """A file that is truncated, not a normlab file, or of an unsupported version."""
+
+
+class NotFittedError(NormlabError):
+    """A normalizer was used before it was fitted."""
+
+
+class SourceError(NormlabError):
+    """A data source (file, folder, dataset) could not be read."""
+
+
+class MissingExtraError(NormlabError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class NormlabWarning(UserWarning):
+    """Warnings normlab emits (zero variance, suspicious value range, ...)."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise :class:`MissingExtraError` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"{module!r} is needed for this; install it with: pip install 'normlab[{extra}]'"
+        ) from None

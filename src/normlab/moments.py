@@ -1,0 +1,754 @@
+"""Exact, streaming, mergeable first and second moments (plus min, max, counts).
+
+One class, :class:`Moments`, in the style of ``river.stats``: ``update`` a batch, merge
+with ``+=`` (Chan et al.), read ``mean``/``var()``/``std()``.
+
+Two internal representations, chosen by the data's dtype:
+
+* **integer data** (bool, uint8/16, int8/16/32): exact integer sums ``S1 = Σx`` and
+  ``S2 = Σx²`` per reduced element. Hot sums live in int64 and are flushed into Python
+  integers (object arrays) before they could overflow; ``mean = S1/n`` and
+  ``var = (n·S2 − S1²)/n²`` are computed in exact integer arithmetic and rounded once
+  (Python's ``int / int`` is correctly rounded). Any chunking, order or worker split gives
+  the same bits.
+* **float data**: float64 with a per-element shift ``K`` (the first value seen), a
+  two-pass mean/M2 per chunk, and Chan's merge with ``δ = (K_b − K_a) + (m_b − m_a)``.
+  Deterministic for a given chunk order.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+
+from . import kernels
+from .io import register
+from .errors import (
+    DTypeError,
+    EmptyDataError,
+    MergeError,
+    NonFiniteError,
+    NormlabError,
+    NormlabWarning,
+    ShapeError,
+)
+
+Axis = Literal["feature", "channel", "global"]
+AXES = ("feature", "channel", "global")
+NAN_POLICIES = ("raise", "omit")
+_INT64_LIMIT = 2**63 - 1
+_OBJ = np.dtype(object)
+
+
+def value_scale_of(dtype: np.dtype) -> dict[str, Any]:
+    """The value scale a dtype implies: uint8 → 0..255, uint16 → 0..65535, float → as given."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return {"dtype": "bool", "min_value": 0, "max_value": 1}
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return {"dtype": dtype.name, "min_value": int(info.min), "max_value": int(info.max)}
+    return {"dtype": "float", "min_value": None, "max_value": None}
+
+
+def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
+    """A numpy view of a batch ``(n, *sample_shape)``; torch tensors without a copy when on CPU."""
+    if type(batch).__module__.startswith("torch"):
+        batch = batch.detach().cpu().numpy()
+    try:
+        arr = np.asarray(batch)
+    except (TypeError, ValueError) as exc:
+        raise DTypeError(f"{what}: cannot turn {type(batch).__name__} into an array ({exc})") from None
+    if arr.dtype.kind not in "buif":
+        raise DTypeError(
+            f"{what}: expected numeric data (bool, integer or float), got dtype {arr.dtype}"
+        )
+    if arr.ndim < 2:
+        raise ShapeError(
+            f"{what}: expected a batch of shape (n_samples, *sample_shape), got a {arr.ndim}-d "
+            f"array of shape {arr.shape}; for one feature per sample use x[:, None]"
+        )
+    return arr
+
+
+def _exact_dtype(arr: np.ndarray) -> np.ndarray:
+    """Map integer input onto the dtypes of the exact path; wide ints must fit int32."""
+    if arr.dtype.kind == "b":
+        return arr.view(np.uint8)
+    if arr.dtype.itemsize <= 2 or arr.dtype == np.int32:
+        return arr
+    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        raise DTypeError(
+            f"{arr.dtype} values outside the int32 range are not supported exactly; "
+            "convert to float64 first"
+        )
+    return arr.astype(np.int32)
+
+
+def _to_object(a: Any) -> np.ndarray:
+    """Python-int (exact, unbounded) object array of the same shape."""
+    if isinstance(a, np.ndarray) and a.dtype != object:
+        a = a.tolist()
+    return np.asarray(a, dtype=object)
+
+
+@register
+class Moments:
+    """Exact streaming statistics per feature, per channel or over all values.
+
+    Parameters
+    ----------
+    axis : {"feature", "channel", "global"}
+        ``feature``: one statistic per element of the sample shape (per pixel for images).
+        ``channel``: one per channel (``channel_axis`` of the sample shape).
+        ``global``: one over every value.
+    channel_axis : int
+        Index into the *sample* shape (batches are ``(n, *sample_shape)``): ``-1`` for HWC
+        images, ``0`` for CHW. Only used with ``axis="channel"``.
+    nan_policy : {"raise", "omit"}
+        ``raise`` stops at the first batch with NaN/inf; ``omit`` leaves them out per
+        element (counts become per element).
+
+    Examples
+    --------
+    >>> import numpy as np, normlab
+    >>> x = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    >>> m = normlab.Moments("feature").update(x[:2])
+    >>> m += normlab.Moments("feature").update(x[2:])
+    >>> m.mean
+    array([4.5, 5.5, 6.5])
+    >>> m.var()
+    array([11.25, 11.25, 11.25])
+    >>> m.reduce("global").mean
+    array(5.5)
+    """
+
+    def __init__(
+        self, axis: Axis = "feature", *, channel_axis: int = -1, nan_policy: str = "raise"
+    ) -> None:
+        if axis not in AXES:
+            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
+        if nan_policy not in NAN_POLICIES:
+            raise NormlabError(f"nan_policy must be 'raise' or 'omit'; got {nan_policy!r}")
+        self.axis: str = axis
+        self.channel_axis = int(channel_axis)
+        self.nan_policy = nan_policy
+        self.sample_shape: tuple[int, ...] | None = None
+        self.value_scale: dict[str, Any] | None = None
+        self.exact: bool | None = None  # integer (exact) or float representation
+        self.n_samples_seen = 0
+        self._count: np.ndarray | None = None
+        # integer representation: hot int64 sums + cold Python-int sums
+        self._s1: np.ndarray | None = None
+        self._s2: np.ndarray | None = None
+        self._cold1: np.ndarray | None = None
+        self._cold2: np.ndarray | None = None
+        self._hot_count = 0
+        # float representation
+        self._shift: np.ndarray | None = None
+        self._mean_shifted: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+        self._min: np.ndarray | None = None
+        self._max: np.ndarray | None = None
+        self._nnz: np.ndarray | None = None
+        self._nonfinite: np.ndarray | None = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def reduced_shape(self) -> tuple[int, ...]:
+        """Shape of every statistic: the sample shape, ``(C,)`` or ``()``."""
+        if self._count is None:
+            raise EmptyDataError("no data has been seen yet")
+        return self._count.shape
+
+    def _channel_index(self, ndim: int) -> int:
+        if ndim < 2:
+            raise ShapeError(
+                f"axis='channel' needs samples with a channel dimension; these samples have "
+                f"shape {self.sample_shape}. Use axis='feature' or 'global', or add a channel "
+                "axis (x[..., None])"
+            )
+        if not -ndim <= self.channel_axis < ndim:
+            raise ShapeError(
+                f"channel_axis={self.channel_axis} is out of range for samples of {ndim} dims"
+            )
+        return self.channel_axis % ndim
+
+    def _as_acb(self, arr: np.ndarray) -> np.ndarray:
+        """View ``(n, *sample)`` as ``(A, C, B)`` with statistics kept per C."""
+        n, sample = arr.shape[0], arr.shape[1:]
+        if self.axis == "feature":
+            return arr.reshape(n, -1, 1)
+        if self.axis == "global":
+            return arr.reshape(n, 1, -1)
+        ca = self._channel_index(len(sample))
+        pre = n * math.prod(sample[:ca])
+        return arr.reshape(pre, sample[ca], math.prod(sample[ca + 1 :]))
+
+    def _reduced_from(self, sample: tuple[int, ...]) -> tuple[int, ...]:
+        if self.axis == "feature":
+            return sample
+        if self.axis == "global":
+            return ()
+        return (sample[self._channel_index(len(sample))],)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Any) -> Moments:
+        """Add a batch of shape ``(n_samples, *sample_shape)``; returns ``self``."""
+        arr = as_batch(batch)
+        sample = tuple(arr.shape[1:])
+        self._check_batch(arr, sample)
+        if arr.shape[0] == 0 or math.prod(sample) == 0:
+            return self
+        if self.exact:
+            self._update_exact(_exact_dtype(arr))
+        else:
+            self._update_float(arr)
+        self.n_samples_seen += arr.shape[0]
+        self._cache.clear()
+        return self
+
+    def _check_batch(self, arr: np.ndarray, sample: tuple[int, ...]) -> None:
+        scale = value_scale_of(arr.dtype)
+        if self.value_scale is None:
+            if self.axis == "channel":
+                ca = self._channel_index(len(sample))
+                if sample[ca] > 64:
+                    warnings.warn(
+                        f"axis='channel' with {sample[ca]} channels (channel_axis="
+                        f"{self.channel_axis} of sample shape {sample}); is this really the "
+                        "channel axis? Gray images (n, H, W) have none: use x[..., None]",
+                        NormlabWarning,
+                        stacklevel=3,
+                    )
+            self.value_scale = scale
+            self.exact = arr.dtype.kind in "bui"
+            self.sample_shape = sample
+            return
+        if scale != self.value_scale:
+            raise MergeError(
+                f"batch of dtype {arr.dtype} (value scale {_scale_str(scale)}) does not match "
+                f"the earlier data (value scale {_scale_str(self.value_scale)})"
+            )
+        assert self.sample_shape is not None
+        if self.axis == "feature" and sample != self.sample_shape:
+            raise ShapeError(
+                f"sample shape {sample} does not match the earlier samples' "
+                f"{self.sample_shape} (sample {self.n_samples_seen}); per-feature statistics "
+                "need one shape"
+            )
+        if self.axis == "channel":
+            if len(sample) != len(self.sample_shape):
+                raise ShapeError(
+                    f"samples of shape {sample} after samples of shape {self.sample_shape}"
+                )
+            if self._reduced_from(sample) != self.reduced_shape:
+                raise ShapeError(
+                    f"{self._reduced_from(sample)[0]} channels in sample shape {sample}, "
+                    f"expected {self.reduced_shape[0]} as in {self.sample_shape}"
+                )
+        self.sample_shape = sample if self.axis == "feature" else self.sample_shape
+
+    def _init_state(self, reduced: tuple[int, ...]) -> None:
+        self._count = np.zeros(reduced, np.int64)
+        self._nnz = np.zeros(reduced, np.int64)
+        self._nonfinite = np.zeros(reduced, np.int64)
+        self._min = np.full(reduced, np.inf)
+        self._max = np.full(reduced, -np.inf)
+        if self.exact:
+            self._s1 = np.zeros(reduced, np.int64)
+            self._s2 = np.zeros(reduced, np.int64)
+            self._cold1 = _to_object(np.zeros(reduced, np.int64))
+            self._cold2 = _to_object(np.zeros(reduced, np.int64))
+        else:
+            self._shift = np.full(reduced, np.nan)
+            self._mean_shifted = np.zeros(reduced)
+            self._m2 = np.zeros(reduced)
+
+    def _flush(self) -> None:
+        """Move the hot int64 sums into the exact Python-int sums."""
+        if self._hot_count:
+            self._cold1, self._cold2 = self._exact_sums()
+            self._s1[...] = 0
+            self._s2[...] = 0
+            self._hot_count = 0
+
+    def _update_exact(self, arr: np.ndarray) -> None:
+        acb = self._as_acb(arr)
+        if self._count is None:
+            self._init_state(self._reduced_from(arr.shape[1:]))
+        per_element = acb.shape[0] * acb.shape[2]
+        if arr.dtype.itemsize > 2:
+            sums = _wide_int_sums(acb)
+            self._cold1 = _to_object(self._cold1 + sums[0].reshape(self._count.shape))
+            self._cold2 = _to_object(self._cold2 + sums[1].reshape(self._count.shape))
+            rest = sums[2:]
+        else:
+            info = np.iinfo(arr.dtype)
+            square = max(abs(int(info.min)), int(info.max)) ** 2
+            limit = _INT64_LIMIT // square  # values one int64 sum of squares can hold
+            step = max(1, limit // max(1, acb.shape[2]))
+            rest = None
+            for start in range(0, acb.shape[0], step):
+                part = acb[start : start + step]
+                n_part = part.shape[0] * part.shape[2]
+                if self._hot_count + n_part > limit:
+                    self._flush()
+                s1, s2, mn, mx, nz = kernels.reduce_integer(part)
+                self._s1 += s1.reshape(self._count.shape)
+                self._s2 += s2.reshape(self._count.shape)
+                self._hot_count += n_part
+                rest = _combine_extrema(rest, (mn, mx, nz))
+        mn, mx, nz = (r.reshape(self._count.shape) for r in rest)
+        self._min = np.minimum(self._min, mn)
+        self._max = np.maximum(self._max, mx)
+        self._nnz += nz
+        self._count += per_element
+
+    def _update_float(self, arr: np.ndarray) -> None:
+        acb = self._as_acb(arr)
+        if self._count is None:
+            self._init_state(self._reduced_from(arr.shape[1:]))
+        rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1])  # (A·B, C)
+        finite = np.isfinite(rows)
+        n_bad = rows.size - int(np.count_nonzero(finite))
+        if n_bad and self.nan_policy == "raise":
+            raise NonFiniteError(self._nonfinite_message(arr, n_bad))
+        shape = self._count.shape
+        if n_bad:
+            counts = finite.sum(axis=0)
+            first = np.argmax(finite, axis=0)
+            k_new = np.where(counts > 0, rows[first, np.arange(rows.shape[1])], np.nan)
+        else:
+            counts = np.full(rows.shape[1], rows.shape[0], np.int64)
+            k_new = rows[0].astype(np.float64)
+        shift = self._shift.reshape(-1)
+        shift = np.where(np.isnan(shift), k_new, shift)  # first value seen per element
+        y = rows.astype(np.float64) - shift
+        if n_bad:
+            y = np.where(finite, y, 0.0)
+            safe = np.maximum(counts, 1)
+            mean_c = y.sum(axis=0) / safe
+            m2_c = (np.where(finite, y - mean_c, 0.0) ** 2).sum(axis=0)
+            masked = np.where(finite, rows, np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mn, mx = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
+            nz = np.count_nonzero(finite & (rows != 0), axis=0)
+        else:
+            mean_c = y.mean(axis=0)
+            m2_c = ((y - mean_c) ** 2).sum(axis=0)
+            mn, mx = rows.min(axis=0), rows.max(axis=0)
+            nz = np.count_nonzero(rows, axis=0)
+        self._shift = shift.reshape(shape)
+        self._merge_float(counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape))
+        self._min = np.fmin(self._min, mn.reshape(shape))
+        self._max = np.fmax(self._max, mx.reshape(shape))
+        self._nnz += nz.reshape(shape)
+        self._nonfinite += (rows.shape[0] - counts).reshape(shape)
+
+    def _merge_float(self, n_b, shift_b, mean_b, m2_b) -> None:
+        """Chan et al.'s merge, with both sides measured from their own shift."""
+        n_a = self._count
+        n = n_a + n_b
+        safe = np.maximum(n, 1)
+        delta = np.where(n_b > 0, (shift_b - self._shift) + (mean_b - self._mean_shifted), 0.0)
+        delta = np.where(n_a > 0, delta, 0.0)
+        base = np.where(n_a > 0, self._mean_shifted, np.where(n_b > 0, mean_b + (shift_b - self._shift), 0.0))
+        self._mean_shifted = base + delta * (n_b / safe)
+        self._m2 = self._m2 + m2_b + delta**2 * (n_a * (n_b / safe))
+        self._count = n
+
+    def _nonfinite_message(self, arr: np.ndarray, n_bad: int) -> str:
+        bad = ~np.isfinite(arr.reshape(arr.shape[0], -1))
+        row = int(np.argmax(bad.any(axis=1)))
+        where = np.unravel_index(int(np.argmax(bad[row])), arr.shape[1:])
+        return (
+            f"{n_bad} non-finite value(s) (NaN/inf) in the data; the first in sample "
+            f"{self.n_samples_seen + row} at index {tuple(int(i) for i in where)}. "
+            "Clean the data or use nan_policy='omit' to leave them out"
+        )
+
+    # ------------------------------------------------------------------ merge
+    def _check_mergeable(self, other: Moments) -> None:
+        if not isinstance(other, Moments):
+            raise MergeError(f"cannot merge Moments with {type(other).__name__}")
+        if self.axis != other.axis or self.nan_policy != other.nan_policy:
+            raise MergeError(
+                f"cannot merge Moments(axis={self.axis!r}, nan_policy={self.nan_policy!r}) "
+                f"with Moments(axis={other.axis!r}, nan_policy={other.nan_policy!r})"
+            )
+        if self._count is None or other._count is None:
+            return
+        if self.value_scale != other.value_scale:
+            raise MergeError(
+                f"cannot merge statistics of value scale {_scale_str(self.value_scale)} with "
+                f"{_scale_str(other.value_scale)}"
+            )
+        if self.reduced_shape != other.reduced_shape or (
+            self.axis == "feature" and self.sample_shape != other.sample_shape
+        ):
+            raise MergeError(
+                f"cannot merge statistics of samples {self.sample_shape} (reduced "
+                f"{self.reduced_shape}) with {other.sample_shape} (reduced {other.reduced_shape})"
+            )
+
+    def __iadd__(self, other: Moments) -> Moments:
+        self._check_mergeable(other)
+        if other._count is None:
+            return self
+        if self._count is None:
+            self.__dict__.update(copy.deepcopy(other.__dict__))
+            return self
+        if self.exact:
+            self._flush()
+            o1, o2 = other._exact_sums()
+            self._cold1 = _to_object(self._cold1 + o1)
+            self._cold2 = _to_object(self._cold2 + o2)
+            self._count = self._count + other._count
+        else:
+            self._merge_float(other._count, other._shift, other._mean_shifted, other._m2)
+        self._min = np.fmin(self._min, other._min)
+        self._max = np.fmax(self._max, other._max)
+        self._nnz = self._nnz + other._nnz
+        self._nonfinite = self._nonfinite + other._nonfinite
+        self.n_samples_seen += other.n_samples_seen
+        self._cache.clear()
+        return self
+
+    def __add__(self, other: Moments) -> Moments:
+        out = copy.deepcopy(self)
+        out += other
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Moments):
+            return NotImplemented
+        mine, theirs = self.to_tensors(), other.to_tensors()
+        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(
+            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ results
+    def _require(self) -> None:
+        if self._count is None or not self._count.any():
+            raise EmptyDataError("no samples seen: statistics of empty data are undefined")
+
+    def _exact_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            _to_object(self._cold1 + _to_object(self._s1)),
+            _to_object(self._cold2 + _to_object(self._s2)),
+        )
+
+    @property
+    def count(self) -> np.ndarray:
+        """Number of values behind each statistic (per element; differs only under ``omit``)."""
+        self._require()
+        return self._count.copy()
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean per reduced element, float64, correctly rounded for integer data."""
+        self._require()
+        if "mean" not in self._cache:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if self.exact:
+                    s1, _ = self._exact_sums()
+                    n = _to_object(self._count)
+                    out = _to_object(s1 / n).astype(np.float64)
+                else:
+                    out = np.where(self._count > 0, self._shift + self._mean_shifted, np.nan)
+            self._cache["mean"] = np.asarray(out, dtype=np.float64)
+        return self._cache["mean"].copy()
+
+    def var(self, ddof: int = 0) -> np.ndarray:
+        """Variance per reduced element (population by default, as ``StandardScaler``)."""
+        self._require()
+        key = f"var{ddof}"
+        if key not in self._cache:
+            if self.exact:
+                s1, s2 = self._exact_sums()
+                n = _to_object(self._count)
+                num = _to_object(n * s2 - s1 * s1)  # n² · population variance, exactly
+                den = _to_object(n * (n - ddof))
+                flat_num, flat_den = num.reshape(-1), den.reshape(-1)
+                out = np.array(
+                    [a / b if b > 0 else math.nan for a, b in zip(flat_num, flat_den)],
+                    dtype=np.float64,
+                ).reshape(self._count.shape)
+            else:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out = np.where(self._count > ddof, self._m2 / (self._count - ddof), np.nan)
+            self._cache[key] = np.asarray(out, dtype=np.float64)
+        return self._cache[key].copy()
+
+    def std(self, ddof: int = 0) -> np.ndarray:
+        """Standard deviation per reduced element."""
+        return np.sqrt(self.var(ddof))
+
+    @property
+    def min(self) -> np.ndarray:
+        self._require()
+        return np.where(self._count > 0, self._min, np.nan)
+
+    @property
+    def max(self) -> np.ndarray:
+        self._require()
+        return np.where(self._count > 0, self._max, np.nan)
+
+    @property
+    def n_nonzero(self) -> np.ndarray:
+        """Number of non-zero (finite) values per reduced element."""
+        self._require()
+        return self._nnz.copy()
+
+    @property
+    def n_nonfinite(self) -> np.ndarray:
+        """Number of NaN/inf values left out per reduced element (``nan_policy="omit"``)."""
+        self._require()
+        return self._nonfinite.copy()
+
+    def is_constant(self) -> np.ndarray:
+        """Elements whose values are all equal (exact: ``min == max``)."""
+        self._require()
+        return (self._count > 0) & (self._min == self._max)
+
+    # ------------------------------------------------------------------ coarsening
+    def reduce(self, axis: Axis, *, channel_axis: int | None = None) -> Moments:
+        """Coarsen exactly: per-feature → per-channel → global, with no pass over the data."""
+        order = {"feature": 0, "channel": 1, "global": 2}
+        if axis not in AXES:
+            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
+        if order[axis] < order[self.axis]:
+            raise NormlabError(f"cannot refine {self.axis!r} statistics into {axis!r} ones")
+        self._require()
+        out = copy.deepcopy(self)
+        if axis == self.axis and (channel_axis is None or axis != "channel"):
+            return out
+        out.axis = axis
+        if channel_axis is not None:
+            out.channel_axis = int(channel_axis)
+        if self.axis == "channel":  # channel -> global: everything in one group
+            groups = self._count.reshape(1, -1)
+            group_of = lambda a: a.reshape(1, -1)  # noqa: E731
+        else:
+            assert self.sample_shape is not None
+            acb_shape = out._as_acb(np.empty((1, *self.sample_shape), np.uint8)).shape
+            group_of = lambda a: np.moveaxis(a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0).reshape(acb_shape[1], -1)  # noqa: E731
+            groups = group_of(self._count)
+        reduced = groups.shape[:1] if axis == "channel" else ()
+        out._count = groups.sum(axis=1).reshape(reduced)
+        out._min = np.fmin.reduce(group_of(self._min), axis=1).reshape(reduced)
+        out._max = np.fmax.reduce(group_of(self._max), axis=1).reshape(reduced)
+        out._nnz = group_of(self._nnz).sum(axis=1).reshape(reduced)
+        out._nonfinite = group_of(self._nonfinite).sum(axis=1).reshape(reduced)
+        if self.exact:
+            s1, s2 = self._exact_sums()
+            out._cold1 = _obj_sum(group_of(s1)).reshape(reduced)
+            out._cold2 = _obj_sum(group_of(s2)).reshape(reduced)
+            out._s1 = np.zeros(reduced, np.int64)
+            out._s2 = np.zeros(reduced, np.int64)
+            out._hot_count = 0
+        else:
+            n = group_of(self._count).astype(np.float64)
+            shift = group_of(self._shift)
+            k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n)])
+            d = np.where(n > 0, (shift - k0[:, None]) + group_of(self._mean_shifted), 0.0)
+            total = np.maximum(n.sum(axis=1), 1)
+            mean_shifted = (n * d).sum(axis=1) / total
+            m2 = group_of(self._m2).sum(axis=1) + (n * (d - mean_shifted[:, None]) ** 2).sum(axis=1)
+            out._shift = k0.reshape(reduced)
+            out._mean_shifted = mean_shifted.reshape(reduced)
+            out._m2 = m2.reshape(reduced)
+        out._cache = {}
+        return out
+
+    # ------------------------------------------------------------------ files
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "class": "Moments",
+            "axis": self.axis,
+            "channel_axis": self.channel_axis,
+            "nan_policy": self.nan_policy,
+            "sample_shape": list(self.sample_shape) if self.sample_shape is not None else None,
+            "value_scale": self.value_scale,
+            "exact": self.exact,
+            "n_samples_seen": self.n_samples_seen,
+            "ddof": 0,
+        }
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        if self._count is None:
+            return {}
+        out = {
+            "count": self._count,
+            "min": self._min,
+            "max": self._max,
+            "n_nonzero": self._nnz,
+            "n_nonfinite": self._nonfinite,
+        }
+        if self.exact:
+            s1, s2 = self._exact_sums()
+            out.update(_encode_bigints("s1", s1))
+            out.update(_encode_bigints("s2", s2))
+        else:
+            out.update({"shift": self._shift, "mean_shifted": self._mean_shifted, "m2": self._m2})
+        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Moments:
+        from .io import field
+
+        m = cls(meta["axis"], channel_axis=meta["channel_axis"], nan_policy=meta["nan_policy"])
+        m.sample_shape = tuple(meta["sample_shape"]) if meta["sample_shape"] is not None else None
+        m.value_scale = meta["value_scale"]
+        m.exact = meta["exact"]
+        m.n_samples_seen = int(meta["n_samples_seen"])
+        if not tensors:
+            return m
+        m._count = field(tensors, "count", np.int64)
+        shape = m._count.shape
+        m._min = field(tensors, "min", np.float64, shape)
+        m._max = field(tensors, "max", np.float64, shape)
+        m._nnz = field(tensors, "n_nonzero", np.int64, shape)
+        m._nonfinite = field(tensors, "n_nonfinite", np.int64, shape)
+        if m.exact:
+            m._cold1 = _decode_bigints("s1", tensors, shape)
+            m._cold2 = _decode_bigints("s2", tensors, shape)
+            m._s1 = np.zeros(shape, np.int64)
+            m._s2 = np.zeros(shape, np.int64)
+        else:
+            m._shift = field(tensors, "shift", np.float64, shape)
+            m._mean_shifted = field(tensors, "mean_shifted", np.float64, shape)
+            m._m2 = field(tensors, "m2", np.float64, shape)
+        return m
+
+    def save(self, path: str) -> None:
+        """Write atomically to a safetensors file with JSON metadata (never pickle)."""
+        from .io import save_object
+
+        save_object(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Moments:
+        from .io import load_object
+
+        obj = load_object(path)
+        if not isinstance(obj, cls):
+            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not {cls.__name__}")
+        return obj
+
+    @classmethod
+    def from_array(
+        cls, x: Any, axis: Axis = "feature", *, channel_axis: int = -1, nan_policy: str = "raise"
+    ) -> Moments:
+        """Statistics of one array ``(n_samples, *sample_shape)``."""
+        return cls(axis, channel_axis=channel_axis, nan_policy=nan_policy).update(x)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers for printing."""
+        std = self.std()
+        return {
+            "axis": self.axis,
+            "samples": self.n_samples_seen,
+            "reduced_shape": list(self.reduced_shape),
+            "value_scale": self.value_scale,
+            "mean_range": [float(np.nanmin(self.mean)), float(np.nanmax(self.mean))],
+            "std_range": [float(np.nanmin(std)), float(np.nanmax(std))],
+            "min": float(np.nanmin(self.min)),
+            "max": float(np.nanmax(self.max)),
+            "constant": int(self.is_constant().sum()),
+            "nonfinite_omitted": int(self._nonfinite.sum()),
+        }
+
+    def __repr__(self) -> str:
+        if self._count is None:
+            return f"Moments(axis={self.axis!r}, empty)"
+        return (
+            f"Moments(axis={self.axis!r}, samples={self.n_samples_seen}, "
+            f"reduced_shape={self.reduced_shape}, value_scale={_scale_str(self.value_scale)})"
+        )
+
+
+def _scale_str(scale: dict[str, Any] | None) -> str:
+    if not scale:
+        return "unknown"
+    if scale["max_value"] is None:
+        return "float (as given)"
+    return f"{scale['dtype']} {scale['min_value']}..{scale['max_value']}"
+
+
+def _combine_extrema(acc, new):
+    if acc is None:
+        return new
+    return (np.minimum(acc[0], new[0]), np.maximum(acc[1], new[1]), acc[2] + new[2])
+
+
+def _obj_sum(a: np.ndarray) -> np.ndarray:
+    out = np.empty(a.shape[0], dtype=object)
+    for i, row in enumerate(a):
+        total = 0
+        for v in row:
+            total += v
+        out[i] = total
+    return out
+
+
+def _wide_int_sums(acb: np.ndarray):
+    """Exact sums of 32-bit integers: x = hi·2¹⁶ + lo keeps every partial sum inside int64."""
+    wide = acb.astype(np.int64)
+    hi = wide >> 16
+    lo = wide & 0xFFFF
+    red = (0, 2)
+    s_hi, s_lo = _to_object(hi.sum(axis=red)), _to_object(lo.sum(axis=red))
+    s_hh = _to_object((hi * hi).sum(axis=red))
+    s_hl = _to_object((hi * lo).sum(axis=red))
+    s_ll = _to_object((lo * lo).sum(axis=red))
+    s1 = s_hi * (1 << 16) + s_lo
+    s2 = s_hh * (1 << 32) + s_hl * (1 << 17) + s_ll
+    mn, mx = wide.min(axis=red), wide.max(axis=red)
+    nz = np.count_nonzero(wide, axis=red).astype(np.int64)
+    return s1, s2, mn, mx, nz
+
+
+_LIMB_BITS = 62
+
+
+def _encode_bigints(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact Python ints as int64 limbs (base 2**62) plus a sign, for safetensors."""
+    flat = [int(v) for v in values.reshape(-1)]
+    n_limbs = max(1, max((abs(v).bit_length() for v in flat), default=0) // _LIMB_BITS + 1)
+    limbs = np.zeros((len(flat), n_limbs), np.int64)
+    sign = np.zeros(len(flat), np.int8)
+    mask = (1 << _LIMB_BITS) - 1
+    for i, v in enumerate(flat):
+        sign[i] = v < 0
+        v = abs(v)
+        for j in range(n_limbs):
+            limbs[i, j] = v & mask
+            v >>= _LIMB_BITS
+    return {f"{name}_limbs": limbs, f"{name}_sign": sign}
+
+
+def _decode_bigints(name: str, tensors: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    from .io import field
+
+    size = math.prod(shape)
+    limbs = field(tensors, f"{name}_limbs", np.int64)
+    sign = field(tensors, f"{name}_sign", np.int8, (size,))
+    if limbs.ndim != 2 or limbs.shape[0] != size or (limbs < 0).any():
+        raise NormlabError(f"corrupt exact sums {name!r} in the stats file")
+    out = np.empty(size, dtype=object)
+    for i in range(size):
+        v = 0
+        for j in reversed(range(limbs.shape[1])):
+            v = (v << _LIMB_BITS) | int(limbs[i, j])
+        out[i] = -v if sign[i] else v
+    return out.reshape(shape)

@@ -1,0 +1,88 @@
+"""Data sources: each turns user input into a list of independent *tasks* yielding chunks.
+
+A task is a small picklable object with ``chunks()`` (an iterator of ``(n, *sample_shape)``
+arrays), ``n_items`` (for progress) and ``label`` (for error messages). Engines run tasks
+anywhere — in-process, in worker processes, on Dask — and merge the per-task statistics
+in task order. New kinds of input register an adapter with :func:`register_source`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import SourceError
+
+
+class Task(Protocol):
+    label: str
+    n_items: int
+
+    def chunks(self) -> Iterator[Any]: ...
+
+
+@dataclass
+class Source:
+    """What an adapter returns: the tasks, and a description for messages and metadata."""
+
+    tasks: list[Any]
+    description: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return sum(t.n_items for t in self.tasks)
+
+
+Adapter = Callable[..., "Source | None"]
+_ADAPTERS: list[Adapter] = []
+_FALLBACKS: list[Adapter] = []
+
+
+def register_source(adapter: Adapter, *, fallback: bool = False) -> Adapter:
+    """Register ``adapter(source, **options) -> Source | None`` (None: not mine).
+
+    Fallbacks (the generic "iterable of batches") are tried after every other adapter.
+    """
+    (_FALLBACKS if fallback else _ADAPTERS).append(adapter)
+    return adapter
+
+
+def resolve(source: Any, **options: Any) -> Source:
+    """Turn any accepted input into a :class:`Source`."""
+    _load_adapters()
+    if isinstance(source, Source):
+        return source
+    for adapter in [*_ADAPTERS, *_FALLBACKS]:
+        found = adapter(source, **options)
+        if found is not None:
+            if not found.tasks:
+                raise SourceError(f"{found.description}: no data found")
+            return found
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise SourceError(f"{path}: no such file or folder")
+        raise SourceError(
+            f"{path}: cannot read this kind of input (accepted: .npy, .npz, an image folder, "
+            "a list of such files, an array, a PyTorch dataset or an iterable of batches)"
+        )
+    raise SourceError(f"cannot read statistics from a {type(source).__name__}")
+
+
+def _load_adapters() -> None:
+    """Import the built-in adapters once (each registers itself)."""
+    import importlib
+
+    for name in ("arrays", "images", "torch"):
+        try:
+            importlib.import_module(f"normlab.sources.{name}")
+        except ImportError:
+            pass
+
+
+def is_iterable_of_batches(source: Any) -> bool:
+    return isinstance(source, Iterable) and not isinstance(source, (str, bytes, os.PathLike))

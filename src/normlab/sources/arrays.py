@@ -1,0 +1,251 @@
+"""Arrays in memory and on disk: ndarrays, ``.npy`` read in windows, ``.npz``, shard lists,
+and plain iterables of batches."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SourceError
+from ..moments import as_batch
+from . import Source, is_iterable_of_batches, register_source
+
+DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # a window: big enough for the kernels, small for RAM
+TASK_CHUNKS = 8  # chunks per task: tasks are the unit of parallel work and of checkpoints
+
+
+def rows_per_chunk(row_bytes: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise SourceError(f"chunk_size must be a positive number of samples; got {chunk_size}")
+        return int(chunk_size)
+    return max(1, DEFAULT_CHUNK_BYTES // max(1, row_bytes))
+
+
+def _take_batch(item: Any) -> Any:
+    """A batch, or the inputs of an ``(inputs, labels)`` pair."""
+    if isinstance(item, (tuple, list)) and item and not np.isscalar(item[0]):
+        return item[0]
+    return item
+
+
+@dataclass
+class ArrayTask:
+    array: np.ndarray
+    start: int
+    stop: int
+    chunk_rows: int
+    label: str
+
+    @property
+    def n_items(self) -> int:
+        return self.stop - self.start
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for i in range(self.start, self.stop, self.chunk_rows):
+            yield self.array[i : min(i + self.chunk_rows, self.stop)]
+
+
+def _row_tasks(n_rows: int, chunk_rows: int, make) -> list[Any]:
+    per_task = chunk_rows * TASK_CHUNKS
+    return [make(s, min(s + per_task, n_rows)) for s in range(0, n_rows, per_task)]
+
+
+def array_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
+    if not isinstance(source, np.ndarray) and not type(source).__module__.startswith("torch"):
+        return None
+    if type(source).__module__.startswith("torch") and not hasattr(source, "numpy"):
+        return None  # a torch Dataset: the torch adapter's job
+    arr = as_batch(source, "array")
+    row_bytes = arr.itemsize * math.prod(arr.shape[1:])
+    chunk_rows = rows_per_chunk(row_bytes, chunk_size)
+    tasks = _row_tasks(
+        arr.shape[0], chunk_rows, lambda s, e: ArrayTask(arr, s, e, chunk_rows, f"rows {s}:{e}")
+    )
+    return Source(tasks, f"array of shape {arr.shape} and dtype {arr.dtype}", {"shape": arr.shape})
+
+
+@dataclass
+class NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int
+
+
+def read_npy_header(handle: Any, label: str) -> NpyHeader:
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise SourceError(f"{label}: not a valid .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise SourceError(f"{label}: holds Python objects (dtype {dtype}); normlab never unpickles")
+    if fortran and len(shape) > 1:
+        raise SourceError(f"{label}: Fortran-ordered arrays cannot be read in row windows")
+    offset = handle.tell() if hasattr(handle, "tell") else 0
+    return NpyHeader(tuple(shape), dtype, fortran, offset)
+
+
+@dataclass
+class NpyTask:
+    path: str
+    header: NpyHeader
+    start: int
+    stop: int
+    chunk_rows: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} rows {self.start}:{self.stop}"
+
+    @property
+    def n_items(self) -> int:
+        return self.stop - self.start
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        sample = self.header.shape[1:]
+        row_bytes = self.header.dtype.itemsize * math.prod(sample)
+        with open(self.path, "rb") as handle:
+            for i in range(self.start, self.stop, self.chunk_rows):
+                rows = min(self.chunk_rows, self.stop - i)
+                handle.seek(self.header.offset + i * row_bytes)
+                # a plain read: resident memory is one window, unlike a memmap's pages
+                buf = handle.read(rows * row_bytes)
+                if len(buf) != rows * row_bytes:
+                    raise SourceError(
+                        f"{self.path}: truncated; rows {i}:{i + rows} lie past the end of the file"
+                    )
+                yield np.frombuffer(buf, dtype=self.header.dtype).reshape(rows, *sample)
+
+
+def npy_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() != ".npy":
+        return None
+    path = Path(source)
+    try:
+        with open(path, "rb") as handle:
+            header = read_npy_header(handle, str(path))
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(header.shape) < 2:
+        raise SourceError(
+            f"{path}: holds an array of shape {header.shape}; expected (n_samples, *sample_shape)"
+        )
+    row_bytes = header.dtype.itemsize * math.prod(header.shape[1:])
+    expected = header.offset + header.shape[0] * row_bytes
+    if path.stat().st_size < expected:
+        raise SourceError(
+            f"{path}: truncated: the header promises {expected} bytes, the file has "
+            f"{path.stat().st_size}"
+        )
+    chunk_rows = rows_per_chunk(row_bytes, chunk_size)
+    tasks = _row_tasks(
+        header.shape[0], chunk_rows, lambda s, e: NpyTask(str(path), header, s, e, chunk_rows)
+    )
+    return Source(tasks, str(path), {"shape": header.shape, "dtype": str(header.dtype)})
+
+
+@dataclass
+class NpzTask:
+    path: str
+    member: str
+    chunk_size: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}[{self.member}]"
+
+    n_items: int = 0
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as handle:
+                header = read_npy_header(handle, self.label)
+                sample = header.shape[1:]
+                row_bytes = header.dtype.itemsize * math.prod(sample)
+                chunk_rows = rows_per_chunk(row_bytes, self.chunk_size)
+                for i in range(0, header.shape[0], chunk_rows):
+                    rows = min(chunk_rows, header.shape[0] - i)
+                    buf = handle.read(rows * row_bytes)
+                    if len(buf) != rows * row_bytes:
+                        raise SourceError(f"{self.label}: truncated at row {i}")
+                    yield np.frombuffer(buf, dtype=header.dtype).reshape(rows, *sample)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+            raise SourceError(f"{self.label}: corrupt .npz ({exc})") from None
+
+
+def npz_source(source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any) -> Source | None:
+    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() != ".npz":
+        return None
+    path = Path(source)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+            if key is None:
+                if len(names) != 1:
+                    raise SourceError(f"{path}: holds arrays {names}; choose one with key=")
+                key = names[0]
+            if key not in names:
+                raise SourceError(f"{path}: no array {key!r}; it holds {names}")
+            with zf.open(key + ".npy") as handle:
+                header = read_npy_header(handle, f"{path}[{key}]")
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SourceError(f"{path}: not a valid .npz file ({exc})") from None
+    if len(header.shape) < 2:
+        raise SourceError(
+            f"{path}[{key}]: shape {header.shape}; expected (n_samples, *sample_shape)"
+        )
+    task = NpzTask(str(path), key + ".npy", chunk_size, header.shape[0])
+    return Source([task], f"{path}[{key}]", {"shape": header.shape, "dtype": str(header.dtype)})
+
+
+def shard_list_source(source: Any, **options: Any) -> Source | None:
+    """A list of ``.npy``/``.npz`` paths: their tasks, in list order."""
+    if not isinstance(source, (list, tuple)) or not source:
+        return None
+    if not all(isinstance(s, (str, os.PathLike)) for s in source):
+        return None
+    from . import resolve
+
+    parts = [resolve(s, **options) for s in source]
+    return Source([t for p in parts for t in p.tasks], f"{len(parts)} shards ({parts[0].description}, ...)")
+
+
+@dataclass
+class IterableTask:
+    iterable: Any
+    label: str = "iterable of batches"
+    n_items: int = 0
+
+    def chunks(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield _take_batch(item)
+
+
+def iterable_source(source: Any, **_: Any) -> Source | None:
+    if not is_iterable_of_batches(source) or isinstance(source, (dict, np.ndarray)):
+        return None
+    n = len(source) if hasattr(source, "__len__") else 0
+    return Source([IterableTask(source, n_items=n)], "iterable of batches")
+
+
+register_source(array_source)
+register_source(npy_source)
+register_source(npz_source)
+register_source(shard_list_source)
+register_source(iterable_source, fallback=True)
