@@ -163,6 +163,6 @@ def _import_savable_classes() -> None:
     """Import the modules whose classes register themselves, so load() knows them all."""
     import importlib
 
-    for module in ("moments", "normalizers", "comoments"):
+    for module in ("moments", "normalizers", "comoments", "whitening"):
         with contextlib.suppress(ImportError):
             importlib.import_module(f"normlab.{module}")

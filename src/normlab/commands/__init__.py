@@ -1,0 +1,1 @@
+"""Commands of the larger features; each module has ``register(app)``."""
