@@ -8,17 +8,26 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import schemes
 from .errors import NormlabError, NormlabWarning, NotFittedError
 from .io import load
 from .moments import Moments
+from .normalizers import Identity, MaxAbs, MaxScale, MinMax, PerImage, ZScore
 from .stats import compute_stats
 
 __all__ = [
+    "Identity",
+    "MaxAbs",
+    "MaxScale",
+    "MinMax",
     "Moments",
     "NormlabError",
     "NormlabWarning",
     "NotFittedError",
+    "PerImage",
+    "ZScore",
     "__version__",
     "compute_stats",
     "load",
+    "schemes",
 ]

@@ -63,7 +63,7 @@ def save_object(obj: Any, path: str | os.PathLike) -> None:
     from . import __version__
 
     meta["normlab_version"] = __version__
-    tensors = {k: np.ascontiguousarray(v) for k, v in obj.to_tensors().items()}
+    tensors = {k: np.array(v, order="C") for k, v in obj.to_tensors().items()}  # 0-d stays 0-d
     payload = save(tensors, metadata={FORMAT_NAME: json.dumps(meta)})
     with atomic_write(path) as handle:
         handle.write(payload)

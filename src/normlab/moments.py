@@ -600,7 +600,7 @@ class Moments:
             out.update(_encode_bigints("s2", s2))
         else:
             out.update({"shift": self._shift, "mean_shifted": self._mean_shifted, "m2": self._m2})
-        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+        return {k: np.array(v, order="C") for k, v in out.items()}  # keeps 0-d shapes
 
     @classmethod
     def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Moments:
@@ -638,9 +638,9 @@ class Moments:
 
     @classmethod
     def load(cls, path: str) -> Moments:
-        from .io import load_object
+        from .io import load as load_file
 
-        obj = load_object(path)
+        obj = load_file(path)
         if not isinstance(obj, cls):
             raise NormlabError(f"{path}: holds a {type(obj).__name__}, not {cls.__name__}")
         return obj

@@ -1,0 +1,553 @@
+"""Normalizers: fitted from exact :class:`~normlab.Moments`, applied as one multiply-add.
+
+Every affine scheme is stored as ``shift_`` and ``scale_`` (arrays of the statistics'
+reduced shape) with ``transform(x) = (x − shift_) / scale_`` and
+``inverse_transform(y) = y · scale_ + shift_``. ``1/scale_`` and ``shift_/scale_`` are
+precomputed, so the apply step is a multiply and a subtract into the output buffer.
+
+Zero variance (and a zero range for ``minmax``/``maxabs``) has one policy, in one helper
+(:func:`safe_scale`): the scale becomes 1 — or ``std_floor`` when given — and one
+:class:`~normlab.NormlabWarning` names how many features and which. A feature is constant
+when its ``min == max``: exact for every dtype, so integer images never depend on a
+tolerance. Float features whose std is within rounding noise of their magnitude
+(``std ≤ 16·eps·max|x|``) count as constant too: that is the near-constant case where
+scikit-learn#17794 turned a constant column of 14.62 into −1.0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError
+from .io import register
+from .moments import AXES, Moments, as_batch
+
+_NEAR_CONSTANT_ULPS = 16  # spreads within a few ulps of the values are rounding noise
+
+
+def safe_scale(
+    scale: np.ndarray,
+    zero: np.ndarray,
+    *,
+    floor: float | None = None,
+    what: str = "zero variance",
+    stacklevel: int = 3,
+) -> np.ndarray:
+    """The one zero-scale policy: ``zero`` entries get scale 1 (or ``floor``), with one warning.
+
+    Returns a new float64 array; never contains 0, NaN or inf.
+    """
+    out = np.array(scale, dtype=np.float64, copy=True)
+    if floor is not None:
+        if not floor > 0 or not math.isfinite(floor):
+            raise NormlabError(f"std_floor must be a positive finite number; got {floor}")
+        out = np.maximum(np.where(zero, 0.0, out), floor)
+    else:
+        out = np.where(zero, 1.0, out)
+    bad = ~np.isfinite(out) | (out <= 0)
+    out = np.where(bad, 1.0, out)
+    zero = zero | bad
+    if zero.any():
+        idx = np.argwhere(zero)
+        shown = ", ".join(str(tuple(int(i) for i in r)) if len(r) > 1 else str(int(r[0])) for r in idx[:8]) if idx.ndim and idx.shape[1] else "all"
+        more = f" and {len(idx) - 8} more" if len(idx) > 8 else ""
+        replacement = f"std_floor={floor}" if floor is not None else "1"
+        warnings.warn(
+            f"{int(zero.sum())} of {zero.size} features have {what} (at {shown}{more}); their "
+            f"scale is set to {replacement}, so their outputs stay finite",
+            NormlabWarning,
+            stacklevel=stacklevel,
+        )
+    return out
+
+
+def constant_mask(stats: Moments) -> np.ndarray:
+    """Constant features: ``min == max`` exactly, or a float spread within rounding noise."""
+    const = stats.is_constant() | (stats.count == 0)
+    if not stats.exact:
+        with np.errstate(invalid="ignore"):
+            magnitude = np.fmax(np.abs(stats.min), np.abs(stats.max))
+            noise = _NEAR_CONSTANT_ULPS * np.finfo(np.float64).eps * magnitude
+            const = const | (stats.std() <= noise)
+    return const
+
+
+class Normalizer:
+    """Common behaviour: fit from data or statistics, validated apply, safe files."""
+
+    scheme: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = True
+    stats_axis: str = "feature"
+
+    def __init__(self, *, channel_axis: int = -1, dtype: Any = None) -> None:
+        self.channel_axis = channel_axis
+        self.dtype = dtype
+
+    # ------------------------------------------------------------- parameters
+    def get_params(self) -> dict[str, Any]:
+        import inspect
+
+        names = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in names if k != "self"}
+
+    def _json_params(self) -> dict[str, Any]:
+        params = self.get_params()
+        if params.get("dtype") is not None:
+            params["dtype"] = np.dtype(params["dtype"]).name
+        if isinstance(params.get("feature_range"), tuple):
+            params["feature_range"] = list(params["feature_range"])
+        return params
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------- fitting
+    @property
+    def is_fitted(self) -> bool:
+        return not self.needs_fit or hasattr(self, "stats_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(X), partial_fit(X) or "
+                "from_stats(moments) first"
+            )
+
+    def _reset(self) -> None:
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
+
+    def fit(self, X: Any, y: Any = None) -> Normalizer:
+        """Fit on ``X`` of shape ``(n_samples, *sample_shape)``; returns ``self``."""
+        self._reset()
+        return self.partial_fit(X)
+
+    def partial_fit(self, X: Any, y: Any = None) -> Normalizer:
+        """Add ``X`` to the statistics seen so far and refit; returns ``self``."""
+        if not self.needs_fit:
+            as_batch(X, "X")
+            return self
+        batch = Moments(self.stats_axis, channel_axis=self.channel_axis).update(X)
+        stats = self.stats_ + batch if hasattr(self, "stats_") else batch
+        return self._fit_from(stats)
+
+    def from_stats(self, stats: Moments) -> Normalizer:
+        """Fit from saved statistics (coarsened exactly when they are finer than needed)."""
+        if not isinstance(stats, Moments):
+            raise NormlabError(
+                f"{type(self).__name__}.from_stats needs a Moments object, got {type(stats).__name__}"
+            )
+        if not self.needs_fit:
+            return self
+        self._reset()
+        return self._fit_from(stats)
+
+    def _coarsen(self, stats: Moments) -> Moments:
+        if stats.axis == self.stats_axis and (
+            self.stats_axis != "channel" or stats.channel_axis == self.channel_axis
+        ):
+            return stats
+        if stats.axis != "feature" and AXES.index(stats.axis) > AXES.index(self.stats_axis):
+            raise NormlabError(
+                f"{type(self).__name__} needs {self.stats_axis!r} statistics, but these are "
+                f"{stats.axis!r}: compute statistics with axis='feature' to fit every scheme"
+            )
+        return stats.reduce(self.stats_axis, channel_axis=self.channel_axis)
+
+    def _fit_from(self, stats: Moments) -> Normalizer:
+        stats = self._coarsen(stats)
+        self.stats_ = stats
+        self.n_samples_seen_ = stats.n_samples_seen
+        self.value_scale_ = stats.value_scale
+        self.sample_shape_ = stats.sample_shape
+        self._compute(stats)
+        return self
+
+    def _compute(self, stats: Moments) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- applying
+    def _out_dtype(self, x: np.ndarray) -> np.dtype:
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+
+    def _check_input(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        x = as_batch(X, "X")
+        expected = getattr(self, "sample_shape_", None)
+        if expected is None or not self.needs_fit:
+            return x
+        sample = x.shape[1:]
+        if self.stats_axis == "feature" and sample != tuple(expected):
+            raise ShapeError(
+                f"{type(self).__name__} was fitted on samples of shape {tuple(expected)}; got "
+                f"samples of shape {sample}"
+            )
+        if self.stats_axis == "channel":
+            ca = self.channel_axis % len(expected)
+            if len(sample) != len(expected) or sample[ca] != expected[ca]:
+                raise ShapeError(
+                    f"{type(self).__name__} was fitted on {expected[ca]} channels (axis "
+                    f"{self.channel_axis} of samples {tuple(expected)}); got samples of shape {sample}"
+                )
+        self._warn_double_normalization(x)
+        return x
+
+    def _warn_double_normalization(self, x: np.ndarray) -> None:
+        scale = getattr(self, "value_scale_", None) or {}
+        top = scale.get("max_value")
+        if x.dtype.kind != "f" or not top or top <= 1 or x.size == 0:
+            return
+        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+        if lo >= -1.0 and hi <= 1.0:
+            warnings.warn(
+                f"these values lie within [{lo:.3g}, {hi:.3g}], but the normalizer was fitted on "
+                f"{scale['dtype']} data (0..{top}): is the input already normalized (divided by "
+                f"{top} twice)?",
+                NormlabWarning,
+                stacklevel=4,
+            )
+
+    def transform(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse_transform(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------- files
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "class": type(self).__name__,
+            "scheme": self.scheme,
+            "params": self._json_params(),
+        }
+        if hasattr(self, "stats_"):
+            meta["stats"] = self.stats_.metadata()
+        return meta
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "stats_"):
+            return {}
+        return {f"stats.{k}": v for k, v in self.stats_.to_tensors().items()}
+
+    @classmethod
+    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Normalizer:
+        params = dict(meta["params"])
+        if isinstance(params.get("feature_range"), list):
+            params["feature_range"] = tuple(params["feature_range"])
+        obj = cls(**params)
+        if "stats" in meta:
+            stats = Moments.from_tensors(
+                meta["stats"], {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NormlabWarning)  # warned once, at fit time
+                obj._fit_from(stats)
+        return obj
+
+    def save(self, path: str) -> None:
+        """Write atomically (safetensors + JSON metadata; never pickle)."""
+        from .io import save_object
+
+        self._check_fitted()
+        save_object(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Normalizer:
+        from .io import load as load_file
+
+        obj = load_file(path)
+        if not isinstance(obj, cls):
+            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not a {cls.__name__}")
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Normalizer)
+        if self.get_params() != other.get_params() or self.is_fitted != other.is_fitted:
+            return False
+        if not hasattr(self, "stats_"):
+            return True
+        return self.stats_ == other.stats_ and all(
+            np.array_equal(getattr(self, k), getattr(other, k))
+            for k in ("shift_", "scale_")
+            if hasattr(self, k)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def describe(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "normalizer": repr(self)}
+
+
+class AffineNormalizer(Normalizer):
+    """``y = (x − shift_) / scale_`` with ``shift_``/``scale_`` of the statistics' reduced shape."""
+
+    def _set_affine(self, shift: np.ndarray, scale: np.ndarray) -> None:
+        self.shift_ = np.asarray(shift, dtype=np.float64)
+        self.scale_ = np.asarray(scale, dtype=np.float64)
+        self._mult = 1.0 / self.scale_
+        self._offset = self.shift_ * self._mult
+
+    def _broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
+        """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
+        if self.stats_axis == "channel":
+            shape = [1] * (sample_ndim + 1)
+            shape[1 + self.channel_axis % sample_ndim] = arr.shape[0]
+            return arr.reshape(shape)
+        return arr[None] if self.stats_axis == "feature" else arr
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Normalize ``X`` of shape ``(n_samples, *sample_shape)``."""
+        x = self._check_input(X)
+        out_dtype = self._out_dtype(x)
+        ndim = x.ndim - 1
+        if out_dtype == np.float64:
+            # (x − shift)·(1/scale): within an ulp of (x − mean)/std, as scikit-learn computes it
+            out = np.subtract(x, self._broadcast(self.shift_, ndim), dtype=np.float64)
+            np.multiply(out, self._broadcast(self._mult, ndim), out=out)
+            return out
+        mult = self._broadcast(self._mult.astype(out_dtype), ndim)
+        offset = self._broadcast(self._offset.astype(out_dtype), ndim)
+        out = np.multiply(x, mult, dtype=out_dtype)
+        np.subtract(out, offset, out=out)
+        return out
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Back to the data's units: ``y · scale_ + shift_``."""
+        self._check_fitted()
+        y = as_batch(X, "X")
+        ndim = y.ndim - 1
+        out_dtype = y.dtype if y.dtype.kind == "f" else np.dtype(np.float64)
+        out = np.multiply(y, self._broadcast(self.scale_, ndim), dtype=np.float64)
+        np.add(out, self._broadcast(self.shift_, ndim), out=out)
+        return out.astype(out_dtype, copy=False)
+
+    def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
+        self._check_fitted()
+        shape = tuple(sample_shape if sample_shape is not None else self.sample_shape_)
+        shift = np.broadcast_to(self._broadcast(self.shift_, len(shape)), (1, *shape))
+        scale = np.broadcast_to(self._broadcast(self.scale_, len(shape)), (1, *shape))
+        return shift.reshape(-1).astype(np.float64), scale.reshape(-1).astype(np.float64)
+
+
+@register
+class ZScore(AffineNormalizer):
+    """Subtract the mean and divide by the std — per feature (pixel), per channel or global.
+
+    Parameters
+    ----------
+    axis : {"feature", "channel", "global"}
+        Which z-score: one mean/std per feature (per pixel), per channel, or over all values.
+    channel_axis : int
+        Channel axis of a sample (``-1`` HWC, ``0`` CHW), for ``axis="channel"``.
+    with_mean, with_std : bool
+        Center and/or scale (``center`` and ``scale`` in the scheme registry).
+    ddof : int
+        Delta degrees of freedom of the std (0, as scikit-learn's ``StandardScaler``).
+    std_floor : float, optional
+        Scale is ``max(std, std_floor)`` in data units; constant features get ``std_floor``
+        (else 1).
+    dtype : dtype, optional
+        Output dtype (default float32 for integer input, the input's float dtype otherwise).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from normlab.normalizers import ZScore
+    >>> x = np.array([[0, 10], [2, 10], [4, 10]], dtype=np.uint8)
+    >>> import warnings; warnings.simplefilter("ignore")
+    >>> z = ZScore(axis="feature").fit(x)
+    >>> z.transform(x)
+    array([[-1.2247449,  0.       ],
+           [ 0.       ,  0.       ],
+           [ 1.2247449,  0.       ]], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        *,
+        axis: str = "feature",
+        channel_axis: int = -1,
+        with_mean: bool = True,
+        with_std: bool = True,
+        ddof: int = 0,
+        std_floor: float | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(channel_axis=channel_axis, dtype=dtype)
+        if axis not in AXES:
+            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
+        self.axis = axis
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.ddof = ddof
+        self.std_floor = std_floor
+
+    @property
+    def stats_axis(self) -> str:  # type: ignore[override]
+        return self.axis
+
+    @property
+    def scheme(self) -> str:  # type: ignore[override]
+        if not self.with_std:
+            return "center"
+        if not self.with_mean:
+            return "scale"
+        return self.axis
+
+    def _compute(self, stats: Moments) -> None:
+        self.mean_ = stats.mean
+        self.var_ = stats.var(self.ddof)
+        shift = self.mean_ if self.with_mean else np.zeros_like(self.mean_)
+        if self.with_std:
+            zero = constant_mask(stats)
+            self.zero_variance_ = zero
+            scale = safe_scale(np.sqrt(self.var_), zero, floor=self.std_floor, stacklevel=6)
+        else:
+            scale = np.ones_like(self.mean_)
+        self._set_affine(np.where(stats.count > 0, shift, 0.0), scale)
+
+
+@register
+class MaxScale(AffineNormalizer):
+    """Divide by the value scale's maximum (255 for uint8, 65535 for uint16, or ``max_value``).
+
+    What most code calls "normalizing to [0, 1]". Not a z-score: the outputs stay
+    all-positive, the case Efficient BackProp §4.3 warns about.
+    """
+
+    scheme = "max"
+    stats_axis = "global"
+
+    def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
+        super().__init__(channel_axis=-1, dtype=dtype)
+        self.max_value = max_value
+
+    def _compute(self, stats: Moments) -> None:
+        top = self.max_value if self.max_value is not None else stats.value_scale.get("max_value")
+        if top is None:
+            raise NormlabError(
+                "scheme 'max' divides by the value scale's maximum, but float data has none: pass "
+                "max_value= (e.g. 255.0 for images stored as floats)"
+            )
+        if not top > 0:
+            raise NormlabError(f"max_value must be positive; got {top}")
+        self._set_affine(np.zeros(()), np.full((), float(top)))
+
+
+@register
+class MaxAbs(AffineNormalizer):
+    """Divide each feature (or channel, or all values) by its largest ``|x|``."""
+
+    scheme = "maxabs"
+
+    def __init__(self, *, axis: str = "feature", channel_axis: int = -1, dtype: Any = None) -> None:
+        super().__init__(channel_axis=channel_axis, dtype=dtype)
+        self.axis = axis
+
+    @property
+    def stats_axis(self) -> str:  # type: ignore[override]
+        return self.axis
+
+    def _compute(self, stats: Moments) -> None:
+        self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
+        scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0", stacklevel=6)
+        self._set_affine(np.zeros_like(scale), scale)
+
+
+@register
+class MinMax(AffineNormalizer):
+    """Map each feature's ``[min, max]`` onto ``feature_range`` (default ``(0, 1)``)."""
+
+    scheme = "minmax"
+
+    def __init__(
+        self,
+        *,
+        feature_range: tuple[float, float] = (0.0, 1.0),
+        axis: str = "feature",
+        channel_axis: int = -1,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(channel_axis=channel_axis, dtype=dtype)
+        self.feature_range = tuple(feature_range)
+        self.axis = axis
+
+    @property
+    def stats_axis(self) -> str:  # type: ignore[override]
+        return self.axis
+
+    def _compute(self, stats: Moments) -> None:
+        low, high = (float(v) for v in self.feature_range)
+        if not high > low:
+            raise NormlabError(f"feature_range must be increasing; got {self.feature_range}")
+        self.data_min_, self.data_max_ = stats.min, stats.max
+        span = self.data_max_ - self.data_min_
+        span = safe_scale(span, constant_mask(stats), what="a zero range (max == min)", stacklevel=6)
+        scale = span / (high - low)
+        self._set_affine(np.where(stats.count > 0, self.data_min_, 0.0) - low * scale, scale)
+
+
+@register
+class Identity(Normalizer):
+    """The ``raw`` baseline: values unchanged (integers become float32)."""
+
+    scheme = "raw"
+    needs_fit = False
+
+    def __init__(self, *, dtype: Any = None) -> None:
+        super().__init__(dtype=dtype)
+
+    def transform(self, X: Any) -> np.ndarray:
+        x = as_batch(X, "X")
+        return x.astype(self._out_dtype(x), copy=True)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        return np.array(as_batch(X, "X"), copy=True)
+
+    def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = math.prod(sample_shape)
+        return np.zeros(size), np.ones(size)
+
+
+@register
+class PerImage(Normalizer):
+    """Standardize each sample by its own mean and std (TensorFlow's ``per_image_standardization``).
+
+    The std is floored at ``1/√N`` (N = values per sample), as TensorFlow does, so a uniform
+    image maps to zeros. Stateless: nothing to fit, and no inverse (each sample's own mean and
+    std are discarded).
+    """
+
+    scheme = "per-image"
+    needs_fit = False
+
+    def __init__(self, *, dtype: Any = None) -> None:
+        super().__init__(dtype=dtype)
+
+    def transform(self, X: Any) -> np.ndarray:
+        x = as_batch(X, "X")
+        flat = x.reshape(x.shape[0], -1).astype(np.float64)
+        mean = flat.mean(axis=1, keepdims=True)
+        std = np.maximum(flat.std(axis=1, keepdims=True), 1.0 / math.sqrt(max(1, flat.shape[1])))
+        return ((flat - mean) / std).reshape(x.shape).astype(self._out_dtype(x), copy=False)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        raise NormlabError(
+            "per-image standardization has no inverse: each sample's own mean and std are not kept"
+        )
+
+    def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        raise NormlabError("per-image standardization is not one affine map for all samples")
