@@ -143,6 +143,98 @@ def show(
         print_summary(summary, str(path))
 
 
+@app.command()
+@cli_errors
+def fit(
+    data: Annotated[Optional[str], typer.Argument(help="Data to fit on (.npy/.npz/folder).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the normalizer.")] = Path("norm.safetensors"),
+    scheme: Annotated[str, typer.Option("--scheme", help="A scheme name (see `normlab schemes`).")] = "feature",
+    stats_file: Annotated[Optional[Path], typer.Option("--stats", help="Fit from a saved stats file instead of data.")] = None,
+    channel_axis: ChannelAxisOpt = -1,
+    std_floor: Annotated[Optional[float], typer.Option(help="Floor of the std, in data units.")] = None,
+    key: KeyOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
+    from . import schemes
+    from .io import load
+    from .moments import Moments
+    from .stats import compute_stats
+
+    if (data is None) == (stats_file is None):
+        raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
+    options: dict[str, Any] = {}
+    if scheme in ("global", "channel", "feature", "center", "scale", "maxabs", "minmax"):
+        options["channel_axis"] = channel_axis
+    if std_floor is not None:
+        options["std_floor"] = std_floor
+    normalizer = schemes.get(scheme, **options)
+    if normalizer.needs_fit:
+        if stats_file is not None:
+            stats = load(stats_file)
+            if not isinstance(stats, Moments):
+                raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
+        else:
+            stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
+                                  channel_axis=channel_axis, key=key, progress=progress_flag(quiet))  # fmt: skip
+        normalizer.from_stats(stats)
+    normalizer.save(output)
+    typer.echo(f"{scheme}: {normalizer!r} -> {output}")
+
+
+@app.command()
+@cli_errors
+def apply(
+    data: Annotated[str, typer.Argument(help="A .npy/.npz file to normalize.")],
+    normalizer_file: Annotated[Path, typer.Option("--normalizer", "-n", help="A saved normalizer.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .npy file to write.")],
+    key: KeyOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Normalize DATA in windows (files larger than RAM work) and write it atomically."""
+    from .apply import apply_file
+    from .io import load
+    from .normalizers import Normalizer
+
+    normalizer = load(normalizer_file)
+    if not isinstance(normalizer, Normalizer):
+        raise NormlabError(f"{normalizer_file}: holds a {type(normalizer).__name__}, not a normalizer")
+    shape = apply_file(normalizer, data, output, key=key, progress=progress_flag(quiet))
+    typer.echo(f"{normalizer.scheme}: {shape[0]} samples of shape {shape[1:]} -> {output}")
+
+
+@app.command("schemes")
+def list_schemes() -> None:
+    """List the normalization schemes."""
+    from . import schemes
+
+    for name, text in schemes.describe().items():
+        typer.echo(f"{name:<16} {text}")
+
+
+@app.command()
+@cli_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the lab's report.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Only the scheme table, no training.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """On scikit-learn's digits: statistics once, every scheme from them, and what each does."""
+    from .demo import scheme_table, digits_uint8
+
+    x, _ = digits_uint8()
+    console().print(scheme_table(x, title="digits (1797 x 8x8, uint8 0..16): every scheme fitted from one pass of per-feature statistics"))
+    if quick:
+        return
+    try:
+        from .lab import demo_comparison
+    except ImportError as exc:
+        typer.echo(f"(the convergence lab is not available: {exc})")
+        return
+    report = demo_comparison(out, quiet=quiet)
+    typer.echo(f"report: {report}")
+
+
 def torchvision_constants(stats: Any) -> dict[str, list[float]]:
     """Per-channel mean/std on the 0..1 scale torchvision's ``Normalize`` expects."""
     if stats.axis == "feature":

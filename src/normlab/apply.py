@@ -1,0 +1,55 @@
+"""Apply a fitted normalizer to a ``.npy`` file in windows: memory stays one window."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import NormlabError
+from .io import atomic_write
+from .normalizers import Normalizer
+from .progress import progress_bar
+from .sources import resolve
+
+
+def apply_file(
+    normalizer: Normalizer,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    key: str | None = None,
+) -> tuple[int, ...]:
+    """Normalize ``source`` (``.npy``/``.npz``) into the ``.npy`` file ``output``, atomically.
+
+    Reads and writes one window at a time, so a file larger than RAM works. Returns the
+    output's shape.
+    """
+    if os.path.abspath(source) == os.path.abspath(output):
+        raise NormlabError(f"{output}: the output must not overwrite the input")
+    src = resolve(source, chunk_size=chunk_size, key=key)
+    shape = tuple(src.info.get("shape", ()))
+    in_dtype = np.dtype(src.info.get("dtype", "float64"))
+    if not shape:
+        raise NormlabError(f"{source}: apply needs an array file (.npy or .npz)")
+    out_dtype = normalizer._out_dtype(np.empty(0, in_dtype))
+    header = {
+        "descr": np.lib.format.dtype_to_descr(out_dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    written = 0
+    with atomic_write(output) as handle, progress_bar(shape[0], "apply", enabled=progress) as advance:
+        np.lib.format.write_array_header_2_0(handle, header)
+        for task in src.tasks:
+            for chunk in task.chunks():
+                out = normalizer.transform(chunk)
+                handle.write(np.ascontiguousarray(out, dtype=out_dtype).tobytes())
+                written += out.shape[0]
+                advance(out.shape[0])
+        if written != shape[0]:
+            raise NormlabError(f"{source}: read {written} of {shape[0]} samples")
+    return shape
