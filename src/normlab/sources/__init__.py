@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import SourceError
+from ..errors import EmptyDataError, SourceError
 
 
 class Task(Protocol):
@@ -60,7 +60,7 @@ def resolve(source: Any, **options: Any) -> Source:
         found = adapter(source, **options)
         if found is not None:
             if not found.tasks:
-                raise SourceError(f"{found.description}: no data found")
+                raise EmptyDataError(f"{found.description}: no data found")
             return found
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
