@@ -81,6 +81,7 @@ class Normalizer:
 
     scheme: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = True
+    has_inverse: ClassVar[bool] = True  # False where inverse_transform cannot exist
     stats_axis: str = "feature"
 
     def __init__(self, *, channel_axis: int = -1, dtype: Any = None) -> None:
@@ -533,6 +534,7 @@ class PerImage(Normalizer):
 
     scheme = "per-image"
     needs_fit = False
+    has_inverse = False
 
     def __init__(self, *, dtype: Any = None) -> None:
         super().__init__(dtype=dtype)

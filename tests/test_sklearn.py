@@ -1,0 +1,121 @@
+"""normlab.sklearn.InputScaler: scikit-learn's own checks, StandardScaler parity, pipelines."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from normlab import NormlabError, NormlabWarning, schemes
+from normlab.sklearn import InputScaler
+
+# Every registry scheme that fits a 2-D feature matrix ("channel" needs a channel axis).
+SCHEMES_2D = [name for name in schemes.names() if name != "channel"]
+INSTANCES = [InputScaler(scheme=s, max_value=10.0 if s == "max" else None) for s in SCHEMES_2D]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_zero_variance():
+    # scikit-learn's checks fit constant columns on purpose; the warning is tested below
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NormlabWarning)
+        yield
+
+
+@parametrize_with_checks(INSTANCES)
+def test_sklearn_compatible(estimator, check, monkeypatch):
+    # check_array_api_input (NumPy namespace) runs only with SCIPY_ARRAY_API set; set it here
+    # so that no check is skipped, and only for the duration of this test
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    check(estimator)
+
+
+def rel_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-12) -> bool:
+    return bool(np.all(np.abs(a - b) <= tol * np.maximum(1.0, np.abs(b))))
+
+
+@pytest.fixture(scope="module")
+def cancer() -> np.ndarray:
+    return load_breast_cancer().data
+
+
+def test_feature_matches_standard_scaler(cancer):
+    ours = InputScaler().fit(cancer)
+    ref = StandardScaler().fit(cancer)
+    assert np.all(np.abs(ours.normalizer_.mean_ - ref.mean_) <= 1e-12 * np.abs(ref.mean_))
+    assert np.all(np.abs(ours.normalizer_.var_ - ref.var_) <= 1e-12 * np.abs(ref.var_))
+    assert rel_close(ours.transform(cancer), ref.transform(cancer))
+    assert rel_close(ours.inverse_transform(ours.transform(cancer)), cancer)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "reference"), [("minmax", MinMaxScaler()), ("maxabs", MaxAbsScaler())]
+)
+def test_other_schemes_match_sklearn(cancer, scheme, reference):
+    assert rel_close(InputScaler(scheme=scheme).fit_transform(cancer), reference.fit_transform(cancer))
+
+
+def test_partial_fit_equals_fit_on_integers():
+    x = np.random.default_rng(0).integers(0, 256, (300, 7), dtype=np.uint8)
+    whole = InputScaler(dtype=np.float64).fit(x)
+    parts = InputScaler(dtype=np.float64)
+    for rows in np.array_split(x, 5):
+        parts.partial_fit(rows)
+    assert parts.n_samples_seen_ == 300
+    # exact integer sums: the same bits whatever the split
+    np.testing.assert_array_equal(parts.transform(x), whole.transform(x))
+    mean = x.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(whole.normalizer_.mean_, mean, rtol=1e-15)
+
+
+def test_pipeline_and_column_transformer(cancer):
+    y = load_breast_cancer().target
+    model = make_pipeline(InputScaler(), LogisticRegression(max_iter=500)).fit(cancer, y)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(cancer, y)
+    np.testing.assert_allclose(model.predict_proba(cancer), ref.predict_proba(cancer), rtol=1e-6, atol=1e-9)
+
+    frame = pd.DataFrame(cancer[:, :4], columns=["a", "b", "c", "d"])
+    ct = ColumnTransformer([("z", InputScaler(), ["a", "b"]), ("mm", InputScaler(scheme="minmax"), ["c", "d"])])
+    out = ct.fit_transform(frame)
+    assert list(ct.get_feature_names_out()) == ["z__a", "z__b", "mm__c", "mm__d"]
+    assert rel_close(out[:, :2], StandardScaler().fit_transform(cancer[:, :2]))
+    assert rel_close(out[:, 2:], MinMaxScaler().fit_transform(cancer[:, 2:4]))
+
+
+def test_set_output_pandas_and_feature_names(cancer):
+    frame = pd.DataFrame(cancer[:, :3], columns=["radius", "texture", "perimeter"])
+    scaler = InputScaler().set_output(transform="pandas").fit(frame)
+    out = scaler.transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["radius", "texture", "perimeter"]
+    assert list(scaler.get_feature_names_out()) == ["radius", "texture", "perimeter"]
+    back = scaler.inverse_transform(out)
+    assert rel_close(np.asarray(back), cancer[:, :3])
+
+
+def test_errors_say_what_is_wrong():
+    x = np.random.default_rng(1).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        InputScaler().fit(np.where(x > 1, np.nan, x))
+    with pytest.raises(NormlabError, match="channel"):
+        InputScaler(scheme="channel").fit(x)
+    with pytest.raises(NormlabError, match="unknown scheme"):
+        InputScaler(scheme="zscore").fit(x)
+    with pytest.raises(NormlabError, match="takes no option 'std_floor'"):
+        InputScaler(scheme="minmax", std_floor=0.1).fit(x)
+    assert not hasattr(InputScaler(scheme="per-image").fit(x), "inverse_transform")
+
+
+def test_constant_feature_warns_and_stays_finite():
+    x = np.column_stack([np.arange(10.0), np.full(10, 14.62)])
+    with pytest.warns(NormlabWarning, match="1 of 2 features"):
+        out = InputScaler().fit_transform(x)
+    np.testing.assert_array_equal(out[:, 1], 0.0)  # not StandardScaler's old −1 (sklearn#17794)
