@@ -1,0 +1,305 @@
+"""Exports: one fitted normalizer, the same numbers in scikit-learn, PyTorch, Keras, torchvision, JSON.
+
+Every affine scheme is ``y = (x − shift) / scale``; each target gets that map in its own
+terms, and tests prove the outputs equal on the same input:
+
+* :func:`to_sklearn` — a fitted ``StandardScaler`` / ``MinMaxScaler`` / ``MaxAbsScaler``
+  (channel and global statistics expanded to per-feature ones) for inputs flattened to
+  ``(n_samples, n_features)``;
+* :func:`to_torch` — a :class:`normlab.torch.Normalize` module;
+* :func:`to_torchvision` — ``{"mean": [...], "std": [...]}`` for ``transforms.Normalize``
+  on the 0..1 scale of ``ToTensor`` (or the 0..255 one);
+* :func:`to_keras` — keyword arguments of ``keras.layers.Normalization``;
+* :func:`to_json` — plain numbers for anything else.
+
+A scheme the target cannot express (per-image standardization anywhere, per-pixel statistics
+in torchvision's per-channel ``Normalize``, a matrix whitening in a per-feature scaler) raises
+a :class:`~normlab.NormlabError` that says what to use instead.
+
+>>> import numpy as np, warnings
+>>> from normlab.normalizers import ZScore
+>>> x = np.array([[[0, 10, 20]], [[40, 50, 60]]], dtype=np.uint8)  # 2 images, 1x1 pixel, RGB
+>>> to_torchvision(ZScore(axis="channel").fit(x))
+{'mean': [0.0784313725490196, 0.11764705882352941, 0.1568627450980392], 'std': [0.0784313725490196, 0.0784313725490196, 0.0784313725490196]}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import NormlabError, NotFittedError
+from .moments import Moments
+from .normalizers import AffineNormalizer, Identity, MaxAbs, MaxScale, MinMax, Normalizer, ZScore
+
+TORCHVISION_SCALES = ("0..1", "0..255")
+
+
+def _fitted(normalizer: Any, target: str) -> Normalizer:
+    if not isinstance(normalizer, Normalizer):
+        raise NormlabError(
+            f"{target} export needs a fitted normlab normalizer; got {type(normalizer).__name__}"
+        )
+    if not normalizer.is_fitted:
+        raise NotFittedError(
+            f"this {type(normalizer).__name__} is not fitted yet: fit it before exporting to {target}"
+        )
+    return normalizer
+
+
+def _affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
+    """The normalizer as one affine map, or an error naming what to use instead."""
+    normalizer = _fitted(normalizer, target)
+    if isinstance(normalizer, Identity):
+        raise NormlabError(
+            f"scheme 'raw' leaves the values unchanged: there is nothing to export to {target} "
+            "(use no normalization layer at all)"
+        )
+    if not isinstance(normalizer, AffineNormalizer):
+        raise NormlabError(
+            f"scheme {normalizer.scheme!r} ({type(normalizer).__name__}) is not one per-feature "
+            f"affine map (x − shift) / scale, which is all {target} can express; {instead}"
+        )
+    return normalizer
+
+
+def _expand(normalizer: AffineNormalizer, reduced: np.ndarray) -> np.ndarray:
+    """A statistic of the reduced shape as one value per feature of the flattened sample."""
+    shape = tuple(normalizer.sample_shape_)
+    full = np.broadcast_to(normalizer._broadcast(np.asarray(reduced, np.float64), len(shape)), (1, *shape))
+    return full.reshape(-1).copy()
+
+
+def _plain(value: Any) -> Any:
+    """Nested lists of Python floats; non-finite values become ``None`` (valid JSON)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        v = float(arr)
+        return v if math.isfinite(v) else None
+    return [_plain(v) for v in arr]
+
+
+# ---------------------------------------------------------------- scikit-learn
+def to_sklearn(normalizer: Normalizer) -> Any:
+    """A fitted scikit-learn scaler whose ``transform`` equals ``normalizer.transform``.
+
+    ``feature``/``channel``/``global``/``center``/``scale`` z-scores become a
+    ``StandardScaler``, ``minmax`` a ``MinMaxScaler``, ``maxabs`` and ``max`` a
+    ``MaxAbsScaler``. Channel and global statistics are expanded to one value per feature, so
+    the scaler takes samples flattened to ``(n_samples, n_features)`` (``x.reshape(n, -1)``).
+
+    Raises
+    ------
+    NormlabError
+        For schemes that are not a per-feature affine map (``per-image``, whitening):
+        :class:`normlab.sklearn.InputScaler` wraps any scheme in a scikit-learn transformer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from normlab.normalizers import ZScore
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> scaler = to_sklearn(ZScore().fit(x))
+    >>> type(scaler).__name__, scaler.mean_, scaler.scale_
+    ('StandardScaler', array([2., 4.]), array([1., 2.]))
+    """
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+    n = _affine(
+        normalizer,
+        "a scikit-learn scaler",
+        f"use normlab.sklearn.InputScaler(scheme={getattr(normalizer, 'scheme', '?')!r}), which "
+        "wraps any normlab scheme in a scikit-learn transformer",
+    )
+    shift, scale = n.affine()
+    common = {"n_features_in_": shift.size, "n_samples_seen_": int(n.n_samples_seen_)}
+    if isinstance(n, ZScore):
+        est: Any = StandardScaler(with_mean=n.with_mean, with_std=n.with_std)
+        if n.with_mean or n.with_std:
+            est.mean_ = shift if n.with_mean else _expand(n, n.mean_)
+            est.var_ = _expand(n, n.var_) if n.with_std else None
+        else:
+            est.mean_ = est.var_ = None
+        est.scale_ = scale if n.with_std else None
+    elif isinstance(n, MinMax):
+        est = MinMaxScaler(feature_range=tuple(float(v) for v in n.feature_range))
+        est.scale_ = 1.0 / scale
+        est.min_ = -shift * est.scale_
+        est.data_min_ = _expand(n, n.data_min_)
+        est.data_max_ = _expand(n, n.data_max_)
+        est.data_range_ = est.data_max_ - est.data_min_
+    elif isinstance(n, (MaxAbs, MaxScale)):
+        est = MaxAbsScaler()
+        est.scale_ = scale
+        est.max_abs_ = _expand(n, n.max_abs_) if isinstance(n, MaxAbs) else scale.copy()
+    else:
+        raise NormlabError(
+            f"no scikit-learn scaler matches {type(n).__name__}; use "
+            f"normlab.sklearn.InputScaler(scheme={n.scheme!r}) instead"
+        )
+    for name, value in common.items():
+        setattr(est, name, value)
+    return est
+
+
+def sklearn_state(estimator: Any) -> dict[str, Any]:
+    """A fitted scaler as JSON-ready data: class, parameters and fitted attributes (no pickle).
+
+    :func:`sklearn_from_state` rebuilds it; so does the snippet ``normlab export`` writes.
+    """
+    attributes = {
+        k: (v.tolist() if isinstance(v, np.ndarray) else v)
+        for k, v in vars(estimator).items()
+        if k.endswith("_") and not k.startswith("_")
+    }
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in estimator.get_params().items()}
+    return {"class": type(estimator).__name__, "params": params, "attributes": attributes}
+
+
+def sklearn_from_state(state: dict[str, Any]) -> Any:
+    """Rebuild a scaler written by :func:`sklearn_state`."""
+    from sklearn import preprocessing
+
+    allowed = {"StandardScaler", "MinMaxScaler", "MaxAbsScaler"}
+    if state.get("class") not in allowed:
+        raise NormlabError(f"expected one of {sorted(allowed)}; got class {state.get('class')!r}")
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["params"].items()}
+    est = getattr(preprocessing, state["class"])(**params)
+    for k, v in state["attributes"].items():
+        setattr(est, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
+    return est
+
+
+SKLEARN_SNIPPET = '''\
+# Rebuild the fitted scikit-learn scaler exported by normlab (no pickle involved).
+import json
+
+import numpy as np
+from sklearn import preprocessing
+
+with open({path!r}) as f:
+    state = json.load(f)
+params = {{k: tuple(v) if isinstance(v, list) else v for k, v in state["params"].items()}}
+scaler = getattr(preprocessing, state["class"])(**params)
+for name, value in state["attributes"].items():
+    setattr(scaler, name, np.asarray(value, dtype=np.float64) if isinstance(value, list) else value)
+# scaler.transform(x.reshape(len(x), -1)) now equals normlab's transform
+'''
+
+
+# ---------------------------------------------------------------- PyTorch / torchvision
+def to_torch(normalizer: Normalizer, *, layout: str | None = None) -> Any:
+    """A :class:`normlab.torch.Normalize` module (see there); needs the ``torch`` extra."""
+    from .errors import require
+
+    require("torch", "torch")
+    from .torch import Normalize
+
+    return Normalize.from_normalizer(normalizer, layout=layout)
+
+
+def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict[str, list[float]]:
+    """Per-channel ``mean``/``std`` lists for torchvision's ``transforms.Normalize``.
+
+    ``scale="0..1"`` (default) is the scale of ``ToTensor``/``ToDtype(scale=True)`` output:
+    statistics of integer images are divided by the dtype's maximum (255 for uint8);
+    statistics of float data are taken to be on that scale already. ``"0..255"`` multiplies
+    the 0..1 values by 255 (for pipelines that normalize unscaled uint8 values).
+
+    ``source`` is a fitted per-channel or global normalizer (any affine scheme: ``channel``,
+    ``global``, ``max``, channel-wise ``minmax``/``maxabs``), or statistics: per-feature
+    statistics are reduced exactly to per-channel ones (per-channel on ``channel_axis`` of
+    samples with ≥ 2 dims, else global).
+    """
+    if scale not in TORCHVISION_SCALES:
+        raise NormlabError(f"scale must be '0..1' or '0..255'; got {scale!r}")
+    if isinstance(source, Moments):
+        stats = source
+        if stats.axis == "feature":
+            stats = stats.reduce("channel" if stats.sample_shape is not None and len(stats.sample_shape) >= 2 else "global")
+        value_scale, mean, std = stats.value_scale, stats.mean, stats.std()
+    else:
+        n = _affine(
+            source,
+            "torchvision's Normalize",
+            "standardize each image with normlab.PerImage before the model instead",
+        )
+        if n.stats_axis == "feature":
+            raise NormlabError(
+                f"torchvision's Normalize holds one mean/std per channel, but this {n.scheme!r} "
+                f"normalizer has one per feature (per pixel, samples {tuple(n.sample_shape_)}): use "
+                "normlab.torch.Normalize.from_normalizer(n), which keeps per-pixel buffers, or fit "
+                "scheme 'channel'"
+            )
+        value_scale, mean, std = n.value_scale_, n.shift_, n.scale_
+    divisor = float((value_scale or {}).get("max_value") or 1.0)
+    factor = 255.0 if scale == "0..255" else 1.0
+    mean = np.asarray(mean, np.float64).reshape(-1) / divisor * factor
+    std = np.asarray(std, np.float64).reshape(-1) / divisor * factor
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+# ---------------------------------------------------------------- Keras
+def to_keras(normalizer: Normalizer) -> dict[str, Any]:
+    """Keyword arguments of ``keras.layers.Normalization`` giving normlab's outputs.
+
+    ``axis`` has Keras's meaning: the axes of the *batch* that keep their own mean and
+    variance (``None``: one scalar; ``-1``: channels last; a tuple for per-feature
+    statistics of n-d samples). ``variance`` is ``scale_**2``, the variance after the
+    zero-variance policy, so Keras's ``max(sqrt(variance), 1e-7)`` never divides a constant
+    pixel by 1e-7 (keras-team/keras#20011). Values are in the data's own units (feed the layer
+    what you fitted on).
+    """
+    n = _affine(
+        normalizer,
+        "keras.layers.Normalization",
+        "apply normlab's transform to the data before Keras instead",
+    )
+    ndim = len(n.sample_shape_)
+    if n.stats_axis == "global":
+        axis: Any = None
+    elif n.stats_axis == "channel":
+        channel = n.channel_axis % ndim
+        axis = -1 if channel == ndim - 1 else 1 + channel
+    else:
+        axis = -1 if ndim == 1 else tuple(range(1, ndim + 1))
+    return {"mean": _plain(n.shift_), "variance": _plain(n.scale_**2), "axis": axis}
+
+
+# ---------------------------------------------------------------- JSON
+def to_json(source: Normalizer | Moments) -> dict[str, Any]:
+    """Plain numbers (lists of floats) for any other framework.
+
+    A normalizer gives ``shift``/``scale`` of its reduced shape with the formula
+    ``y = (x − shift) / scale`` and where they broadcast (``stats_axis``, ``channel_axis``,
+    ``sample_shape``); statistics give count, mean, std (ddof 0), min and max.
+    """
+    if isinstance(source, Moments):
+        return {
+            "kind": "statistics",
+            "axis": source.axis,
+            "channel_axis": source.channel_axis,
+            "sample_shape": list(source.sample_shape or ()),
+            "value_scale": source.value_scale,
+            "n_samples_seen": int(source.n_samples_seen),
+            "count": np.asarray(source.count).tolist(),
+            "mean": _plain(source.mean),
+            "std": _plain(source.std()),
+            "min": _plain(source.min),
+            "max": _plain(source.max),
+        }
+    n = _affine(normalizer=source, target="JSON", instead="apply it with normlab itself")
+    return {
+        "kind": "affine",
+        "scheme": n.scheme,
+        "class": type(n).__name__,
+        "formula": "y = (x - shift) / scale",
+        "stats_axis": n.stats_axis,
+        "channel_axis": n.channel_axis,
+        "sample_shape": list(n.sample_shape_),
+        "value_scale": n.value_scale_,
+        "shift": _plain(n.shift_),
+        "scale": _plain(n.scale_),
+    }
