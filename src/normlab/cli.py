@@ -29,7 +29,7 @@ app = typer.Typer(
 _state = {"debug": False}
 
 # Modules under normlab/commands/ that add commands (each has ``register(app)``).
-COMMAND_MODULES: list[str] = ["lab"]
+COMMAND_MODULES: list[str] = ["lab", "export"]
 
 
 @app.callback()
@@ -119,6 +119,7 @@ def show(
     format: Annotated[str, typer.Option("--format", help="table, json or torchvision.")] = "table",
 ) -> None:
     """Print a saved statistics file: a table, JSON, or torchvision's mean/std (0..1 scale)."""
+    from .export import to_torchvision
     from .io import load
     from .moments import Moments
 
@@ -129,7 +130,7 @@ def show(
     if format == "torchvision":
         if stats is None:
             raise NormlabError(f"{path}: holds a {type(obj).__name__} without statistics")
-        typer.echo(json.dumps(torchvision_constants(stats)))
+        typer.echo(json.dumps(to_torchvision(stats)))
         return
     summary = stats.summary() if stats is not None else {}
     if hasattr(obj, "describe"):
@@ -233,19 +234,6 @@ def demo(
         return
     report = demo_comparison(out, quiet=quiet)
     typer.echo(f"report: {report}")
-
-
-def torchvision_constants(stats: Any) -> dict[str, list[float]]:
-    """Per-channel mean/std on the 0..1 scale torchvision's ``Normalize`` expects."""
-    if stats.axis == "feature":
-        if stats.sample_shape is not None and len(stats.sample_shape) >= 2:
-            stats = stats.reduce("channel")
-        else:
-            stats = stats.reduce("global")
-    divisor = float(stats.value_scale.get("max_value") or 1.0)
-    mean = (stats.mean / divisor).reshape(-1)
-    std = (stats.std() / divisor).reshape(-1)
-    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 for _module in COMMAND_MODULES:
