@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from . import schemes
 from .errors import NormlabError, NormlabWarning, NotFittedError
+from .imagestats import ImageStats
 from .io import load
 from .moments import Moments
 from .normalizers import Identity, MaxAbs, MaxScale, MinMax, PerImage, ZScore
@@ -17,6 +18,7 @@ from .stats import compute_stats
 
 __all__ = [
     "Identity",
+    "ImageStats",
     "MaxAbs",
     "MaxScale",
     "MinMax",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from .engines import run_tasks
-from .errors import EmptyDataError
+from .errors import EmptyDataError, NormlabError, ShapeError
 from .moments import Axis, Moments
 from .sources import resolve
 
@@ -14,9 +16,12 @@ def compute_stats(
     source: Any,
     axis: Axis = "feature",
     *,
-    channel_axis: int = -1,
+    channel_axis: int | None = None,
     nan_policy: str = "raise",
     key: str | None = None,
+    histogram: bool | str | None = None,
+    percentiles: Any = None,
+    per_image_std_average: bool = False,
     chunk_size: int | None = None,
     progress: bool | None = None,
     engine: str = "serial",
@@ -32,8 +37,22 @@ def compute_stats(
         An ndarray or tensor ``(n, *sample_shape)``, a ``.npy`` path (read in windows, never
         loaded whole), a ``.npz`` path (``key=`` names the array), a list of such paths, or an
         iterable of batches (``(inputs, labels)`` pairs take the inputs).
+        Also an image folder, a list of image files or a ``.txt`` list of them, and a PyTorch
+        ``Dataset``/``IterableDataset``/``DataLoader`` (see :mod:`normlab.sources.images` and
+        :mod:`normlab.sources.torch`).
     axis, channel_axis, nan_policy
-        As for :class:`~normlab.Moments`.
+        As for :class:`~normlab.Moments`. ``channel_axis`` defaults to ``-1`` (HWC), except for
+        PyTorch inputs with ``axis="channel"``: there it must be given (``0`` for CHW).
+    histogram
+        Keep exact value counts of uint8/uint16 data: ``True`` or ``"channel"``, ``"global"``,
+        ``"feature"`` (per pixel; large). The result is an :class:`~normlab.imagestats.ImageStats`.
+    percentiles
+        Percentiles to report, e.g. ``(0.5, 99.5)``: exact, nearest rank (implies ``histogram``).
+    per_image_std_average
+        Also keep the average of per-image stds (the common biased recipe), for comparison.
+    source_options
+        Image folders: ``glob``, ``mode`` ("RGB", "L", "keep"), ``resize=(H, W)``,
+        ``interpolation``; images and datasets: ``skip_bad`` (skip and list unreadable items).
     chunk_size
         Samples per chunk (default: about 32 MiB of data).
     progress
@@ -49,14 +68,52 @@ def compute_stats(
     >>> bool(np.array_equal(m.mean, x.reshape(-1, 3).mean(axis=0)))
     True
     """
+    quantiles = _check_percentiles(percentiles)
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
+    if channel_axis is None:
+        if axis == "channel" and src.info.get("needs_channel_axis"):
+            raise ShapeError(
+                f"{src.description}: PyTorch samples are usually CHW but may be HWC; pass "
+                "channel_axis=0 (CHW) or channel_axis=-1 (HWC) for per-channel statistics"
+            )
+        channel_axis = -1
+    extras = bool(histogram or quantiles or per_image_std_average)
+    if extras or src.info.get("stats_class") == "ImageStats":
+        from .imagestats import ImageStats
 
-    def make_empty() -> Moments:
-        return Moments(axis, channel_axis=channel_axis, nan_policy=nan_policy)
+        make_empty: Callable[[], Moments] = functools.partial(
+            ImageStats, axis, channel_axis=channel_axis, nan_policy=nan_policy,
+            histogram=histogram or bool(quantiles), per_image_std_average=per_image_std_average,
+        )  # fmt: skip
+    else:
+
+        def make_empty() -> Moments:
+            return Moments(axis, channel_axis=channel_axis, nan_policy=nan_policy)
 
     stats = run_tasks(
         src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress
     )
+    skipped = getattr(stats, "n_skipped", 0)
     if stats.n_samples_seen == 0:
-        raise EmptyDataError(f"{src.description}: no samples")
+        more = f" ({skipped} unreadable item(s) skipped)" if skipped else ""
+        raise EmptyDataError(f"{src.description}: no samples{more}")
+    if hasattr(stats, "requested_percentiles"):
+        stats.source = src.description
+        stats.requested_percentiles = quantiles
     return stats
+
+
+def _check_percentiles(percentiles: Any) -> list[float]:
+    """Percentiles as floats in [0, 100], checked before the pass over the data."""
+    if percentiles is None:
+        return []
+    if isinstance(percentiles, (int, float)):
+        percentiles = [percentiles]
+    try:
+        values = [float(q) for q in percentiles]
+    except (TypeError, ValueError):
+        raise NormlabError(f"percentiles must be numbers in [0, 100]; got {percentiles!r}") from None
+    bad = [q for q in values if not 0 <= q <= 100]
+    if bad:
+        raise NormlabError(f"percentiles must lie in [0, 100]; got {bad}")
+    return values

@@ -1,0 +1,370 @@
+"""Image folders and image file lists: JPEG, PNG, TIFF and whatever Pillow reads.
+
+* **Files**: a folder (searched recursively; ``glob=`` picks files, default every file with an
+  image suffix), a list of image paths (kept in the given order), or a ``.txt`` file listing one
+  path per line (relative to the list's folder). A folder is sorted by relative path, and a task
+  is a contiguous slice of the list, so tasks are small picklable objects for any engine.
+* **Decoders**: JPEG by simplejpeg (libjpeg-turbo) when installed, else Pillow; PNG and TIFF by
+  OpenCV (``IMREAD_UNCHANGED``: 16-bit files stay 16-bit — Pillow turns 16-bit colour PNGs
+  into 8-bit), else Pillow; every other format by Pillow. Samples are ``(H, W, C)`` arrays, with
+  ``C = 1`` for grey images, in RGB order.
+* **Modes**: by default every file must have one mode (``L 8-bit``, ``RGB 8-bit``,
+  ``L 16-bit``, ...); mixed modes are an error naming one file of each. ``mode="RGB"`` or ``"L"``
+  converts (alpha is dropped; grey from colour uses ITU-R 601-2 luma, Pillow's weights; colour
+  JPEGs give their stored luma plane); ``mode="keep"`` keeps each file as stored, which suits
+  ``axis="global"``. The bit depth is never changed.
+* **Sizes**: per-channel and global statistics take mixed sizes; per-pixel statistics need one
+  size or ``resize=(H, W)`` with ``interpolation=`` (nearest, bilinear, bicubic, lanczos).
+* **Bad files** (corrupt, truncated, not an image, unreadable, not a regular file) raise a
+  :class:`~normlab.errors.SourceError` naming the file; with ``skip_bad=True`` they are skipped
+  and listed in the statistics (``stats.skipped``, ``stats.n_skipped``, and the saved file).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmptyDataError, MissingExtraError, NormlabError, SourceError, require
+from ..imagestats import Note
+from . import Source, register_source
+
+IMAGE_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .tif .tiff .bmp .gif .webp .ppm .pgm .pbm .pnm .tga .jp2 .ico".split()
+)
+MODES = (None, "RGB", "L", "keep")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+FILES_PER_TASK = 256  # a task: the unit of parallel work; a few hundred files amortise it
+CHUNK_BYTES = 8 * 1024 * 1024  # decoded images per batch handed to the statistics
+_CHANNEL_NAMES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How every file of one source is decoded (shared by its tasks; picklable)."""
+
+    mode: str | None = None
+    resize: tuple[int, int] | None = None
+    interpolation: str = "bilinear"
+    skip_bad: bool = False
+    chunk_size: int | None = None
+
+
+class BadImage(Exception):
+    """A file that could not be decoded (internal: becomes a SourceError or a skip note)."""
+
+
+# ---------------------------------------------------------------------- decoders
+def _optional(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        return None
+
+
+def _cv2() -> Any:
+    cv2 = _optional("cv2")
+    if cv2 is not None and not getattr(cv2, "_normlab_quiet", False):
+        # corrupt files are reported by normlab with their name; OpenCV's own log lines only add noise
+        logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging is not None:
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        cv2._normlab_quiet = True
+    return cv2
+
+
+def _depth(arr: np.ndarray) -> str:
+    return {1: "8-bit", 2: "16-bit"}.get(arr.dtype.itemsize, str(arr.dtype)) if arr.dtype.kind == "u" else str(arr.dtype)
+
+
+def _as_hwc(arr: np.ndarray) -> np.ndarray:
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _decode_jpeg(data: bytes, mode: str | None) -> np.ndarray | None:
+    """simplejpeg (libjpeg-turbo); None when it is not installed or the file is CMYK."""
+    simplejpeg = _optional("simplejpeg")
+    if simplejpeg is None:
+        return None
+    try:
+        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("Gray", "YCbCr", "RGB"):
+            return None  # CMYK/YCCK: Pillow converts those
+        gray = mode == "L" or (mode in (None, "keep") and colorspace == "Gray")
+        return _as_hwc(simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB"))
+    except ValueError as exc:
+        raise BadImage(f"corrupt or truncated JPEG ({exc})") from None
+
+
+def _decode_cv2(data: bytes, what: str) -> np.ndarray | None:
+    cv2 = _cv2()
+    if cv2 is None:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise BadImage(f"corrupt or truncated {what}")
+    arr = _as_hwc(arr)
+    if arr.shape[2] >= 3:  # OpenCV stores BGR(A)
+        arr = np.ascontiguousarray(arr[:, :, [2, 1, 0, *range(3, arr.shape[2])]])
+    return arr
+
+
+def _decode_pillow(data: bytes, path: str) -> np.ndarray:
+    Image = require("PIL.Image", "images")
+    if data.startswith(_PNG_MAGIC) and len(data) > 25 and data[24] == 16 and data[25] in (2, 6):
+        raise MissingExtraError(
+            f"{path}: a 16-bit colour PNG; Pillow would silently reduce it to 8 bits. Install "
+            "opencv-python-headless to keep 16 bits: pip install 'normlab[images]'"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode == "1":
+                img = img.convert("L")
+            elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not img.mode.startswith("I;16"):
+                has_alpha = "A" in img.mode or "transparency" in img.info
+                img = img.convert("RGBA" if has_alpha else "RGB")  # palette, CMYK, YCbCr, ...
+            arr = np.asarray(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        kind = "not an image" if "cannot identify" in str(exc) else "corrupt or truncated image"
+        raise BadImage(f"{kind} ({exc})") from None
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # I;16B is big-endian
+    if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        arr = arr.astype(np.uint16)  # Pillow's mode "I" for 16-bit grey files
+    return _as_hwc(arr)
+
+
+def decode_image(data: bytes, path: str, mode: str | None = None) -> np.ndarray:
+    """Decode one file's bytes to ``(H, W, C)``, choosing the decoder by the file's magic bytes."""
+    arr = None
+    if data[:3] == b"\xff\xd8\xff":
+        arr = _decode_jpeg(data, mode)
+    elif data.startswith(_PNG_MAGIC):
+        arr = _decode_cv2(data, "PNG")
+    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        arr = _decode_cv2(data, "TIFF")
+    if arr is None:
+        arr = _decode_pillow(data, path)
+    if arr.ndim != 3 or arr.shape[2] not in _CHANNEL_NAMES or arr.dtype.kind not in "uif":
+        raise BadImage(f"unsupported image layout {arr.shape} of dtype {arr.dtype}")
+    return arr
+
+
+def convert_mode(arr: np.ndarray, mode: str | None) -> np.ndarray:
+    """``RGB``: grey repeated, alpha dropped. ``L``: ITU-R 601-2 luma (Pillow's fixed-point weights)."""
+    channels = arr.shape[2]
+    if mode == "RGB":
+        if channels in (1, 2):
+            return np.repeat(arr[:, :, :1], 3, axis=2)
+        return arr[:, :, :3] if channels == 4 else arr
+    if mode == "L":
+        if channels in (1, 2):
+            return arr[:, :, :1]
+        if arr.dtype.kind != "u":
+            weights = np.array([0.299, 0.587, 0.114])
+            return (arr[:, :, :3] @ weights).astype(arr.dtype)[:, :, None]
+        rgb = arr[:, :, :3].astype(np.int64)
+        luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+        return luma.astype(arr.dtype)[:, :, None]
+    return arr
+
+
+def resize_image(arr: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """Resize to ``(H, W)``: Pillow for 8-bit images (torchvision's default path), OpenCV else."""
+    height, width = size
+    if arr.shape[:2] == (height, width):
+        return arr
+    if arr.dtype == np.uint8:
+        Image = require("PIL.Image", "images")
+        resample = getattr(Image.Resampling, interpolation.upper())
+        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        return _as_hwc(np.asarray(img.resize((width, height), resample)))
+    cv2 = _cv2()
+    if cv2 is None:
+        raise MissingExtraError(
+            f"resizing {arr.dtype} images needs opencv-python-headless: pip install 'normlab[images]'"
+        )
+    flags = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
+             "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}  # fmt: skip
+    return _as_hwc(cv2.resize(arr, (width, height), interpolation=flags[interpolation]))
+
+
+def read_bytes(path: str) -> bytes:
+    """The file's bytes; never blocks on a FIFO or a device (only regular files are opened)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadImage("not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise BadImage("no such file") from None
+    except OSError as exc:
+        raise BadImage(f"cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise BadImage("empty file")
+    return data
+
+
+def load_image(path: str, options: ImageOptions) -> tuple[np.ndarray, str]:
+    """Decode, convert and resize one file: ``(array (H, W, C), mode name such as 'RGB 8-bit')``."""
+    arr = decode_image(read_bytes(path), path, options.mode)
+    if options.mode in ("RGB", "L"):
+        arr = convert_mode(arr, options.mode)
+    name = f"{_CHANNEL_NAMES[arr.shape[2]]} {_depth(arr)}"
+    if options.resize is not None:
+        arr = resize_image(arr, options.resize, options.interpolation)
+    return arr, name
+
+
+# ---------------------------------------------------------------------- tasks
+@dataclass
+class ImageTask:
+    """A contiguous slice of a source's file list (picklable: paths and options only)."""
+
+    files: list[str]
+    start: int
+    options: ImageOptions
+    label: str
+
+    @property
+    def n_items(self) -> int:
+        return len(self.files)
+
+    def chunks(self) -> Iterator[Any]:
+        """Batches of consecutive same-shape images, with :class:`Note` items between them."""
+        opts = self.options
+        modes_seen: set[str] = set()
+        sizes_seen: set[tuple[int, ...]] = set()
+        batch: np.ndarray | None = None
+        filled = 0
+        for path in self.files:
+            try:
+                arr, mode = load_image(path, opts)
+            except BadImage as exc:
+                if not opts.skip_bad:
+                    raise SourceError(f"{path}: {exc}") from None
+                yield Note("skipped", exc, path)
+                continue
+            if batch is not None and (arr.shape != batch.shape[1:] or arr.dtype != batch.dtype):
+                yield batch[:filled]
+                batch = None
+            if mode not in modes_seen:
+                modes_seen.add(mode)
+                yield Note("mode", mode, path, strict=opts.mode is None)
+            if arr.shape not in sizes_seen:
+                sizes_seen.add(arr.shape)
+                yield Note("size", "x".join(map(str, arr.shape)), path)
+            if batch is None:
+                per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
+                batch = np.empty((min(per_chunk, len(self.files)), *arr.shape), arr.dtype)
+                filled = 0
+            batch[filled] = arr
+            filled += 1
+            if filled == batch.shape[0]:
+                yield batch
+                batch = None
+        if batch is not None and filled:
+            yield batch[:filled]
+
+
+def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
+    """Sorted image files under ``root`` (recursive) and the number of other files ignored."""
+    if glob is not None:
+        found = [p for p in root.glob(glob) if not p.is_dir()]
+        return sorted(str(p) for p in found), 0
+    files, ignored = [], 0
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                files.append(os.path.join(folder, name))
+            else:
+                ignored += 1
+    return sorted(files, key=lambda f: os.path.relpath(f, root)), ignored
+
+
+def _read_list_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read the file list ({exc})") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [str(path.parent / e) if not os.path.isabs(e) else e for e in entries]
+
+
+def _is_image_path(p: Any) -> bool:
+    return isinstance(p, (str, os.PathLike)) and Path(p).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_options(mode: Any, resize: Any, interpolation: str) -> tuple[int, int] | None:
+    if mode not in MODES:
+        raise NormlabError(f"mode must be 'RGB', 'L' or 'keep' (or None); got {mode!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise NormlabError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}"
+        )
+    if resize is None:
+        return None
+    try:
+        height, width = (int(v) for v in resize)
+    except (TypeError, ValueError):
+        raise NormlabError(f"resize must be (height, width); got {resize!r}") from None
+    if height < 1 or width < 1:
+        raise NormlabError(f"resize must be two positive sizes (height, width); got {resize!r}")
+    return height, width
+
+
+def image_source(
+    source: Any,
+    *,
+    glob: str | None = None,
+    mode: str | None = None,
+    resize: tuple[int, int] | None = None,
+    interpolation: str = "bilinear",
+    skip_bad: bool = False,
+    chunk_size: int | None = None,
+    **_: Any,
+) -> Source | None:
+    """An image folder, a list of image paths, or a ``.txt`` list of them; None for other input."""
+    ignored = 0
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files, ignored = _list_folder(path, glob)
+            what = f"images under {path}" + (f" matching {glob!r}" if glob else "")
+            if not files:
+                others = f"; {ignored} other file(s) ignored" if ignored else ""
+                pattern = repr(glob) if glob else "files with an image suffix"
+                raise EmptyDataError(f"{path}: no images found (looked for {pattern}, recursively){others}")
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            files, what = _read_list_file(path), f"images listed in {path}"
+            if not files:
+                raise EmptyDataError(f"{path}: the file list is empty")
+        elif _is_image_path(path):
+            files, what = [str(path)], str(path)
+        else:
+            return None
+    elif isinstance(source, (list, tuple)) and source and all(_is_image_path(p) for p in source):
+        files, what = [str(p) for p in source], f"{len(source)} listed images"
+    else:
+        return None
+    size = _check_options(mode, resize, interpolation)
+    options = ImageOptions(mode, size, interpolation, bool(skip_bad), chunk_size)
+    tasks = [
+        ImageTask(files[s : s + FILES_PER_TASK], s, options, f"{what} [{s}:{min(s + FILES_PER_TASK, len(files))}]")
+        for s in range(0, len(files), FILES_PER_TASK)
+    ]
+    info = {"kind": "images", "n_files": len(files), "ignored_files": ignored, "stats_class": "ImageStats"}
+    return Source(tasks, f"{len(files)} {what}", info)
+
+
+register_source(image_source)
