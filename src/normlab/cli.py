@@ -100,16 +100,40 @@ def stats(
     key: KeyOpt = None,
     nan_policy: Annotated[str, typer.Option(help="raise or omit")] = "raise",
     quiet: QuietOpt = False,
+    glob: Annotated[Optional[str], typer.Option("--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png').")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode).")] = None,
+    resize: Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes).")] = None,
+    interpolation: Annotated[str, typer.Option("--interpolation", help="nearest, bilinear, bicubic or lanczos (with --resize).")] = "bilinear",
+    percentiles: Annotated[Optional[str], typer.Option("--percentiles", help="Exact nearest-rank percentiles of 8/16-bit data, e.g. 0.5,99.5.")] = None,
+    histogram: Annotated[Optional[str], typer.Option("--histogram", help="Keep exact histograms: channel, global or feature (per pixel).")] = None,
+    per_image_std_average: Annotated[bool, typer.Option("--per-image-std-average", help="Also report the average of per-image stds (the biased recipe), labelled as such.")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count.")] = False,
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .stats import compute_stats
 
+    image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
     m = compute_stats(
         data, axis, channel_axis=channel_axis, nan_policy=nan_policy, key=key,
-        progress=progress_flag(quiet),
+        progress=progress_flag(quiet), histogram=histogram, percentiles=_percentile_list(percentiles),
+        per_image_std_average=per_image_std_average, skip_bad=skip_bad,
+        **{k: v for k, v in image_options.items() if v is not None},
     )  # fmt: skip
     m.save(output)
     print_summary(m.summary(), f"statistics of {data} -> {output}")
+    for item in getattr(m, "skipped", []):
+        typer.echo(f"skipped {item['item']}: {item['reason']}", err=True)
+    if getattr(m, "n_skipped", 0) > len(getattr(m, "skipped", [])):
+        typer.echo(f"... {m.n_skipped} skipped in all", err=True)
+
+
+def _percentile_list(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NormlabError(f"--percentiles takes numbers separated by commas (0.5,99.5); got {text!r}") from None
 
 
 @app.command()
@@ -165,7 +189,7 @@ def fit(
     if (data is None) == (stats_file is None):
         raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
     options: dict[str, Any] = {}
-    if scheme in ("global", "channel", "feature", "center", "scale", "maxabs", "minmax"):
+    if scheme in ("global", "channel", "feature", "center", "scale", "maxabs", "minmax", "clip-percentile"):
         options["channel_axis"] = channel_axis
     if std_floor is not None:
         options["std_floor"] = std_floor
@@ -177,7 +201,8 @@ def fit(
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
         else:
             stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
-                                  channel_axis=channel_axis, key=key, progress=progress_flag(quiet))  # fmt: skip
+                                  channel_axis=channel_axis, key=key, progress=progress_flag(quiet),
+                                  **getattr(normalizer, "stats_options", {}))  # fmt: skip
         normalizer.from_stats(stats)
     normalizer.save(output)
     typer.echo(f"{scheme}: {normalizer!r} -> {output}")
