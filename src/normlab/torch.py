@@ -202,12 +202,18 @@ class Normalize(nn.Module):
         return sample
 
     def _factors(self, divisor: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(1/(divisor·std), −mean/std)`` in float64, rounded once to ``dtype``, broadcastable."""
-        mult = 1.0 / (self.std * divisor)
-        neg_offset = -self.mean / self.std
+        """``(m, −o)`` with ``x·m − o`` the normalized value, broadcastable to a sample.
+
+        ``m = 1/(divisor·std)`` is rounded to ``dtype`` first and the offset is computed from
+        that rounded ``m`` in float64 (``o = divisor·mean·m``), so ``x·m − o = (x − divisor·mean)·m``
+        before the last rounding: the error of ``m`` scales with ``|z|``, not with ``x``, and
+        the result is within ``2⁻²⁴·(|mean/std| + 2|z|)`` of float64 for float32 output.
+        """
+        mult = (1.0 / (self.std * divisor)).to(dtype)
+        neg_offset = -(self.mean * divisor) * mult.to(torch.float64)
         if self.per == "channel" and self.layout == "CHW":
             mult, neg_offset = mult[:, None, None], neg_offset[:, None, None]
-        return mult.to(dtype), neg_offset.to(dtype)
+        return mult, neg_offset.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize one sample or a batch; integer input → ``dtype``, float input keeps its dtype."""

@@ -1,0 +1,81 @@
+"""uint8 → float32 normalization of an image batch: normlab's fused apply vs the usual ways.
+
+Run: ``.venv/bin/python bench/bench_torch.py`` (``--batch 64`` for a shorter run).
+
+* ``float-div-then-normalize``: ``x.float().div(255)``, then ``(y − m) / s`` (new tensors);
+* ``torchvision-way``: ``ToDtype(scale=True)`` + ``F.normalize`` as torchvision does them,
+  reimplemented here (torchvision is not a dependency): ``x.to(float32).div(255)``, then
+  ``sub(mean).div_(std)``;
+* ``mixed-dtype-addcmul``: one ``torch.addcmul`` reading uint8 and writing float32 (one pass
+  in theory; PyTorch's CPU casting loop is not vectorized, so it loses);
+* ``normlab``: :class:`normlab.torch.Normalize`: one conversion into the output buffer, then
+  one in-place fused multiply-add with precomputed ``1/(255·std)`` and ``mean/std``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from normlab.torch import Normalize
+
+MEAN = [0.485, 0.456, 0.406]  # ImageNet's constants, the most common ones
+STD = [0.229, 0.224, 0.225]
+
+
+def best_of(fn: Callable[[], torch.Tensor], repeat: int) -> float:
+    fn()  # warm-up (allocator, thread pool)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def contenders(x: torch.Tensor, layout: str) -> dict[str, Callable[[], torch.Tensor]]:
+    shape = (3, 1, 1) if layout == "CHW" else (3,)
+    mean = torch.tensor(MEAN).view(shape)
+    std = torch.tensor(STD).view(shape)
+    mult = (1.0 / (255.0 * torch.tensor(STD, dtype=torch.float64))).float().view(shape)
+    neg_offset = (-torch.tensor(MEAN, dtype=torch.float64) / torch.tensor(STD, dtype=torch.float64)).float().view(shape)
+    normalize = Normalize(MEAN, STD, layout=layout)
+
+    def mixed_addcmul() -> torch.Tensor:
+        return torch.addcmul(neg_offset, x, mult, out=torch.empty(x.shape, dtype=torch.float32))
+
+    return {
+        "float-div-then-normalize": lambda: (x.float().div(255) - mean) / std,
+        "torchvision-way": lambda: x.to(torch.float32).div(255).sub(mean).div_(std),
+        "mixed-dtype-addcmul": mixed_addcmul,
+        "normlab": lambda: normalize(x),
+    }
+
+
+def main(batch: int = 256, repeat: int = 3) -> None:
+    torch.manual_seed(0)
+    print(f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {repeat}")
+    print(f"{'layout':<7}{'method':<27}{'seconds':>9}{'GB/s out':>10}{'normlab is':>12}")
+    for layout in ("CHW", "HWC"):
+        shape = (batch, 3, 224, 224) if layout == "CHW" else (batch, 224, 224, 3)
+        x = torch.randint(0, 256, shape, dtype=torch.uint8)
+        runs = contenders(x, layout)
+        reference = runs["normlab"]()
+        times = {}
+        for name, fn in runs.items():
+            torch.testing.assert_close(fn(), reference, rtol=1e-5, atol=1e-5)
+            times[name] = best_of(fn, repeat)
+        for name, seconds in times.items():
+            gbs = x.numel() * 4 / seconds / 1e9
+            print(f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}{seconds / times['normlab']:>11.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    main(args.batch, args.repeat)
