@@ -213,6 +213,23 @@ class ImageStats(Moments):
         self.requested_percentiles = mine["rest"][2] or other.requested_percentiles
         return self
 
+    _PROVENANCE = ("source", "first_of", "strict_mode")
+
+    def __eq__(self, other: object) -> bool:
+        """Equal statistics (provenance — where the data came from — is not compared)."""
+        if not isinstance(other, Moments):
+            return NotImplemented
+        mine, theirs = self.to_tensors(), other.to_tensors()
+        drop = lambda meta: {k: v for k, v in meta.items() if k not in self._PROVENANCE}  # noqa: E731
+        return drop(self.metadata()) == drop(other.metadata()) and mine.keys() == theirs.keys() and all(
+            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "ImageStats" + super().__repr__()[len("Moments") :]
+
     # ------------------------------------------------------------------ results
     @property
     def per_image_std_average(self) -> np.ndarray | None:

@@ -1,0 +1,290 @@
+"""Image folders: exact statistics against numpy references, modes, sizes, 16-bit, bad files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import normlab
+from normlab.engines import run_task
+from normlab.errors import EmptyDataError, MissingExtraError, NormlabError, ShapeError, SourceError
+from normlab.imagestats import ImageStats
+from normlab.sources import resolve
+from normlab.sources.images import FILES_PER_TASK
+
+cv2 = pytest.importorskip("cv2")
+
+
+def write_images(folder, arrays, fmt="png", **save):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, arr in enumerate(arrays):
+        path = folder / f"{i:04d}.{fmt}"
+        Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(path, **save)
+        paths.append(path)
+    return paths
+
+
+def rgb(n, h=6, w=5, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def pixels(arrays, channels):
+    return np.concatenate([a.reshape(-1, channels) for a in arrays]).astype(np.float64)
+
+
+@pytest.mark.parametrize("axis", ["feature", "channel", "global"])
+def test_png_folder_matches_numpy(tmp_path, axis):
+    x = rgb(9)
+    write_images(tmp_path / "imgs", x)
+    m = normlab.compute_stats(tmp_path / "imgs", axis)
+    assert isinstance(m, ImageStats) and m.value_scale["dtype"] == "uint8" and m.exact
+    ref = x.astype(np.float64)
+    ref = {"feature": ref, "channel": ref.reshape(-1, 3), "global": ref.reshape(-1)}[axis]
+    np.testing.assert_allclose(m.mean, ref.mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(m.var(), ref.var(axis=0), rtol=1e-12)
+    assert m.sample_shape == (6, 5, 3) if axis == "feature" else True
+
+
+def test_jpeg_folder_matches_pillow_decode_and_recurses(tmp_path):
+    x = rgb(5, 16, 16)
+    write_images(tmp_path / "a", x[:3], "jpg", quality=90)
+    write_images(tmp_path / "a" / "deeper", x[3:], "jpeg", quality=90)
+    (tmp_path / "a" / "notes.txt").write_text("not an image, and ignored: no image suffix")
+    m = normlab.compute_stats(tmp_path / "a", "channel")
+    files = sorted(os.path.relpath(p, tmp_path / "a") for p in (tmp_path / "a").rglob("*.jp*g"))
+    decoded = [np.asarray(Image.open(tmp_path / "a" / f).convert("RGB")) for f in files]
+    assert m.n_samples_seen == 5
+    np.testing.assert_allclose(m.mean, pixels(decoded, 3).mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(m.std(), pixels(decoded, 3).std(axis=0), rtol=1e-12)
+
+
+def test_jpeg_without_simplejpeg_uses_pillow_same_result(tmp_path, monkeypatch):
+    write_images(tmp_path / "j", rgb(4, 16, 16), "jpg", quality=90)
+    with_sj = normlab.compute_stats(tmp_path / "j", "channel")
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # as if not installed
+    without = normlab.compute_stats(tmp_path / "j", "channel")
+    np.testing.assert_allclose(with_sj.mean, without.mean, atol=0.5)  # both libjpeg-turbo
+
+
+def test_mixed_sizes_channel_ok_feature_names_two_files(tmp_path):
+    small, big = rgb(2, 4, 4), rgb(2, 7, 5, seed=1)
+    write_images(tmp_path / "m", [small[0], big[0], small[1], big[1]])
+    m = normlab.compute_stats(tmp_path / "m", "channel")
+    np.testing.assert_allclose(m.mean, pixels([*small, *big], 3).mean(axis=0), rtol=1e-15)
+    with pytest.raises(ShapeError, match=r"0000\.png is 4x4x3.*0001\.png is 7x5x3.*resize"):
+        normlab.compute_stats(tmp_path / "m", "feature")
+
+
+def test_resize_gives_per_pixel_stats_like_pillow(tmp_path):
+    small, big = rgb(2, 4, 4), rgb(2, 9, 7, seed=1)
+    paths = write_images(tmp_path / "r", [*small, *big])
+    m = normlab.compute_stats(tmp_path / "r", resize=(5, 6), interpolation="bicubic")
+    ref = np.stack([np.asarray(Image.open(p).resize((6, 5), Image.Resampling.BICUBIC)) for p in paths])
+    assert m.sample_shape == (5, 6, 3)
+    np.testing.assert_allclose(m.mean, ref.astype(np.float64).mean(axis=0), rtol=1e-15)
+
+
+def test_mixed_modes_error_names_one_file_of_each(tmp_path):
+    colour = rgb(2)
+    grey = colour[..., :1].copy()
+    write_images(tmp_path / "mix", [colour[0], grey[0], colour[1]])
+    with pytest.raises(SourceError, match=r"0000\.png is RGB 8-bit.*0001\.png is L 8-bit.*mode="):
+        normlab.compute_stats(tmp_path / "mix", "channel")
+    as_rgb = normlab.compute_stats(tmp_path / "mix", "channel", mode="RGB")
+    ref = [colour[0], np.repeat(grey[0], 3, axis=2), colour[1]]
+    np.testing.assert_allclose(as_rgb.mean, pixels(ref, 3).mean(axis=0), rtol=1e-15)
+    as_l = normlab.compute_stats(tmp_path / "mix", "channel", mode="L")
+    files = sorted((tmp_path / "mix").iterdir())
+    ref_l = [np.asarray(Image.open(f).convert("L")) for f in files]  # Pillow's luma, exactly
+    np.testing.assert_allclose(as_l.mean, pixels(ref_l, 1).mean(axis=0), rtol=1e-15)
+    kept = normlab.compute_stats(tmp_path / "mix", "global", mode="keep")
+    np.testing.assert_allclose(kept.mean, pixels([colour[0], grey[0], colour[1]], 1).mean(), rtol=1e-15)
+    with pytest.raises(SourceError, match="mixed image modes"):
+        normlab.compute_stats(tmp_path / "mix", "channel", mode="keep")
+
+
+def test_mixed_modes_across_tasks_are_named_at_merge(tmp_path):
+    n = FILES_PER_TASK + 3
+    tiny = rgb(n, 2, 2)
+    arrays = [a if i < FILES_PER_TASK else a[..., :1] for i, a in enumerate(tiny)]
+    write_images(tmp_path / "t", arrays)
+    src = resolve(tmp_path / "t")
+    assert len(src.tasks) == 2
+    with pytest.raises(SourceError, match=rf"0000\.png is RGB 8-bit.*{FILES_PER_TASK:04d}\.png is L 8-bit"):
+        normlab.compute_stats(tmp_path / "t", "channel")
+
+
+def test_tasks_are_picklable_slices_and_give_the_same_bits(tmp_path):
+    n = FILES_PER_TASK + 5
+    write_images(tmp_path / "p", rgb(n, 3, 2))
+    src = resolve(tmp_path / "p")
+    assert [t.n_items for t in src.tasks] == [FILES_PER_TASK, 5]
+    shipped = pickle.loads(pickle.dumps(src.tasks))
+    make = lambda: ImageStats("channel")  # noqa: E731
+    total = run_task(shipped[0], make)
+    total += run_task(shipped[1], make)
+    assert total == normlab.compute_stats(tmp_path / "p", "channel")
+
+
+def test_sixteen_bit_png_and_tiff_stay_exact_uint16(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 65536, (4, 5, 6, 3), dtype=np.uint16)
+    (tmp_path / "s").mkdir()
+    for i, a in enumerate(x):
+        ext = "png" if i % 2 else "tif"
+        assert cv2.imwrite(str(tmp_path / "s" / f"{i}.{ext}"), a[..., ::-1])  # OpenCV writes BGR
+    m = normlab.compute_stats(tmp_path / "s", "channel")
+    assert m.value_scale == {"dtype": "uint16", "min_value": 0, "max_value": 65535} and m.exact
+    s1 = x.reshape(-1, 3).astype(np.int64).sum(axis=0)
+    assert [float(v) for v in m.mean] == [int(v) / x[..., 0].size for v in s1]  # correctly rounded
+    # Pillow alone would read the 16-bit colour PNG as 8-bit:
+    assert np.asarray(Image.open(tmp_path / "s" / "1.png")).dtype == np.uint8
+
+
+def test_sixteen_bit_colour_png_without_opencv_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "s").mkdir()
+    cv2.imwrite(str(tmp_path / "s" / "a.png"), np.full((3, 3, 3), 4000, np.uint16))
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(MissingExtraError, match=r"a\.png.*normlab\[images\]"):
+        normlab.compute_stats(tmp_path / "s", "channel")
+
+
+def test_sixteen_bit_grey_without_opencv_via_pillow(tmp_path, monkeypatch):
+    x = np.random.default_rng(4).integers(0, 65536, (3, 4, 4), dtype=np.uint16)
+    (tmp_path / "g").mkdir()
+    for i, a in enumerate(x):
+        cv2.imwrite(str(tmp_path / "g" / f"{i}.png"), a)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    m = normlab.compute_stats(tmp_path / "g", "global")
+    assert m.value_scale["dtype"] == "uint16"
+    assert float(m.mean) == int(x.astype(np.int64).sum()) / x.size
+
+
+def test_glob_file_list_and_txt_list(tmp_path):
+    x = rgb(4)
+    paths = write_images(tmp_path / "g", x[:2]) + write_images(tmp_path / "g2", x[2:], "bmp")
+    only_png = normlab.compute_stats(tmp_path, "channel", glob="**/*.png")
+    assert only_png.n_samples_seen == 2
+    listed = normlab.compute_stats([str(paths[0]), str(paths[3])], "channel")
+    np.testing.assert_allclose(listed.mean, pixels([x[0], x[3]], 3).mean(axis=0), rtol=1e-15)
+    (tmp_path / "list.txt").write_text("# one path per line\ng/0000.png\n\ng2/0001.bmp\n")
+    assert normlab.compute_stats(tmp_path / "list.txt", "channel") == listed
+
+
+def write_bad_files(folder):
+    write_images(folder, rgb(3))
+    good = (folder / "0000.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    jpeg = folder / "full.jpg"
+    Image.fromarray(rgb(1)[0]).save(jpeg, quality=90)
+    (folder / "truncated.jpg").write_bytes(jpeg.read_bytes()[:200])
+    jpeg.unlink()
+    (folder / "text.png").write_text("this is not an image")
+    (folder / "empty.gif").write_bytes(b"")
+    os.mkfifo(folder / "fifo.png")  # opening it for reading would block forever
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    return ["dangling.png", "empty.gif", "fifo.png", "text.png", "truncated.jpg", "truncated.png"]
+
+
+def test_bad_files_raise_naming_the_file(tmp_path):
+    bad = write_bad_files(tmp_path / "b")
+    for name in bad:
+        folder = tmp_path / f"one-{name}"
+        folder.mkdir()
+        os.rename(tmp_path / "b" / name, folder / name)
+        with pytest.raises(SourceError, match=name.replace(".", r"\.")):
+            normlab.compute_stats(folder, "channel")
+
+
+def test_skip_bad_lists_and_records_them(tmp_path):
+    bad = write_bad_files(tmp_path / "b")
+    with pytest.raises(SourceError):
+        normlab.compute_stats(tmp_path / "b", "channel")
+    m = normlab.compute_stats(tmp_path / "b", "channel", skip_bad=True)
+    assert m.n_samples_seen == 3 and m.n_skipped == len(bad)
+    assert sorted(os.path.basename(s["item"]) for s in m.skipped) == bad
+    m.save(tmp_path / "stats.safetensors")
+    meta, _ = normlab.io.read_file(tmp_path / "stats.safetensors")
+    assert meta["skipped"]["count"] == len(bad)
+    assert normlab.load(tmp_path / "stats.safetensors").n_skipped == len(bad)
+
+
+def test_empty_folder_and_all_bad(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.md").write_text("x")
+    with pytest.raises(EmptyDataError, match="no images found.*1 other file"):
+        normlab.compute_stats(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_text("no")
+    with pytest.raises(EmptyDataError, match="1 unreadable item"):
+        normlab.compute_stats(tmp_path / "bad", skip_bad=True)
+
+
+def test_bad_options(tmp_path):
+    write_images(tmp_path / "o", rgb(1))
+    with pytest.raises(NormlabError, match="mode"):
+        normlab.compute_stats(tmp_path / "o", mode="CMYK")
+    with pytest.raises(NormlabError, match="interpolation"):
+        normlab.compute_stats(tmp_path / "o", resize=(2, 2), interpolation="cubic-ish")
+    with pytest.raises(NormlabError, match="resize"):
+        normlab.compute_stats(tmp_path / "o", resize=(0, 2))
+
+
+def test_palette_and_rgba_images(tmp_path):
+    x = rgb(2)
+    (tmp_path / "p").mkdir()
+    Image.fromarray(x[0]).convert("P").save(tmp_path / "p" / "a.png")
+    rgba = np.concatenate([x[1], np.full((6, 5, 1), 7, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "p" / "b.png")
+    m = normlab.compute_stats(tmp_path / "p", "channel", mode="RGB")
+    ref = [np.asarray(Image.open(tmp_path / "p" / f).convert("RGB")) for f in ("a.png", "b.png")]
+    np.testing.assert_allclose(m.mean, pixels(ref, 3).mean(axis=0), rtol=1e-15)
+
+
+def test_per_image_std_average_vs_pooled(tmp_path):
+    rng = np.random.default_rng(5)
+    x = np.stack([rng.integers(lo, lo + 40, (8, 8, 3)) for lo in (0, 100, 200)]).astype(np.uint8)
+    write_images(tmp_path / "s", x)
+    m = normlab.compute_stats(tmp_path / "s", "channel", per_image_std_average=True)
+    pooled = x.reshape(-1, 3).astype(np.float64).std(axis=0)
+    averaged = x.reshape(3, -1, 3).astype(np.float64).std(axis=1).mean(axis=0)
+    np.testing.assert_allclose(m.std(), pooled, rtol=1e-12)
+    np.testing.assert_allclose(m.per_image_std_average, averaged, rtol=1e-12)
+    assert (m.per_image_std_average < m.std() / 3).all()  # the recipe misses the spread of means
+    m.save(tmp_path / "stats.safetensors")
+    meta, _ = normlab.io.read_file(tmp_path / "stats.safetensors")
+    assert "NOT the dataset std" in meta["per_image_std_average"]["label"]
+    np.testing.assert_allclose(meta["per_image_std_average"]["values"], averaged, rtol=1e-12)
+
+
+def test_cli_stats_on_an_image_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+
+    x = rgb(4)
+    write_images(tmp_path / "c", x)
+    (tmp_path / "c" / "broken.png").write_text("nope")
+    out = tmp_path / "s.safetensors"
+    args = ["stats", str(tmp_path / "c"), "-o", str(out), "--axis", "channel", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "broken.png" in result.output
+    more = ["--percentiles", "0.5,99.5", "--per-image-std-average", "--skip-bad", "--resize", "3", "4"]
+    result = CliRunner().invoke(app, args + more)
+    assert result.exit_code == 0, result.output
+    assert "NOT the dataset std" in result.output and "skipped" in result.output
+    m = normlab.load(out)
+    assert m.n_skipped == 1 and m.requested_percentiles == [0.5, 99.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = CliRunner().invoke(app, ["fit", str(tmp_path / "c" / "0000.png"), "--scheme",
+                                          "clip-percentile", "-o", str(tmp_path / "n.safetensors")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert normlab.load(tmp_path / "n.safetensors").scheme == "clip-percentile"
