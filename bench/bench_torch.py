@@ -1,6 +1,6 @@
 """uint8 → float32 normalization of an image batch: normlab's fused apply vs the usual ways.
 
-Run: ``.venv/bin/python bench/bench_torch.py`` (``--batch 64`` for a shorter run).
+Run: ``.venv/bin/python bench/bench_torch.py`` (``--quick``: a batch of 32), or ``bench/run.py --only torch``.
 
 * ``float-div-then-normalize``: ``x.float().div(255)``, then ``(y − m) / s`` (new tensors);
 * ``torchvision-way``: ``ToDtype(scale=True)`` + ``F.normalize`` as torchvision does them,
@@ -15,6 +15,7 @@ Run: ``.venv/bin/python bench/bench_torch.py`` (``--batch 64`` for a shorter run
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 
@@ -55,9 +56,15 @@ def contenders(x: torch.Tensor, layout: str) -> dict[str, Callable[[], torch.Ten
     }
 
 
-def main(batch: int = 256, repeat: int = 3) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="batch of 32")
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    batch = 32 if args.quick else args.batch
     torch.manual_seed(0)
-    print(f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {repeat}")
+    print(f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {args.repeat}")
     print(f"{'layout':<7}{'method':<27}{'seconds':>9}{'GB/s out':>10}{'normlab is':>12}")
     for layout in ("CHW", "HWC"):
         shape = (batch, 3, 224, 224) if layout == "CHW" else (batch, 224, 224, 3)
@@ -67,15 +74,11 @@ def main(batch: int = 256, repeat: int = 3) -> None:
         times = {}
         for name, fn in runs.items():
             torch.testing.assert_close(fn(), reference, rtol=1e-5, atol=1e-5)
-            times[name] = best_of(fn, repeat)
+            times[name] = best_of(fn, args.repeat)
         for name, seconds in times.items():
             gbs = x.numel() * 4 / seconds / 1e9
             print(f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}{seconds / times['normlab']:>11.2f}x")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    main(args.batch, args.repeat)
+    main()
