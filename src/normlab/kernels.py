@@ -274,3 +274,8 @@ def set_threads(n: int | None) -> None:
     """Limit numba's threads (the local engine runs one per worker process)."""
     if HAVE_NUMBA and n:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def get_threads() -> int:
+    """Threads the numba kernels use now (1 without numba)."""
+    return numba.get_num_threads() if HAVE_NUMBA else 1

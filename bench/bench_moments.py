@@ -1,0 +1,162 @@
+"""``compute_stats`` vs numpy ``mean``+``var``, scikit-learn ``partial_fit`` and a bandwidth reference.
+
+Cases (issue "normlab core I", section Speed):
+
+* per-feature statistics of uint8 60000×784 (MNIST-sized), also as float32 for information;
+* per-channel statistics of uint8 2000×224×224×3 (ImageNet-sized crops, HWC);
+* global statistics of the same images, for information.
+
+Every row times the whole public call (``normlab.compute_stats(x, ...)``, which chunks,
+dispatches and merges), not an inner kernel. ``np.sum(x.reshape(-1).view(np.int64))`` reads
+every byte once and is the memory-bandwidth reference. normlab runs with 1 and with 2 numba
+threads (``normlab.kernels.set_threads``); numpy and scikit-learn run as they come (one thread
+for these reductions). Times are the best of ``--repeat`` runs after one warm-up run.
+
+Run: ``python bench/run.py --only moments`` (``python bench/bench_moments.py --quick`` for a
+200-image per-channel set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+TARGETS = {
+    "bandwidth": 0.3,  # per-feature uint8 with min/max, one thread, as a fraction of the reference
+    "partial_fit": 20.0,  # per-feature uint8, any number of threads
+    "numpy": 10.0,  # per-feature uint8, any number of threads
+    "numpy_channel": 30.0,  # per-channel uint8 images
+}
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time of ``repeat`` runs after one warm-up run (which also compiles/caches)."""
+    fn()
+    times = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _partial_fit(x: np.ndarray, batch: int) -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    for start in range(0, x.shape[0], batch):
+        scaler.partial_fit(x[start : start + batch])
+
+
+def _normlab(x: np.ndarray, axis: str, threads: int) -> Callable[[], object]:
+    import normlab
+    from normlab import kernels
+
+    def run() -> object:
+        kernels.set_threads(threads)
+        return normlab.compute_stats(x, axis=axis, progress=False)
+
+    return run
+
+
+def _print_case(title: str, rows: list[tuple[str, str, float]], refs: dict[str, float]) -> None:
+    """One table: method, threads, time and the ratio to every reference of the case."""
+    names = list(refs)
+    head = f"{'method':<44} {'threads':>7} {'time ms':>9}" + "".join(f" {'÷ ' + n:>14}" for n in names)
+    print(f"\n{title}\n{head}\n{'-' * len(head)}")
+    for method, threads, seconds in rows:
+        ratios = "".join(f" {refs[n] / seconds:>13.2f}×" for n in names)
+        print(f"{method:<44} {threads:>7} {seconds * 1e3:>9.1f}{ratios}")
+
+
+def _check(label: str, value: float, target: float) -> str:
+    return f"  {label}: {value:.2f}× (target ≥ {target:g}×) {'met' if value >= target else 'MISSED'}"
+
+
+def per_feature(repeat: int, rng: np.random.Generator) -> list[str]:
+    x = rng.integers(0, 256, (60000, 784), dtype=np.uint8)
+    t_bw = best_time(lambda: np.sum(x.reshape(-1).view(np.int64)), repeat)
+    t_np = best_time(lambda: (x.mean(axis=0), x.var(axis=0)), repeat)
+    t_sk = best_time(lambda: _partial_fit(x, 1000), max(1, repeat // 2))
+    t_1 = best_time(_normlab(x, "feature", 1), repeat)
+    t_2 = best_time(_normlab(x, "feature", 2), repeat)
+    rows = [
+        ("np.sum(x.view(int64))  [bandwidth reference]", "1", t_bw),
+        ("x.mean(0) + x.var(0)  [numpy]", "1", t_np),
+        ("StandardScaler.partial_fit, 1000-row batches", "1", t_sk),
+        ("normlab.compute_stats(x)  [+min, max, nnz]", "1", t_1),
+        ("normlab.compute_stats(x)  [+min, max, nnz]", "2", t_2),
+    ]
+    refs = {"bandwidth": t_bw, "numpy": t_np, "partial_fit": t_sk}
+    _print_case("per-feature, uint8 60000×784 (47 MB)", rows, refs)
+    best = min(t_1, t_2)
+    threads = 1 if t_1 <= t_2 else 2
+    return [
+        _check("per-feature, 1 thread, of the bandwidth reference", t_bw / t_1, TARGETS["bandwidth"]),
+        _check(f"per-feature vs partial_fit ({threads} thread(s))", t_sk / best, TARGETS["partial_fit"]),
+        _check(f"per-feature vs numpy mean+var ({threads} thread(s))", t_np / best, TARGETS["numpy"]),
+    ]
+
+
+def per_feature_float(repeat: int, rng: np.random.Generator) -> None:
+    x = rng.integers(0, 256, (60000, 784), dtype=np.uint8).astype(np.float32)
+    t_np = best_time(lambda: (x.mean(axis=0), x.var(axis=0)), repeat)
+    t_sk = best_time(lambda: _partial_fit(x, 1000), max(1, repeat // 2))
+    rows = [
+        ("x.mean(0) + x.var(0)  [numpy]", "1", t_np),
+        ("StandardScaler.partial_fit, 1000-row batches", "1", t_sk),
+        ("normlab.compute_stats(x)  [float path]", "1", best_time(_normlab(x, "feature", 1), repeat)),
+        ("normlab.compute_stats(x)  [float path]", "2", best_time(_normlab(x, "feature", 2), repeat)),
+    ]
+    _print_case("per-feature, float32 60000×784 (188 MB), for information", rows, {"numpy": t_np, "partial_fit": t_sk})
+
+
+def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
+    x = rng.integers(0, 256, (n_images, 224, 224, 3), dtype=np.uint8)
+    mb = x.nbytes / 1e6
+    t_bw = best_time(lambda: np.sum(x.reshape(-1).view(np.int64)), repeat)
+    pixels = x.reshape(-1, 3)
+    t_np = best_time(lambda: (pixels.mean(axis=0), pixels.var(axis=0)), 1)
+    t_1 = best_time(_normlab(x, "channel", 1), repeat)
+    t_2 = best_time(_normlab(x, "channel", 2), repeat)
+    rows = [
+        ("np.sum(x.view(int64))  [bandwidth reference]", "1", t_bw),
+        ("x.reshape(-1,3).mean(0) + .var(0)  [numpy]", "1", t_np),
+        ("normlab.compute_stats(x, axis='channel')", "1", t_1),
+        ("normlab.compute_stats(x, axis='channel')", "2", t_2),
+    ]
+    _print_case(f"per-channel, uint8 {n_images}×224×224×3 HWC ({mb:.0f} MB)", rows, {"bandwidth": t_bw, "numpy": t_np})
+    t_gnp = best_time(lambda: (x.mean(), x.var()), 1)
+    rows = [
+        ("x.mean() + x.var()  [numpy]", "1", t_gnp),
+        ("normlab.compute_stats(x, axis='global')", "1", best_time(_normlab(x, "global", 1), repeat)),
+        ("normlab.compute_stats(x, axis='global')", "2", best_time(_normlab(x, "global", 2), repeat)),
+    ]
+    _print_case(f"global, same images, for information", rows, {"bandwidth": t_bw, "numpy": t_gnp})
+    best, threads = min((t_1, 1), (t_2, 2))
+    return [_check(f"per-channel vs numpy ({threads} thread(s))", t_np / best, TARGETS["numpy_channel"])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 images instead of 2000")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per row (best is shown)")
+    args = parser.parse_args()
+    from normlab import kernels
+
+    threads_before = kernels.get_threads()
+    rng = np.random.default_rng(0)
+    print(f"normlab moments benchmark; numba kernels: {kernels.HAVE_NUMBA}")
+    checks = per_feature(args.repeat, rng)
+    per_feature_float(max(1, args.repeat // 2), rng)
+    checks += images(max(1, args.repeat // 2), rng, 200 if args.quick else 2000)
+    kernels.set_threads(threads_before)
+    print("\ntargets (issue 'normlab core I', 2-core machine):")
+    print("\n".join(checks))
+
+
+if __name__ == "__main__":
+    main()
