@@ -16,7 +16,7 @@ A scheme the target cannot express (per-image standardization anywhere, per-pixe
 in torchvision's per-channel ``Normalize``, a matrix whitening in a per-feature scaler) raises
 a :class:`~normlab.NormlabError` that says what to use instead.
 
->>> import numpy as np, warnings
+>>> import numpy as np
 >>> from normlab.normalizers import ZScore
 >>> x = np.array([[[0, 10, 20]], [[40, 50, 60]]], dtype=np.uint8)  # 2 images, 1x1 pixel, RGB
 >>> to_torchvision(ZScore(axis="channel").fit(x))

@@ -59,9 +59,9 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> import numpy as np, warnings
+    >>> import numpy as np
     >>> from normlab.sklearn import InputScaler
-    >>> X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]])
+    >>> X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 6.0]])
     >>> InputScaler(scheme="minmax").fit_transform(X)
     array([[0. , 0. ],
            [0.5, 0.4],
@@ -111,7 +111,13 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         first_call = not hasattr(self, "normalizer_")
         X = validate_data(self, X, reset=first_call, dtype="numeric")
         normalizer = self._make_normalizer() if first_call else self.normalizer_
-        normalizer.partial_fit(X)
+        try:
+            normalizer.partial_fit(X)
+        except NormlabError as exc:  # say where: which scheme, on how much data
+            raise type(exc)(
+                f"InputScaler(scheme={self.scheme!r}) on {X.shape[0]} sample(s) x "
+                f"{X.shape[1]} feature(s): {exc}"
+            ) from None
         self.normalizer_ = normalizer
         self.n_samples_seen_ = (0 if first_call else self.n_samples_seen_) + X.shape[0]
         return self

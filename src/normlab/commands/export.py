@@ -8,7 +8,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..cli import cli_errors
 from ..errors import NormlabError
 
 TARGETS = ("sklearn", "torch", "keras", "torchvision", "json")
@@ -112,6 +111,8 @@ def export_file(
 
 
 def register(app: typer.Typer) -> None:
+    from ..cli import cli_errors  # here, not at the top: cli imports this module while it loads
+
     @app.command("export")
     @cli_errors
     def export_command(
