@@ -22,9 +22,11 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +66,11 @@ class BadImage(Exception):
 
 # ---------------------------------------------------------------------- decoders
 def _optional(module: str) -> Any:
+    """An optional decoder module, or None; a dict lookup once imported (this runs per file)."""
+    if module in sys.modules:
+        return sys.modules[module]
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError:
         return None
 
@@ -81,25 +86,35 @@ def _cv2() -> Any:
     return cv2
 
 
+_DEPTHS = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
+
+
 def _depth(arr: np.ndarray) -> str:
-    return {1: "8-bit", 2: "16-bit"}.get(arr.dtype.itemsize, str(arr.dtype)) if arr.dtype.kind == "u" else str(arr.dtype)
+    return _DEPTHS.get(arr.dtype) or str(arr.dtype)
 
 
 def _as_hwc(arr: np.ndarray) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _decode_jpeg(data: bytes, mode: str | None) -> np.ndarray | None:
-    """simplejpeg (libjpeg-turbo); None when it is not installed or the file is CMYK."""
+def _decode_jpeg(data: bytes, mode: str | None, into: np.ndarray | None = None) -> np.ndarray | None:
+    """simplejpeg (libjpeg-turbo); None when it is not installed or the file is CMYK.
+
+    ``into``: a free slot of the current batch; when the image fits it exactly, it is decoded
+    there (no copy).
+    """
     simplejpeg = _optional("simplejpeg")
     if simplejpeg is None:
         return None
     try:
-        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("Gray", "YCbCr", "RGB"):
             return None  # CMYK/YCCK: Pillow converts those
         gray = mode == "L" or (mode in (None, "keep") and colorspace == "Gray")
-        return _as_hwc(simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB"))
+        space = "GRAY" if gray else "RGB"
+        if into is not None and into.dtype == np.uint8 and into.shape == (height, width, 1 if gray else 3):
+            return simplejpeg.decode_jpeg(data, colorspace=space, buffer=into)
+        return _as_hwc(simplejpeg.decode_jpeg(data, colorspace=space))
     except ValueError as exc:
         raise BadImage(f"corrupt or truncated JPEG ({exc})") from None
 
@@ -142,11 +157,11 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
     return _as_hwc(arr)
 
 
-def decode_image(data: bytes, path: str, mode: str | None = None) -> np.ndarray:
+def decode_image(data: bytes, path: str, mode: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
     """Decode one file's bytes to ``(H, W, C)``, choosing the decoder by the file's magic bytes."""
     arr = None
     if data[:3] == b"\xff\xd8\xff":
-        arr = _decode_jpeg(data, mode)
+        arr = _decode_jpeg(data, mode, into)
     elif data.startswith(_PNG_MAGIC):
         arr = _decode_cv2(data, "PNG")
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -200,11 +215,15 @@ def resize_image(arr: np.ndarray, size: tuple[int, int], interpolation: str) -> 
 def read_bytes(path: str) -> bytes:
     """The file's bytes; never blocks on a FIFO or a device (only regular files are opened)."""
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise BadImage("not a regular file")
-        with open(path, "rb") as handle:
-            data = handle.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise BadImage("not a regular file")
+            data = os.read(fd, info.st_size)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise BadImage("no such file") from None
     except OSError as exc:
@@ -214,15 +233,23 @@ def read_bytes(path: str) -> bytes:
     return data
 
 
-def load_image(path: str, options: ImageOptions) -> tuple[np.ndarray, str]:
-    """Decode, convert and resize one file: ``(array (H, W, C), mode name such as 'RGB 8-bit')``."""
-    arr = decode_image(read_bytes(path), path, options.mode)
+def load_image(
+    path: str, options: ImageOptions, into: np.ndarray | None = None
+) -> tuple[np.ndarray, str, bool]:
+    """Decode, convert and resize one file: ``(array (H, W, C), mode such as 'RGB 8-bit', in_place)``.
+
+    ``into`` (optional): where to decode when the image fits it (JPEGs without resizing);
+    ``in_place`` says whether the array is ``into``.
+    """
+    if options.resize is not None:
+        into = None
+    arr = decode_image(read_bytes(path), path, options.mode, into)
     if options.mode in ("RGB", "L"):
         arr = convert_mode(arr, options.mode)
     name = f"{_CHANNEL_NAMES[arr.shape[2]]} {_depth(arr)}"
     if options.resize is not None:
         arr = resize_image(arr, options.resize, options.interpolation)
-    return arr, name
+    return arr, name, into is not None and np.may_share_memory(arr, into)
 
 
 # ---------------------------------------------------------------------- tasks
@@ -247,8 +274,9 @@ class ImageTask:
         batch: np.ndarray | None = None
         filled = 0
         for path in self.files:
+            into = batch[filled] if batch is not None else None
             try:
-                arr, mode = load_image(path, opts)
+                arr, mode, in_place = load_image(path, opts, into)
             except BadImage as exc:
                 if not opts.skip_bad:
                     raise SourceError(f"{path}: {exc}") from None
@@ -267,7 +295,8 @@ class ImageTask:
                 per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
                 batch = np.empty((min(per_chunk, len(self.files)), *arr.shape), arr.dtype)
                 filled = 0
-            batch[filled] = arr
+            if not in_place:
+                batch[filled] = arr
             filled += 1
             if filled == batch.shape[0]:
                 yield batch
@@ -302,7 +331,7 @@ def _read_list_file(path: Path) -> list[str]:
 
 
 def _is_image_path(p: Any) -> bool:
-    return isinstance(p, (str, os.PathLike)) and Path(p).suffix.lower() in IMAGE_SUFFIXES
+    return isinstance(p, (str, os.PathLike)) and os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES
 
 
 def _check_options(mode: Any, resize: Any, interpolation: str) -> tuple[int, int] | None:
