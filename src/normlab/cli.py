@@ -108,6 +108,11 @@ def stats(
     histogram: Annotated[Optional[str], typer.Option("--histogram", help="Keep exact histograms: channel, global or feature (per pixel).")] = None,
     per_image_std_average: Annotated[bool, typer.Option("--per-image-std-average", help="Also report the average of per-image stds (the biased recipe), labelled as such.")] = False,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="serial, local (worker processes) or dask; all give the same bits.")] = "serial",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Processes of --engine local (default: one per core), or of a local Dask cluster.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Folder to save progress in; rerun the same command to resume.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10).")] = None,
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .stats import compute_stats
@@ -117,6 +122,8 @@ def stats(
         data, axis, channel_axis=channel_axis, nan_policy=nan_policy, key=key,
         progress=progress_flag(quiet), histogram=histogram, percentiles=_percentile_list(percentiles),
         per_image_std_average=per_image_std_average, skip_bad=skip_bad,
+        engine=engine, workers=workers, scheduler=scheduler, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
         **{k: v for k, v in image_options.items() if v is not None},
     )  # fmt: skip
     m.save(output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ def compute_stats(
     engine: str = "serial",
     workers: int | None = None,
     scheduler: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
     **source_options: Any,
 ) -> Moments:
     """Exact statistics of a whole data set, streamed chunk by chunk.
@@ -58,7 +61,14 @@ def compute_stats(
     progress
         Show a progress bar (default: only on a terminal).
     engine, workers, scheduler
-        Where tasks run; every engine gives the same bits.
+        Where tasks run: ``"serial"`` (this process), ``"local"`` (``workers`` processes,
+        default: one per core) or ``"dask"`` (``scheduler``: an address such as
+        ``"tcp://host:8786"``, a ``distributed.Client``, or None for a local cluster). Every
+        engine and worker count gives the same bits.
+    checkpoint, checkpoint_every
+        A folder where the merged state and the finished tasks are saved every
+        ``checkpoint_every`` tasks (default 10). Rerun with the same arguments to resume;
+        a checkpoint made for other inputs or options is refused.
 
     Examples
     --------
@@ -85,14 +95,13 @@ def compute_stats(
             ImageStats, axis, channel_axis=channel_axis, nan_policy=nan_policy,
             histogram=histogram or bool(quantiles), per_image_std_average=per_image_std_average,
         )  # fmt: skip
-    else:
-
-        def make_empty() -> Moments:
-            return Moments(axis, channel_axis=channel_axis, nan_policy=nan_policy)
+    else:  # a partial, not a closure: the local and Dask engines pickle it
+        make_empty = functools.partial(Moments, axis, channel_axis=channel_axis, nan_policy=nan_policy)
 
     stats = run_tasks(
-        src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress
-    )
+        src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+    )  # fmt: skip
     skipped = getattr(stats, "n_skipped", 0)
     if stats.n_samples_seen == 0:
         more = f" ({skipped} unreadable item(s) skipped)" if skipped else ""

@@ -1,18 +1,37 @@
 """Engines run a source's tasks and merge the per-task statistics **in task order**.
 
 Merging in task order (never completion order) makes float results reproducible bit for
-bit; integer results are bit-identical in any order. Every engine has the signature of
-:func:`normlab.engines.serial.run`.
+bit; integer results are bit-identical in any order. An engine module has one function,
+``map_tasks(todo, make_empty, *, workers, scheduler, on_finish)``, yielding
+``(task_index, TaskResult)`` in task order and calling ``on_finish(result)`` as each task
+completes (for progress). :func:`run_tasks` adds the merge, the checkpoints and the bar.
+
+``make_empty`` must be picklable (a class or a ``functools.partial``, not a closure): the
+process and Dask engines ship it to the workers with each task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NormlabError
+from ..errors import NormlabError, SourceError
 
-ENGINES = ("serial",)
+ENGINES = ("serial", "local", "dask")
+
+
+@dataclass
+class TaskResult:
+    """What a worker sends back: a small statistic, not the data."""
+
+    stats: Any
+    n_items: int
+    n_bytes: int
+    seconds: float
 
 
 def run_tasks(
@@ -23,21 +42,110 @@ def run_tasks(
     workers: int | None = None,
     scheduler: Any = None,
     progress: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
 ) -> Any:
-    """Map every task to a statistic and merge them in task order."""
+    """Map every task to a statistic and merge them in task order.
+
+    Parameters
+    ----------
+    tasks
+        A source's tasks (see :mod:`normlab.sources`).
+    make_empty
+        A picklable factory of the empty statistic (``Moments``, ``CoMoments``, ...).
+    engine : {"serial", "local", "dask"}
+        In this process; in a pool of ``workers`` processes; on a Dask cluster
+        (``scheduler``: an address such as ``"tcp://host:8786"``, a ``distributed.Client``,
+        or None for a local cluster of ``workers`` processes).
+    progress
+        Show a progress bar (default: only on a terminal).
+    checkpoint, checkpoint_every
+        A folder where the merged state and the finished tasks are saved every
+        ``checkpoint_every`` tasks (default 10); a rerun with the same inputs resumes there.
+    """
     if engine not in ENGINES:
         raise NormlabError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    from . import serial
+    if workers is not None and int(workers) < 1:
+        raise NormlabError(f"workers must be a positive number of processes; got {workers}")
+    if engine == "serial" and (workers not in (None, 1) or scheduler is not None):
+        raise NormlabError("the serial engine takes no workers or scheduler; use engine='local' or 'dask'")
+    if engine == "local" and scheduler is not None:
+        raise NormlabError("a scheduler is only for engine='dask'")
+    from ..progress import progress_bar
+    from .checkpoint import Checkpoint
 
-    return serial.run(tasks, make_empty, progress=progress)
+    ckpt = None
+    total = make_empty()
+    done: set[int] = set()
+    if checkpoint is not None:
+        ckpt = Checkpoint(checkpoint, tasks, make_empty, every=checkpoint_every)
+        total, done = ckpt.resume(total)
+    todo = [(i, t) for i, t in enumerate(tasks) if i not in done]
+    runner = importlib.import_module(f"normlab.engines.{engine}")
+    n_total = sum(t.n_items for t in tasks) or None
+    with progress_bar(n_total, f"statistics ({engine})", enabled=progress) as advance:
+        advance(sum(tasks[i].n_items for i in done), 0)
+        for index, result in runner.map_tasks(
+            todo, make_empty, workers=workers, scheduler=scheduler,
+            on_finish=lambda r: advance(r.n_items, r.n_bytes),
+        ):  # fmt: skip
+            total += result.stats
+            if ckpt is not None:
+                ckpt.finished(index, total)
+    if ckpt is not None:
+        ckpt.save(total)
+    return total
 
 
 def run_task(task: Any, make_empty: Callable[[], Any]) -> Any:
     """Statistics of one task (the unit every engine ships to a worker)."""
+    return execute(task, make_empty).stats
+
+
+def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
+    """Run one task; errors name the task (its file and rows, or its slice of files)."""
+    start = time.perf_counter()
     stats = make_empty()
-    for chunk in task.chunks():
-        try:
+    n_bytes = 0
+    try:
+        for chunk in task.chunks():
+            n_bytes += int(getattr(chunk, "nbytes", 0))
             stats.update(chunk)
-        except NormlabError as exc:
-            raise type(exc)(f"{task.label}: {exc}") from None
-    return stats
+    except NormlabError as exc:
+        message = str(exc)
+        label = str(task.label)
+        raise type(exc)(message if label in message else f"{label}: {message}") from None
+    except (OSError, MemoryError) as exc:
+        raise SourceError(f"{task.label}: {type(exc).__name__}: {exc}") from None
+    return TaskResult(stats, int(task.n_items), n_bytes, time.perf_counter() - start)
+
+
+def in_order(
+    todo: Iterable[tuple[int, Any]],
+    submit: Callable[[Any], Any],
+    wait_any: Callable[[set[Any]], set[Any]],
+    outcome: Callable[[Any, Any], TaskResult],
+    on_finish: Callable[[TaskResult], None],
+    window: int,
+) -> Iterator[tuple[int, TaskResult]]:
+    """Keep ``window`` tasks in flight; yield results in task order, report them as they end.
+
+    ``submit(task) -> future``; ``wait_any(futures)`` returns the finished ones;
+    ``outcome(future, task)`` is the future's :class:`TaskResult` (or raises). At most
+    ``window`` results wait for an earlier task, so memory stays O(window · statistic).
+    """
+    queue = list(todo)
+    flying: dict[Any, int] = {}  # future -> position in queue
+    ready: dict[int, TaskResult] = {}
+    next_submit = next_yield = 0
+    while next_yield < len(queue):
+        while next_submit < len(queue) and next_submit - next_yield < window:
+            flying[submit(queue[next_submit][1])] = next_submit
+            next_submit += 1
+        for future in wait_any(set(flying)):
+            pos = flying.pop(future)
+            ready[pos] = outcome(future, queue[pos][1])
+            on_finish(ready[pos])
+        while next_yield in ready:
+            yield queue[next_yield][0], ready.pop(next_yield)
+            next_yield += 1

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..progress import progress_bar
-from . import run_task
+from . import TaskResult, execute
 
 
-def run(tasks: list[Any], make_empty: Callable[[], Any], *, progress: bool | None = None) -> Any:
-    total = make_empty()
-    with progress_bar(sum(t.n_items for t in tasks) or None, "statistics", enabled=progress) as advance:
-        for task in tasks:
-            total += run_task(task, make_empty)
-            advance(task.n_items)
-    return total
+def map_tasks(
+    todo: list[tuple[int, Any]],
+    make_empty: Callable[[], Any],
+    *,
+    workers: int | None = None,
+    scheduler: Any = None,
+    on_finish: Callable[[TaskResult], None],
+) -> Iterator[tuple[int, TaskResult]]:
+    for index, task in todo:
+        result = execute(task, make_empty)
+        on_finish(result)
+        yield index, result

@@ -1,0 +1,129 @@
+"""The Dask engine: tasks on a ``dask.distributed`` cluster, merged here in task order.
+
+``scheduler`` is an address (``"tcp://host:8786"``), a ``distributed.Client``, or None for
+a ``LocalCluster`` of ``workers`` processes with one thread each. Before any task runs, every
+worker must run the same normlab version as this process. Tasks of a worker that dies are
+rescheduled by Dask on the others; a task that fails raises here with its file named.
+The connection timeout is Dask's ``distributed.comm.timeouts.connect`` setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import NormlabError, require
+from . import TaskResult, execute, in_order
+
+
+def run_on_worker(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
+    """:func:`~normlab.engines.execute` with one numba thread (a Dask worker runs one task per thread)."""
+    from .. import kernels
+
+    kernels.set_threads(1)
+    return execute(task, make_empty)
+
+
+def worker_version() -> str:
+    import normlab
+
+    return normlab.__version__
+
+
+def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None]]:
+    """A client for ``scheduler`` and a function that releases what was made here."""
+    distributed = require("distributed", "dask")
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, lambda: None
+    if scheduler is None:
+        from .local import default_workers
+
+        cluster = distributed.LocalCluster(
+            n_workers=int(workers or default_workers()), threads_per_worker=1, processes=True,
+            dashboard_address=None,
+        )  # fmt: skip
+        client = distributed.Client(cluster)
+        return client, lambda: (client.close(), cluster.close())
+    if not isinstance(scheduler, str):
+        raise NormlabError(
+            f"scheduler must be an address like 'tcp://host:8786' or a distributed.Client; "
+            f"got a {type(scheduler).__name__}"
+        )
+    import dask
+
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    try:
+        client = distributed.Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise NormlabError(
+            f"no Dask scheduler answered at {scheduler} within {timeout} ({type(exc).__name__}); "
+            "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
+        ) from None
+    return client, client.close
+
+
+def check_workers(client: Any) -> int:
+    """The number of workers, after checking that each runs this normlab version."""
+    import normlab
+
+    info = client.scheduler_info()
+    if not info.get("workers"):
+        raise NormlabError(f"the Dask scheduler at {client.scheduler.address} has no workers")
+    try:
+        versions = client.run(worker_version)
+    except Exception as exc:  # a worker without normlab fails to unpickle the function
+        raise NormlabError(
+            f"a Dask worker cannot run normlab ({type(exc).__name__}: {exc}); install "
+            f"normlab {normlab.__version__} on every worker"
+        ) from None
+    other = {w: v for w, v in versions.items() if v != normlab.__version__}
+    if other:
+        listed = ", ".join(f"{w} has {v}" for w, v in sorted(other.items()))
+        raise NormlabError(
+            f"Dask workers run another normlab version than this process "
+            f"({normlab.__version__}): {listed}; install the same version everywhere"
+        )
+    return len(versions)
+
+
+def map_tasks(
+    todo: list[tuple[int, Any]],
+    make_empty: Callable[[], Any],
+    *,
+    workers: int | None = None,
+    scheduler: Any = None,
+    on_finish: Callable[[TaskResult], None],
+) -> Iterator[tuple[int, TaskResult]]:
+    client, release = connect(scheduler, workers)
+    try:
+        n_workers = check_workers(client)
+        if not todo:
+            return
+        distributed = require("distributed", "dask")
+        run_id = uuid.uuid4().hex[:12]  # keys unique per run: no result of an old run is reused
+        serial = itertools.count()
+        yield from in_order(
+            todo,
+            submit=lambda task: client.submit(
+                run_on_worker, task, make_empty, pure=False, key=f"normlab-{run_id}-{next(serial)}"
+            ),
+            wait_any=lambda fs: distributed.wait(fs, return_when="FIRST_COMPLETED").done,
+            outcome=_outcome,
+            on_finish=on_finish,
+            window=4 * n_workers,
+        )
+    finally:
+        release()
+
+
+def _outcome(future: Any, task: Any) -> TaskResult:
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        raise NormlabError(
+            f"{task.label}: Dask workers died while running this task, too often to retry ({exc})"
+        ) from None

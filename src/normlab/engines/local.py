@@ -1,0 +1,105 @@
+"""The local engine: a pool of worker processes on this machine.
+
+Workers start with ``forkserver`` (``spawn`` where there is none): a fork of a process that
+already runs numba or rich threads is unsafe. Each worker runs one numba thread (and one
+BLAS thread), so ``workers`` processes use ``workers`` cores, and loads the cached numba
+kernels once when it starts. Workers whose parent is gone (killed with SIGKILL) exit by
+themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import NormlabError
+from . import TaskResult, execute, in_order
+
+_WATCH_PARENT_S = 1.0  # how often a worker checks that the parent process still lives
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # the fork server imports these once; every worker forked from it starts warm
+    context.set_forkserver_preload(["normlab.moments", "normlab.imagestats", "normlab.engines"])
+    return context
+
+
+def init_worker(parent_pid: int) -> None:
+    """One numba and BLAS thread per worker, warm kernels, exit when the parent is gone."""
+    import numpy as np
+
+    from .. import kernels
+
+    kernels.set_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    kernels.reduce_integer(np.zeros((8, 1, 1), np.uint8))  # loads the cached kernels once
+
+    def watch() -> None:
+        while True:
+            time.sleep(_WATCH_PARENT_S)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - the pid was reused by another user
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
+
+
+def map_tasks(
+    todo: list[tuple[int, Any]],
+    make_empty: Callable[[], Any],
+    *,
+    workers: int | None = None,
+    scheduler: Any = None,
+    on_finish: Callable[[TaskResult], None],
+) -> Iterator[tuple[int, TaskResult]]:
+    if not todo:
+        return
+    n_workers = min(int(workers or default_workers()), len(todo))
+    pool = cf.ProcessPoolExecutor(
+        n_workers, mp_context=_context(), initializer=init_worker, initargs=(os.getpid(),)
+    )
+    try:
+        yield from in_order(
+            todo,
+            submit=lambda task: pool.submit(execute, task, make_empty),
+            wait_any=lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED).done,
+            outcome=_outcome,
+            on_finish=on_finish,
+            window=2 * n_workers,
+        )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _outcome(future: cf.Future, task: Any) -> TaskResult:
+    try:
+        return future.result()
+    except cf.process.BrokenProcessPool:
+        raise NormlabError(
+            f"a worker process died while running {task.label} (killed, or out of memory); "
+            "rerun, with --checkpoint to keep finished work"
+        ) from None
