@@ -288,3 +288,14 @@ def test_cli_stats_on_an_image_folder(tmp_path):
                                           "clip-percentile", "-o", str(tmp_path / "n.safetensors")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert normlab.load(tmp_path / "n.safetensors").scheme == "clip-percentile"
+
+
+def test_sixteen_bit_data_divided_by_255_warns(tmp_path):
+    (tmp_path / "w").mkdir()
+    cv2.imwrite(str(tmp_path / "w" / "a.png"), np.full((3, 3), 4000, np.uint16))
+    m = normlab.compute_stats(tmp_path / "w", "global")
+    with pytest.warns(normlab.NormlabWarning, match="16-bit"):
+        normlab.schemes.from_stats("max", m, max_value=255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normlab.schemes.from_stats("max", m)  # 65535, the declared scale: no warning

@@ -445,7 +445,19 @@ class MaxScale(AffineNormalizer):
             )
         if not top > 0:
             raise NormlabError(f"max_value must be positive; got {top}")
+        data_max = float(np.nanmax(stats.max))
+        if data_max > top:  # e.g. 16-bit images about to be divided by 255
+            warnings.warn(
+                f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are divided "
+                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as 8-bit?",
+                NormlabWarning,
+                stacklevel=6,
+            )
         self._set_affine(np.zeros(()), np.full((), float(top)))
+
+
+def _scale_name(scale: dict[str, Any] | None) -> str:
+    return (scale or {}).get("dtype") or "float"
 
 
 @register
