@@ -179,6 +179,14 @@ def test_unexpressible_exports_say_what_to_use(images):
     for export in (to_keras, to_json):
         with pytest.raises(NormlabError, match="per-image"):
             export(per_image)
+    rng = np.random.default_rng(3)
+    for plugin in {"zca", "pca", "clip-percentile"} & set(schemes.names()):  # matrix maps, clipping
+        n = fitted(plugin, {}, images if plugin == "clip-percentile" else rng.normal(size=(50, 4)))
+        with pytest.raises(NormlabError, match=rf"InputScaler\(scheme='{plugin}'\)"):
+            to_sklearn(n)
+        for export in (to_keras, to_json, to_torchvision):
+            with pytest.raises(NormlabError, match="not one per-feature affine map"):
+                export(n)
     with pytest.raises(NormlabError, match="Normalize.from_normalizer"):
         to_torchvision(fitted("feature", {}, images))
     with pytest.raises(NormlabError, match="nothing to export"):

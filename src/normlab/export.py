@@ -57,10 +57,15 @@ def _affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
             f"scheme 'raw' leaves the values unchanged: there is nothing to export to {target} "
             "(use no normalization layer at all)"
         )
-    if not isinstance(normalizer, AffineNormalizer):
+    try:  # the contract: affine() raises for schemes that are not one (x − shift) / scale
+        normalizer.affine(getattr(normalizer, "sample_shape_", None) or (1,))
+        why = "" if isinstance(normalizer, AffineNormalizer) else "no per-feature shift_/scale_"
+    except (NormlabError, AttributeError) as exc:
+        why = str(exc)
+    if why:
         raise NormlabError(
             f"scheme {normalizer.scheme!r} ({type(normalizer).__name__}) is not one per-feature "
-            f"affine map (x − shift) / scale, which is all {target} can express; {instead}"
+            f"affine map (x − shift) / scale ({why}), which is all {target} can express; {instead}"
         )
     return normalizer
 
