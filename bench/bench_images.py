@@ -111,19 +111,22 @@ def normlab_serial(files: list[str], axis: str = "channel"):
     return normlab.compute_stats(files, axis, progress=False)
 
 
-def _best(fn, files, repeat: int) -> float:
-    times = []
+def _best_interleaved(methods: dict, files: list[str], repeat: int) -> dict[str, float]:
+    """Best time of each method over ``repeat`` rounds, the methods taking turns in each round
+    (so a busy spell on a shared machine does not fall on one method only)."""
+    best = {name: float("inf") for name in methods}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn(files)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn(files)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a quarter of the files, one repeat")
-    parser.add_argument("--repeat", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many rounds")
     args = parser.parse_args(argv)
     from normlab import kernels
 
@@ -142,16 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         for f in files:  # warm the page cache: every method reads the same cached bytes
             _read(f)
         normlab_serial(files[:50])  # warm numba's compiled kernels
-        rows = [
-            (f"decode only ({decoder})", _best(decode, files, repeat)),
-            ("Pillow -> float64 -> sums", _best(pillow_loop, files, repeat)),
-            ("normlab serial, axis=channel", _best(normlab_serial, files, repeat)),
-        ]
-        if name.startswith("JPEG"):
-            feature = _best(lambda fs: normlab_serial(fs, "feature"), files, repeat)
-            rows.append(("normlab serial, axis=feature", feature))
-        decode_t, pillow_t = rows[0][1], rows[1][1]
-        for method, t in rows:
+        methods = {
+            f"decode only ({decoder})": decode,
+            "Pillow -> float64 -> sums": pillow_loop,
+            "normlab serial, axis=channel": normlab_serial,
+            "normlab serial, axis=global": lambda fs: normlab_serial(fs, "global"),
+            "normlab serial, axis=feature": lambda fs: normlab_serial(fs, "feature"),
+        }
+        times = _best_interleaved(methods, files, repeat)
+        decode_t, pillow_t = times[f"decode only ({decoder})"], times["Pillow -> float64 -> sums"]
+        for method, t in times.items():
             print(f"{name:<22}{method:<34}{len(files) / t:>10.0f}{decode_t / t:>10.2f}x{pillow_t / t:>10.2f}x")
 
 

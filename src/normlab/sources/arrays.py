@@ -220,7 +220,7 @@ def shard_list_source(source: Any, **options: Any) -> Source | None:
         return None
     if not all(isinstance(s, (str, os.PathLike)) for s in source):
         return None
-    if not any(os.path.splitext(s)[1].lower() in (".npy", ".npz") for s in source):
+    if not any(os.fspath(s).lower().endswith((".npy", ".npz")) for s in source):
         return None  # e.g. a list of image files: the image adapter's job
     from . import resolve
 

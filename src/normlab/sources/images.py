@@ -75,14 +75,17 @@ def _optional(module: str) -> Any:
         return None
 
 
+_QUIETED: list[Any] = []  # the OpenCV module whose log was silenced (once per process)
+
+
 def _cv2() -> Any:
     cv2 = _optional("cv2")
-    if cv2 is not None and not getattr(cv2, "_normlab_quiet", False):
+    if cv2 is not None and not _QUIETED:
         # corrupt files are reported by normlab with their name; OpenCV's own log lines only add noise
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-        cv2._normlab_quiet = True
+        _QUIETED.append(cv2)
     return cv2
 
 
@@ -331,7 +334,10 @@ def _read_list_file(path: Path) -> list[str]:
 
 
 def _is_image_path(p: Any) -> bool:
-    return isinstance(p, (str, os.PathLike)) and os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES
+    if not isinstance(p, (str, os.PathLike)):
+        return False
+    name = os.fspath(p)
+    return "." + name.rpartition(".")[2].lower() in IMAGE_SUFFIXES and "/" not in name.rpartition(".")[2]
 
 
 def _check_options(mode: Any, resize: Any, interpolation: str) -> tuple[int, int] | None:
