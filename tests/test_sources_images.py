@@ -299,3 +299,11 @@ def test_sixteen_bit_data_divided_by_255_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         normlab.schemes.from_stats("max", m)  # 65535, the declared scale: no warning
+
+
+def test_without_any_image_library_the_extra_is_named(tmp_path, monkeypatch):
+    write_images(tmp_path / "n", rgb(2))
+    for module in ("cv2", "simplejpeg", "PIL", "PIL.Image"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if normlab[images] were not installed
+    with pytest.raises(MissingExtraError, match=r"normlab\[images\]"):
+        normlab.compute_stats(tmp_path / "n", "channel")

@@ -132,3 +132,13 @@ def test_pil_samples_and_picklable_tasks():
     pickle.loads(pickle.dumps(src.tasks))
     m = normlab.compute_stats(Pictures(), "channel", channel_axis=-1)
     np.testing.assert_array_equal(m.mean, normlab.compute_stats(x, "channel").mean)
+
+
+def test_per_image_std_average_and_percentiles_on_chw_dataset():
+    x = chw(20, seed=3)
+    ds = TensorDataset(torch.from_numpy(x))
+    m = normlab.compute_stats(ds, "channel", channel_axis=0, per_image_std_average=True, percentiles=(50,))
+    per_image = x.reshape(20, 3, -1).astype(np.float64).std(axis=2).mean(axis=0)
+    np.testing.assert_allclose(m.per_image_std_average, per_image, rtol=1e-12)
+    ref = np.percentile(np.moveaxis(x, 1, -1).reshape(-1, 3), 50, axis=0, method="inverted_cdf")
+    np.testing.assert_array_equal(m.percentile(50), ref)
