@@ -396,12 +396,6 @@ def _reciprocal_overflows(normalizer, dtype: np.dtype) -> bool:
     return not (np.isfinite(mult).all() and np.isfinite(offset).all())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug in normalizers.py: transform multiplies by 1/scale in the output dtype, "
-    "which overflows to inf when scale < 1/finfo(dtype).max (a std or max|x| near the dtype's "
-    "smallest values); safe_scale only catches 0 and non-finite scales",
-)
 @pytest.mark.parametrize(
     "scheme, x",
     [

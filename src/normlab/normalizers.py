@@ -297,8 +297,9 @@ class AffineNormalizer(Normalizer):
     def _set_affine(self, shift: np.ndarray, scale: np.ndarray) -> None:
         self.shift_ = np.asarray(shift, dtype=np.float64)
         self.scale_ = np.asarray(scale, dtype=np.float64)
-        self._mult = 1.0 / self.scale_
-        self._offset = self.shift_ * self._mult
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            self._mult = 1.0 / self.scale_
+            self._offset = self.shift_ * self._mult
 
     def _broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
@@ -308,21 +309,38 @@ class AffineNormalizer(Normalizer):
             return arr.reshape(shape)
         return arr[None] if self.stats_axis == "feature" else arr
 
+    def _fused_factors(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+        """``1/scale`` and ``shift/scale`` in ``dtype``, or None where they would overflow it.
+
+        A scale below ``1/finfo(dtype).max`` (a std near the dtype's smallest values) has no
+        finite reciprocal: such data take the slower, exact division path instead.
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            mult, offset = self._mult.astype(dtype), self._offset.astype(dtype)
+        if np.isfinite(mult).all() and np.isfinite(offset).all():
+            return mult, offset
+        return None
+
     def transform(self, X: Any) -> np.ndarray:
         """Normalize ``X`` of shape ``(n_samples, *sample_shape)``."""
         x = self._check_input(X)
         out_dtype = self._out_dtype(x)
         ndim = x.ndim - 1
-        if out_dtype == np.float64:
+        # float16 outputs are computed in float32: its 1/scale overflows already at scale < 1.5e-5
+        work = np.dtype(np.float32) if out_dtype == np.float16 else out_dtype
+        fused = self._fused_factors(work)
+        if fused is None:
+            out = np.subtract(x, self._broadcast(self.shift_, ndim), dtype=np.float64)
+            np.divide(out, self._broadcast(self.scale_, ndim), out=out)
+            return out.astype(out_dtype, copy=False)
+        if work == np.float64:
             # (x − shift)·(1/scale): within an ulp of (x − mean)/std, as scikit-learn computes it
             out = np.subtract(x, self._broadcast(self.shift_, ndim), dtype=np.float64)
-            np.multiply(out, self._broadcast(self._mult, ndim), out=out)
+            np.multiply(out, self._broadcast(fused[0], ndim), out=out)
             return out
-        mult = self._broadcast(self._mult.astype(out_dtype), ndim)
-        offset = self._broadcast(self._offset.astype(out_dtype), ndim)
-        out = np.multiply(x, mult, dtype=out_dtype)
-        np.subtract(out, offset, out=out)
-        return out
+        out = np.multiply(x, self._broadcast(fused[0], ndim), dtype=work)
+        np.subtract(out, self._broadcast(fused[1], ndim), out=out)
+        return out.astype(out_dtype, copy=False)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Back to the data's units: ``y · scale_ + shift_``."""
