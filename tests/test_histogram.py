@@ -130,3 +130,10 @@ def test_clip_percentile_needs_histograms_and_handles_constant():
         c = ClipPercentile().fit(x)
     assert any("equal low and high" in str(w.message) for w in caught)
     assert np.all(c.transform(x) == 0)
+
+
+def test_tabular_percentiles_are_per_feature():
+    x = np.random.default_rng(6).integers(0, 256, (300, 4), dtype=np.uint8)
+    m = normlab.compute_stats(x, percentiles=(10, 90), chunk_size=64)
+    assert m.histogram.axis == "feature"
+    np.testing.assert_array_equal(m.percentile(90), np.percentile(x, 90, axis=0, method="inverted_cdf"))

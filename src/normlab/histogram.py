@@ -136,7 +136,8 @@ class Histogram:
     def __iadd__(self, other: Histogram) -> Histogram:
         if other.counts is None:
             return self
-        if self.counts is None:
+        if self.counts is None:  # empty: take the other's layout too
+            self.axis, self.channel_axis = other.axis, other.channel_axis
             self.dtype, self.counts = other.dtype, other.counts.copy()
             return self
         if (self.axis, self.dtype, self.counts.shape) != (other.axis, other.dtype, other.counts.shape):

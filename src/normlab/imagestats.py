@@ -60,8 +60,9 @@ class ImageStats(Moments):
     ----------
     axis, channel_axis, nan_policy
         As for :class:`~normlab.Moments`.
-    histogram : {None, "channel", "global", "feature"}
-        Keep exact value counts (uint8/uint16 data) at this granularity (``True``: per channel).
+    histogram : {None, "channel", "global", "feature"} or True
+        Keep exact value counts (uint8/uint16 data) at this granularity. ``True``: per channel
+        (global for ``axis="global"``; per feature when samples have no channel axis).
     per_image_std_average : bool
         Also keep the average of per-image stds (population std of each image, per channel for
         ``axis="channel"``, over all values for ``axis="global"``) — for comparison only.
@@ -87,8 +88,11 @@ class ImageStats(Moments):
         per_image_std_average: bool = False,
     ) -> None:
         super().__init__(axis, channel_axis=channel_axis, nan_policy=nan_policy)
+        # True: per channel for images, per feature for samples without a channel axis (decided
+        # at the first batch, when the sample shape is known)
+        self._histogram_auto = histogram is True and axis == "feature"
         if histogram is True:
-            histogram = "channel" if axis == "channel" else ("global" if axis == "global" else "channel")
+            histogram = "global" if axis == "global" else "channel"
         if histogram not in (None, False, *AXES):
             raise NormlabError(f"histogram must be one of {', '.join(AXES)} (or True); got {histogram!r}")
         if histogram and AXES.index(histogram) < AXES.index(axis):
@@ -122,6 +126,8 @@ class ImageStats(Moments):
         if arr.shape[0] == 0:
             return self
         if self.histogram is not None:
+            if self._histogram_auto and self.histogram.counts is None and arr.ndim < 3:
+                self.histogram = Histogram("feature")
             self.histogram.update(arr)
         if self.per_image_std_average_requested:
             self._add_image_stds(arr)
