@@ -9,8 +9,8 @@ change a single bit of the result.
 How the kernel is fast (measured in ``bench/bench_moments.py``):
 
 * **narrow lanes.** uint8 values are summed in uint16 lanes, their squares (computed in 16
-  bits: 255² < 2¹⁶) in uint32 lanes, non-zero counts in uint16 lanes, min/max in uint8
-  lanes, for a bounded number of rows; then the lanes are folded into int64. 64 uint8
+  bits: 255² < 2¹⁶) in uint32 lanes, non-zero counts and min/max in uint8 lanes, for a
+  bounded number of rows (252); then the lanes are folded into int64. 64 uint8
   columns fit one AVX-512 register, so LLVM's vectoriser works on 32–64 lanes at a time.
   numba widens every integer operation to 64 bits, so the narrow arithmetic is spelled with
   three tiny LLVM intrinsics (``_add``, ``_mul``, ``_as``).
@@ -44,17 +44,18 @@ _TILE = 2048  # columns per task: the lanes of a tile (≤ 16 bytes a column) st
 _FOLD_WIDTH = 1024  # rows narrower than this are folded into rows of about this many values
 _SEGMENT_MIN = 256  # (A, C, B) with B at least this is reduced segment by segment
 
-# Input dtype -> (Σx lanes, which also hold one square; Σx² lanes; rows per fold). Bounds:
-# uint8  uint16: 256·255 < 2¹⁶, 255² < 2¹⁶;   uint32: 256·255² < 2³².
-# int8   int16:  Σx in −2¹⁵..2¹⁵−256, 128² < 2¹⁵;   int32: 256·128² < 2³¹.
-# uint16 uint32: 32768·65535 < 2³², 65535² < 2³²;   uint64.
-# int16  int32:  Σx in −2³¹..2³¹−32768, 32768² = 2³⁰;   int64.
-# Non-zero counts use uint16 lanes (at most 32768 rows per fold).
+# Input dtype -> (Σx lanes, which also hold one square; Σx² lanes; non-zero count lanes; rows
+# per fold). Bounds for 8-bit data over 252 rows (252 ≤ 255 non-zero counts in uint8):
+# uint8  uint16: 252·255 < 2¹⁶, 255² < 2¹⁶;  uint32: 252·255² < 2³².
+# int8   int16:  |Σx| ≤ 252·128 < 2¹⁵, 128² < 2¹⁵;  int32: 252·128² < 2³¹.
+# and for 16-bit data over 32768 rows (counts in uint16):
+# uint16 uint32: 32768·65535 < 2³², 65535² < 2³²;  uint64.
+# int16  int32:  Σx in −2³¹..2³¹−32768, 32768² = 2³⁰;  int64.
 _LANES = {
-    np.dtype(np.uint8): (np.uint16, np.uint32, 256),
-    np.dtype(np.int8): (np.int16, np.int32, 256),
-    np.dtype(np.uint16): (np.uint32, np.uint64, 32768),
-    np.dtype(np.int16): (np.int32, np.int64, 32768),
+    np.dtype(np.uint8): (np.uint16, np.uint32, np.uint8, 252),
+    np.dtype(np.int8): (np.int16, np.int32, np.uint8, 252),
+    np.dtype(np.uint16): (np.uint32, np.uint64, np.uint16, 32768),
+    np.dtype(np.int16): (np.int32, np.int64, np.uint16, 32768),
 }
 _STREAMS = 4  # rows added per step, one from each quarter of the row range
 
@@ -163,7 +164,7 @@ if HAVE_NUMBA:
         _fold(n1, n2, nz, w1, w2, wz)
 
     @njit(cache=True, parallel=True, nogil=True)
-    def _reduce_axis0(y, collapse, row_chunks, steps, lane1, lane2):  # pragma: no cover
+    def _reduce_axis0(y, collapse, row_chunks, steps, lane1, lane2, lanez):  # pragma: no cover
         """Exact sums over axis 0 of ``(A, K, L)``; per ``(K, L)``, or per ``(K, tile)`` if collapse.
 
         Tasks are (row chunk, group, column tile); each returns int64 partials that the
@@ -188,7 +189,7 @@ if HAVE_NUMBA:
             c1 = min(width, c0 + _TILE)
             n1 = np.zeros(c1 - c0, lane1.dtype)
             n2 = np.zeros(c1 - c0, lane2.dtype)
-            nz = np.zeros(c1 - c0, np.uint16)
+            nz = np.zeros(c1 - c0, lanez.dtype)
             w1 = np.zeros(c1 - c0, np.int64)
             w2 = np.zeros(c1 - c0, np.int64)
             wz = np.zeros(c1 - c0, np.int64)
@@ -213,13 +214,19 @@ if HAVE_NUMBA:
 
 def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
     """Run the kernel on a C-contiguous ``(A, K, L)`` array; results ``(K, L or tiles)``."""
-    lane1, lane2, rows_per_fold = _LANES[y.dtype]
+    lane1, lane2, lanez, rows_per_fold = _LANES[y.dtype]
     n_rows, n_groups, width = y.shape
     threads = numba.get_num_threads()
     enough_tasks = n_groups * -(-width // _TILE) >= 4 * threads
     row_chunks = 1 if enough_tasks else max(1, min(threads, n_rows // 256))
     o1, o2, omn, omx, onz = _reduce_axis0(
-        y, collapse, row_chunks, rows_per_fold // _STREAMS, np.zeros(1, lane1), np.zeros(1, lane2)
+        y,
+        collapse,
+        row_chunks,
+        rows_per_fold // _STREAMS,
+        np.zeros(1, lane1),
+        np.zeros(1, lane2),
+        np.zeros(1, lanez),
     )
     return o1.sum(axis=0), o2.sum(axis=0), omn.min(axis=0), omx.max(axis=0), onz.sum(axis=0)
 
