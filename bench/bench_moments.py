@@ -159,11 +159,11 @@ def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
     return [_check(f"per-channel vs numpy ({threads} thread(s))", t_np / best, TARGETS["numpy_channel"])]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 images instead of 2000")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per row (best is shown)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from normlab import kernels
 
     threads_before = kernels.get_threads()
