@@ -135,6 +135,10 @@ def test_errors_name_expected_and_found(images):
         Normalize([0.5], [0.0])
     with pytest.raises(NormlabError, match="per-image"):
         Normalize.from_normalizer(schemes.get("per-image"))
+    with pytest.raises(ShapeError, match="per-channel statistics .* need a CHW or HWC layout; got F"):
+        Normalize.from_normalizer(fitted("channel", images), layout="F")
+    global_stats = fitted("global", images[..., :1].reshape(40, 6, 5, 1, 1))  # 4-d samples
+    assert Normalize.from_normalizer(global_stats, layout="CHW").per == "global"
     per_pixel = Normalize.from_normalizer(fitted("feature", images))
     with pytest.raises(ShapeError, match=r"expected HWC samples of shape \(6, 5, 3\)"):
         per_pixel(torch.zeros(6, 6, 3, dtype=torch.uint8))

@@ -78,7 +78,10 @@ class Normalize(nn.Module):
         if mean_t.shape != std_t.shape:
             raise ShapeError(f"mean has shape {tuple(mean_t.shape)} but std has {tuple(std_t.shape)}")
         if not bool(torch.isfinite(std_t).all()) or not bool((std_t > 0).all()):
-            raise NormlabError("std must be positive and finite everywhere (fit with normlab: zero variance is handled)")
+            raise NormlabError(
+                "std must be positive and finite everywhere (normlab's fitted scales are: zero "
+                "variance gets scale 1)"
+            )
         if not bool(torch.isfinite(mean_t).all()):
             raise NormlabError("mean must be finite everywhere")
         if not (math.isfinite(value_max) and value_max > 0):
@@ -117,17 +120,19 @@ class Normalize(nn.Module):
         n = _affine(
             normalizer,
             "normlab.torch.Normalize",
-            "per-image standardization depends on each image: apply normlab.PerImage to the data",
+            "apply normlab's transform to the data (for example in the Dataset) instead",
         )
         shape = tuple(n.sample_shape_)
-        fitted = _fitted_layout(shape, n.channel_axis)
+        fitted = layout if layout and n.stats_axis == "global" else _fitted_layout(shape, n.channel_axis)
         layout = layout or fitted
         if layout not in LAYOUTS:
             raise NormlabError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
         divisor = float((n.value_scale_ or {}).get("max_value") or 1.0)
         mean, std = np.asarray(n.shift_) / divisor, np.asarray(n.scale_) / divisor
-        if n.stats_axis == "channel" and fitted not in ("CHW", "HWC"):
-            raise ShapeError(f"per-channel statistics of samples {shape} need a CHW or HWC layout")
+        if n.stats_axis == "channel" and not {fitted, layout} <= {"CHW", "HWC"}:
+            raise ShapeError(
+                f"per-channel statistics of samples {shape} need a CHW or HWC layout; got {layout}"
+            )
         if n.stats_axis == "feature" and layout != fitted:
             if {layout, fitted} != {"CHW", "HWC"}:
                 raise ShapeError(
@@ -177,7 +182,8 @@ class Normalize(nn.Module):
             handle.write(payload)
 
     def extra_repr(self) -> str:
-        return f"per={self.per}, layout={self.layout}, value_max={self.value_max:g}, channels/features={tuple(self.mean.shape)}"
+        shape = tuple(self.mean.shape)
+        return f"per={self.per}, layout={self.layout}, value_max={self.value_max:g}, shape={shape}"
 
     # ------------------------------------------------------------ apply
     def _sample_shape(self, x: torch.Tensor) -> tuple[int, ...]:
