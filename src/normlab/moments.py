@@ -91,6 +91,8 @@ def _exact_dtype(arr: np.ndarray) -> np.ndarray:
 
 def _to_object(a: Any) -> np.ndarray:
     """Python-int (exact, unbounded) object array of the same shape."""
+    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
+        return a.astype(object)  # Python ints, element by element in C (no nested lists)
     if isinstance(a, np.ndarray) and a.dtype != object:
         a = a.tolist()
     return np.asarray(a, dtype=object)
