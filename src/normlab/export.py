@@ -40,7 +40,7 @@ TORCHVISION_SCALES = ("0..1", "0..255")
 def _fitted(normalizer: Any, target: str) -> Normalizer:
     if not isinstance(normalizer, Normalizer):
         raise NormlabError(
-            f"{target} export needs a fitted normlab normalizer; got {type(normalizer).__name__}"
+            f"exporting to {target} needs a fitted normlab normalizer; got {type(normalizer).__name__}"
         )
     if not normalizer.is_fitted:
         raise NotFittedError(
