@@ -12,7 +12,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
 
 from normlab import NormlabError, NormlabWarning, schemes
 from normlab.sklearn import InputScaler
@@ -53,6 +53,14 @@ def test_sklearn_compatible(estimator, check, monkeypatch):
     # so that no check is skipped, and only for the duration of this test
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)
+
+
+def test_no_check_skipped_or_expected_to_fail(monkeypatch):
+    # the same checks as above, through check_estimator, which reports each one's status
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+    results = check_estimator(make("feature"), on_fail=None)
+    not_passed = [(r["check_name"], r["status"]) for r in results if r["status"] != "passed"]
+    assert len(results) > 40 and not not_passed, not_passed
 
 
 def rel_close(a: np.ndarray, b: np.ndarray, tol: float = 1e-12) -> bool:
