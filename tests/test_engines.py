@@ -234,3 +234,9 @@ def test_progress_bar_shows_items_and_megabytes_per_second():
     with progress_bar(10, "x", enabled=False, console=Console(file=silent)) as advance:
         advance(10, 10)
     assert silent.getvalue() == ""
+
+
+def test_sources_that_cannot_travel_are_refused_in_words():
+    batches = (np.zeros((3, 2)) for _ in range(2))
+    with pytest.raises(NormlabError, match=r"engine 'local' runs tasks in other processes.*IterableTask.*engine='serial'"):
+        normlab.compute_stats(batches, engine="local", workers=2)

@@ -81,6 +81,8 @@ def run_tasks(
         ckpt = Checkpoint(checkpoint, tasks, make_empty, every=checkpoint_every)
         total, done = ckpt.resume(total)
     todo = [(i, t) for i, t in enumerate(tasks) if i not in done]
+    if engine != "serial" and todo:
+        _check_picklable(engine, todo[0][1], make_empty)
     runner = importlib.import_module(f"normlab.engines.{engine}")
     n_total = sum(t.n_items for t in tasks) or None
     with progress_bar(n_total, f"statistics ({engine})", enabled=progress) as advance:
@@ -95,6 +97,29 @@ def run_tasks(
     if ckpt is not None:
         ckpt.save(total)
     return total
+
+
+class _Sink:
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _check_picklable(engine: str, task: Any, make_empty: Callable[[], Any]) -> None:
+    """Refuse early, in words, what cannot travel to another process (arrays are not copied)."""
+    import pickle
+
+    pickler = pickle.Pickler
+    if engine == "dask":  # Dask ships with cloudpickle, which also takes lambdas and __main__ classes
+        pickler = importlib.import_module("cloudpickle").Pickler
+    for what, obj in (("task", task), ("statistic factory", make_empty)):
+        try:
+            pickler(_Sink(), protocol=5, buffer_callback=lambda buffer: None).dump(obj)
+        except Exception as exc:  # pickle raises PicklingError, TypeError or AttributeError
+            raise NormlabError(
+                f"engine {engine!r} runs tasks in other processes, but this {what} "
+                f"({type(obj).__name__}) cannot be sent there ({exc}); use engine='serial', "
+                "or save the data to .npy files first"
+            ) from None
 
 
 def run_task(task: Any, make_empty: Callable[[], Any]) -> Any:

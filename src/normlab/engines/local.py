@@ -3,8 +3,8 @@
 Workers start with ``forkserver`` (``spawn`` where there is none): a fork of a process that
 already runs numba or rich threads is unsafe. Each worker runs one numba thread (and one
 BLAS thread), so ``workers`` processes use ``workers`` cores, and loads the cached numba
-kernels once when it starts. Workers whose parent is gone (killed with SIGKILL) exit by
-themselves.
+kernels once when it starts. The pool stays up for the next run in the same process
+(:func:`pool`). Workers whose parent is gone (killed with SIGKILL) exit by themselves.
 """
 
 from __future__ import annotations
@@ -68,6 +68,23 @@ def init_worker(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
 
 
+_POOLS: dict[tuple[int, int], cf.ProcessPoolExecutor] = {}
+
+
+def pool(n_workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of ``n_workers`` warm processes, kept for the next run in this process.
+
+    Starting workers (importing numba, loading the kernels) costs about a second; a session
+    that computes statistics many times pays it once. Python shuts the pools down at exit.
+    """
+    key = (os.getpid(), n_workers)
+    if key not in _POOLS:
+        _POOLS[key] = cf.ProcessPoolExecutor(
+            n_workers, mp_context=_context(), initializer=init_worker, initargs=(os.getpid(),)
+        )
+    return _POOLS[key]
+
+
 def map_tasks(
     todo: list[tuple[int, Any]],
     make_empty: Callable[[], Any],
@@ -78,27 +95,36 @@ def map_tasks(
 ) -> Iterator[tuple[int, TaskResult]]:
     if not todo:
         return
-    n_workers = min(int(workers or default_workers()), len(todo))
-    pool = cf.ProcessPoolExecutor(
-        n_workers, mp_context=_context(), initializer=init_worker, initargs=(os.getpid(),)
-    )
+    n_workers = int(workers or default_workers())
+    executor = pool(n_workers)
+    submitted: list[cf.Future] = []
+
+    def submit(task: Any) -> cf.Future:
+        submitted.append(executor.submit(execute, task, make_empty))
+        return submitted[-1]
+
     try:
         yield from in_order(
             todo,
-            submit=lambda task: pool.submit(execute, task, make_empty),
+            submit=submit,
             wait_any=lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED).done,
             outcome=_outcome,
             on_finish=on_finish,
-            window=2 * n_workers,
+            window=4 * n_workers,
         )
+    except cf.process.BrokenProcessPool:  # raised by submit: a worker died between two runs
+        _POOLS.clear()
+        raise NormlabError("a worker process of the pool died (killed, or out of memory); rerun") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in submitted:  # after an error: tasks not started yet never start
+            future.cancel()
 
 
 def _outcome(future: cf.Future, task: Any) -> TaskResult:
     try:
         return future.result()
     except cf.process.BrokenProcessPool:
+        _POOLS.clear()  # a broken pool takes no more work: the next run starts a new one
         raise NormlabError(
             f"a worker process died while running {task.label} (killed, or out of memory); "
             "rerun, with --checkpoint to keep finished work"
