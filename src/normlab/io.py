@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import FileFormatError
+from .errors import FileFormatError, NormlabError
 
 FORMAT_NAME = "normlab"
 FORMAT_VERSION = 1
@@ -129,15 +129,15 @@ def load(path: str | os.PathLike) -> Any:
     _import_savable_classes()
     meta, tensors = read_file(path)
     cls_name = meta.get("class")
-    if cls_name not in _REGISTRY:
+    if not isinstance(cls_name, str) or cls_name not in _REGISTRY:
         raise FileFormatError(
             f"{path}: holds an object of class {cls_name!r}, which this normlab does not know"
         )
     try:
         return _REGISTRY[cls_name](meta, tensors)
-    except FileFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except NormlabError as exc:
+        raise FileFormatError(f"{path}: corrupt {cls_name} file ({exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise FileFormatError(f"{path}: corrupt {cls_name} file ({type(exc).__name__}: {exc})") from None
 
 

@@ -30,6 +30,7 @@ from .io import register
 from .errors import (
     DTypeError,
     EmptyDataError,
+    FileFormatError,
     MergeError,
     NonFiniteError,
     NormlabError,
@@ -619,6 +620,7 @@ class Moments:
     def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Moments:
         from .io import field
 
+        _check_loaded_meta(meta)
         m = cls(meta["axis"], channel_axis=meta["channel_axis"], nan_policy=meta["nan_policy"])
         m.sample_shape = tuple(meta["sample_shape"]) if meta["sample_shape"] is not None else None
         m.value_scale = meta["value_scale"]
@@ -628,6 +630,11 @@ class Moments:
             return m
         m._count = field(tensors, "count", np.int64)
         shape = m._count.shape
+        if m.sample_shape is None or m._reduced_from(m.sample_shape) != shape:
+            raise FileFormatError(
+                f"statistics of shape {shape} do not fit samples of shape {m.sample_shape} "
+                f"with axis={m.axis!r}"
+            )
         m._min = field(tensors, "min", np.float64, shape)
         m._max = field(tensors, "max", np.float64, shape)
         m._nnz = field(tensors, "n_nonzero", np.int64, shape)
@@ -641,6 +648,8 @@ class Moments:
             m._shift = field(tensors, "shift", np.float64, shape)
             m._mean_shifted = field(tensors, "mean_shifted", np.float64, shape)
             m._m2 = field(tensors, "m2", np.float64, shape)
+        if min(m._count.min(initial=0), m._nnz.min(initial=0), m._nonfinite.min(initial=0)) < 0:
+            raise FileFormatError("negative counts in the statistics")
         return m
 
     def save(self, path: str) -> None:
@@ -687,6 +696,33 @@ class Moments:
         return (
             f"Moments(axis={self.axis!r}, samples={self.n_samples_seen}, "
             f"reduced_shape={self.reduced_shape}, value_scale={_scale_str(self.value_scale)})"
+        )
+
+
+_SCALES = [value_scale_of(d) for d in ("bool", "uint8", "uint16", "int8", "int16", "int32", "int64", "float64")]
+
+
+def _check_loaded_meta(meta: dict[str, Any]) -> None:
+    """Types and consistency of a stats file's metadata, before anything is built from it."""
+
+    def count_like(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    shape = meta["sample_shape"]
+    problems = [
+        (not isinstance(meta["channel_axis"], int) or isinstance(meta["channel_axis"], bool), "channel_axis"),
+        (shape is not None and not (isinstance(shape, list) and all(map(count_like, shape))), "sample_shape"),
+        (meta["value_scale"] is not None and meta["value_scale"] not in _SCALES, "value_scale"),
+        (not count_like(meta["n_samples_seen"]), "n_samples_seen"),
+    ]
+    scale = meta["value_scale"]
+    if meta["exact"] is not None or scale is not None:
+        exact_ok = isinstance(meta["exact"], bool) and scale is not None and scale in _SCALES
+        problems.append((not exact_ok or meta["exact"] != (scale["max_value"] is not None), "exact"))
+    bad = [name for wrong, name in problems if wrong]
+    if bad:
+        raise FileFormatError(
+            f"invalid statistics metadata: {', '.join(f'{k}={meta[k]!r}' for k in bad)}"
         )
 
 

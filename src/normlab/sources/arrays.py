@@ -87,12 +87,14 @@ def read_npy_header(handle: Any, label: str) -> NpyHeader:
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise SourceError(f"{label}: not a valid .npy file ({exc})") from None
+    except Exception as exc:  # numpy parses the header with tokenize/ast: any error means corrupt
+        raise SourceError(f"{label}: not a valid .npy file ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject:
         raise SourceError(f"{label}: holds Python objects (dtype {dtype}); normlab never unpickles")
     if fortran and len(shape) > 1:
         raise SourceError(f"{label}: Fortran-ordered arrays cannot be read in row windows")
+    if any(d < 0 for d in shape) or math.prod(max(d, 1) for d in shape) * dtype.itemsize >= 2**62:
+        raise SourceError(f"{label}: corrupt .npy header (shape {shape} of {dtype})")
     offset = handle.tell() if hasattr(handle, "tell") else 0
     return NpyHeader(tuple(shape), dtype, fortran, offset)
 

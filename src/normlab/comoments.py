@@ -1,0 +1,513 @@
+"""Exact streaming co-moments: the mean vector and ``C = Σ (x−μ)(x−μ)ᵀ``, mergeable.
+
+:class:`CoMoments` follows the contract of :class:`~normlab.Moments` (``update``, ``+=``,
+``+``, ``save``/``load``; merges in task order) and carries a per-feature
+:class:`~normlab.Moments` alongside, so every first-order scheme can be fitted from the same
+file (``comoments.moments``).
+
+Two representations, chosen by the data's dtype:
+
+* **integer data**: the exact Gram matrix ``G = Σ x xᵀ``. Each chunk's product runs as a
+  float64 BLAS GEMM on copies of the integers, summed in a float64 accumulator that is
+  emptied into int64 before ``rows·max|x|²`` could reach 2⁵³, so every partial sum is an
+  integer float64 holds exactly (uint8: 1.4·10¹¹ rows; uint16: 2.1·10⁶ rows; values above 2²⁶
+  are split into 16-bit halves). A float32 GEMM would be exact for uint8 only in blocks of
+  ≤ 258 rows, too thin to be fast. The int64 totals are flushed into Python integers
+  before they could overflow. ``C = (n·G − S₁S₁ᵀ)/n`` is formed from exact integers and
+  rounded once: any chunking, order or worker split gives the same bits.
+* **float data**: float64 with a per-feature shift (the first sample), a two-pass centered
+  product per chunk, and the matrix form of Chan's merge,
+  ``C = C_a + C_b + δδᵀ·n_a·n_b/n``. Deterministic for a given chunk order.
+
+Above ``max_features`` features (default 4,096: a 134 MB float64 matrix) no dense matrix is
+kept: the object switches to a one-pass sketch ``Σ x xᵀ Ω`` for a fixed Gaussian ``Ω`` of
+``sketch_size`` columns (mergeable by addition), from which :mod:`normlab.diagnostics`
+estimates the top eigenvalues (Nyström). ``cov()`` and whitening refuse there, with a
+message that suggests per-channel statistics or patches.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
+from .io import register
+from .moments import Moments, as_batch
+
+MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
+SKETCH_SIZE = 64  # columns of Ω in sketch mode; top-eigenvalue estimates use about half
+_F64_EXACT = 2**53  # every integer up to this is a float64
+_GEMM_ROWS = 8192  # rows converted to float64 per GEMM (50 MB at 784 features)
+_INT64_LIMIT = 2**63 - 1
+_SPLIT_ABOVE = 2**26  # |x| above this: x·x no longer fits one float64 GEMM of a useful size
+_OBJ = np.dtype(object)
+
+
+def exact_gram(x: np.ndarray) -> np.ndarray:
+    """``xᵀx`` of a 2-D integer array, exactly, as int64 (or Python ints when int64 is too small).
+
+    >>> import numpy as np
+    >>> x = np.array([[255, 1], [255, 0]], dtype=np.uint8)
+    >>> exact_gram(x)
+    array([[130050,    255],
+           [   255,      1]])
+    """
+    n, d = x.shape
+    max_abs = int(max(abs(int(x.min())), abs(int(x.max())))) if x.size else 0
+    if max_abs > _SPLIT_ABOVE:
+        wide = x.astype(np.int64)
+        hi, lo = wide >> 16, wide & 0xFFFF  # x = hi·2¹⁶ + lo, |hi| ≤ 2¹⁵, 0 ≤ lo < 2¹⁶
+        hh, hl, ll = exact_gram(hi), _exact_cross(hi, lo), exact_gram(lo)
+        obj = lambda a: np.asarray(a, dtype=object)  # noqa: E731
+        return obj(hh) * (1 << 32) + (obj(hl) + obj(hl).T) * (1 << 16) + obj(ll)
+    return _exact_cross(x, x)
+
+
+def _exact_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``aᵀb`` for integers with ``max|a|·max|b| ≤ 2⁵²``: float64 GEMMs kept exact, as int64.
+
+    The float64 accumulator only ever holds integers below 2⁵³ (it is flushed into the
+    integer result before the bound ``rows·max²`` could reach it), so no sum is ever rounded.
+    """
+    n = a.shape[0]
+    top = max(int(np.abs(a).max(initial=0)), int(np.abs(b).max(initial=0)), 1)
+    rows_exact = _F64_EXACT // (top * top)
+    # int64 holds the running sum unless n·max² could pass 2⁶³; then Python ints do
+    out: Any = np.zeros((a.shape[1], b.shape[1]), np.int64 if n * top * top <= _INT64_LIMIT else object)
+    acc = np.zeros((a.shape[1], b.shape[1]))
+    acc_rows = 0
+    step = max(1, min(rows_exact, _GEMM_ROWS))
+    for start in range(0, n, step):
+        fa = a[start : start + step].astype(np.float64)
+        fb = fa if b is a else b[start : start + step].astype(np.float64)
+        if acc_rows + fa.shape[0] > rows_exact:
+            out += acc.astype(np.int64).astype(out.dtype)
+            acc[...] = 0.0
+            acc_rows = 0
+        acc += fa.T @ fb
+        acc_rows += fa.shape[0]
+    return out + acc.astype(np.int64).astype(out.dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _sketch_matrix(n_features: int, sketch_size: int, seed: int) -> np.ndarray:
+    """The fixed Gaussian test matrix Ω (``n_features × sketch_size``): same seed, same Ω."""
+    omega = np.random.default_rng(seed).standard_normal((n_features, sketch_size))
+    omega.flags.writeable = False
+    return omega
+
+
+@register
+class CoMoments:
+    """Streaming mean vector and co-moment matrix per feature, exact for integer data.
+
+    Parameters
+    ----------
+    max_features : int
+        Largest number of features (values per sample) kept as a dense matrix. Above it the
+        object keeps a one-pass sketch instead (see the module docs): ``cov()`` refuses and
+        :class:`~normlab.Whiten` cannot be fitted, but the diagnostics still estimate the
+        top of the spectrum.
+    sketch_size : int
+        Columns of the random test matrix Ω in sketch mode.
+    seed : int
+        Seed of Ω; objects merge only with the same seed.
+
+    Examples
+    --------
+    >>> import numpy as np, normlab
+    >>> x = np.array([[0, 1], [2, 2], [4, 6]], dtype=np.uint8)
+    >>> c = normlab.CoMoments().update(x[:1])
+    >>> c += normlab.CoMoments().update(x[1:])
+    >>> c.mean
+    array([2., 3.])
+    >>> c.cov()
+    array([[2.66666667, 3.33333333],
+           [3.33333333, 4.66666667]])
+    >>> bool(np.array_equal(c.cov(), np.cov(x.T, ddof=0)))
+    True
+    """
+
+    def __init__(self, *, max_features: int = MAX_FEATURES, sketch_size: int = SKETCH_SIZE, seed: int = 0) -> None:
+        if max_features < 1 or sketch_size < 2:
+            raise NormlabError(
+                f"max_features must be ≥ 1 and sketch_size ≥ 2; got {max_features} and {sketch_size}"
+            )
+        self.max_features = int(max_features)
+        self.sketch_size = int(sketch_size)
+        self.seed = int(seed)
+        self.moments = Moments("feature")
+        self.dense: bool | None = None
+        # exact (integer) state: Gram matrix, hot int64 + cold Python ints
+        self._gram_hot: np.ndarray | None = None
+        self._gram_cold: np.ndarray | None = None
+        self._hot_bound = 0  # an upper bound of |every entry| added to the hot matrix
+        # float state: shift (first sample), mean of shifted values, co-moment matrix
+        self._shift: np.ndarray | None = None
+        self._mean_shifted: np.ndarray | None = None
+        self._comoment: np.ndarray | None = None
+        # sketch state: Σ x xᵀ Ω (float64, n_features × sketch_size)
+        self._sketch: np.ndarray | None = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_samples_seen(self) -> int:
+        return self.moments.n_samples_seen
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        return self.moments.sample_shape
+
+    @property
+    def value_scale(self) -> dict[str, Any] | None:
+        return self.moments.value_scale
+
+    @property
+    def exact(self) -> bool | None:
+        return self.moments.exact
+
+    @property
+    def n_features(self) -> int:
+        self._require()
+        return math.prod(self.sample_shape or ())
+
+    @property
+    def count(self) -> int:
+        """Number of samples seen."""
+        return self.n_samples_seen
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Mean vector (flat, float64; correctly rounded for integer data)."""
+        self._require()
+        return self.moments.mean.reshape(-1)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Any) -> CoMoments:
+        """Add a batch ``(n_samples, *sample_shape)``; returns ``self``."""
+        arr = as_batch(batch)
+        if arr.shape[0] == 0:
+            return self
+        self.moments.update(arr)  # checks shape, dtype, NaN (raise) before any product
+        flat = arr.reshape(arr.shape[0], -1)
+        if self.dense is None:
+            self.dense = flat.shape[1] <= self.max_features
+        if not self.dense:
+            self._update_sketch(flat)
+        elif self.exact:
+            self._update_exact(flat)
+        else:
+            self._update_float(flat)
+        self._cache.clear()
+        return self
+
+    def _update_exact(self, flat: np.ndarray) -> None:
+        if flat.dtype.kind == "b":
+            flat = flat.view(np.uint8)
+        gram = exact_gram(flat)
+        if gram.dtype == _OBJ:
+            self._add_cold(gram)
+            return
+        top = max(abs(int(flat.min())), abs(int(flat.max())))
+        bound = flat.shape[0] * top * top
+        if self._gram_hot is None:
+            d = flat.shape[1]
+            self._gram_hot = np.zeros((d, d), np.int64)
+        if self._hot_bound + bound > _INT64_LIMIT:
+            self._flush()
+        self._gram_hot += gram
+        self._hot_bound += bound
+
+    def _add_cold(self, gram: np.ndarray) -> None:
+        cold = self._gram_cold if self._gram_cold is not None else 0
+        self._gram_cold = np.asarray(cold + np.asarray(gram, dtype=object), dtype=object)
+
+    def _flush(self) -> None:
+        if self._gram_hot is not None and self._hot_bound:
+            self._add_cold(self._gram_hot)
+            self._gram_hot[...] = 0
+            self._hot_bound = 0
+
+    def _update_float(self, flat: np.ndarray) -> None:
+        if self._shift is None:
+            self._shift = flat[0].astype(np.float64)
+            d = flat.shape[1]
+            self._mean_shifted = np.zeros(d)
+            self._comoment = np.zeros((d, d))
+            n_a = 0
+        else:
+            n_a = self.n_samples_seen - flat.shape[0]
+        y = flat.astype(np.float64) - self._shift
+        mean_b = y.mean(axis=0)
+        y -= mean_b
+        self._merge_float(n_a, flat.shape[0], mean_b, y.T @ y)
+
+    def _merge_float(self, n_a: int, n_b: int, mean_b: np.ndarray, comoment_b: np.ndarray) -> None:
+        """Chan's merge in matrix form; ``mean_b`` is measured from this object's shift."""
+        n = n_a + n_b
+        delta = mean_b - self._mean_shifted
+        self._mean_shifted = self._mean_shifted + delta * (n_b / n)
+        self._comoment = self._comoment + comoment_b + np.outer(delta, delta) * (n_a * (n_b / n))
+
+    def _update_sketch(self, flat: np.ndarray) -> None:
+        if self._sketch is None:
+            self._sketch = np.zeros((flat.shape[1], self.sketch_size))
+        omega = self._omega()
+        x = flat.astype(np.float64)
+        self._sketch += x.T @ (x @ omega)
+
+    def _omega(self) -> np.ndarray:
+        return _sketch_matrix(self.n_features, self.sketch_size, self.seed)
+
+    # ------------------------------------------------------------------ merge
+    def __iadd__(self, other: CoMoments) -> CoMoments:
+        if not isinstance(other, CoMoments):
+            raise MergeError(f"cannot merge CoMoments with {type(other).__name__}")
+        if (self.max_features, self.sketch_size, self.seed) != (other.max_features, other.sketch_size, other.seed):
+            raise MergeError(
+                "cannot merge CoMoments with different max_features/sketch_size/seed: "
+                f"{(self.max_features, self.sketch_size, self.seed)} vs "
+                f"{(other.max_features, other.sketch_size, other.seed)}"
+            )
+        if other.dense is None:
+            return self
+        if self.dense is None:
+            self.__dict__.update(copy.deepcopy(other.__dict__))
+            return self
+        n_a = self.n_samples_seen
+        self.moments += other.moments  # checks shapes and value scales
+        if not self.dense:
+            self._sketch = self._sketch + other._sketch
+        elif self.exact:
+            if other._gram_cold is not None:
+                self._add_cold(other._gram_cold)
+            if other._gram_hot is not None and other._hot_bound:
+                if self._hot_bound + other._hot_bound > _INT64_LIMIT:
+                    self._flush()
+                self._gram_hot = self._gram_hot + other._gram_hot
+                self._hot_bound += other._hot_bound
+        else:
+            mean_b = (other._shift - self._shift) + other._mean_shifted
+            self._merge_float(n_a, other.n_samples_seen, mean_b, other._comoment)
+        self._cache.clear()
+        return self
+
+    def __add__(self, other: CoMoments) -> CoMoments:
+        out = copy.deepcopy(self)
+        out += other
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CoMoments):
+            return NotImplemented
+        mine, theirs = self.to_tensors(), other.to_tensors()
+        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(
+            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ results
+    def _require(self) -> None:
+        if self.dense is None:
+            raise EmptyDataError("no samples seen: co-moments of empty data are undefined")
+
+    def _require_dense(self, what: str) -> None:
+        self._require()
+        if not self.dense:
+            d = self.n_features
+            raise ShapeError(
+                f"{what} needs the dense {d} x {d} co-moment matrix ({d * d * 8 / 1e9:.1f} GB in "
+                f"float64), but samples of shape {self.sample_shape} have {d} features, more than "
+                f"max_features={self.max_features}; only a sketch of the top eigenvalues is "
+                "kept. Use per-channel statistics (axis='channel') or whiten patches (e.g. 8x8 "
+                "crops) instead"
+            )
+
+    def gram(self) -> np.ndarray:
+        """Exact ``Σ x xᵀ`` of integer data as Python ints (object array); integer data only."""
+        self._require_dense("gram()")
+        if not self.exact:
+            raise NormlabError("gram() is exact for integer data only; float data keep the co-moment matrix")
+        hot = self._gram_hot if self._gram_hot is not None else 0
+        cold = self._gram_cold if self._gram_cold is not None else 0
+        return np.asarray(np.asarray(hot, dtype=object) + cold, dtype=object)
+
+    def comoment(self) -> np.ndarray:
+        """``C = Σ (x−μ)(x−μ)ᵀ`` as float64 (rounded once from exact integers for integer data)."""
+        self._require_dense("comoment()")
+        if "comoment" not in self._cache:
+            if self.exact:
+                self._cache["comoment"] = self._exact_ratio(1)
+            else:
+                self._cache["comoment"] = self._comoment.copy()
+        return self._cache["comoment"].copy()
+
+    def cov(self, ddof: int = 0) -> np.ndarray:
+        """Covariance ``C/(n − ddof)`` (population by default)."""
+        self._require_dense("cov()")
+        n = self.n_samples_seen
+        if n - ddof <= 0:
+            raise EmptyDataError(f"covariance with ddof={ddof} needs more than {ddof} samples; got {n}")
+        key = f"cov{ddof}"
+        if key not in self._cache:
+            if self.exact:
+                self._cache[key] = self._exact_ratio(n - ddof)
+            else:
+                self._cache[key] = self._comoment / (n - ddof)
+        return self._cache[key].copy()
+
+    def _exact_ratio(self, divisor: int) -> np.ndarray:
+        """``(n·G − S₁S₁ᵀ) / (n·divisor)``: exact integers, one correctly rounded division."""
+        n = self.n_samples_seen
+        s1 = self.moments._exact_sums()[0].reshape(-1)
+        top = max(abs(int(self.moments.min.min())), abs(int(self.moments.max.max())))
+        den = n * divisor
+        if n * n * top * top < _F64_EXACT and den < _F64_EXACT:
+            # every term is an integer below 2⁵³: int64 is exact, float64 holds it exactly
+            s = s1.astype(np.int64)
+            num = n * self.gram().astype(np.int64) - np.outer(s, s)
+            return num.astype(np.float64) / den
+        num = n * self.gram() - np.outer(s1, s1)
+        flat = [a / den for a in num.reshape(-1)]  # Python int / int: correctly rounded
+        return np.array(flat, dtype=np.float64).reshape(num.shape)
+
+    def sketch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sketch mode only: ``(Σ x xᵀ Ω, Ω)``."""
+        self._require()
+        if self.dense:
+            raise NormlabError("sketch() exists only above max_features; use comoment() here")
+        return self._sketch.copy(), self._omega()
+
+    def summary(self) -> dict[str, Any]:
+        self._require()
+        return {
+            "samples": self.n_samples_seen,
+            "features": self.n_features,
+            "sample_shape": list(self.sample_shape or ()),
+            "value_scale": self.value_scale,
+            "exact": bool(self.exact),
+            "dense": bool(self.dense),
+        }
+
+    def __repr__(self) -> str:
+        if self.dense is None:
+            return "CoMoments(empty)"
+        kind = "dense" if self.dense else f"sketch of {self.sketch_size}"
+        return f"CoMoments(samples={self.n_samples_seen}, features={self.n_features}, {kind})"
+
+    # ------------------------------------------------------------------ files
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "class": "CoMoments",
+            "max_features": self.max_features,
+            "sketch_size": self.sketch_size,
+            "seed": self.seed,
+            "dense": self.dense,
+            "moments": self.moments.metadata(),
+        }
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        out = {f"moments.{k}": v for k, v in self.moments.to_tensors().items()}
+        if self.dense is None:
+            return out
+        if not self.dense:
+            out["sketch"] = self._sketch
+        elif self.exact:
+            from .moments import _encode_bigints
+
+            out.update(_encode_bigints("gram", self.gram()))
+        else:
+            out.update({"shift": self._shift, "mean_shifted": self._mean_shifted, "comoment": self._comoment})
+        return {k: np.array(v, order="C") for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> CoMoments:
+        from .io import field
+        from .moments import _decode_bigints
+
+        obj = cls(max_features=meta["max_features"], sketch_size=meta["sketch_size"], seed=meta["seed"])
+        obj.moments = Moments.from_tensors(
+            meta["moments"], {k[8:]: v for k, v in tensors.items() if k.startswith("moments.")}
+        )
+        obj.dense = meta["dense"]
+        if obj.dense is None:
+            return obj
+        d = obj.n_features
+        if not obj.dense:
+            obj._sketch = field(tensors, "sketch", np.float64, (d, obj.sketch_size))
+        elif obj.exact:
+            obj._gram_cold = _decode_bigints("gram", tensors, (d, d))
+        else:
+            obj._shift = field(tensors, "shift", np.float64, (d,))
+            obj._mean_shifted = field(tensors, "mean_shifted", np.float64, (d,))
+            obj._comoment = field(tensors, "comoment", np.float64, (d, d))
+        return obj
+
+    def save(self, path: str) -> None:
+        """Write atomically (safetensors + JSON metadata; never pickle)."""
+        from .io import save_object
+
+        save_object(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> CoMoments:
+        from .io import load as load_file
+
+        obj = load_file(path)
+        if not isinstance(obj, cls):
+            hint = (
+                " (first moments only: make co-moments with normlab.compute_comoments(DATA) or "
+                "`normlab diagnose DATA --save-comoments FILE`)"
+                if isinstance(obj, Moments)
+                else ""
+            )
+            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not CoMoments{hint}")
+        return obj
+
+    @classmethod
+    def from_array(cls, x: Any, **options: Any) -> CoMoments:
+        """Co-moments of one array ``(n_samples, *sample_shape)``."""
+        return cls(**options).update(x)
+
+
+def compute_comoments(
+    source: Any,
+    *,
+    key: str | None = None,
+    max_features: int = MAX_FEATURES,
+    sketch_size: int = SKETCH_SIZE,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+    engine: str = "serial",
+    workers: int | None = None,
+    scheduler: Any = None,
+    **source_options: Any,
+) -> CoMoments:
+    """Co-moments of a whole data set in one streamed pass (any source, any engine).
+
+    Accepts what :func:`~normlab.compute_stats` accepts; NaN/inf raise
+    :class:`~normlab.errors.NonFiniteError`.
+
+    >>> import numpy as np, normlab
+    >>> x = np.random.default_rng(0).integers(0, 256, (50, 6), dtype=np.uint8)
+    >>> c = normlab.compute_comoments(x, chunk_size=7)
+    >>> c == normlab.CoMoments().update(x)
+    True
+    """
+    from .engines import run_tasks
+    from .sources import resolve
+
+    src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
+    make_empty = functools.partial(CoMoments, max_features=max_features, sketch_size=sketch_size, seed=seed)
+    result = run_tasks(src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress)
+    if result.n_samples_seen == 0:
+        raise EmptyDataError(f"{src.description}: no samples")
+    return result

@@ -1,0 +1,275 @@
+"""PCA and ZCA whitening, fitted from exact :class:`~normlab.CoMoments`.
+
+With the covariance ``Σ = U diag(λ) Uᵀ`` (``eigh``) and a regularizer ``ε``:
+
+* **ZCA**: ``W = U diag(1/√(λ + ε)) Uᵀ`` — symmetric, so the output stays in the input's
+  coordinates (images still look like images). Decorrelated batch norm (Huang et al. 2018)
+  found ZCA helps where PCA whitening's axis swapping hurts.
+* **PCA**: ``W = diag(1/√(λ_k + ε)) U_kᵀ`` over the ``n_components`` largest eigenvalues —
+  rotated and optionally truncated: the output has ``n_components`` features.
+
+``y = (x − μ) Wᵀ``, whose covariance is ``U diag(λ/(λ + ε)) Uᵀ``: the identity on directions
+with ``λ ≫ ε``, shrunk on the rest.
+
+**The choice of ε.** By default ``eps_mode="relative"``: ``ε = eps · mean(λ)`` (the mean
+eigenvalue, ``trace(Σ)/d``), ``eps = 1e-2``. An absolute ε depends on the units: kornia's
+``1e-6`` added to eigenvalues of 0..1 images (mean eigenvalue ~10⁻²) barely regularizes,
+while on 0..255 data it means something 65,025× smaller again. Tying ε to the mean
+eigenvalue makes the same setting do the same thing on any scale: directions with less than
+1 % of the average variance are damped instead of blown up (the pixel noise and the
+near-zero directions of constant pixels). ``eps_mode="absolute"`` takes ``eps`` in squared
+data units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .comoments import MAX_FEATURES, CoMoments
+from .errors import NormlabError, ShapeError
+from .io import register
+from .moments import Moments, as_batch
+from .normalizers import Normalizer
+
+METHODS = ("zca", "pca")
+EPS_MODES = ("relative", "absolute")
+
+
+@register
+class Whiten(Normalizer):
+    """Decorrelate and scale to unit variance: ZCA (symmetric) or PCA (rotated, truncatable).
+
+    Parameters
+    ----------
+    method : {"zca", "pca"}
+        ZCA keeps the input's coordinates; PCA outputs principal components.
+    eps : float
+        Regularizer added to every eigenvalue (≥ 0; 0 only for a full-rank covariance).
+    eps_mode : {"relative", "absolute"}
+        ``relative``: ``ε = eps · mean eigenvalue``; ``absolute``: ``ε = eps``.
+    n_components : int, optional
+        Keep only the largest components (PCA: output size; ZCA: a low-rank projection).
+    dtype : dtype, optional
+        Output dtype (float32 for integer input, the input's float dtype otherwise).
+
+    Examples
+    --------
+    >>> import numpy as np, normlab
+    >>> x = np.random.default_rng(0).normal(size=(500, 3)) @ np.array([[2.0, 1, 0], [0, 1, 0], [0, 0, 3]])
+    >>> w = normlab.Whiten(method="zca", eps=0.0).fit(x)
+    >>> y = w.transform(x)
+    >>> bool(np.allclose(np.cov(y.T, ddof=0), np.eye(3)))
+    True
+    >>> bool(np.allclose(w.inverse_transform(y), x))
+    True
+    """
+
+    has_inverse = True
+
+    def __init__(
+        self,
+        *,
+        method: str = "zca",
+        eps: float = 1e-2,
+        eps_mode: str = "relative",
+        n_components: int | None = None,
+        dtype: Any = None,
+    ) -> None:
+        self.dtype = dtype  # no channel_axis: whitening works on the flattened sample
+        self.method = method
+        self.eps = eps
+        self.eps_mode = eps_mode
+        self.n_components = n_components
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "eps": self.eps,
+            "eps_mode": self.eps_mode,
+            "n_components": self.n_components,
+            "dtype": self.dtype,
+        }
+
+    @property
+    def scheme(self) -> str:  # type: ignore[override]
+        return self.method
+
+    def _check_params(self) -> None:
+        if self.method not in METHODS:
+            raise NormlabError(f"method must be 'zca' or 'pca'; got {self.method!r}")
+        if self.eps_mode not in EPS_MODES:
+            raise NormlabError(f"eps_mode must be 'relative' or 'absolute'; got {self.eps_mode!r}")
+        if not (isinstance(self.eps, (int, float)) and np.isfinite(self.eps) and self.eps >= 0):
+            raise NormlabError(f"eps must be a finite number ≥ 0; got {self.eps!r}")
+        if self.n_components is not None and (not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1):
+            raise NormlabError(f"n_components must be a positive integer or None; got {self.n_components!r}")
+
+    # ------------------------------------------------------------- fitting
+    def partial_fit(self, X: Any, y: Any = None) -> Whiten:
+        """Add ``X`` to the co-moments seen so far and refit; returns ``self``."""
+        self._check_params()
+        batch = CoMoments().update(as_batch(X, "X"))
+        stats = self.stats_ + batch if hasattr(self, "stats_") else batch
+        return self._fit_from(stats)
+
+    def from_stats(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
+        """Fit from saved co-moments (no pass over the data); returns ``self``."""
+        if isinstance(stats, Moments):
+            raise NormlabError(
+                f"{self.method} whitening needs co-moments (second moments between features), but "
+                "these are per-feature Moments: compute them with normlab.compute_comoments(DATA) "
+                "or `normlab diagnose DATA --save-comoments FILE`"
+            )
+        if not isinstance(stats, CoMoments):
+            raise NormlabError(f"Whiten.from_stats needs a CoMoments object, got {type(stats).__name__}")
+        self._check_params()
+        self._reset()
+        return self._fit_from(stats)
+
+    def _fit_from(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
+        if stats.dense is not None and not stats.dense:
+            d = stats.n_features
+            raise ShapeError(
+                f"{self.method} whitening of samples of shape {stats.sample_shape} needs a dense "
+                f"{d} x {d} covariance ({d * d * 8 / 1e9:.1f} GB), more than the limit of "
+                f"{MAX_FEATURES} features; use per-channel statistics (scheme 'channel') or "
+                "whiten patches (e.g. 8x8 crops) instead"
+            )
+        if stats.n_samples_seen < 2:
+            raise NormlabError(
+                f"whitening needs at least 2 samples to estimate a covariance; got {stats.n_samples_seen}"
+            )
+        self.stats_ = stats
+        self.n_samples_seen_ = stats.n_samples_seen
+        self.value_scale_ = stats.value_scale
+        self.sample_shape_ = stats.sample_shape
+        self._compute(stats)
+        return self
+
+    def _compute(self, stats: CoMoments) -> None:  # type: ignore[override]
+        cov = stats.cov()
+        d = cov.shape[0]
+        lam, vecs = np.linalg.eigh(cov)
+        lam, vecs = lam[::-1].clip(min=0.0), vecs[:, ::-1]  # largest first; rounding can give −0
+        eps = self.eps * float(lam.mean()) if self.eps_mode == "relative" else float(self.eps)
+        k = d if self.n_components is None else self.n_components
+        if k > d:
+            raise NormlabError(f"n_components={k} is more than the {d} features of the data")
+        lam_k, vecs_k = lam[:k], vecs[:, :k]
+        if not (lam_k + eps > 0).all():
+            zero = int((lam_k + eps <= 0).sum())
+            raise NormlabError(
+                f"{zero} of the {k} kept eigenvalues of the covariance are 0 (constant or linearly "
+                "dependent features), and eps=0: use eps > 0 (the default 1e-2 is relative to the "
+                f"mean eigenvalue) or n_components ≤ {k - zero}"
+            )
+        root = np.sqrt(lam_k + eps)
+        self.mean_ = stats.mean
+        self.eigenvalues_ = lam_k
+        self.components_ = vecs_k.T  # (k, d): rows are eigenvectors, largest first
+        self.eps_ = eps
+        if self.method == "zca":
+            self.matrix_ = (vecs_k / root) @ vecs_k.T
+            self.inverse_matrix_ = (vecs_k * root) @ vecs_k.T
+        else:
+            self.matrix_ = vecs_k.T / root[:, None]
+            self.inverse_matrix_ = vecs_k * root
+
+    def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(shift, matrix)`` with ``y = matrix @ (x − shift)`` on flattened samples."""
+        self._check_fitted()
+        return self.mean_.copy(), self.matrix_.copy()
+
+    def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise NormlabError(
+            f"{self.method} whitening mixes features: it is not a per-feature (shift, scale); "
+            "use linear_map()"
+        )
+
+    # ------------------------------------------------------------- applying
+    def _check_input(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        x = as_batch(X, "X")
+        if x.shape[1:] != tuple(self.sample_shape_):
+            raise ShapeError(
+                f"Whiten was fitted on samples of shape {tuple(self.sample_shape_)}; got samples "
+                f"of shape {x.shape[1:]}"
+            )
+        self._warn_double_normalization(x)
+        return x
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Whiten ``X``: ZCA keeps the sample shape, PCA returns ``(n, n_components)``."""
+        x = self._check_input(X)
+        flat = x.reshape(x.shape[0], -1).astype(np.float64) - self.mean_
+        out = flat @ self.matrix_.T
+        if self.method == "zca":
+            out = out.reshape(x.shape)
+        return out.astype(self._out_dtype(x), copy=False)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Back to data units (exact up to rounding when no component was dropped)."""
+        self._check_fitted()
+        y = as_batch(X, "X")
+        flat = y.reshape(y.shape[0], -1).astype(np.float64)
+        if flat.shape[1] != self.matrix_.shape[0]:
+            raise ShapeError(
+                f"expected {self.matrix_.shape[0]} whitened features per sample; got {flat.shape[1]}"
+            )
+        out = (flat @ self.inverse_matrix_.T + self.mean_).reshape((y.shape[0], *self.sample_shape_))
+        return out.astype(y.dtype if y.dtype.kind == "f" else np.float64, copy=False)
+
+    # ------------------------------------------------------------- files
+    def _json_params(self) -> dict[str, Any]:
+        params = self.get_params()
+        if params["dtype"] is not None:
+            params["dtype"] = np.dtype(params["dtype"]).name
+        return params
+
+    @classmethod
+    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Whiten:
+        obj = cls(**meta["params"])
+        if "stats" in meta:
+            stats = CoMoments.from_tensors(
+                meta["stats"], {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+            )
+            obj._fit_from(stats)
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Whiten)
+        if self.get_params() != other.get_params() or self.is_fitted != other.is_fitted:
+            return False
+        return not self.is_fitted or (
+            self.stats_ == other.stats_ and np.array_equal(self.matrix_, other.matrix_)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.is_fitted:
+            out.update({"eps_absolute": self.eps_, "components": int(self.matrix_.shape[0])})
+        return out
+
+
+def _register() -> None:
+    from . import schemes
+
+    schemes.register(
+        "zca",
+        lambda **options: Whiten(method="zca", **options),
+        "ZCA whitening: W = U diag(1/√(λ+ε)) Uᵀ, symmetric (needs co-moments)",
+    )
+    schemes.register(
+        "pca",
+        lambda **options: Whiten(method="pca", **options),
+        "PCA whitening: rotate onto principal axes, scale to unit variance (needs co-moments)",
+    )
+
+
+_register()
