@@ -29,7 +29,7 @@ app = typer.Typer(
 _state = {"debug": False}
 
 # Modules under normlab/commands/ that add commands (each has ``register(app)``).
-COMMAND_MODULES: list[str] = ["lab", "export"]
+COMMAND_MODULES: list[str] = ["lab", "export", "diagnose"]
 
 
 @app.callback()
