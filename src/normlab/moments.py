@@ -699,7 +699,10 @@ class Moments:
         )
 
 
-_SCALES = [value_scale_of(d) for d in ("bool", "uint8", "uint16", "int8", "int16", "int32", "int64", "float64")]
+_SCALES = [
+    value_scale_of(d)
+    for d in ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float64")
+]
 
 
 def _check_loaded_meta(meta: dict[str, Any]) -> None:
