@@ -307,3 +307,13 @@ def test_without_any_image_library_the_extra_is_named(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)  # as if normlab[images] were not installed
     with pytest.raises(MissingExtraError, match=r"normlab\[images\]"):
         normlab.compute_stats(tmp_path / "n", "channel")
+
+
+def test_batches_kept_by_the_consumer_are_never_overwritten(tmp_path):
+    x = rgb(10, 4, 4)
+    write_images(tmp_path / "k", x)
+    task = resolve(tmp_path / "k", chunk_size=3).tasks[0]
+    kept = [c for c in task.chunks() if isinstance(c, np.ndarray)]
+    np.testing.assert_array_equal(np.concatenate(kept), x)
+    views = [c[:1] for c in task.chunks() if isinstance(c, np.ndarray)]  # views keep the base alive
+    np.testing.assert_array_equal(np.concatenate(views), x[[0, 3, 6, 9]])

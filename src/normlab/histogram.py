@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, MergeError, NormlabError, NormlabWarning, ShapeError
+from . import schemes
+from .errors import DTypeError, MergeError, NormlabError, ShapeError
+from .io import register
 from .moments import AXES, Moments, as_batch
 from .normalizers import AffineNormalizer, safe_scale
 
@@ -199,6 +200,7 @@ class Histogram:
         return f"Histogram(axis={self.axis!r}, dtype={self.dtype}, counts={shape})"
 
 
+@register
 class ClipPercentile(AffineNormalizer):
     """Clip to the ``[low, high]`` percentiles per channel, then map that range onto ``[0, 1]``.
 
@@ -279,31 +281,10 @@ class ClipPercentile(AffineNormalizer):
             "high_ (the clip bounds) and transform()"
         )
 
-    @classmethod
-    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> ClipPercentile:
-        from .imagestats import ImageStats
 
-        obj = cls(**meta["params"])
-        if "stats" in meta:
-            stats = ImageStats.from_tensors(
-                meta["stats"], {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NormlabWarning)  # warned once, at fit time
-                obj._fit_from(stats)
-        return obj
-
-
-def _register() -> None:
-    from . import io, schemes
-
-    io.register(ClipPercentile)
-    schemes.register(
-        "clip-percentile",
-        ClipPercentile,
-        "clip each channel to its exact [0.5, 99.5] percentiles (nearest rank, 8/16-bit data), "
-        "then scale that range onto 0..1",
-    )
-
-
-_register()
+schemes.register(
+    "clip-percentile",
+    ClipPercentile,
+    "clip each channel to its exact [0.5, 99.5] percentiles (nearest rank, 8/16-bit data), then "
+    "scale that range onto 0..1",
+)

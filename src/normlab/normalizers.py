@@ -247,7 +247,11 @@ class Normalizer:
             params["feature_range"] = tuple(params["feature_range"])
         obj = cls(**params)
         if "stats" in meta:
-            stats = Moments.from_tensors(
+            from .io import _REGISTRY
+
+            # the statistics' own class (Moments, or a subclass such as ImageStats with histograms)
+            read_stats = _REGISTRY.get(meta["stats"].get("class"), Moments.from_tensors)
+            stats = read_stats(
                 meta["stats"], {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
             )
             with warnings.catch_warnings():

@@ -89,6 +89,7 @@ def _cv2() -> Any:
     return cv2
 
 
+_MODE_NAMES: dict[tuple[int, np.dtype], str] = {}  # (channels, dtype) -> "RGB 8-bit", ...
 _DEPTHS = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
 
 
@@ -116,7 +117,8 @@ def _decode_jpeg(data: bytes, mode: str | None, into: np.ndarray | None = None) 
         gray = mode == "L" or (mode in (None, "keep") and colorspace == "Gray")
         space = "GRAY" if gray else "RGB"
         if into is not None and into.dtype == np.uint8 and into.shape == (height, width, 1 if gray else 3):
-            return simplejpeg.decode_jpeg(data, colorspace=space, buffer=into)
+            simplejpeg.decode_jpeg(data, colorspace=space, buffer=into)
+            return into
         return _as_hwc(simplejpeg.decode_jpeg(data, colorspace=space))
     except ValueError as exc:
         raise BadImage(f"corrupt or truncated JPEG ({exc})") from None
@@ -242,17 +244,18 @@ def load_image(
     """Decode, convert and resize one file: ``(array (H, W, C), mode such as 'RGB 8-bit', in_place)``.
 
     ``into`` (optional): where to decode when the image fits it (JPEGs without resizing);
-    ``in_place`` says whether the array is ``into``.
+    ``in_place`` says whether the image was decoded there (the array returned is ``into``).
     """
     if options.resize is not None:
         into = None
     arr = decode_image(read_bytes(path), path, options.mode, into)
     if options.mode in ("RGB", "L"):
         arr = convert_mode(arr, options.mode)
-    name = f"{_CHANNEL_NAMES[arr.shape[2]]} {_depth(arr)}"
+    key = (arr.shape[2], arr.dtype)
+    name = _MODE_NAMES.get(key) or _MODE_NAMES.setdefault(key, f"{_CHANNEL_NAMES[key[0]]} {_depth(arr)}")
     if options.resize is not None:
         arr = resize_image(arr, options.resize, options.interpolation)
-    return arr, name, into is not None and np.may_share_memory(arr, into)
+    return arr, name, arr is into
 
 
 # ---------------------------------------------------------------------- tasks
@@ -275,6 +278,7 @@ class ImageTask:
         modes_seen: set[str] = set()
         sizes_seen: set[tuple[int, ...]] = set()
         batch: np.ndarray | None = None
+        yielded: list[np.ndarray] = []  # the last full batches handed out, reused once released
         filled = 0
         for path in self.files:
             into = batch[filled] if batch is not None else None
@@ -296,16 +300,36 @@ class ImageTask:
                 yield Note("size", "x".join(map(str, arr.shape)), path)
             if batch is None:
                 per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
-                batch = np.empty((min(per_chunk, len(self.files)), *arr.shape), arr.dtype)
+                shape = (min(per_chunk, len(self.files)), *arr.shape)
+                batch = _released(yielded, shape, arr.dtype)
+                if batch is None:
+                    batch = np.empty(shape, arr.dtype)
                 filled = 0
             if not in_place:
                 batch[filled] = arr
             filled += 1
             if filled == batch.shape[0]:
+                arr = into = None  # drop this generator's views of the batch
                 yield batch
+                yielded = [*yielded[-1:], batch]
                 batch = None
         if batch is not None and filled:
             yield batch[:filled]
+
+
+def _released(yielded: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """A batch handed out earlier that nothing references any more (not even through a view).
+
+    Fresh pages for every batch cost more than the statistics of its pixels, so a released
+    buffer is filled again; one the consumer kept is never touched. Two are tracked because a
+    ``for`` loop still holds the previous batch while it asks for the next.
+    """
+    for i in range(len(yielded)):
+        candidate = yielded[i]
+        # references: the list, the name `candidate` and getrefcount's argument
+        if candidate.shape == shape and candidate.dtype == dtype and sys.getrefcount(candidate) <= 3:
+            return yielded.pop(i)
+    return None
 
 
 def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
