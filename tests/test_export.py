@@ -245,6 +245,17 @@ def test_cli_other_targets(images, saved, tmp_path, target):
     assert data == json.loads(json.dumps(expected))
 
 
+
+def test_cli_keras_snippet_builds_the_layer(images, saved, tmp_path, monkeypatch):
+    keras = pytest.importorskip("keras")
+    out = tmp_path / "keras.json"
+    assert runner.invoke(app, ["export", str(saved), "--to", "keras", "-o", str(out)]).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    layer = runpy.run_path(str(tmp_path / "keras.py"))["layer"]
+    got = keras.ops.convert_to_numpy(layer(images.astype(np.float32)))
+    assert rel_close(got, normlab.load(saved).transform(images.astype(np.float64)), 1e-6)
+
+
 def test_cli_errors_are_one_line(images, tmp_path):
     path = tmp_path / "pi.safetensors"
     schemes.get("per-image").save(path)
