@@ -93,7 +93,7 @@ def _fmt(v: Any) -> str:
 @app.command()
 @cli_errors
 def stats(
-    data: Annotated[str, typer.Argument(help="A .npy/.npz file, an image folder, a list of shards.")],
+    data: Annotated[str, typer.Argument(help="A .npy/.npz file, an image folder or image file, a .txt list of image files.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the statistics.")],
     axis: AxisOpt = "feature",
     channel_axis: ChannelAxisOpt = -1,
