@@ -96,8 +96,8 @@ def diagnose(
     >>> d = diagnose(x)
     >>> round(d["spectrum"]["raw"]["lambda_max"])  # σ² + |μ|²
     46
-    >>> round(d["spectrum"]["feature"]["lambda_max"], 1)
-    1.1
+    >>> round(d["spectrum"]["feature"]["lambda_max"], 1)  # the spike is gone
+    1.0
     """
     data, targets, comoments = _inputs(source, dataset, labels, key, max_features, sketch_size, progress)
     n = comoments.n_samples_seen
