@@ -40,7 +40,7 @@ try:  # numba is a core dependency, but the numpy fallback keeps a broken instal
 except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
 
-_TILE = 2048  # columns per task: the lanes of a tile (≤ 16 bytes a column) stay in L1/L2
+_TILE = 2048  # columns per task: a tile's narrow lanes (≤ 18 bytes a column) stay in L1/L2
 _FOLD_WIDTH = 1024  # rows narrower than this are folded into rows of about this many values
 _SEGMENT_MIN = 256  # (A, C, B) with B at least this is reduced segment by segment
 
@@ -49,8 +49,8 @@ _SEGMENT_MIN = 256  # (A, C, B) with B at least this is reduced segment by segme
 # uint8  uint16: 252·255 < 2¹⁶, 255² < 2¹⁶;  uint32: 252·255² < 2³².
 # int8   int16:  |Σx| ≤ 252·128 < 2¹⁵, 128² < 2¹⁵;  int32: 252·128² < 2³¹.
 # and for 16-bit data over 32768 rows (counts in uint16):
-# uint16 uint32: 32768·65535 < 2³², 65535² < 2³²;  uint64.
-# int16  int32:  Σx in −2³¹..2³¹−32768, 32768² = 2³⁰;  int64.
+# uint16 uint32: 32768·65535 < 2³², 65535² < 2³²;  uint64: 32768·65535² < 2⁶³.
+# int16  int32:  |Σx| ≤ 32768·32768 = 2³⁰, 32768² = 2³⁰;  int64.
 _LANES = {
     np.dtype(np.uint8): (np.uint16, np.uint32, np.uint8, 252),
     np.dtype(np.int8): (np.int16, np.int32, np.uint8, 252),
