@@ -240,3 +240,17 @@ def test_sources_that_cannot_travel_are_refused_in_words():
     batches = (np.zeros((3, 2)) for _ in range(2))
     with pytest.raises(NormlabError, match=r"engine 'local' runs tasks in other processes.*IterableTask.*engine='serial'"):
         normlab.compute_stats(batches, engine="local", workers=2)
+
+
+def test_image_folder_on_workers_and_a_corrupt_file_named(tmp_path, cluster):
+    image_module = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        image_module.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    serial = normlab.compute_stats(str(tmp_path), "channel")
+    assert normlab.compute_stats(str(tmp_path), "channel", engine="local", workers=2) == serial
+    assert normlab.compute_stats(str(tmp_path), "channel", engine="dask", scheduler=cluster) == serial
+    (tmp_path / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    for options in ({"engine": "local", "workers": 2}, {"engine": "dask", "scheduler": cluster}):
+        with pytest.raises(SourceError, match=r"9\.png"):
+            normlab.compute_stats(str(tmp_path), "channel", **options)
