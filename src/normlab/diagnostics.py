@@ -42,7 +42,7 @@ from .moments import Moments
 RARE_THRESHOLD = 5  # a feature non-zero in at most this many samples is "rare"
 NEAR_CONSTANT = 1e-2  # std below 1 % of the median std: near-constant
 SCALE_OFF = 100.0  # std more than 100x above or below the median std
-STD_FLOOR_SHARE = 0.05  # recommended std_floor: 5 % of the median per-feature std
+Z_CAP = 10.0  # recommended std_floor = max |x − mean| / 10: every training |z| stays ≤ 10
 WHITEN_WORTH = 2.0  # whitening is worth it when it cuts κ₉₉ by this factor over the best affine scheme
 KERAS_FLOOR = 1e-7  # Keras Normalization divides by max(std, 1e-7) (anchors [K1])
 MEASURED_SCHEMES = ("raw", "max", "feature", "zca")
@@ -382,8 +382,9 @@ def _health(m: Moments, rare_threshold: int) -> dict[str, Any]:
         "median_std": median_std,
     }
     if live.any() and median_std > 0:
-        floor = STD_FLOOR_SHARE * median_std
-        z_floor = np.where(live, z * std / np.maximum(std, floor), 0.0)
+        deviation = np.where(live, z * std, 0.0)  # max |x − mean| per feature
+        floor = float(deviation.max() / Z_CAP)
+        z_floor = np.where(live, deviation / np.maximum(std, floor), 0.0)
         health["std_floor"] = {
             "value": floor,
             "features_affected": int((live & (std < floor)).sum()),
@@ -538,7 +539,8 @@ def _recommend(report: dict[str, Any]) -> list[str]:
             lines.append(
                 f"Per-feature z-scores let {health['rare']['count']} rare feature(s) reach |z| up to "
                 f"{health['max_abs_z']['value']:.3g} (bound √(n−1) = {health['max_abs_z']['bound']:.3g}); "
-                f"std_floor={floor['value']:.3g} ({STD_FLOOR_SHARE:.0%} of the median std) touches "
+                f"std_floor={floor['value']:.3g} (data units: the largest |x − mean| / {Z_CAP:g}, so "
+                f"every training |z| ≤ {Z_CAP:g}) touches "
                 f"{floor['features_affected']} feature(s) and caps |z| at {floor['max_abs_z_with_floor']:.3g}."
             )
         zca = preds.get("zca")
