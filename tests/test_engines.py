@@ -254,3 +254,13 @@ def test_image_folder_on_workers_and_a_corrupt_file_named(tmp_path, cluster):
     for options in ({"engine": "local", "workers": 2}, {"engine": "dask", "scheduler": cluster}):
         with pytest.raises(SourceError, match=r"9\.png"):
             normlab.compute_stats(str(tmp_path), "channel", **options)
+
+
+def test_scheduler_without_workers_is_refused():
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), distributed.LocalCluster(
+        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as empty:
+        with pytest.raises(NormlabError, match="has no workers .waited 1s"):
+            normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=empty.scheduler_address)

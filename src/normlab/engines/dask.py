@@ -66,11 +66,18 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
 
 def check_workers(client: Any) -> int:
     """The number of workers, after checking that each runs this normlab version."""
+    import dask
+
     import normlab
 
-    info = client.scheduler_info()
-    if not info.get("workers"):
-        raise NormlabError(f"the Dask scheduler at {client.scheduler.address} has no workers")
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    try:  # workers started with the scheduler may still be registering
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise NormlabError(
+            f"the Dask scheduler at {client.scheduler.address} has no workers (waited {timeout}); "
+            "start some with `dask worker ADDRESS`"
+        ) from None
     try:
         versions = client.run(worker_version)
     except Exception as exc:  # a worker without normlab fails to unpickle the function
