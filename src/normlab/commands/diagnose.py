@@ -139,17 +139,24 @@ def _print(report: dict[str, Any], title: str) -> None:
             table.add_column(col, justify="left" if col == "scheme" else "right")
         for name, row in measured["schemes"].items():
             p = preds[name]
+            iterations = row["iterations_to_tolerance"]
             table.add_row(
                 name, _num(row["lr_predicted"]), _num(row["lr_threshold"]),
-                _num(row["ratio_measured_to_predicted"]), _num(row["iterations_to_tolerance"]),
-                f"{_num(p['speedup_vs_raw'])} / {_num(row['measured_speedup_vs_raw'])}",
-                f"{_num(p['speedup_vs_max'])} / {_num(row['measured_speedup_vs_max'])}",
+                _num(row["ratio_measured_to_predicted"]),
+                _num(iterations) if iterations is not None else f"> {measured['max_iterations']}",
+                f"{_num(p['speedup_vs_raw'])} / {_speedup(row, 'raw')}",
+                f"{_num(p['speedup_vs_max'])} / {_speedup(row, 'max')}",
             )  # fmt: skip
         out.print(table)
         out.print(f"threshold: {measured['threshold']}; iterations: {measured['tolerance']}", markup=False)
     out.print("[bold]recommendation[/bold]")
     for line in report["recommendation"]:
         out.print(f"• {line}", markup=False)
+
+
+def _speedup(row: dict[str, Any], ref: str) -> str:
+    value = _num(row[f"measured_speedup_vs_{ref}"])
+    return f"> {value}" if row[f"measured_speedup_vs_{ref}_is_lower_bound"] else value
 
 
 def _where(indices: list[list[int]]) -> str:
