@@ -317,3 +317,16 @@ def test_batches_kept_by_the_consumer_are_never_overwritten(tmp_path):
     np.testing.assert_array_equal(np.concatenate(kept), x)
     views = [c[:1] for c in task.chunks() if isinstance(c, np.ndarray)]  # views keep the base alive
     np.testing.assert_array_equal(np.concatenate(views), x[[0, 3, 6, 9]])
+
+
+def test_worker_processes_give_the_same_bits(tmp_path):
+    from normlab.engines import ENGINES
+
+    if "local" not in ENGINES:
+        pytest.skip("no process engine")
+    write_images(tmp_path / "w", rgb(FILES_PER_TASK + 7, 3, 3))
+    (tmp_path / "w" / "bad.png").write_text("not an image")
+    options = dict(percentiles=(1, 99), per_image_std_average=True, skip_bad=True, progress=False)
+    serial = normlab.compute_stats(tmp_path / "w", "channel", **options)
+    local = normlab.compute_stats(tmp_path / "w", "channel", engine="local", workers=2, **options)
+    assert local == serial and local.n_skipped == 1

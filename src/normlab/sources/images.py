@@ -154,8 +154,9 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
                 img = img.convert("RGBA" if has_alpha else "RGB")  # palette, CMYK, YCbCr, ...
             arr = np.asarray(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        kind = "not an image" if "cannot identify" in str(exc) else "corrupt or truncated image"
-        raise BadImage(f"{kind} ({exc})") from None
+        if "cannot identify" in str(exc):  # Pillow's message names a memory address: leave it out
+            raise BadImage("not an image (no decoder recognises it)") from None
+        raise BadImage(f"corrupt or truncated image ({exc})") from None
     arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # I;16B is big-endian
     if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         arr = arr.astype(np.uint16)  # Pillow's mode "I" for 16-bit grey files
