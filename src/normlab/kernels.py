@@ -29,11 +29,14 @@ work, slower.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 try:  # numba is a core dependency, but the numpy fallback keeps a broken install usable
     import numba
-    from numba import njit, prange
+    from numba import njit
     from numba.extending import intrinsic
 
     HAVE_NUMBA = True
@@ -163,23 +166,19 @@ if HAVE_NUMBA:
                 mx[c] = max(mx[c], v0)
         _fold(n1, n2, nz, w1, w2, wz)
 
-    @njit(cache=True, parallel=True, nogil=True)
-    def _reduce_axis0(y, collapse, row_chunks, steps, lane1, lane2, lanez):  # pragma: no cover
-        """Exact sums over axis 0 of ``(A, K, L)``; per ``(K, L)``, or per ``(K, tile)`` if collapse.
+    @njit(cache=True, nogil=True)
+    def _run_tasks(y, collapse, steps, lanes, first, last, o1, o2, omn, omx, onz):  # pragma: no cover
+        """Tasks ``first:last`` of the sums over axis 0 of ``(A, K, L)``, into ``o*[chunk, k, :]``.
 
-        Tasks are (row chunk, group, column tile); each returns int64 partials that the
-        caller combines.
+        A task is (row chunk, group k, column tile); its int64 partials go to the outputs'
+        own cells (per column, or per tile when ``collapse``), so threads never share a cell.
         """
         n_rows, n_groups, width = y.shape
+        row_chunks = o1.shape[0]
         n_tiles = (width + _TILE - 1) // _TILE
-        shape = (row_chunks, n_groups, n_tiles if collapse else width)
-        o1 = np.zeros(shape, np.int64)
-        o2 = np.zeros(shape, np.int64)
-        omn = np.zeros(shape, np.int64)
-        omx = np.zeros(shape, np.int64)
-        onz = np.zeros(shape, np.int64)
         per_chunk = n_groups * n_tiles
-        for task in prange(row_chunks * per_chunk):
+        lane1, lane2, lanez = lanes
+        for task in range(first, last):
             rc = task // per_chunk
             k = (task % per_chunk) // n_tiles
             tile = task % n_tiles
@@ -209,25 +208,53 @@ if HAVE_NUMBA:
                     onz[rc, k, c0 + c] = wz[c]
                     omn[rc, k, c0 + c] = mn[c]
                     omx[rc, k, c0 + c] = mx[c]
-        return o1, o2, omn, omx, onz
+
+
+_threads = 0  # 0: numba's default (all cores); set by set_threads
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, size, pool)
+
+
+def _helpers(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` helper threads (the calling thread does a share of the work too).
+
+    A forked child gets a new pool: the parent's threads do not exist there.
+    """
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), n):
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)
+        _pool = (os.getpid(), n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="normlab-kernel"))
+    return _pool[2]
 
 
 def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
-    """Run the kernel on a C-contiguous ``(A, K, L)`` array; results ``(K, L or tiles)``."""
+    """Run the kernel on a C-contiguous ``(A, K, L)`` array; results ``(K, L or tiles)``.
+
+    The tasks are split into one contiguous share per thread. The kernel releases the GIL,
+    so plain Python threads run the shares in parallel; waiting threads sleep rather than
+    spin, which keeps a machine shared with other work usable.
+    """
     lane1, lane2, lanez, rows_per_fold = _LANES[y.dtype]
     n_rows, n_groups, width = y.shape
-    threads = numba.get_num_threads()
-    enough_tasks = n_groups * -(-width // _TILE) >= 4 * threads
+    threads = get_threads()
+    n_tiles = -(-width // _TILE)
+    enough_tasks = n_groups * n_tiles >= 4 * threads
     row_chunks = 1 if enough_tasks else max(1, min(threads, n_rows // 256))
-    o1, o2, omn, omx, onz = _reduce_axis0(
-        y,
-        collapse,
-        row_chunks,
-        rows_per_fold // _STREAMS,
-        np.zeros(1, lane1),
-        np.zeros(1, lane2),
-        np.zeros(1, lanez),
-    )
+    shape = (row_chunks, n_groups, n_tiles if collapse else width)
+    outs = [np.zeros(shape, np.int64) for _ in range(5)]
+    lanes = (np.zeros(1, lane1), np.zeros(1, lane2), np.zeros(1, lanez))
+    n_tasks = row_chunks * n_groups * n_tiles
+    shares = min(threads, n_tasks)
+    cuts = [n_tasks * i // shares for i in range(shares + 1)]
+    steps = rows_per_fold // _STREAMS
+    helpers = [
+        _helpers(shares - 1).submit(_run_tasks, y, collapse, steps, lanes, cuts[i], cuts[i + 1], *outs)
+        for i in range(1, shares)
+    ]
+    _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)
+    for done in helpers:
+        done.result()
+    o1, o2, omn, omx, onz = outs
     return o1.sum(axis=0), o2.sum(axis=0), omn.min(axis=0), omx.max(axis=0), onz.sum(axis=0)
 
 
@@ -278,11 +305,13 @@ def reduce_integer(x: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def set_threads(n: int | None) -> None:
-    """Limit numba's threads (the local engine runs one per worker process)."""
-    if HAVE_NUMBA and n:
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    """Threads the kernels use (``None`` or 0: all cores; the local engine uses 1 per worker)."""
+    global _threads
+    _threads = max(0, int(n or 0))
 
 
 def get_threads() -> int:
-    """Threads the numba kernels use now (1 without numba)."""
-    return numba.get_num_threads() if HAVE_NUMBA else 1
+    """Threads the kernels use now (1 without numba)."""
+    if not HAVE_NUMBA:
+        return 1
+    return _threads or numba.config.NUMBA_NUM_THREADS
