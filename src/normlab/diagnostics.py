@@ -190,6 +190,12 @@ def _fit_schemes(comoments: CoMoments) -> tuple[dict[str, Any], dict[str, str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NormlabWarning)
         for name in schemes.names():
+            if name == "channel" and len(shape or ()) != 3:
+                skipped[name] = (
+                    f"samples of shape {shape} have no channel axis (H, W, C): per-channel "
+                    "statistics would z-score each column"
+                )
+                continue
             try:
                 norm = schemes.get(name)
                 if isinstance(norm, Whiten):
