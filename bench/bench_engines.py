@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cluster)
     print(f"Dask LocalCluster ({WORKERS} workers, 1 thread each) started in {time.perf_counter() - start:.1f} s")
     try:

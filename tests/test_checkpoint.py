@@ -96,7 +96,7 @@ def test_sigkill_then_resume_local(tmp_path, floats):
 def test_sigkill_then_resume_dask(tmp_path, floats):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         kill_then_resume(tmp_path, floats, "dask", cluster.scheduler_address)
 

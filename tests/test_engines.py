@@ -34,7 +34,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as lc, distributed.Client(lc) as client:
         yield client
 
@@ -88,6 +88,7 @@ def test_float_data_same_bits_because_merges_follow_task_order(data, cluster):
         normlab.compute_stats(path, chunk_size=13, engine="local", workers=2),
         normlab.compute_stats(path, chunk_size=13, engine="local", workers=3),
         normlab.compute_stats(path, chunk_size=13, engine="dask", scheduler=cluster),
+        normlab.compute_stats(path, chunk_size=13, engine="dask", workers=2),  # its own LocalCluster
     ]
     for result in others:
         assert result == serial
@@ -260,7 +261,7 @@ def test_scheduler_without_workers_is_refused():
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), distributed.LocalCluster(
-        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as empty:
         with pytest.raises(NormlabError, match="has no workers .waited 1s"):
             normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=empty.scheduler_address)

@@ -42,7 +42,7 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
 
         cluster = distributed.LocalCluster(
             n_workers=int(workers or default_workers()), threads_per_worker=1, processes=True,
-            dashboard_address=None,
+            host="127.0.0.1", dashboard_address=":0",
         )  # fmt: skip
         client = distributed.Client(cluster)
         return client, lambda: (client.close(), cluster.close())
