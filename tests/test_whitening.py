@@ -113,3 +113,20 @@ def test_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Whiten(method="pca", n_components=2).fit(np.random.default_rng(4).normal(size=(20, 3)))
+
+
+def test_cli_fit_from_data_and_from_saved_comoments(tmp_path):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+
+    x = np.random.default_rng(5).integers(0, 256, (200, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    CoMoments().update(x).save(tmp_path / "c.safetensors")
+    runner = CliRunner()
+    a = runner.invoke(app, ["fit", str(tmp_path / "x.npy"), "--scheme", "zca", "-o", str(tmp_path / "a.safetensors")])
+    b = runner.invoke(app, ["fit", "--stats", str(tmp_path / "c.safetensors"), "--scheme", "zca", "-o", str(tmp_path / "b.safetensors")])
+    assert a.exit_code == b.exit_code == 0, a.output + b.output
+    assert normlab.load(tmp_path / "a.safetensors") == normlab.load(tmp_path / "b.safetensors")
+    c = runner.invoke(app, ["fit", "--stats", str(tmp_path / "c.safetensors"), "--scheme", "feature", "-o", str(tmp_path / "f.safetensors")])
+    assert c.exit_code == 0

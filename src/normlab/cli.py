@@ -202,10 +202,17 @@ def fit(
         options["std_floor"] = std_floor
     normalizer = schemes.get(scheme, **options)
     if normalizer.needs_fit:
+        from .comoments import CoMoments, compute_comoments
+
+        whitening = scheme in ("zca", "pca")  # fitted from co-moments, not per-feature moments
         if stats_file is not None:
             stats = load(stats_file)
-            if not isinstance(stats, Moments):
+            if isinstance(stats, CoMoments) and not whitening:
+                stats = stats.moments
+            if not isinstance(stats, (Moments, CoMoments)):
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
+        elif whitening:
+            stats = compute_comoments(data, key=key, progress=progress_flag(quiet))
         else:
             stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
                                   channel_axis=channel_axis, key=key, progress=progress_flag(quiet),
