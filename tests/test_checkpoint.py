@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":  # worker processes import this file again
         path, marker, checkpoint, engine, scheduler, out = sys.argv[1:]
-        source = slow_source(path, {n_tasks}, delay=0.25, marker=marker)
+        source = slow_source(path, {n_tasks}, delay=0.4, marker=marker)
         stats = normlab.compute_stats(
             source, engine=engine, workers=2, scheduler=scheduler or None,
             checkpoint=checkpoint, checkpoint_every=1, progress=False,
