@@ -3,8 +3,8 @@
 Data arrives as a 3-d view ``(A, C, B)``: statistics are kept per ``C`` and reduced over
 ``A`` and ``B``. Per-feature statistics of ``(n, F)`` data are ``(n, F, 1)``; per-channel
 statistics of HWC images are ``(n·H·W, C, 1)``, of CHW images ``(n, C, H·W)``; global ones
-``(n, 1, F)``. Integer sums are exact and order-free, so the threads of a numba kernel never
-change a single bit of the result.
+``(n, 1, F)``. Integer sums are exact and order-free, so threads and chunking never change a
+single bit of the result.
 
 How the kernel is fast (measured in ``bench/bench_moments.py``):
 
@@ -21,6 +21,10 @@ How the kernel is fast (measured in ``bench/bench_moments.py``):
   the pattern.)
 * **folding.** Few columns (HWC pixels, global statistics) are folded into wide rows of
   about 1024 values, then the partial results are summed per channel.
+* **threads.** The work is cut into tasks (row chunk, channel, column tile); each thread runs
+  a contiguous share in a kernel that releases the GIL. Plain Python threads (not numba's
+  ``prange``) are used: a waiting thread sleeps instead of spinning, which matters on a
+  machine shared with other work, and the kernels compile faster.
 
 The caller guarantees that int64 sums cannot overflow (see ``moments.Moments._update_exact``).
 numba kernels (``cache=True``) run when numba is installed; otherwise numpy does the same
