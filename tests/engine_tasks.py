@@ -58,3 +58,15 @@ def executed(marker: str) -> list[str]:
         return []
     with open(marker) as handle:
         return [line.split()[0] for line in handle if line.strip()]
+
+
+@dataclass
+class ProcessExit:
+    """A task whose process dies (as under the OOM killer)."""
+
+    label: str = "a task that ends its process"
+    n_items: int = 1
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        os._exit(3)
+        yield np.zeros((1, 1))  # pragma: no cover - never reached

@@ -26,7 +26,7 @@ from normlab.progress import progress_bar
 from normlab.sources import resolve
 
 sys.path.insert(0, str(Path(__file__).parent))  # workers import engine_tasks by name
-from engine_tasks import executed, slow_source  # noqa: E402
+from engine_tasks import ProcessExit, executed, slow_source  # noqa: E402
 
 distributed = pytest.importorskip("distributed")
 
@@ -265,3 +265,13 @@ def test_scheduler_without_workers_is_refused():
     ) as empty:
         with pytest.raises(NormlabError, match="has no workers .waited 1s"):
             normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=empty.scheduler_address)
+
+
+def test_local_worker_that_dies_is_named_and_the_next_run_gets_a_new_pool(data):
+    from normlab.sources import Source
+
+    folder, _, _ = data
+    with pytest.raises(NormlabError, match="a worker process died while running a task that ends its process"):
+        normlab.compute_stats(Source([ProcessExit()], "dying"), engine="local", workers=2)
+    path = str(folder / "images.npy")
+    assert normlab.compute_stats(path, chunk_size=100, engine="local", workers=2) == normlab.compute_stats(path)

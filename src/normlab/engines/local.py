@@ -9,6 +9,7 @@ kernels once when it starts. The pool stays up for the next run in the same proc
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import multiprocessing
 import os
@@ -79,10 +80,19 @@ def pool(n_workers: int) -> cf.ProcessPoolExecutor:
     """
     key = (os.getpid(), n_workers)
     if key not in _POOLS:
+        if not _POOLS:
+            atexit.register(shutdown_pools)
         _POOLS[key] = cf.ProcessPoolExecutor(
             n_workers, mp_context=_context(), initializer=init_worker, initargs=(os.getpid(),)
         )
     return _POOLS[key]
+
+
+def shutdown_pools() -> None:
+    """Stop the kept pools (at exit: before Python tears its modules down under them)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
+    atexit.unregister(shutdown_pools)
 
 
 def map_tasks(
@@ -113,7 +123,7 @@ def map_tasks(
             window=4 * n_workers,
         )
     except cf.process.BrokenProcessPool:  # raised by submit: a worker died between two runs
-        _POOLS.clear()
+        shutdown_pools()
         raise NormlabError("a worker process of the pool died (killed, or out of memory); rerun") from None
     finally:
         for future in submitted:  # after an error: tasks not started yet never start
@@ -124,7 +134,7 @@ def _outcome(future: cf.Future, task: Any) -> TaskResult:
     try:
         return future.result()
     except cf.process.BrokenProcessPool:
-        _POOLS.clear()  # a broken pool takes no more work: the next run starts a new one
+        shutdown_pools()  # a broken pool takes no more work: the next run starts a new one
         raise NormlabError(
             f"a worker process died while running {task.label} (killed, or out of memory); "
             "rerun, with --checkpoint to keep finished work"
