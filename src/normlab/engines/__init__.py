@@ -84,9 +84,8 @@ def run_tasks(
     if engine != "serial" and todo:
         _check_picklable(engine, todo[0][1], make_empty)
     runner = importlib.import_module(f"normlab.engines.{engine}")
-    n_total = sum(t.n_items for t in tasks) or None
-    with progress_bar(n_total, f"statistics ({engine})", enabled=progress) as advance:
-        advance(sum(tasks[i].n_items for i in done), 0)
+    what = f"statistics ({engine}" + (f"; resumed after {len(done)} of {len(tasks)} tasks)" if done else ")")
+    with progress_bar(sum(t.n_items for _, t in todo) or None, what, enabled=progress) as advance:
         for index, result in runner.map_tasks(
             todo, make_empty, workers=workers, scheduler=scheduler,
             on_finish=lambda r: advance(r.n_items, r.n_bytes),
@@ -140,7 +139,7 @@ def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
         message = str(exc)
         label = str(task.label)
         raise type(exc)(message if label in message else f"{label}: {message}") from None
-    except (OSError, MemoryError) as exc:
+    except OSError as exc:  # a file that vanished or cannot be read on this worker
         raise SourceError(f"{task.label}: {type(exc).__name__}: {exc}") from None
     return TaskResult(stats, int(task.n_items), n_bytes, time.perf_counter() - start)
 
