@@ -328,8 +328,26 @@ class ImageStats(Moments):
         skipped = meta.get("skipped") or {}
         out.n_skipped = int(skipped.get("count", 0))
         out.skipped = list(skipped.get("items", []))
-        out.first_of = meta.get("first_of") or {"mode": {}, "size": {}}
+        out.first_of = _checked_first_of(meta.get("first_of"))
         out.strict_mode = bool(meta.get("strict_mode"))
         out.source = meta.get("source", "")
         out.requested_percentiles = [float(q) for q in (meta.get("percentiles") or {})]
         return out
+
+
+def _checked_first_of(value: Any) -> dict[str, dict[str, str]]:
+    """The saved provenance of modes and sizes, validated: ``{"mode": {..}, "size": {..}}``."""
+    from .errors import FileFormatError
+
+    first_of = value if value is not None else {"mode": {}, "size": {}}
+    valid = (
+        isinstance(first_of, dict)
+        and set(first_of) == {"mode", "size"}
+        and all(
+            isinstance(seen, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in seen.items())
+            for seen in first_of.values()
+        )
+    )
+    if not valid:
+        raise FileFormatError("corrupt image provenance ('first_of') in the statistics file")
+    return first_of

@@ -47,6 +47,10 @@ FILES_PER_TASK = 256  # a task: the unit of parallel work; a few hundred files a
 CHUNK_BYTES = 8 * 1024 * 1024  # decoded images per batch handed to the statistics
 _CHANNEL_NAMES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Refuse images that declare more pixels than this before decoding them (a few header bytes can
+# claim 30000 × 30000 and make a decoder allocate gigabytes): 2**28 pixels, 3× Pillow's own
+# decompression-bomb threshold.
+MAX_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,31 @@ def _decode_jpeg(data: bytes, mode: str | None, into: np.ndarray | None = None) 
         raise BadImage(f"corrupt or truncated JPEG ({exc})") from None
 
 
+def _declared_pixels(data: bytes) -> int | None:
+    """Width × height from the header alone (PNG's IHDR; Pillow's lazy open otherwise)."""
+    if data.startswith(_PNG_MAGIC) and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    Image = _optional("PIL.Image")
+    if Image is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header, decodes nothing
+            return img.size[0] * img.size[1]
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's error to report
+        return None
+
+
 def _decode_cv2(data: bytes, what: str) -> np.ndarray | None:
     cv2 = _cv2()
     if cv2 is None:
         return None
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    pixels = _declared_pixels(data)
+    if pixels is not None and pixels > MAX_PIXELS:
+        raise BadImage(f"{what} header declares {pixels} pixels, more than the {MAX_PIXELS} allowed")
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise BadImage(f"corrupt {what} ({str(exc).strip().splitlines()[-1]})") from None
     if arr is None:
         raise BadImage(f"corrupt or truncated {what}")
     arr = _as_hwc(arr)
