@@ -52,6 +52,11 @@ class ArrayTask:
         for i in range(self.start, self.stop, self.chunk_rows):
             yield self.array[i : min(i + self.chunk_rows, self.stop)]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled for a worker: only this task's rows travel, not the whole array."""
+        rows = np.ascontiguousarray(self.array[self.start : self.stop])
+        return (ArrayTask, (rows, 0, len(rows), self.chunk_rows, self.label))
+
 
 def _row_tasks(n_rows: int, chunk_rows: int, make) -> list[Any]:
     per_task = chunk_rows * TASK_CHUNKS
@@ -116,19 +121,32 @@ class NpyTask:
         return self.stop - self.start
 
     def chunks(self) -> Iterator[np.ndarray]:
+        """Windows of rows, read with plain reads into one reused buffer.
+
+        Resident memory is one window (a memmap's resident pages grow to the file size), and
+        reusing the buffer avoids faulting in fresh pages for every window. A chunk is valid
+        until the next one is requested: consumers (the engines, ``apply_file``) use each
+        chunk before asking for the next.
+        """
         sample = self.header.shape[1:]
         row_bytes = self.header.dtype.itemsize * math.prod(sample)
-        with open(self.path, "rb") as handle:
+        window = np.empty(min(self.chunk_rows, self.n_items) * row_bytes, dtype=np.uint8)
+        with open(self.path, "rb", buffering=0) as handle:
             for i in range(self.start, self.stop, self.chunk_rows):
                 rows = min(self.chunk_rows, self.stop - i)
                 handle.seek(self.header.offset + i * row_bytes)
-                # a plain read: resident memory is one window, unlike a memmap's pages
-                buf = handle.read(rows * row_bytes)
-                if len(buf) != rows * row_bytes:
+                view = window[: rows * row_bytes]
+                got = handle.readinto(memoryview(view))
+                while got and got < view.size:  # readinto may return short counts
+                    more = handle.readinto(memoryview(view[got:]))
+                    if not more:
+                        break
+                    got += more
+                if got != view.size:
                     raise SourceError(
                         f"{self.path}: truncated; rows {i}:{i + rows} lie past the end of the file"
                     )
-                yield np.frombuffer(buf, dtype=self.header.dtype).reshape(rows, *sample)
+                yield view.view(self.header.dtype).reshape(rows, *sample)
 
 
 def npy_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
