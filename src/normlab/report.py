@@ -230,7 +230,8 @@ def _diagonal(results: dict[str, Any]) -> Any:
 def _caption_curves(results: dict[str, Any]) -> str:
     return (
         "Learning curves at each scheme's best learning rate, averaged over seeds. Left: accuracy on "
-        f"the whole training split, measured ten times per epoch; the dotted line is the target "
+        f"the whole training split, measured {results['config'].get('checkpoints_per_epoch', 10)} times "
+        "per epoch; the dotted line is the target "
         f"({results['config']['target']:g}). The scheme whose curve crosses it first needed the fewest "
         "training samples. Right: accuracy on the held-out test split after each epoch."
     )

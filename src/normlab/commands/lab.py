@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         lr_min: Annotated[float, typer.Option("--lr-min", help="Lowest grid point, as a multiple of 2/λ_max.")] = 1 / 16,
         lr_max: Annotated[float, typer.Option("--lr-max", help="Highest grid point, as a multiple of 2/λ_max.")] = 16.0,
         lr_factor: Annotated[float, typer.Option("--lr-factor", help="Ratio between grid points.")] = 2.0,
+        checkpoints: Annotated[int, typer.Option(help="Train-set evaluations per epoch (samples-to-target resolution).")] = 10,
         overwrite: Annotated[bool, typer.Option(help="Replace the report files in an existing --out folder.")] = False,
         threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 1,
         quiet: QuietOpt = False,
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
                 seeds=seeds, seed=seed, epochs=epochs, batch_size=batch_size, target=target,
                 optimizer=optimizer, activation=activation, hidden=hidden, offset=offset,
                 n_samples=n_samples, test_fraction=test_fraction, lr_min=lr_min, lr_max=lr_max,
-                lr_factor=lr_factor, data=data, labels=labels, out=out, overwrite=overwrite,
+                lr_factor=lr_factor, checkpoints_per_epoch=checkpoints, data=data, labels=labels, out=out, overwrite=overwrite,
                 threads=threads, progress=progress_flag(quiet), command=command,
             )  # fmt: skip
         except KeyboardInterrupt:

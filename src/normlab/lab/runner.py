@@ -53,6 +53,7 @@ def compare(
     lr_max: float = 16.0,
     lr_factor: float = 2.0,
     max_extensions: int = 12,
+    checkpoints_per_epoch: int = 10,
     test_fraction: float = 0.2,
     offset: float = 0.0,
     n_samples: int | None = None,
@@ -82,8 +83,10 @@ def compare(
         Passes over the training split and mini-batch size (``batch_size >= n_train`` is
         full-batch gradient descent).
     target : float
-        Train accuracy whose first crossing (checked ten times per epoch) gives
-        ``samples_to_target``.
+        Train accuracy whose first crossing gives ``samples_to_target``.
+    checkpoints_per_epoch : int
+        How often per epoch the whole training split is evaluated (the resolution of
+        ``samples_to_target``).
     optimizer : {"sgd", "momentum", "adam"}
         Plain SGD by default, where the effect is cleanest.
     lr_min, lr_max, lr_factor : float
@@ -122,6 +125,7 @@ def compare(
     config = TrainConfig(
         model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
         activation=activation, hidden=hidden, target=target,
+        checkpoints_per_epoch=checkpoints_per_epoch,
     )  # fmt: skip
     config.check()
     out_dir = _prepare_out(out, overwrite)
@@ -143,6 +147,7 @@ def compare(
             "epochs": epochs, "batch_size": batch_size, "target": target, "optimizer": optimizer,
             "activation": activation, "hidden": hidden, "lr_min": lr_min, "lr_max": lr_max,
             "lr_factor": lr_factor, "max_extensions": max_extensions,
+            "checkpoints_per_epoch": checkpoints_per_epoch,
             "test_fraction": test_fraction, "offset": offset, "n_samples": n_samples,
             "threads": threads,
         },
