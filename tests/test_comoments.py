@@ -137,3 +137,15 @@ def test_bad_input():
         CoMoments().update(np.zeros((2, 3))).update(np.zeros((2, 4)))
     with pytest.raises(EmptyDataError):
         CoMoments().update(np.zeros((1, 3))).cov(ddof=1)
+
+
+def test_local_engine_gives_the_same_bits(tmp_path):
+    from normlab.engines import ENGINES
+
+    if "local" not in ENGINES:
+        pytest.skip("no local engine")
+    x = np.random.default_rng(6).normal(size=(120, 9))
+    np.save(tmp_path / "f.npy", x)
+    serial = compute_comoments(str(tmp_path / "f.npy"), chunk_size=25)
+    local = compute_comoments(str(tmp_path / "f.npy"), chunk_size=25, engine="local", workers=2)
+    assert local == serial
