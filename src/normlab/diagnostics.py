@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,15 @@ def diagnose(
 
 
 # ---------------------------------------------------------------------------- inputs
-def _inputs(source, dataset, labels, key, max_features, sketch_size, progress):
+def _inputs(
+    source: Any,
+    dataset: str | None,
+    labels: Any,
+    key: str | None,
+    max_features: int,
+    sketch_size: int,
+    progress: bool | None,
+) -> tuple[np.ndarray | None, np.ndarray | None, CoMoments]:
     """``(data or None, targets or None, comoments)`` from whatever was given."""
     if (source is None) == (dataset is None):
         raise NormlabError("give either data / a co-moments file, or dataset= (one of them)")
@@ -492,7 +501,7 @@ def _measure(
     }
 
 
-def _gd(h: np.ndarray, b: np.ndarray, c: float, lr: float, steps: int):
+def _gd(h: np.ndarray, b: np.ndarray, c: float, lr: float, steps: int) -> Iterator[float]:
     """Yield the loss before each of ``steps`` full-batch GD steps from w = 0 (``h``: eigenvalues)."""
     w = np.zeros_like(b)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -238,18 +238,6 @@ class Whiten(Normalizer):
             obj._fit_from(stats)
         return obj
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, Whiten)
-        if self.get_params() != other.get_params() or self.is_fitted != other.is_fitted:
-            return False
-        return not self.is_fitted or (
-            self.stats_ == other.stats_ and np.array_equal(self.matrix_, other.matrix_)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         if self.is_fitted:
