@@ -324,7 +324,7 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
     out = tmp_path / "interrupted"
     env = {**os.environ, "CI": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "normlab.cli", "compare", "--dataset", "digits", "--schemes", "raw,feature",
+        [sys.executable, "-c", "from normlab.cli import main; main()", "compare", "--dataset", "digits", "--schemes", "raw,feature",
          "--seeds", "3", "--epochs", "40", "--quiet", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
