@@ -372,7 +372,8 @@ class CoMoments:
         if n * n * top * top < _F64_EXACT and den < _F64_EXACT:
             # every term is an integer below 2⁵³: int64 is exact, float64 holds it exactly
             s = s1.astype(np.int64)
-            num = n * self.gram().astype(np.int64) - np.outer(s, s)
+            gram = self._gram_hot if self._gram_cold is None else self.gram().astype(np.int64)
+            num = n * gram - np.outer(s, s)
             return num.astype(np.float64) / den
         num = n * self.gram() - np.outer(s1, s1)
         flat = [a / den for a in num.reshape(-1)]  # Python int / int: correctly rounded
