@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli import QuietOpt, cli_errors, console, progress_flag
-
 
 def register(app: typer.Typer) -> None:
+    from ..cli import cli_errors, console, progress_flag  # inside: cli imports this module
+
     @app.command()
     @cli_errors
     def compare(
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         checkpoints: Annotated[int, typer.Option(help="Train-set evaluations per epoch (samples-to-target resolution).")] = 10,
         overwrite: Annotated[bool, typer.Option(help="Replace the report files in an existing --out folder.")] = False,
         threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 1,
-        quiet: QuietOpt = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train the same model under each scheme over a fair learning-rate grid; write a report."""
         from ..lab import compare as run_compare
