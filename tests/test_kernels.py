@@ -69,6 +69,13 @@ def test_non_contiguous_views_and_threads():
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (3000, 40, 9), dtype=np.uint8)
     views = [x[::2], x[:, ::3], x[..., 1:], np.swapaxes(x, 0, 2)[:, :, :500]]
+    # large enough (≥ 4 MiB a thread) for the work to be split between threads
+    views += [
+        rng.integers(0, 256, (4099, 2500, 1), dtype=np.uint8),  # row chunks per thread
+        rng.integers(-(2**15), 2**15, (3001, 1500, 1), dtype=np.int16),
+        rng.integers(-128, 128, (101, 3, 40_000), dtype=np.int8),  # tiles per thread
+        rng.integers(0, 2**16, (2_500_003, 1, 1), dtype=np.uint16),  # global, folded
+    ]
     before = kernels.get_threads()
     try:
         for threads in (1, 2):

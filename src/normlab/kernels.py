@@ -65,6 +65,7 @@ _LANES = {
     np.dtype(np.int16): (np.int32, np.int64, np.uint16, 32768),
 }
 _STREAMS = 4  # rows added per step, one from each quarter of the row range
+_BYTES_PER_THREAD = 4 << 20  # smaller shares (~0.3 ms of work) are not worth a thread hand-over
 
 
 def _reduce_numpy(x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -248,7 +249,7 @@ def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
     outs = [np.zeros(shape, np.int64) for _ in range(5)]
     lanes = (np.zeros(1, lane1), np.zeros(1, lane2), np.zeros(1, lanez))
     n_tasks = row_chunks * n_groups * n_tiles
-    shares = min(threads, n_tasks)
+    shares = min(threads, n_tasks, max(1, y.nbytes // _BYTES_PER_THREAD))
     cuts = [n_tasks * i // shares for i in range(shares + 1)]
     steps = rows_per_fold // _STREAMS
     helpers = [
