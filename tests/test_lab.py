@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,6 +317,7 @@ def test_cli_label_mismatch(tmp_path):
     result = runner.invoke(app, ["compare", "--data", str(tmp_path / "x.npy"), "--labels",
                                  str(tmp_path / "y.npy"), "--out", str(tmp_path / "o")])  # fmt: skip
     assert result.exit_code == 1 and "10 samples but 9 labels" in result.output
+    assert not (tmp_path / "o").exists()  # nothing written when the input is bad
 
 
 def test_ctrl_c_keeps_finished_runs(tmp_path):

@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
 from .io import register
-from .moments import Moments, as_batch
+from .moments import Moments, Statistic, as_batch
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
 SKETCH_SIZE = 64  # columns of Ω in sketch mode; top-eigenvalue estimates use about half
@@ -103,7 +103,7 @@ def _sketch_matrix(n_features: int, sketch_size: int, seed: int) -> np.ndarray:
 
 
 @register
-class CoMoments:
+class CoMoments(Statistic):
     """Streaming mean vector and co-moment matrix per feature, exact for integer data.
 
     Parameters
@@ -297,21 +297,6 @@ class CoMoments:
             self._merge_float(n_a, other.n_samples_seen, mean_b, other._comoment)
         self._cache.clear()
         return self
-
-    def __add__(self, other: CoMoments) -> CoMoments:
-        out = copy.deepcopy(self)
-        out += other
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CoMoments):
-            return NotImplemented
-        mine, theirs = self.to_tensors(), other.to_tensors()
-        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(
-            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ results
     def _require(self) -> None:

@@ -99,8 +99,31 @@ def _to_object(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=object)
 
 
+class Statistic:
+    """What every mergeable statistic shares (``Moments``, ``CoMoments``, ...).
+
+    ``a + b`` is a copy of ``a`` merged with ``b`` (``+=``); two statistics are equal when
+    their saved forms — metadata and tensors — are equal, bit for bit.
+    """
+
+    def __add__(self, other: Any) -> Any:
+        out = copy.deepcopy(self)
+        out += other
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Statistic):
+            return NotImplemented
+        mine, theirs = self.to_tensors(), other.to_tensors()  # type: ignore[attr-defined]
+        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(  # type: ignore[attr-defined]
+            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @register
-class Moments:
+class Moments(Statistic):
     """Exact streaming statistics per feature, per channel or over all values.
 
     Parameters
@@ -434,21 +457,6 @@ class Moments:
             else:
                 out.__dict__[name] = copy.deepcopy(value, memo)
         return out
-
-    def __add__(self, other: Moments) -> Moments:
-        out = copy.deepcopy(self)
-        out += other
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Moments):
-            return NotImplemented
-        mine, theirs = self.to_tensors(), other.to_tensors()
-        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(
-            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ results
     def _require(self) -> None:
