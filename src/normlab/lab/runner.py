@@ -25,7 +25,7 @@ from ..errors import NormlabError, NormlabWarning
 from ..io import atomic_write
 from ..progress import progress_bar
 from .datasets import Dataset, load_dataset
-from .models import MODELS
+from .models import MODELS, build_model
 from .probes import PROBES, diagonal_spread, second_moment_spectrum, single_signed_samples
 from .train import TrainConfig, train_run
 
@@ -128,11 +128,15 @@ def compare(
         checkpoints_per_epoch=checkpoints_per_epoch,
     )  # fmt: skip
     config.check()
-    out_dir = _prepare_out(out, overwrite)
+    if out is not None and Path(out).exists() and not overwrite:
+        raise NormlabError(f"output folder {out} exists; pass --overwrite to replace its report files")
     ds = load_dataset(
         dataset, seed=seed, test_fraction=test_fraction, offset=offset, n_samples=n_samples,
         data=data, labels=labels,
     )  # fmt: skip
+    build_model(model, sample_shape=ds.sample_shape, n_classes=ds.n_classes, hidden=hidden,
+                activation=activation)  # fmt: skip  # bad shapes fail before anything is written
+    out_dir = _prepare_out(out, overwrite)
     torch.set_num_threads(threads)
 
     k_low = round(math.log(lr_min) / math.log(lr_factor))
