@@ -279,6 +279,12 @@ def test_cnn_and_optimizers_run():
         compare("lecun-gauss", schemes=("center",), model="cnn", progress=False)
 
 
+def test_a_scheme_that_cannot_fit_fails_before_writing(tmp_path):
+    with pytest.raises(NormlabError, match="max_value"):  # 'max' needs a value scale; floats have none
+        compare("lecun-gauss", schemes=("center", "max"), out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------ CLI
 runner = CliRunner()
 

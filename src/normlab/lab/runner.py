@@ -136,6 +136,7 @@ def compare(
     )  # fmt: skip
     build_model(model, sample_shape=ds.sample_shape, n_classes=ds.n_classes, hidden=hidden,
                 activation=activation)  # fmt: skip  # bad shapes fail before anything is written
+    prepared = {name: _prepare_scheme(name, ds, torch) for name in names}  # so do unfit schemes
     out_dir = _prepare_out(out, overwrite)
     torch.set_num_threads(threads)
 
@@ -164,9 +165,9 @@ def compare(
     planned = len(names) * (k_high - k_low + 1) * seeds
     try:
         with progress_bar(planned, f"{ds.name}/{model}: training runs", enabled=progress) as advance:
-            _search(names, ds, config, results, timings, started, out_dir, advance, optimizer=optimizer,
+            _search(prepared, ds, config, results, timings, started, out_dir, advance, optimizer=optimizer,
                     seeds=seeds, seed=seed, k_low=k_low, k_high=k_high, lr_factor=lr_factor,
-                    max_extensions=max_extensions, torch=torch)  # fmt: skip
+                    max_extensions=max_extensions)  # fmt: skip
     except KeyboardInterrupt:
         if out_dir is not None and report:
             _report(results, out_dir)  # the finished runs are already in results.json
@@ -185,15 +186,14 @@ def _report(results: dict[str, Any], out_dir: Path) -> None:
 
 
 def _search(
-    names: list[str], ds: Dataset, config: TrainConfig, results: dict[str, Any],
+    prepared: dict[str, dict[str, Any]], ds: Dataset, config: TrainConfig, results: dict[str, Any],
     timings: dict[str, Any], started: float, out_dir: Path | None, advance: Any, *,
     optimizer: str, seeds: int, seed: int, k_low: int, k_high: int, lr_factor: float,
-    max_extensions: int, torch: Any,
+    max_extensions: int,
 ) -> None:  # fmt: skip
-    """Per scheme: fit, probe the data, train the grid and widen it until the best LR is inside."""
-    for name in names:
-        prepared = _prepare_scheme(name, ds, torch)
-        info = prepared["info"]
+    """Per scheme: train the grid and widen it until the best LR is inside."""
+    for name, scheme in prepared.items():
+        info = scheme["info"]
         results["schemes"][name] = info
         center = _ADAM_CENTER if optimizer == "adam" else info["lr_bound"]
         if center is None:
@@ -208,7 +208,7 @@ def _search(
                 by_k[k] = []
                 for s in range(seed, seed + seeds):
                     t0 = time.perf_counter()
-                    run = train_run(prepared["tensors"], config=config, lr=lr, seed=s, n_classes=ds.n_classes)
+                    run = train_run(scheme["tensors"], config=config, lr=lr, seed=s, n_classes=ds.n_classes)
                     timings["runs"].append({"scheme": name, "lr": lr, "seed": s, "seconds": time.perf_counter() - t0})
                     by_k[k].append(run)
                     results["runs"].append({"scheme": name, **run})
