@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def compare(
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, plots and report.html.")],
-        dataset: Annotated[Optional[str], typer.Option(help="digits, mnist5k or lecun-gauss.")] = None,
+        dataset: Annotated[Optional[str], typer.Option(help="digits (default), mnist5k or lecun-gauss.")] = None,
         data: Annotated[Optional[Path], typer.Option(help="Own inputs: X.npy of shape (n, *sample).")] = None,
         labels: Annotated[Optional[Path], typer.Option(help="Own labels: y.npy of n integers.")] = None,
         model: Annotated[str, typer.Option(help="linear, lsq, mlp or cnn.")] = "mlp",
