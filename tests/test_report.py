@@ -110,3 +110,22 @@ def test_chromium_renders_the_page(report, tmp_path):
     for scheme in SCHEMES:
         assert f"<td>{scheme}</td>" in dom
     assert dom.count("<img") == 5
+
+
+def test_report_holds_the_diagnosis_of_the_training_split(report):
+    results, _, page = report
+    diagnosis = results["diagnosis"]
+    spectrum = diagnosis["spectrum"]
+    # centering removes the mean spike: raw's λ_max/λ_2 far above the per-feature z-score's
+    assert spectrum["raw"]["ratio_max_2"] > 5 * spectrum["feature"]["ratio_max_2"]
+    text = page.read_text()
+    assert "Diagnosis (before training)" in text
+    assert text.count('<tr><th scope="row">') == len(spectrum)
+    assert "not applicable: per-image standardization" in text
+    assert html_escape(diagnosis["recommendation"][0]) in text
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -336,6 +336,42 @@ def _table(results: dict[str, Any]) -> str:
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _diagnosis_section(results: dict[str, Any]) -> list[str]:
+    """What ``normlab diagnose`` predicted from the training data, before any training."""
+    diagnosis = results.get("diagnosis")
+    if not diagnosis:
+        return []
+    e = html.escape
+    if "error" in diagnosis:
+        return ["<h2>Diagnosis</h2>", f"<p>No diagnosis: {e(diagnosis['error'])}</p>"]
+    predictions = diagnosis["predictions"]["schemes"]
+    rows = [
+        "<tr><th>scheme</th><th>λ_max</th><th>λ_max/λ_2</th><th>largest stable LR 2/λ_max</th>"
+        "<th>κ₉₉</th><th>predicted speed-up vs raw</th></tr>"
+    ]
+    for scheme, spectrum in diagnosis["spectrum"].items():
+        head = f'<tr><th scope="row">{e(scheme)}</th>'
+        if "skipped" in spectrum:
+            rows.append(f'{head}<td colspan="5">not applicable: {e(spectrum["skipped"])}</td></tr>')
+            continue
+        pred = predictions.get(scheme, {})
+        rows.append(
+            f"{head}<td>{_fmt(spectrum.get('lambda_max'))}</td>"
+            f"<td>{_fmt(spectrum.get('ratio_max_2'))}</td><td>{_fmt(pred.get('lr_max'))}</td>"
+            f"<td>{_fmt(pred.get('kappa99'))}</td><td>{_fmt(pred.get('speedup_vs_raw'))}</td></tr>"
+        )
+    advice = "".join(f"<li>{e(text)}</li>" for text in diagnosis["recommendation"])
+    return [
+        "<h2>Diagnosis (before training)</h2>",
+        "<p>The spectrum of E[x xᵀ] of the training inputs after each scheme (Efficient BackProp "
+        "§5: the Hessian of a linear least-squares unit). A large λ_max/λ_2 is the mean spike that "
+        "centering removes; 2/λ_max is the largest stable learning rate of plain gradient descent; "
+        f"the speed-ups follow {e(diagnosis['predictions']['formula'])}.</p>",
+        f'<table class="diagnosis">{"".join(rows)}</table>',
+        f"<ul>{advice}</ul>",
+    ]
+
+
 def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str:
     cfg = results["config"]
     ds = results["dataset"]
@@ -370,6 +406,7 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
         f"LR and the run's batch size ({cfg['batch_size']}); batch-1 single-signed is an "
         "illustration computed from the inputs alone (see the probe figure).</p>",
     ]
+    parts += _diagnosis_section(results)
     for name, png, caption in figures:
         data = base64.b64encode(png).decode("ascii")
         parts.append(

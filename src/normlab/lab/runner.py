@@ -157,6 +157,7 @@ def compare(
             "threads": threads,
         },
         "dataset": ds.summary(),
+        "diagnosis": _diagnosis(ds),
         "schemes": {},
         "runs": [],
     }  # fmt: skip
@@ -177,6 +178,17 @@ def compare(
     if out_dir is not None and report:
         _report(results, out_dir)
     return results
+
+
+def _diagnosis(ds: Dataset) -> dict[str, Any] | None:
+    """``normlab diagnose`` of the training split: the predictions the runs are measured against."""
+    from ..diagnostics import diagnose
+
+    try:
+        found = diagnose(ds.x_train, progress=False)
+    except NormlabError as exc:  # e.g. too few samples: the lab still runs
+        return {"error": str(exc)}
+    return {k: found[k] for k in ("spectrum", "predictions", "recommendation")}
 
 
 def _report(results: dict[str, Any], out_dir: Path) -> None:
