@@ -388,3 +388,19 @@ def test_channel_axis_warning_for_suspicious_channel_count():
         warnings.simplefilter("always")
         Moments("channel").update(np.zeros((2, 28, 100), np.uint8))
     assert any("channel axis" in str(w.message) for w in caught)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the file must end with 0666 less the umask."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "m.safetensors"
+        Moments().update(np.zeros((2, 2), np.uint8)).save(path)
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)
+        Moments().update(np.ones((2, 2), np.uint8)).save(path)
+        assert path.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    finally:
+        os.umask(umask)

@@ -42,6 +42,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.chmod(tmp, _new_file_mode(dest))  # mkstemp makes 0600 files; keep the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -51,6 +52,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _new_file_mode(dest: Path) -> int:
+    """The mode an ordinary write would give: the old file's, else 0666 less the umask."""
+    try:
+        return dest.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_object(obj: Any, path: str | os.PathLike) -> None:
