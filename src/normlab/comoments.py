@@ -436,26 +436,14 @@ class CoMoments(Statistic):
             obj._comoment = field(tensors, "comoment", np.float64, (d, d))
         return obj
 
-    def save(self, path: str) -> None:
-        """Write atomically (safetensors + JSON metadata; never pickle)."""
-        from .io import save_object
-
-        save_object(self, path)
-
-    @classmethod
-    def load(cls, path: str) -> CoMoments:
-        from .io import load as load_file
-
-        obj = load_file(path)
-        if not isinstance(obj, cls):
-            hint = (
-                " (first moments only: make co-moments with normlab.compute_comoments(DATA) or "
-                "`normlab diagnose DATA --save-comoments FILE`)"
-                if isinstance(obj, Moments)
-                else ""
-            )
-            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not CoMoments{hint}")
-        return obj
+    @staticmethod
+    def _wrong_class_hint(obj: Any) -> str:
+        if not isinstance(obj, Moments):
+            return ""
+        return (
+            " (first moments only: make co-moments with normlab.compute_comoments(DATA) or "
+            "`normlab diagnose DATA --save-comoments FILE`)"
+        )
 
     @classmethod
     def from_array(cls, x: Any, **options: Any) -> CoMoments:

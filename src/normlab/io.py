@@ -152,6 +152,18 @@ def load(path: str | os.PathLike) -> Any:
         raise FileFormatError(f"{path}: corrupt {cls_name} file ({type(exc).__name__}: {exc})") from None
 
 
+def load_as(path: str | os.PathLike, cls: type, hint: Callable[[Any], str] | None = None) -> Any:
+    """:func:`load`, refusing a file that holds something else than a ``cls``.
+
+    ``hint(obj)`` may add a sentence on how to make the right kind of file.
+    """
+    obj = load(path)
+    if not isinstance(obj, cls):
+        extra = hint(obj) if hint is not None else ""
+        raise NormlabError(f"{path}: holds a {type(obj).__name__}, not a {cls.__name__}{extra}")
+    return obj
+
+
 def field(
     tensors: dict[str, np.ndarray],
     name: str,

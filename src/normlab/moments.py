@@ -121,6 +121,23 @@ class Statistic:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def save(self, path: str) -> None:
+        """Write atomically to a safetensors file with JSON metadata (never pickle)."""
+        from .io import save_object
+
+        save_object(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Any:
+        """Load a file saved by :meth:`save`; a file of another class is an error."""
+        from .io import load_as
+
+        return load_as(path, cls, cls._wrong_class_hint)
+
+    @staticmethod
+    def _wrong_class_hint(obj: Any) -> str:
+        return ""
+
 
 @register
 class Moments(Statistic):
@@ -659,21 +676,6 @@ class Moments(Statistic):
         if min(m._count.min(initial=0), m._nnz.min(initial=0), m._nonfinite.min(initial=0)) < 0:
             raise FileFormatError("negative counts in the statistics")
         return m
-
-    def save(self, path: str) -> None:
-        """Write atomically to a safetensors file with JSON metadata (never pickle)."""
-        from .io import save_object
-
-        save_object(self, path)
-
-    @classmethod
-    def load(cls, path: str) -> Moments:
-        from .io import load as load_file
-
-        obj = load_file(path)
-        if not isinstance(obj, cls):
-            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not {cls.__name__}")
-        return obj
 
     @classmethod
     def from_array(

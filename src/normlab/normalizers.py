@@ -268,12 +268,10 @@ class Normalizer:
 
     @classmethod
     def load(cls, path: str) -> Normalizer:
-        from .io import load as load_file
+        """Load a normalizer saved by :meth:`save`; a file of another class is an error."""
+        from .io import load_as
 
-        obj = load_file(path)
-        if not isinstance(obj, cls):
-            raise NormlabError(f"{path}: holds a {type(obj).__name__}, not a {cls.__name__}")
-        return obj
+        return load_as(path, cls)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
