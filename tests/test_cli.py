@@ -93,3 +93,24 @@ def test_demo_quick_prints_every_scheme():
     assert result.exit_code == 0, result.output
     for name in ("raw", "max", "global", "feature", "per-image"):
         assert name in result.output
+
+
+def test_fit_reads_sources_like_stats(tmp_path):
+    """`fit` takes the same reading options as `stats` (here: an image folder with a bad file)."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = []
+    for i in range(6):
+        img = rng.integers(0, 256, (8 + i, 9, 3), dtype=np.uint8)  # mixed sizes: fine per channel
+        Image.fromarray(img).save(folder / f"{i}.png")
+        pixels.append(img.reshape(-1, 3))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "n.safetensors"
+    failed = invoke("fit", folder, "--scheme", "channel", "-o", out, "-q")
+    assert failed.exit_code == 1 and "broken.png" in failed.output and not out.exists()
+    result = invoke("fit", folder, "--scheme", "channel", "-o", out, "-q", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    ref = np.concatenate(pixels).astype(np.float64)
+    np.testing.assert_allclose(normlab.load(out).mean_, ref.mean(axis=0), rtol=1e-15)

@@ -67,6 +67,27 @@ ChannelAxisOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Array name inside a .npz file.")]
+# How to read the data: shared by every command that reads a source (stats, fit).
+GlobOpt = Annotated[Optional[str], typer.Option("--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png').")]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode).")]
+ResizeOpt = Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes).")]
+InterpolationOpt = Annotated[str, typer.Option("--interpolation", help="nearest, bilinear, bicubic or lanczos (with --resize).")]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="serial, local (worker processes) or dask; all give the same bits.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Processes of --engine local (default: one per core), or of a local Dask cluster.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask).")]
+
+
+def source_options(
+    *, glob: str | None, mode: str | None, resize: tuple[int, int] | None, interpolation: str,
+    skip_bad: bool, engine: str, workers: int | None, scheduler: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments of ``compute_stats`` that say how to read and where to run."""
+    image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
+    return {
+        "skip_bad": skip_bad, "engine": engine, "workers": workers, "scheduler": scheduler,
+        **{k: v for k, v in image_options.items() if v is not None},
+    }  # fmt: skip
 
 
 def progress_flag(quiet: bool) -> bool | None:
@@ -100,31 +121,32 @@ def stats(
     key: KeyOpt = None,
     nan_policy: Annotated[str, typer.Option(help="raise or omit")] = "raise",
     quiet: QuietOpt = False,
-    glob: Annotated[Optional[str], typer.Option("--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png').")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode).")] = None,
-    resize: Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes).")] = None,
-    interpolation: Annotated[str, typer.Option("--interpolation", help="nearest, bilinear, bicubic or lanczos (with --resize).")] = "bilinear",
+    glob: GlobOpt = None,
+    mode: ModeOpt = None,
+    resize: ResizeOpt = None,
+    interpolation: InterpolationOpt = "bilinear",
     percentiles: Annotated[Optional[str], typer.Option("--percentiles", help="Exact nearest-rank percentiles of 8/16-bit data, e.g. 0.5,99.5.")] = None,
     histogram: Annotated[Optional[str], typer.Option("--histogram", help="Keep exact histograms: channel, global or feature (per pixel).")] = None,
     per_image_std_average: Annotated[bool, typer.Option("--per-image-std-average", help="Also report the average of per-image stds (the biased recipe), labelled as such.")] = False,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count.")] = False,
-    engine: Annotated[str, typer.Option("--engine", help="serial, local (worker processes) or dask; all give the same bits.")] = "serial",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Processes of --engine local (default: one per core), or of a local Dask cluster.")] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask).")] = None,
+    skip_bad: SkipBadOpt = False,
+    engine: EngineOpt = "serial",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Folder to save progress in; rerun the same command to resume.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10).")] = None,
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .stats import compute_stats
 
-    image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
+    reading = source_options(
+        glob=glob, mode=mode, resize=resize, interpolation=interpolation, skip_bad=skip_bad,
+        engine=engine, workers=workers, scheduler=scheduler,
+    )  # fmt: skip
     m = compute_stats(
         data, axis, channel_axis=channel_axis, nan_policy=nan_policy, key=key,
         progress=progress_flag(quiet), histogram=histogram, percentiles=_percentile_list(percentiles),
-        per_image_std_average=per_image_std_average, skip_bad=skip_bad,
-        engine=engine, workers=workers, scheduler=scheduler, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        **{k: v for k, v in image_options.items() if v is not None},
+        per_image_std_average=per_image_std_average, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, **reading,
     )  # fmt: skip
     m.save(output)
     print_summary(m.summary(), f"statistics of {data} -> {output}")
@@ -186,6 +208,14 @@ def fit(
     std_floor: Annotated[Optional[float], typer.Option(help="Floor of the std, in data units.")] = None,
     key: KeyOpt = None,
     quiet: QuietOpt = False,
+    glob: GlobOpt = None,
+    mode: ModeOpt = None,
+    resize: ResizeOpt = None,
+    interpolation: InterpolationOpt = "bilinear",
+    skip_bad: SkipBadOpt = False,
+    engine: EngineOpt = "serial",
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
     from . import schemes
@@ -211,12 +241,17 @@ def fit(
                 stats = stats.moments
             if not isinstance(stats, (Moments, CoMoments)):
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
-        elif whitening:
-            stats = compute_comoments(data, key=key, progress=progress_flag(quiet))
         else:
-            stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
-                                  channel_axis=channel_axis, key=key, progress=progress_flag(quiet),
-                                  **getattr(normalizer, "stats_options", {}))  # fmt: skip
+            reading = source_options(
+                glob=glob, mode=mode, resize=resize, interpolation=interpolation,
+                skip_bad=skip_bad, engine=engine, workers=workers, scheduler=scheduler,
+            )  # fmt: skip
+            if whitening:
+                stats = compute_comoments(data, key=key, progress=progress_flag(quiet), **reading)
+            else:
+                stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
+                                      channel_axis=channel_axis, key=key, progress=progress_flag(quiet),
+                                      **getattr(normalizer, "stats_options", {}), **reading)  # fmt: skip
         normalizer.from_stats(stats)
     normalizer.save(output)
     typer.echo(f"{scheme}: {normalizer!r} -> {output}")
