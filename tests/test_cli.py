@@ -91,8 +91,8 @@ def test_demo_quick_prints_every_scheme():
     pytest.importorskip("sklearn")
     result = invoke("demo", "--quick")
     assert result.exit_code == 0, result.output
-    for name in ("raw", "max", "global", "feature", "per-image"):
-        assert name in result.output
+    for name in ("raw", "max", "global", "feature", "per-image", "zca", "pca"):
+        assert f"│ {name} " in result.output
 
 
 def test_fit_reads_sources_like_stats(tmp_path):

@@ -295,10 +295,11 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """On scikit-learn's digits: statistics once, every scheme from them, and what each does."""
-    from .demo import scheme_table, digits_uint8
+    from .demo import DIGITS_NOTE, digits_uint8, scheme_table
 
     x, _ = digits_uint8()
-    console().print(scheme_table(x, title="digits (1797 x 8x8, uint8 0..16): every scheme fitted from one pass of per-feature statistics"))
+    console().print(scheme_table(x, title="digits (1797 x 8x8, uint8 0..16): every scheme from one pass of statistics"))
+    typer.echo(DIGITS_NOTE)
     if quick:
         return
     try:
