@@ -320,3 +320,66 @@ def get_threads() -> int:
     if not HAVE_NUMBA:
         return 1
     return _threads or numba.config.NUMBA_NUM_THREADS
+
+
+# ----------------------------------------------------------------------------- float rows
+if HAVE_NUMBA:
+
+    @njit(cache=True, nogil=True)
+    def _float_rows(x, shift):  # pragma: no cover - compiled
+        """Two passes over ``(R, C)`` rows; Neumaier-compensated float64 sums in both."""
+        rows, cols = x.shape
+        s = np.zeros(cols)
+        sc = np.zeros(cols)  # compensation of s
+        mn = np.full(cols, np.inf)
+        mx = np.full(cols, -np.inf)
+        nz = np.zeros(cols, np.int64)
+        bad = 0
+        for r in range(rows):
+            row = x[r]
+            for c in range(cols):
+                v = np.float64(row[c])
+                if v - v != 0.0:  # NaN or ±inf: the caller falls back to the masked path
+                    bad += 1
+                d = v - shift[c]
+                t = s[c] + d
+                if abs(s[c]) >= abs(d):
+                    sc[c] += (s[c] - t) + d
+                else:
+                    sc[c] += (d - t) + s[c]
+                s[c] = t
+                mn[c] = min(mn[c], v)
+                mx[c] = max(mx[c], v)
+                nz[c] += v != 0.0
+        mean = (s + sc) / rows
+        m2 = np.zeros(cols)
+        mc = np.zeros(cols)
+        for r in range(rows):
+            row = x[r]
+            for c in range(cols):
+                d = (np.float64(row[c]) - shift[c]) - mean[c]
+                q = d * d
+                t = m2[c] + q
+                mc[c] += (m2[c] - t) + q  # m2[c] ≥ 0 and q ≥ 0: t ≥ both, one branch suffices
+                m2[c] = t
+        return mean, m2 + mc, mn, mx, nz, bad
+
+
+FLOAT_KERNEL_MIN_COLUMNS = 16  # fewer columns (HWC channels, global) keep numpy's vectorised path
+
+
+def float_rows(x: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Per-column ``(mean of x − shift, M2, min, max, nnz)`` of finite ``(R, C)`` float rows.
+
+    Returns None where the numpy path is the better (or the only) choice: no numba, few
+    columns, float16 input, or any NaN/inf in the rows (the caller's masked path handles
+    those, with their count and position).
+    """
+    if not HAVE_NUMBA or x.ndim != 2 or x.shape[1] < FLOAT_KERNEL_MIN_COLUMNS or x.shape[0] == 0:
+        return None
+    if x.dtype not in (np.float32, np.float64):
+        return None
+    mean, m2, mn, mx, nz, bad = _float_rows(x, np.ascontiguousarray(shift, dtype=np.float64))
+    if bad:
+        return None
+    return mean, m2, mn, mx, nz

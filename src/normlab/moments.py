@@ -358,6 +358,8 @@ class Moments(Statistic):
         if self._count is None:
             self._init_state(self._reduced_from(arr.shape[1:]))
         rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1])  # (A·B, C)
+        if self._update_float_kernel(rows):
+            return
         finite = np.isfinite(rows)
         n_bad = rows.size - int(np.count_nonzero(finite))
         if n_bad and self.nan_policy == "raise":
@@ -394,6 +396,23 @@ class Moments(Statistic):
         self._max = np.fmax(self._max, mx.reshape(shape))
         self._nnz += nz.reshape(shape)
         self._nonfinite += (rows.shape[0] - counts).reshape(shape)
+
+    def _update_float_kernel(self, rows: np.ndarray) -> bool:
+        """The fast path for finite rows with many columns: two compensated passes in numba."""
+        shape = self._count.shape
+        shift = self._shift.reshape(-1)
+        shift = np.where(np.isnan(shift), rows[0], shift)  # first value seen per element
+        found = kernels.float_rows(rows, shift)
+        if found is None:
+            return False
+        mean_c, m2_c, mn, mx, nz = found
+        self._shift = shift.reshape(shape)
+        counts = np.full(shape, rows.shape[0], np.int64)
+        self._merge_float(counts, self._shift, mean_c.reshape(shape), m2_c.reshape(shape))
+        self._min = np.fmin(self._min, mn.reshape(shape))
+        self._max = np.fmax(self._max, mx.reshape(shape))
+        self._nnz += nz.reshape(shape)
+        return True
 
     def _merge_float(self, n_b, shift_b, mean_b, m2_b) -> None:
         """Chan et al.'s merge, with both sides measured from their own shift."""
