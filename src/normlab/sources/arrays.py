@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,14 @@ def npy_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Sourc
     return Source(tasks, str(path), {"shape": header.shape, "dtype": str(header.dtype)})
 
 
+# What zipfile raises on damaged archives: a flipped bit can name an unknown compression method
+# (NotImplementedError), an encrypted member (RuntimeError) or break a stream (zlib.error, EOF).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+    RuntimeError, zlib.error,
+)  # fmt: skip
+
+
 @dataclass
 class NpzTask:
     path: str
@@ -203,8 +212,8 @@ class NpzTask:
                     if len(buf) != rows * row_bytes:
                         raise SourceError(f"{self.label}: truncated at row {i}")
                     yield np.frombuffer(buf, dtype=header.dtype).reshape(rows, *sample)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-            raise SourceError(f"{self.label}: corrupt .npz ({exc})") from None
+        except _ZIP_ERRORS as exc:
+            raise SourceError(f"{self.label}: corrupt .npz ({type(exc).__name__}: {exc})") from None
 
 
 def npz_source(source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any) -> Source | None:
@@ -224,8 +233,8 @@ def npz_source(source: Any, *, key: str | None = None, chunk_size: int | None = 
                 header = read_npy_header(handle, f"{path}[{key}]")
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise SourceError(f"{path}: not a valid .npz file ({exc})") from None
+    except _ZIP_ERRORS as exc:
+        raise SourceError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
     if len(header.shape) < 2:
         raise SourceError(
             f"{path}[{key}]: shape {header.shape}; expected (n_samples, *sample_shape)"
