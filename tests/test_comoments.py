@@ -149,3 +149,13 @@ def test_local_engine_gives_the_same_bits(tmp_path):
     serial = compute_comoments(str(tmp_path / "f.npy"), chunk_size=25)
     local = compute_comoments(str(tmp_path / "f.npy"), chunk_size=25, engine="local", workers=2)
     assert local == serial
+
+
+def test_loaded_comoments_merge_and_refit(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (40, 6), dtype=np.uint8)
+    path = tmp_path / "c.safetensors"
+    CoMoments().update(x[:20]).save(path)
+    loaded = CoMoments.load(path)
+    loaded += CoMoments().update(x[20:])
+    assert loaded == CoMoments().update(x[:20]) + CoMoments().update(x[20:])
+    assert np.array_equal(loaded.gram(), CoMoments().update(x).gram())

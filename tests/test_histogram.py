@@ -137,3 +137,23 @@ def test_tabular_percentiles_are_per_feature():
     m = normlab.compute_stats(x, percentiles=(10, 90), chunk_size=64)
     assert m.histogram.axis == "feature"
     np.testing.assert_array_equal(m.percentile(90), np.percentile(x, 90, axis=0, method="inverted_cdf"))
+
+
+def test_review_regressions_channel_axis_and_coarser_histograms():
+    import normlab
+    from normlab.errors import MergeError, NormlabError
+    from normlab.histogram import ClipPercentile, Histogram
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 3), dtype=np.uint8)
+    with pytest.raises(NormlabError, match="re-laid"):
+        Histogram("channel").update(x).reduce("channel", sample_shape=(4, 4, 3), channel_axis=0)
+    chw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))[:, :, :3, :3]  # (20, 3, 3, 3)
+    hwc = x[:, :3, :3, :]
+    with pytest.raises(MergeError, match="channel_axis"):
+        Histogram("channel", channel_axis=0).update(chw) + Histogram("channel").update(hwc)
+    coarse = normlab.compute_stats(x, "channel", histogram="global")
+    with pytest.raises(NormlabError, match="channel histograms or finer"):
+        ClipPercentile().from_stats(coarse)
+    fine = ClipPercentile().from_stats(normlab.compute_stats(x, "feature", histogram="feature"))
+    direct = ClipPercentile().fit(x)
+    assert np.array_equal(fine.low_, direct.low_) and np.array_equal(fine.high_, direct.high_)

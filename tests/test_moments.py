@@ -430,3 +430,33 @@ def test_float_kernel_path_matches_fraction_reference():
         Moments().update(bad)
     omitted = Moments(nan_policy="omit").update(bad)
     assert omitted.count[16] == 699 and omitted.count[0] == 700
+
+
+def test_channel_axis_spellings_and_relayout():
+    """-1 and 2 name the same axis of HWC samples; another axis cannot be re-laid silently."""
+    from normlab.normalizers import ZScore
+
+    x = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 3), dtype=np.uint8)
+    stats = Moments("channel").update(x)
+    z = ZScore(axis="channel", channel_axis=2).from_stats(stats)
+    np.testing.assert_allclose(z.shift_, x.reshape(-1, 3).mean(axis=0), rtol=1e-15)
+    with pytest.raises(NormlabError, match="re-laid"):
+        stats.reduce("channel", channel_axis=0)
+
+
+def test_omit_merge_takes_the_shift_of_the_side_that_saw_values():
+    a = np.array([[np.nan, 1.0], [np.nan, 2.0]])
+    b = np.array([[3.0, 1.0], [5.0, 2.0]])
+    merged = Moments(nan_policy="omit").update(a) + Moments(nan_policy="omit").update(b)
+    assert merged.mean.tolist() == [4.0, 1.5]
+    assert merged == Moments(nan_policy="omit").update(a).update(b)
+
+
+def test_empty_first_batch_then_data():
+    x = np.random.default_rng(0).integers(0, 256, (5, 2, 2, 3), dtype=np.uint8)
+    assert Moments("channel").update(x[:0]).update(x) == Moments("channel").update(x)
+
+
+def test_channel_error_names_the_samples_shape():
+    with pytest.raises(ShapeError, match=r"shape \(6,\)"):
+        Moments("channel").update(np.zeros((3, 6)))

@@ -144,3 +144,25 @@ def test_errors_name_expected_and_found(images):
         per_pixel(torch.zeros(6, 6, 3, dtype=torch.uint8))
     with pytest.raises(normlab.errors.FileFormatError):
         Normalize.from_file("/nonexistent/norm.safetensors")
+
+
+def test_corrupt_state_dict_metadata_is_a_file_format_error(tmp_path):
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    from normlab.errors import FileFormatError
+
+    path = tmp_path / "bad.safetensors"
+    mean = torch.zeros(3)
+    std = torch.ones(3)
+    for meta in ("not json", _json.dumps({"layout": "CHW"})):
+        save_file({"mean": mean, "std": std}, str(path), metadata={_meta_key(): meta})
+        with pytest.raises(FileFormatError, match="corrupt state dict"):
+            Normalize.from_file(path)
+
+
+def _meta_key() -> str:
+    from normlab import torch as normlab_torch
+
+    return normlab_torch._META_KEY

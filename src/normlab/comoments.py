@@ -290,6 +290,8 @@ class CoMoments(Statistic):
             if other._gram_hot is not None and other._hot_bound:
                 if self._hot_bound + other._hot_bound > _INT64_LIMIT:
                     self._flush()
+                if self._gram_hot is None:  # loaded from a file: only exact cold sums so far
+                    self._gram_hot = np.zeros_like(other._gram_hot)
                 self._gram_hot = self._gram_hot + other._gram_hot
                 self._hot_bound += other._hot_bound
         else:

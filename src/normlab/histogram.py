@@ -141,10 +141,14 @@ class Histogram:
             self.axis, self.channel_axis = other.axis, other.channel_axis
             self.dtype, self.counts = other.dtype, other.counts.copy()
             return self
-        if (self.axis, self.dtype, self.counts.shape) != (other.axis, other.dtype, other.counts.shape):
+        mine = (self.axis, self.dtype, self.counts.shape)
+        if mine != (other.axis, other.dtype, other.counts.shape) or (
+            self.axis == "channel" and self.channel_axis != other.channel_axis
+        ):
             raise MergeError(
-                f"cannot merge a {self.axis} histogram of {self.dtype} {self.counts.shape} with a "
-                f"{other.axis} histogram of {other.dtype} {other.counts.shape}"
+                f"cannot merge a {self.axis} histogram of {self.dtype} {self.counts.shape} "
+                f"(channel_axis {self.channel_axis}) with a {other.axis} histogram of "
+                f"{other.dtype} {other.counts.shape} (channel_axis {other.channel_axis})"
             )
         self.counts = self.counts + other.counts
         return self
@@ -156,12 +160,16 @@ class Histogram:
 
     def reduce(self, axis: str, *, sample_shape: tuple[int, ...], channel_axis: int | None = None) -> Histogram:
         """Coarsen exactly (per pixel → per channel → global) by adding counts."""
-        order = {"feature": 0, "channel": 1, "global": 2}
-        if order[axis] < order[self.axis]:
+        if AXES.index(axis) < AXES.index(self.axis):
             raise NormlabError(f"cannot refine a {self.axis!r} histogram into a {axis!r} one")
         out = Histogram(axis, channel_axis=self.channel_axis if channel_axis is None else channel_axis)
         out.dtype = self.dtype
-        if self.counts is None or (axis == self.axis and out.channel_axis == self.channel_axis):
+        if axis == self.axis == "channel" and out.channel_axis % len(sample_shape) != self.channel_axis % len(sample_shape):
+            raise NormlabError(
+                f"a per-channel histogram kept along channel_axis={self.channel_axis} cannot be "
+                f"re-laid along channel_axis={out.channel_axis}: count per pixel (histogram='feature')"
+            )
+        if self.counts is None or axis == self.axis:
             out.counts = None if self.counts is None else self.counts.copy()
             return out
         n_bins = self.counts.shape[-1]
@@ -260,6 +268,16 @@ class ClipPercentile(AffineNormalizer):
             raise NormlabError(
                 "clip-percentile needs exact histograms: compute the statistics with "
                 "histogram=True or percentiles=(...) (CLI: --percentiles 0.5,99.5), or fit on data"
+            )
+        if histogram.axis != self.axis:
+            if AXES.index(histogram.axis) > AXES.index(self.axis):
+                raise NormlabError(
+                    f"clip-percentile with axis={self.axis!r} needs {self.axis} histograms or finer; "
+                    f"these statistics keep {histogram.axis} ones: compute them with "
+                    f"histogram={self.axis!r}, or use axis={histogram.axis!r}"
+                )
+            histogram = histogram.reduce(
+                self.axis, sample_shape=tuple(stats.sample_shape), channel_axis=self.channel_axis
             )
         self.low_ = histogram.percentile(self.low)
         self.high_ = histogram.percentile(self.high)

@@ -209,18 +209,25 @@ class Moments(Statistic):
             raise EmptyDataError("no data has been seen yet")
         return self._count.shape
 
-    def _channel_index(self, ndim: int) -> int:
+    def _channel_index(self, ndim: int, sample: tuple[int, ...] | None = None) -> int:
         if ndim < 2:
             raise ShapeError(
                 f"axis='channel' needs samples with a channel dimension; these samples have "
-                f"shape {self.sample_shape}. Use axis='feature' or 'global', or add a channel "
-                "axis (x[..., None])"
+                f"shape {sample if sample is not None else self.sample_shape}. Use "
+                "axis='feature' or 'global', or add a channel axis (x[..., None])"
             )
         if not -ndim <= self.channel_axis < ndim:
             raise ShapeError(
                 f"channel_axis={self.channel_axis} is out of range for samples of {ndim} dims"
             )
         return self.channel_axis % ndim
+
+    def same_channel_axis(self, channel_axis: int) -> bool:
+        """Whether ``channel_axis`` names the same axis of these samples (``-1`` vs ``2`` of 3-d)."""
+        ndim = len(self.sample_shape or ())
+        if ndim == 0:
+            return channel_axis == self.channel_axis
+        return channel_axis % ndim == self.channel_axis % ndim
 
     def _as_acb(self, arr: np.ndarray) -> np.ndarray:
         """View ``(n, *sample)`` as ``(A, C, B)`` with statistics kept per C."""
@@ -258,9 +265,9 @@ class Moments(Statistic):
 
     def _check_batch(self, arr: np.ndarray, sample: tuple[int, ...]) -> None:
         scale = value_scale_of(arr.dtype)
-        if self.value_scale is None:
+        if self.value_scale is None or self._count is None:
             if self.axis == "channel":
-                ca = self._channel_index(len(sample))
+                ca = self._channel_index(len(sample), sample)
                 if sample[ca] > 64:
                     warnings.warn(
                         f"axis='channel' with {sample[ca]} channels (channel_axis="
@@ -474,6 +481,8 @@ class Moments(Statistic):
             self._cold2 = _to_object(self._cold2 + o2)
             self._count = self._count + other._count
         else:
+            # elements this side has not seen a finite value of yet take the other's shift
+            self._shift = np.where(np.isnan(self._shift), other._shift, self._shift)
             self._merge_float(other._count, other._shift, other._mean_shifted, other._m2)
         self._min = np.fmin(self._min, other._min)
         self._max = np.fmax(self._max, other._max)
@@ -581,14 +590,22 @@ class Moments(Statistic):
     # ------------------------------------------------------------------ coarsening
     def reduce(self, axis: Axis, *, channel_axis: int | None = None) -> Moments:
         """Coarsen exactly: per-feature → per-channel → global, with no pass over the data."""
-        order = {"feature": 0, "channel": 1, "global": 2}
         if axis not in AXES:
             raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
-        if order[axis] < order[self.axis]:
+        if AXES.index(axis) < AXES.index(self.axis):
             raise NormlabError(f"cannot refine {self.axis!r} statistics into {axis!r} ones")
         self._require()
         out = copy.deepcopy(self)
-        if axis == self.axis and (channel_axis is None or axis != "channel"):
+        if axis == self.axis:
+            if axis == "channel" and channel_axis is not None:
+                if not self.same_channel_axis(channel_axis):
+                    raise NormlabError(
+                        f"these per-channel statistics were kept along channel_axis="
+                        f"{self.channel_axis} of samples {self.sample_shape}; they cannot be "
+                        f"re-laid along channel_axis={channel_axis}: compute per-feature "
+                        "statistics (axis='feature') to choose the channel axis later"
+                    )
+                out.channel_axis = int(channel_axis)
             return out
         out.axis = axis
         if channel_axis is not None:

@@ -150,7 +150,7 @@ class Normalizer:
 
     def _coarsen(self, stats: Moments) -> Moments:
         if stats.axis == self.stats_axis and (
-            self.stats_axis != "channel" or stats.channel_axis == self.channel_axis
+            self.stats_axis != "channel" or stats.same_channel_axis(self.channel_axis)
         ):
             return stats
         if stats.axis != "feature" and AXES.index(stats.axis) > AXES.index(self.stats_axis):

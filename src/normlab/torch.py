@@ -160,12 +160,16 @@ class Normalize(nn.Module):
             from .io import load
 
             return cls.from_normalizer(load(path), layout=layout)
-        config = json.loads(meta)
+        try:
+            config = json.loads(meta)
+            layout_saved, value_max = config["layout"], config["value_max"]
+        except (ValueError, KeyError, TypeError):
+            raise FileFormatError(f"{path}: corrupt state dict metadata (need layout and value_max)") from None
         if "mean" not in tensors or "std" not in tensors:
             raise FileFormatError(f"{path}: state dict without 'mean' and 'std'")
-        if layout is not None and layout != config["layout"]:
-            raise NormlabError(f"{path}: holds a {config['layout']} module; got layout={layout!r}")
-        return cls(tensors["mean"], tensors["std"], layout=config["layout"], value_max=config["value_max"])
+        if layout is not None and layout != layout_saved:
+            raise NormlabError(f"{path}: holds a {layout_saved} module; got layout={layout!r}")
+        return cls(tensors["mean"], tensors["std"], layout=layout_saved, value_max=value_max)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state dict as safetensors (atomically), with layout and value_max as metadata."""
