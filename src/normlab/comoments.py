@@ -37,13 +37,11 @@ import numpy as np
 
 from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
 from .io import register
-from .moments import Moments, Statistic, as_batch
+from .moments import FLOAT64_EXACT, INT64_LIMIT, Moments, Statistic, as_batch
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
 SKETCH_SIZE = 64  # columns of Ω in sketch mode; top-eigenvalue estimates use about half
-_F64_EXACT = 2**53  # every integer up to this is a float64
 _GEMM_ROWS = 8192  # rows converted to float64 per GEMM (50 MB at 784 features)
-_INT64_LIMIT = 2**63 - 1
 _SPLIT_ABOVE = 2**26  # |x| above this: x·x no longer fits one float64 GEMM of a useful size
 _OBJ = np.dtype(object)
 
@@ -76,9 +74,9 @@ def _exact_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     n = a.shape[0]
     top = max(int(np.abs(a).max(initial=0)), int(np.abs(b).max(initial=0)), 1)
-    rows_exact = _F64_EXACT // (top * top)
+    rows_exact = FLOAT64_EXACT // (top * top)
     # int64 holds the running sum unless n·max² could pass 2⁶³; then Python ints do
-    out: Any = np.zeros((a.shape[1], b.shape[1]), np.int64 if n * top * top <= _INT64_LIMIT else object)
+    out: Any = np.zeros((a.shape[1], b.shape[1]), np.int64 if n * top * top <= INT64_LIMIT else object)
     acc = np.zeros((a.shape[1], b.shape[1]))
     acc_rows = 0
     step = max(1, min(rows_exact, _GEMM_ROWS))
@@ -219,7 +217,7 @@ class CoMoments(Statistic):
         if self._gram_hot is None:
             d = flat.shape[1]
             self._gram_hot = np.zeros((d, d), np.int64)
-        if self._hot_bound + bound > _INT64_LIMIT:
+        if self._hot_bound + bound > INT64_LIMIT:
             self._flush()
         self._gram_hot += gram
         self._hot_bound += bound
@@ -288,7 +286,7 @@ class CoMoments(Statistic):
             if other._gram_cold is not None:
                 self._add_cold(other._gram_cold)
             if other._gram_hot is not None and other._hot_bound:
-                if self._hot_bound + other._hot_bound > _INT64_LIMIT:
+                if self._hot_bound + other._hot_bound > INT64_LIMIT:
                     self._flush()
                 if self._gram_hot is None:  # loaded from a file: only exact cold sums so far
                     self._gram_hot = np.zeros_like(other._gram_hot)
@@ -356,7 +354,7 @@ class CoMoments(Statistic):
         s1 = self.moments._exact_sums()[0].reshape(-1)
         top = max(abs(int(self.moments.min.min())), abs(int(self.moments.max.max())))
         den = n * divisor
-        if n * n * top * top < _F64_EXACT and den < _F64_EXACT:
+        if n * n * top * top < FLOAT64_EXACT and den < FLOAT64_EXACT:
             # every term is an integer below 2⁵³: int64 is exact, float64 holds it exactly
             s = s1.astype(np.int64)
             gram = self._gram_hot if self._gram_cold is None else self.gram().astype(np.int64)

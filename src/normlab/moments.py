@@ -41,8 +41,8 @@ from .errors import (
 Axis = Literal["feature", "channel", "global"]
 AXES = ("feature", "channel", "global")
 NAN_POLICIES = ("raise", "omit")
-_INT64_LIMIT = 2**63 - 1
-_OBJ = np.dtype(object)
+INT64_LIMIT = 2**63 - 1  # the largest int64: hot integer sums must stay below it
+FLOAT64_EXACT = 2**53  # every integer up to this converts to float64 exactly
 
 
 def value_scale_of(dtype: np.dtype) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class Moments(Statistic):
         else:
             info = np.iinfo(arr.dtype)
             square = max(abs(int(info.min)), int(info.max)) ** 2
-            limit = _INT64_LIMIT // square  # values one int64 sum of squares can hold
+            limit = INT64_LIMIT // square  # values one int64 sum of squares can hold
             step = max(1, limit // max(1, acb.shape[2]))
             rest = None
             for start in range(0, acb.shape[0], step):
@@ -789,7 +789,6 @@ def _combine_extrema(acc, new):
     return (np.minimum(acc[0], new[0]), np.maximum(acc[1], new[1]), acc[2] + new[2])
 
 
-_EXACT_FLOAT = 2**53  # integers below this convert to float64 exactly
 
 
 def _as_int64(a: np.ndarray) -> np.ndarray | None:
@@ -817,7 +816,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num, den = np.asarray(num).reshape(-1), np.asarray(den).reshape(-1)
     out = np.full(num.shape, math.nan)
     if num.dtype == np.int64 and den.dtype == np.int64:
-        fast = (den > 0) & (den < _EXACT_FLOAT) & (num > -_EXACT_FLOAT) & (num < _EXACT_FLOAT)
+        fast = (den > 0) & (den < FLOAT64_EXACT) & (num > -FLOAT64_EXACT) & (num < FLOAT64_EXACT)
         out[fast] = num[fast].astype(np.float64) / den[fast].astype(np.float64)
         slow = np.flatnonzero(~fast & (den > 0))
     else:
