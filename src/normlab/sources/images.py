@@ -370,7 +370,8 @@ def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
                 files.append(os.path.join(folder, name))
             else:
                 ignored += 1
-    return sorted(files, key=lambda f: os.path.relpath(f, root)), ignored
+    # every path starts with the same str(root) prefix: plain string order is relative-path order
+    return sorted(files), ignored
 
 
 def _read_list_file(path: Path) -> list[str]:
