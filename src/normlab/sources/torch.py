@@ -79,34 +79,19 @@ class MapDatasetTask:
         return self.stop - self.start
 
     def chunks(self) -> Iterator[Any]:
-        batch: list[np.ndarray] = []
-        first: np.ndarray | None = None
-        limit = self.chunk_size
+        yield from _stacked(self._samples(), self.chunk_size)
+
+    def _samples(self) -> Iterator[tuple[np.ndarray, str] | Note]:
         for index in range(self.start, self.stop):
             where = f"dataset[{index}]"
             try:
-                arr = sample_array(self.dataset[index], where)
+                yield sample_array(self.dataset[index], where), where
             except NormlabError:
                 raise
             except Exception as exc:  # a user's __getitem__ may raise anything
                 if not self.skip_bad:
                     raise SourceError(f"{where}: could not be read ({type(exc).__name__}: {exc})") from None
                 yield Note("skipped", f"{type(exc).__name__}: {exc}", where)
-                continue
-            if first is None or arr.shape != first.shape or arr.dtype != first.dtype:
-                if batch:
-                    yield np.stack(batch)
-                    batch = []
-                yield _kind_note(arr, where)
-                yield _shape_note(arr, where)
-                first = arr
-                limit = self.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
-            batch.append(arr)
-            if len(batch) >= limit:
-                yield np.stack(batch)
-                batch = []
-        if batch:
-            yield np.stack(batch)
 
 
 @dataclass
@@ -123,33 +108,52 @@ class IterableTask:
         return "DataLoader" if self.batched else "IterableDataset"
 
     def chunks(self) -> Iterator[Any]:
+        yield from _stacked(self._items(), self.chunk_size, batched=self.batched)
+
+    def _items(self) -> Iterator[tuple[np.ndarray, str]]:
         noun = "batch" if self.batched else "item"
-        batch: list[np.ndarray] = []
-        first: np.ndarray | None = None
-        limit = self.chunk_size
         for index, item in enumerate(self.iterable):
             where = f"{noun} {index}"
             arr = sample_array(item, where)
             if self.batched and arr.ndim < 2:
                 raise SourceError(f"{where}: expected a batch (n, *sample_shape), got shape {arr.shape}")
-            sample = arr[0] if self.batched else arr
-            if first is None or sample.shape != first.shape or arr.dtype != first.dtype:
-                if batch:
-                    yield np.stack(batch)
-                    batch = []
-                yield _kind_note(sample, where)
-                yield _shape_note(sample, where)
-                first = sample
-                limit = self.chunk_size or max(1, CHUNK_BYTES // max(1, sample.nbytes))
-            if self.batched:
-                yield arr
-                continue
-            batch.append(arr)
-            if len(batch) >= limit:
+            yield arr, where
+
+
+def _stacked(
+    items: Iterator[tuple[np.ndarray, str] | Note], chunk_size: int | None, *, batched: bool = False
+) -> Iterator[Any]:
+    """Samples stacked into batches (``batched``: items are batches already, passed on).
+
+    Notes pass through; a sample of a new shape or dtype closes the batch and is announced with
+    a kind note and a size note (which the statistics check for consistency).
+    """
+    batch: list[np.ndarray] = []
+    first: np.ndarray | None = None
+    limit = chunk_size or 1
+    for item in items:
+        if isinstance(item, Note):
+            yield item
+            continue
+        arr, where = item
+        sample = arr[0] if batched else arr
+        if first is None or sample.shape != first.shape or arr.dtype != first.dtype:
+            if batch:
                 yield np.stack(batch)
                 batch = []
-        if batch:
+            yield _kind_note(sample, where)
+            yield _shape_note(sample, where)
+            first = sample
+            limit = chunk_size or max(1, CHUNK_BYTES // max(1, sample.nbytes))
+        if batched:
+            yield arr
+            continue
+        batch.append(arr)
+        if len(batch) >= limit:
             yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
 
 
 def torch_source(
