@@ -128,7 +128,8 @@ class Whiten(Normalizer):
         self._reset()
         return self._fit_from(stats)
 
-    def _fit_from(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
+    def _coarsen(self, stats: CoMoments) -> CoMoments:  # type: ignore[override]
+        """Co-moments are used as they are, once they can give a dense covariance."""
         if stats.dense is not None and not stats.dense:
             d = stats.n_features
             raise ShapeError(
@@ -141,12 +142,7 @@ class Whiten(Normalizer):
             raise NormlabError(
                 f"whitening needs at least 2 samples to estimate a covariance; got {stats.n_samples_seen}"
             )
-        self.stats_ = stats
-        self.n_samples_seen_ = stats.n_samples_seen
-        self.value_scale_ = stats.value_scale
-        self.sample_shape_ = stats.sample_shape
-        self._compute(stats)
-        return self
+        return stats
 
     def _compute(self, stats: CoMoments) -> None:  # type: ignore[override]
         cov = stats.cov()
