@@ -49,11 +49,15 @@ def main() -> None:
     times = {
         "normlab compute_comoments + cov()": best_time(ours, args.repeat),
         "float64 Xf.T @ Xf (Xf ready)": best_time(lambda: xf.T @ xf, args.repeat),
-        "float64 incl. conversion": best_time(lambda: (lambda a: a.T @ a)(x.astype(np.float64)), args.repeat),
+        "float64 incl. conversion": best_time(
+            lambda: (lambda a: a.T @ a)(x.astype(np.float64)), args.repeat
+        ),
         "float32 X32.T @ X32 (X32 ready)": best_time(lambda: x32.T @ x32, args.repeat),
     }
     gram = normlab.compute_comoments(x, progress=False).gram()
-    exact = np.array_equal(gram.astype(np.int64), (xf.T @ xf).astype(np.int64))  # uint8: f64 GEMM is exact here
+    exact = np.array_equal(
+        gram.astype(np.int64), (xf.T @ xf).astype(np.int64)
+    )  # uint8: f64 GEMM is exact here
     reference = times["float64 Xf.T @ Xf (Xf ready)"]
     f32 = times["float32 X32.T @ X32 (X32 ready)"]
     print(f"co-moments of uint8 {rows}x784 (best of {args.repeat}; 2-core shared machine)")
@@ -62,7 +66,9 @@ def main() -> None:
         print(f"{name:<36} {seconds:>9.3f} {seconds / reference:>11.2f}x {seconds / f32:>11.2f}x")
     ratio = times["normlab compute_comoments + cov()"] / reference
     verdict = "meets" if ratio <= TARGET else "misses"
-    print(f"exact Gram matrix: {exact}; normlab / float64 GEMM = {ratio:.2f}x ({verdict} the {TARGET}x target)")
+    print(
+        f"exact Gram matrix: {exact}; normlab / float64 GEMM = {ratio:.2f}x ({verdict} the {TARGET}x target)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def make_npy(n_images: int) -> Path:
     path = Path(tempfile.gettempdir()) / f"normlab-bench-engines-{n_images}.npy"
     if not path.exists():
         rng = np.random.default_rng(0)
-        arr = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), "w+", np.uint8, (n_images, 64, 64, 3))
+        arr = np.lib.format.open_memmap(
+            path.with_suffix(".tmp.npy"), "w+", np.uint8, (n_images, 64, 64, 3)
+        )
         for s in range(0, n_images, 4096):
             arr[s : s + 4096] = rng.integers(0, 256, arr[s : s + 4096].shape, dtype=np.uint8)
         arr.flush()
@@ -72,7 +74,11 @@ def task_overhead(client) -> list[str]:
         parts[n_tasks] = Path(tempfile.gettempdir()) / f"normlab-bench-engines-tiny-{n_tasks}.npy"
         np.save(parts[n_tasks], np.random.default_rng(0).normal(size=(8 * n_tasks, 4)))
     lines = []
-    for engine, options in (("serial", {}), ("local", {"workers": WORKERS}), ("dask", {"scheduler": client})):
+    for engine, options in (
+        ("serial", {}),
+        ("local", {"workers": WORKERS}),
+        ("dask", {"scheduler": client}),
+    ):
         times = {}
         for n_tasks, part in parts.items():
             start = time.perf_counter()  # chunk_size=1: tasks of 8 one-row chunks (TASK_CHUNKS)
@@ -80,7 +86,9 @@ def task_overhead(client) -> list[str]:
             times[n_tasks] = time.perf_counter() - start
         per_task = (times[many] - times[few]) / (many - few)
         fixed = times[few] - few * per_task
-        lines.append(f"tiny tasks, {engine:<7} {per_task * 1e3:7.2f} ms/task wall, fixed cost per run {fixed:5.2f} s")
+        lines.append(
+            f"tiny tasks, {engine:<7} {per_task * 1e3:7.2f} ms/task wall, fixed cost per run {fixed:5.2f} s"
+        )
     return lines
 
 
@@ -94,16 +102,30 @@ def main(argv: list[str] | None = None) -> None:
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0")
+    cluster = LocalCluster(
+        n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
     client = Client(cluster)
-    print(f"Dask LocalCluster ({WORKERS} workers, 1 thread each) started in {time.perf_counter() - start:.1f} s")
+    print(
+        f"Dask LocalCluster ({WORKERS} workers, 1 thread each) started in {time.perf_counter() - start:.1f} s"
+    )
     try:
         path = make_npy(n_images)
         warm = np.load(path, mmap_mode="r")[:64]
         for engine in ("serial", "dask"):  # compile (or load) the kernels here and on the workers
-            normlab.compute_stats(np.array(warm), "channel", engine=engine, scheduler=client if engine == "dask" else None)
+            normlab.compute_stats(
+                np.array(warm),
+                "channel",
+                engine=engine,
+                scheduler=client if engine == "dask" else None,
+            )
         lines = compare(  # 512-image chunks: 4096-image (48 MiB) tasks
-            f".npy uint8 {n_images}x64x64x3", str(path), client, repeat, path.stat().st_size, chunk_size=512
+            f".npy uint8 {n_images}x64x64x3",
+            str(path),
+            client,
+            repeat,
+            path.stat().st_size,
+            chunk_size=512,
         )
         try:
             sys.path.insert(0, str(Path(__file__).parent))
@@ -114,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.quick:
                 files = files[:512]
             n_bytes = len(files) * 224 * 224 * 3
-            lines += compare(f"{len(files)} JPEGs 224x224 (decoded MB)", files, client, repeat, n_bytes)
+            lines += compare(
+                f"{len(files)} JPEGs 224x224 (decoded MB)", files, client, repeat, n_bytes
+            )
         except ImportError as exc:
             lines.append(f"(JPEG folder skipped: {exc})")
         lines += task_overhead(client)

@@ -111,7 +111,9 @@ def normlab_serial(files: list[str], axis: str = "channel"):
     return normlab.compute_stats(files, axis, progress=False)
 
 
-def _best_interleaved(methods: dict, files: list[str], repeat: int) -> dict[str, tuple[float, float]]:
+def _best_interleaved(
+    methods: dict, files: list[str], repeat: int
+) -> dict[str, tuple[float, float]]:
     """Best (wall, CPU) seconds of each method over ``repeat`` rounds, the methods taking turns
     in each round (so a busy spell on a shared machine does not fall on one method only).
 
@@ -139,12 +141,21 @@ def main(argv: list[str] | None = None) -> None:
     repeat = 1 if args.quick else args.repeat
     share = 4 if args.quick else 1
     kernels.set_threads(1)  # strictly serial: one core, like the decode-only loop
-    print(f"normlab image sources ({os.cpu_count()} CPUs; numba kernels on 1 thread; best of {repeat})")
-    print(f"{'':<56}{'---------- wall clock ----------':>34}{'------------ CPU time ------------':>36}")
+    print(
+        f"normlab image sources ({os.cpu_count()} CPUs; numba kernels on 1 thread; best of {repeat})"
+    )
+    print(
+        f"{'':<56}{'---------- wall clock ----------':>34}{'------------ CPU time ------------':>36}"
+    )
     header = f"{'img/s':>10}{'vs decode':>11}{'vs Pillow':>11}"
     print(f"{'set':<22}{'method':<34}{header}  {header}")
     cases = (
-        ("JPEG 224x224 RGB q90", sorted(map(str, jpeg_dir.glob("*.jpg"))), decode_only_jpeg, "simplejpeg"),
+        (
+            "JPEG 224x224 RGB q90",
+            sorted(map(str, jpeg_dir.glob("*.jpg"))),
+            decode_only_jpeg,
+            "simplejpeg",
+        ),
         ("PNG 28x28 grey", sorted(map(str, png_dir.glob("*.png"))), decode_only_png, "OpenCV"),
     )
     for name, files, decode, decoder in cases:

@@ -54,7 +54,9 @@ def main() -> None:
         model = build_model("mlp", sample_shape=(28, 28), n_classes=10)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(data["x_train"], data["y_train"]), batch_size=32, shuffle=True
+            torch.utils.data.TensorDataset(data["x_train"], data["y_train"]),
+            batch_size=32,
+            shuffle=True,
         )
         for xb, yb in loader:
             optimizer.zero_grad()
@@ -77,7 +79,9 @@ def main() -> None:
     print(f"one epoch, {n} samples, batch 32, 1 thread (best of {repeat})")
     print(f"{'method':<16}{'seconds':>10}{'samples/s':>12}{'vs dataloader':>15}")
     for name, seconds in best.items():
-        print(f"{name:<16}{seconds:>10.3f}{n / seconds:>12,.0f}{best['dataloader'] / seconds:>14.2f}x")
+        print(
+            f"{name:<16}{seconds:>10.3f}{n / seconds:>12,.0f}{best['dataloader'] / seconds:>14.2f}x"
+        )
 
 
 if __name__ == "__main__":

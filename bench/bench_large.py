@@ -38,7 +38,9 @@ import numpy as np
 RUN_BY_DEFAULT = False  # 34 GB of data: run with `python bench/run.py --only large`
 SAMPLE_SHAPE = (32, 32, 3)  # CIFAR-sized images; per-pixel statistics: 3072 features
 BLOCK_ROWS = 16384  # 48 MiB of uint8 samples, tiled to make the stream
-WINDOW_BYTES = 32 * 1024 * 1024  # normlab's default .npy window (sources.arrays.DEFAULT_CHUNK_BYTES)
+WINDOW_BYTES = (
+    32 * 1024 * 1024
+)  # normlab's default .npy window (sources.arrays.DEFAULT_CHUNK_BYTES)
 STREAM_PEAK_LIMIT = 1024**3
 WINDOW_GROWTH_LIMIT = 4 * WINDOW_BYTES + 64 * 1024**2
 GB = 1e9
@@ -79,7 +81,12 @@ def _child_stream(total_bytes: int) -> dict:
     exact = normlab.Moments.from_array(block)  # the stream is `repeats` copies of the block
     assert stats.n_samples_seen == repeats * BLOCK_ROWS
     assert np.array_equal(stats.mean, exact.mean) and np.array_equal(stats.var(), exact.var())
-    return {"bytes": repeats * block.nbytes, "seconds": seconds, "baseline": baseline, "peak": _rss_bytes("VmHWM")}
+    return {
+        "bytes": repeats * block.nbytes,
+        "seconds": seconds,
+        "baseline": baseline,
+        "peak": _rss_bytes("VmHWM"),
+    }
 
 
 def _child_numpy_stream(total_bytes: int) -> dict:
@@ -96,7 +103,12 @@ def _child_numpy_stream(total_bytes: int) -> dict:
         s1 += wide.sum(axis=0)
         s2 += (wide * wide).sum(axis=0)
     seconds = time.perf_counter() - start
-    return {"bytes": repeats * block.nbytes, "seconds": seconds, "baseline": baseline, "peak": _rss_bytes("VmHWM")}
+    return {
+        "bytes": repeats * block.nbytes,
+        "seconds": seconds,
+        "baseline": baseline,
+        "peak": _rss_bytes("VmHWM"),
+    }
 
 
 def _child_file(path: str) -> dict:
@@ -108,7 +120,12 @@ def _child_file(path: str) -> dict:
     stats = normlab.compute_stats(path, axis="feature", progress=False)
     seconds = time.perf_counter() - start
     assert np.array_equal(stats.mean, normlab.Moments.from_array(_block()).mean)
-    return {"bytes": os.path.getsize(path), "seconds": seconds, "baseline": baseline, "peak": _rss_bytes("VmHWM")}
+    return {
+        "bytes": os.path.getsize(path),
+        "seconds": seconds,
+        "baseline": baseline,
+        "peak": _rss_bytes("VmHWM"),
+    }
 
 
 def _child_memmap(path: str) -> dict:
@@ -123,10 +140,20 @@ def _child_memmap(path: str) -> dict:
     for i in range(0, len(data), rows):
         stats.update(data[i : i + rows])
     seconds = time.perf_counter() - start
-    return {"bytes": os.path.getsize(path), "seconds": seconds, "baseline": baseline, "peak": _rss_bytes("VmHWM")}
+    return {
+        "bytes": os.path.getsize(path),
+        "seconds": seconds,
+        "baseline": baseline,
+        "peak": _rss_bytes("VmHWM"),
+    }
 
 
-CHILDREN = {"stream": _child_stream, "numpy-stream": _child_numpy_stream, "file": _child_file, "memmap": _child_memmap}
+CHILDREN = {
+    "stream": _child_stream,
+    "numpy-stream": _child_numpy_stream,
+    "file": _child_file,
+    "memmap": _child_memmap,
+}
 
 
 # ------------------------------------------------------------------------ parent side
@@ -150,7 +177,11 @@ def _write_npy(path: str, total_bytes: int) -> int:
     """A ``.npy`` of ≥ ``total_bytes``: the block written again and again (plain writes)."""
     block = _block()
     repeats = -(-total_bytes // block.nbytes)
-    header = {"descr": "|u1", "fortran_order": False, "shape": (repeats * BLOCK_ROWS, *SAMPLE_SHAPE)}
+    header = {
+        "descr": "|u1",
+        "fortran_order": False,
+        "shape": (repeats * BLOCK_ROWS, *SAMPLE_SHAPE),
+    }
     raw = block.tobytes()
     with open(path, "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, header)
@@ -161,7 +192,11 @@ def _write_npy(path: str, total_bytes: int) -> int:
 
 def _row(name: str, r: dict, reference: dict | None = None) -> str:
     speed = r["bytes"] / r["seconds"] / GB
-    ratio = f"{reference['seconds'] / r['seconds'] * r['bytes'] / reference['bytes']:.2f}x" if reference else "1.00x"
+    ratio = (
+        f"{reference['seconds'] / r['seconds'] * r['bytes'] / reference['bytes']:.2f}x"
+        if reference
+        else "1.00x"
+    )
     return (
         f"{name:<38} {r['bytes'] / GB:8.2f} {r['seconds']:8.2f} {speed:7.2f} {ratio:>7} "
         f"{r['baseline'] / MIB:9.0f} {r['peak'] / MIB:9.0f} {(r['peak'] - r['baseline']) / MIB:8.0f}"
@@ -171,9 +206,13 @@ def _row(name: str, r: dict, reference: dict | None = None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="exit 1 when a memory bound is broken")
-    parser.add_argument("--stream-gb", type=float, default=30.0, help="size of the generated stream")
+    parser.add_argument(
+        "--stream-gb", type=float, default=30.0, help="size of the generated stream"
+    )
     parser.add_argument("--file-gb", type=float, default=4.0, help="size of the .npy file")
-    parser.add_argument("--compare-gb", type=float, default=1.0, help="stream size for the numpy pass")
+    parser.add_argument(
+        "--compare-gb", type=float, default=1.0, help="stream size for the numpy pass"
+    )
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to write the .npy")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,7 +221,9 @@ def main() -> None:
         print(json.dumps(CHILDREN[kind](int(arg) if kind.endswith("stream") else arg)))
         return
 
-    print(f"{'what':<38} {'GB':>8} {'s':>8} {'GB/s':>7} {'speed':>7} {'RSS0 MiB':>9} {'peak MiB':>9} {'+MiB':>8}")
+    print(
+        f"{'what':<38} {'GB':>8} {'s':>8} {'GB/s':>7} {'speed':>7} {'RSS0 MiB':>9} {'peak MiB':>9} {'+MiB':>8}"
+    )
     failures = []
     started = time.perf_counter()
     stream = _measure("stream", str(int(args.stream_gb * GB)))
@@ -216,8 +257,10 @@ def main() -> None:
                 f"file: RSS grew by {growth / MIB:.0f} MiB, more than {WINDOW_GROWTH_LIMIT / MIB:.0f} "
                 "MiB (four windows + 64 MiB)"
             )
-    print(f"(total {time.perf_counter() - started:.0f} s; peak RSS of any child by getrusage: "
-          f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB)")
+    print(
+        f"(total {time.perf_counter() - started:.0f} s; peak RSS of any child by getrusage: "
+        f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB)"
+    )
     for failure in failures:
         print("MEMORY BOUND BROKEN:", failure)
     if failures and args.ci:

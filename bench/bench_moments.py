@@ -74,7 +74,9 @@ def _normlab(x: np.ndarray, axis: str, threads: int, **options: object) -> Calla
 def _print_case(title: str, rows: list[tuple[str, str, float]], refs: dict[str, float]) -> None:
     """One table: method, threads, time and the ratio to every reference of the case."""
     names = list(refs)
-    head = f"{'method':<44} {'threads':>7} {'time ms':>9}" + "".join(f" {'÷ ' + n:>14}" for n in names)
+    head = f"{'method':<44} {'threads':>7} {'time ms':>9}" + "".join(
+        f" {'÷ ' + n:>14}" for n in names
+    )
     print(f"\n{title}\n{head}\n{'-' * len(head)}")
     for method, threads, seconds in rows:
         ratios = "".join(f" {refs[n] / seconds:>13.2f}×" for n in names)
@@ -82,7 +84,9 @@ def _print_case(title: str, rows: list[tuple[str, str, float]], refs: dict[str, 
 
 
 def _check(label: str, value: float, target: float) -> str:
-    return f"  {label}: {value:.2f}× (target ≥ {target:g}×) {'met' if value >= target else 'MISSED'}"
+    return (
+        f"  {label}: {value:.2f}× (target ≥ {target:g}×) {'met' if value >= target else 'MISSED'}"
+    )
 
 
 def per_feature(repeat: int, rng: np.random.Generator) -> list[str]:
@@ -104,9 +108,15 @@ def per_feature(repeat: int, rng: np.random.Generator) -> list[str]:
     best = min(t_1, t_2)
     threads = 1 if t_1 <= t_2 else 2
     return [
-        _check("per-feature, 1 thread, of the bandwidth reference", t_bw / t_1, TARGETS["bandwidth"]),
-        _check(f"per-feature vs partial_fit ({threads} thread(s))", t_sk / best, TARGETS["partial_fit"]),
-        _check(f"per-feature vs numpy mean+var ({threads} thread(s))", t_np / best, TARGETS["numpy"]),
+        _check(
+            "per-feature, 1 thread, of the bandwidth reference", t_bw / t_1, TARGETS["bandwidth"]
+        ),
+        _check(
+            f"per-feature vs partial_fit ({threads} thread(s))", t_sk / best, TARGETS["partial_fit"]
+        ),
+        _check(
+            f"per-feature vs numpy mean+var ({threads} thread(s))", t_np / best, TARGETS["numpy"]
+        ),
     ]
 
 
@@ -117,10 +127,22 @@ def per_feature_float(repeat: int, rng: np.random.Generator) -> None:
     rows = [
         ("x.mean(0) + x.var(0)  [numpy]", "1", t_np),
         ("StandardScaler.partial_fit, 1000-row batches", "1", t_sk),
-        ("normlab.compute_stats(x)  [float path]", "1", best_time(_normlab(x, "feature", 1), repeat)),
-        ("normlab.compute_stats(x)  [float path]", "2", best_time(_normlab(x, "feature", 2), repeat)),
+        (
+            "normlab.compute_stats(x)  [float path]",
+            "1",
+            best_time(_normlab(x, "feature", 1), repeat),
+        ),
+        (
+            "normlab.compute_stats(x)  [float path]",
+            "2",
+            best_time(_normlab(x, "feature", 2), repeat),
+        ),
     ]
-    _print_case("per-feature, float32 60000×784 (188 MB), for information", rows, {"numpy": t_np, "partial_fit": t_sk})
+    _print_case(
+        "per-feature, float32 60000×784 (188 MB), for information",
+        rows,
+        {"numpy": t_np, "partial_fit": t_sk},
+    )
 
 
 def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
@@ -137,7 +159,11 @@ def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
         ("normlab.compute_stats(x, axis='channel')", "1", t_1),
         ("normlab.compute_stats(x, axis='channel')", "2", t_2),
     ]
-    _print_case(f"per-channel, uint8 {n_images}×224×224×3 HWC ({mb:.0f} MB)", rows, {"bandwidth": t_bw, "numpy": t_np})
+    _print_case(
+        f"per-channel, uint8 {n_images}×224×224×3 HWC ({mb:.0f} MB)",
+        rows,
+        {"bandwidth": t_bw, "numpy": t_np},
+    )
     chw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     label_chw = "compute_stats(x, 'channel', channel_axis=0)"
     t_cnp = best_time(lambda: (chw.mean(axis=(0, 2, 3)), chw.var(axis=(0, 2, 3))), 1)
@@ -146,17 +172,33 @@ def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
         (label_chw, "1", best_time(_normlab(chw, "channel", 1, channel_axis=0), repeat)),
         (label_chw, "2", best_time(_normlab(chw, "channel", 2, channel_axis=0), repeat)),
     ]
-    _print_case("per-channel, same images as CHW, for information", rows, {"bandwidth": t_bw, "numpy": t_cnp})
+    _print_case(
+        "per-channel, same images as CHW, for information",
+        rows,
+        {"bandwidth": t_bw, "numpy": t_cnp},
+    )
     del chw
     t_gnp = best_time(lambda: (x.mean(), x.var()), 1)
     rows = [
         ("x.mean() + x.var()  [numpy]", "1", t_gnp),
-        ("normlab.compute_stats(x, axis='global')", "1", best_time(_normlab(x, "global", 1), repeat)),
-        ("normlab.compute_stats(x, axis='global')", "2", best_time(_normlab(x, "global", 2), repeat)),
+        (
+            "normlab.compute_stats(x, axis='global')",
+            "1",
+            best_time(_normlab(x, "global", 1), repeat),
+        ),
+        (
+            "normlab.compute_stats(x, axis='global')",
+            "2",
+            best_time(_normlab(x, "global", 2), repeat),
+        ),
     ]
-    _print_case("global, same images (HWC), for information", rows, {"bandwidth": t_bw, "numpy": t_gnp})
+    _print_case(
+        "global, same images (HWC), for information", rows, {"bandwidth": t_bw, "numpy": t_gnp}
+    )
     best, threads = min((t_1, 1), (t_2, 2))
-    return [_check(f"per-channel vs numpy ({threads} thread(s))", t_np / best, TARGETS["numpy_channel"])]
+    return [
+        _check(f"per-channel vs numpy ({threads} thread(s))", t_np / best, TARGETS["numpy_channel"])
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,11 @@ def contenders(x: torch.Tensor, layout: str) -> dict[str, Callable[[], torch.Ten
     mean = torch.tensor(MEAN).view(shape)
     std = torch.tensor(STD).view(shape)
     mult = (1.0 / (255.0 * torch.tensor(STD, dtype=torch.float64))).float().view(shape)
-    neg_offset = (-torch.tensor(MEAN, dtype=torch.float64) / torch.tensor(STD, dtype=torch.float64)).float().view(shape)
+    neg_offset = (
+        (-torch.tensor(MEAN, dtype=torch.float64) / torch.tensor(STD, dtype=torch.float64))
+        .float()
+        .view(shape)
+    )
     normalize = Normalize(MEAN, STD, layout=layout)
 
     def mixed_addcmul() -> torch.Tensor:
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     batch = 32 if args.quick else args.batch
     torch.manual_seed(0)
-    print(f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {args.repeat}")
+    print(
+        f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {args.repeat}"
+    )
     print(f"{'layout':<7}{'method':<27}{'seconds':>9}{'GB/s out':>10}{'normlab is':>12}")
     for layout in ("CHW", "HWC"):
         shape = (batch, 3, 224, 224) if layout == "CHW" else (batch, 224, 224, 3)
@@ -87,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         times = best_times(runs, args.repeat)
         for name, seconds in times.items():
             gbs = x.numel() * 4 / seconds / 1e9
-            print(f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}{seconds / times['normlab']:>11.2f}x")
+            print(
+                f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}{seconds / times['normlab']:>11.2f}x"
+            )
 
 
 if __name__ == "__main__":

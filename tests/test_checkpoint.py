@@ -61,10 +61,22 @@ def kill_then_resume(tmp_path: Path, data: str, engine: str, scheduler: str = ""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     checkpoint, out = tmp_path / "ckpt", tmp_path / "stats.safetensors"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def command(marker: str) -> list[str]:
-        return [sys.executable, str(script), data, marker, str(checkpoint), engine, scheduler, str(out)]
+        return [
+            sys.executable,
+            str(script),
+            data,
+            marker,
+            str(checkpoint),
+            engine,
+            scheduler,
+            str(out),
+        ]
 
     first = subprocess.Popen(command(str(tmp_path / "ran1.txt")), env=env)
     deadline = time.monotonic() + 120
@@ -82,7 +94,9 @@ def kill_then_resume(tmp_path: Path, data: str, engine: str, scheduler: str = ""
     subprocess.run(command(str(tmp_path / "ran2.txt")), env=env, check=True, timeout=300)
     tasks = slow_source(data, N_TASKS, delay=0).tasks
     remaining = [f"{t.start}:{t.stop}" for i, t in enumerate(tasks) if i not in done]
-    assert sorted(executed(str(tmp_path / "ran2.txt"))) == sorted(remaining)  # only these, once each
+    assert sorted(executed(str(tmp_path / "ran2.txt"))) == sorted(
+        remaining
+    )  # only these, once each
     uninterrupted = normlab.compute_stats(slow_source(data, N_TASKS, delay=0))
     resumed = normlab.load(out)
     assert resumed == uninterrupted
@@ -103,9 +117,13 @@ def test_sigkill_then_resume_dask(tmp_path, floats):
 
 def test_finished_checkpoint_runs_nothing_again(tmp_path, floats):
     marker = str(tmp_path / "ran.txt")
-    first = normlab.compute_stats(slow_source(floats, 5, delay=0, marker=marker), checkpoint=tmp_path / "c")
+    first = normlab.compute_stats(
+        slow_source(floats, 5, delay=0, marker=marker), checkpoint=tmp_path / "c"
+    )
     assert len(executed(marker)) == 5
-    again = normlab.compute_stats(slow_source(floats, 5, delay=0, marker=marker), checkpoint=tmp_path / "c")
+    again = normlab.compute_stats(
+        slow_source(floats, 5, delay=0, marker=marker), checkpoint=tmp_path / "c"
+    )
     assert len(executed(marker)) == 5
     assert again == first == normlab.compute_stats(slow_source(floats, 5, delay=0))
 
@@ -135,12 +153,23 @@ def test_cli_checkpoint_resume_and_refusal(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.arange(300, dtype=np.uint16).reshape(50, 6))
     runner = CliRunner()
-    base = ["stats", str(path), "-o", str(tmp_path / "s.safetensors"), "--checkpoint", str(tmp_path / "c"), "-q"]
+    base = [
+        "stats",
+        str(path),
+        "-o",
+        str(tmp_path / "s.safetensors"),
+        "--checkpoint",
+        str(tmp_path / "c"),
+        "-q",
+    ]
     assert runner.invoke(app, [*base, "--checkpoint-every", "1"]).exit_code == 0
     assert runner.invoke(app, base).exit_code == 0
     refused = runner.invoke(app, [*base, "--axis", "global"])
     assert refused.exit_code == 1
-    assert "checkpoint was made for other inputs or options: axis: 'feature' then, 'global' now" in refused.output
+    assert (
+        "checkpoint was made for other inputs or options: axis: 'feature' then, 'global' now"
+        in refused.output
+    )
 
 
 def test_bad_checkpoints(tmp_path, floats):

@@ -74,7 +74,11 @@ def test_apply_shape_mismatch_writes_nothing(images_npy, tmp_path):
     out = tmp_path / "out.npy"
     result = invoke("apply", other, "--normalizer", norm, "-o", out, "-q")
     assert result.exit_code == 1
-    assert result.output.count("\n") == 1 and "error:" in result.output and "(6, 5, 3)" in result.output
+    assert (
+        result.output.count("\n") == 1
+        and "error:" in result.output
+        and "(6, 5, 3)" in result.output
+    )
     assert not out.exists() and not list(tmp_path.glob(".out.npy*"))
 
 

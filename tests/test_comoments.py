@@ -21,7 +21,10 @@ def fraction_cov(x: np.ndarray) -> np.ndarray:
     n, d = len(rows), len(rows[0])
     mean = [sum(r[j] for r in rows) / n for j in range(d)]
     return np.array(
-        [[float(sum((r[i] - mean[i]) * (r[j] - mean[j]) for r in rows) / n) for j in range(d)] for i in range(d)]
+        [
+            [float(sum((r[i] - mean[i]) * (r[j] - mean[j]) for r in rows) / n) for j in range(d)]
+            for i in range(d)
+        ]
     )
 
 
@@ -130,7 +133,9 @@ def test_bad_input():
     with pytest.raises(NonFiniteError):
         CoMoments().update(np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(MergeError):
-        CoMoments().update(np.zeros((2, 3), np.uint8)).__iadd__(CoMoments().update(np.zeros((2, 3))))
+        CoMoments().update(np.zeros((2, 3), np.uint8)).__iadd__(
+            CoMoments().update(np.zeros((2, 3)))
+        )
     with pytest.raises(MergeError):
         CoMoments(seed=1).__iadd__(CoMoments(seed=2).update(np.zeros((2, 3))))
     with pytest.raises(ShapeError):

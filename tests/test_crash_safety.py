@@ -86,7 +86,9 @@ def test_sigkill_during_saves_leaves_old_or_new_complete_file(tmp_path):
     seen = {name: set() for name in expected}
     for _ in range(N_KILLS):
         started = context.Event()
-        child = context.Process(target=_writer, args=(str(work), versions, rng.randrange(2), started), daemon=True)
+        child = context.Process(
+            target=_writer, args=(str(work), versions, rng.randrange(2), started), daemon=True
+        )
         child.start()
         assert started.wait(30), "the writer did not start"
         time.sleep(rng.uniform(0.0, 0.08))

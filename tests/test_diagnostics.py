@@ -31,7 +31,9 @@ def test_isotropic_gaussian_with_mean_has_the_predicted_spike():
     assert report["spectrum"]["feature"]["ratio_max_2"] < 1.1
     pred = report["predictions"]["schemes"]
     assert pred["raw"]["lr_max"] == pytest.approx(2 / raw["lambda_max"])
-    assert pred["feature"]["speedup_vs_raw"] == pytest.approx(pred["raw"]["kappa99"] / pred["feature"]["kappa99"])
+    assert pred["feature"]["speedup_vs_raw"] == pytest.approx(
+        pred["raw"]["kappa99"] / pred["feature"]["kappa99"]
+    )
     assert "per-image" in report["spectrum"] and "skipped" in report["spectrum"]["per-image"]
 
 
@@ -73,7 +75,7 @@ def test_saved_comoments_give_the_same_json(tmp_path):
 
 def test_sketch_estimates_the_top_eigenvalues_without_a_dense_matrix():
     rng = np.random.default_rng(3)
-    x = (rng.normal(size=(600, 5)) @ rng.normal(size=(5, 60)) * 3 + rng.normal(size=(600, 60)) + 20)
+    x = rng.normal(size=(600, 5)) @ rng.normal(size=(5, 60)) * 3 + rng.normal(size=(600, 60)) + 20
     dense = diagnose(x)
     sketched = diagnose(x, max_features=32, sketch_size=24)
     for name in ("raw", "feature", "global"):
@@ -92,7 +94,10 @@ def test_measured_divergence_threshold_matches_two_over_lambda_max():
     report = diagnose(x, labels=labels, measure=True, measure_schemes=("raw", "feature", "zca"))
     for row in report["measured"]["schemes"].values():
         assert 0.75 <= row["ratio_measured_to_predicted"] <= 1.25
-    assert report["measured"]["schemes"]["zca"]["iterations_to_tolerance"] < report["measured"]["schemes"]["raw"]["iterations_to_tolerance"]
+    assert (
+        report["measured"]["schemes"]["zca"]["iterations_to_tolerance"]
+        < report["measured"]["schemes"]["raw"]["iterations_to_tolerance"]
+    )
 
 
 def test_holdout_reports_training_constant_features_that_move():
@@ -128,7 +133,15 @@ def test_cli_json_table_mask_and_saved_file(tmp_path):
     np.save(tmp_path / "x.npy", x)
     runner = CliRunner()
     saved = tmp_path / "c.safetensors"
-    args = ["diagnose", str(tmp_path / "x.npy"), "--save-comoments", str(saved), "--mask-png", str(tmp_path / "m.png"), "--quiet"]
+    args = [
+        "diagnose",
+        str(tmp_path / "x.npy"),
+        "--save-comoments",
+        str(saved),
+        "--mask-png",
+        str(tmp_path / "m.png"),
+        "--quiet",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "recommendation" in result.output and "feature" in result.output

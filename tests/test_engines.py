@@ -33,9 +33,16 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
-    ) as lc, distributed.Client(lc) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as lc,
+        distributed.Client(lc) as client,
+    ):
         yield client
 
 
@@ -72,7 +79,9 @@ def test_integer_data_same_bits_on_every_engine_and_exact(data, cluster):
         normlab.compute_stats(path, chunk_size=40, engine="local", workers=1),
         normlab.compute_stats(path, chunk_size=40, engine="local", workers=3),
         normlab.compute_stats(path, chunk_size=40, engine="dask", scheduler=cluster),
-        normlab.compute_stats(path, chunk_size=40, engine="dask", scheduler=cluster.scheduler.address),
+        normlab.compute_stats(
+            path, chunk_size=40, engine="dask", scheduler=cluster.scheduler.address
+        ),
     ):
         assert result == serial
     mean, var = fraction_mean_var(images)
@@ -88,7 +97,9 @@ def test_float_data_same_bits_because_merges_follow_task_order(data, cluster):
         normlab.compute_stats(path, chunk_size=13, engine="local", workers=2),
         normlab.compute_stats(path, chunk_size=13, engine="local", workers=3),
         normlab.compute_stats(path, chunk_size=13, engine="dask", scheduler=cluster),
-        normlab.compute_stats(path, chunk_size=13, engine="dask", workers=2),  # its own LocalCluster
+        normlab.compute_stats(
+            path, chunk_size=13, engine="dask", workers=2
+        ),  # its own LocalCluster
     ]
     for result in others:
         assert result == serial
@@ -102,10 +113,13 @@ def test_histograms_and_comoments_ride_along(data, cluster):
     folder, images, _ = data
     path = str(folder / "images.npy")
     serial = normlab.compute_stats(path, "channel", chunk_size=50, percentiles=(1, 50, 99))
-    local = normlab.compute_stats(path, "channel", chunk_size=50, percentiles=(1, 50, 99), engine="local", workers=2)
+    local = normlab.compute_stats(
+        path, "channel", chunk_size=50, percentiles=(1, 50, 99), engine="local", workers=2
+    )
     assert local == serial
     np.testing.assert_array_equal(
-        local.percentile(50), np.percentile(images.reshape(-1, 3), 50, axis=0, method="inverted_cdf")
+        local.percentile(50),
+        np.percentile(images.reshape(-1, 3), 50, axis=0, method="inverted_cdf"),
     )
     comoments = pytest.importorskip("normlab.comoments")
     flat = str(folder / "flat.npy")
@@ -156,8 +170,12 @@ def test_silent_scheduler_times_out_with_a_clear_message():
         port = s.getsockname()[1]
     start = time.monotonic()
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        with pytest.raises(NormlabError, match=rf"no Dask scheduler answered at tcp://127.0.0.1:{port} within 1s"):
-            normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=f"tcp://127.0.0.1:{port}")
+        with pytest.raises(
+            NormlabError, match=rf"no Dask scheduler answered at tcp://127.0.0.1:{port} within 1s"
+        ):
+            normlab.compute_stats(
+                np.zeros((4, 2), np.uint8), engine="dask", scheduler=f"tcp://127.0.0.1:{port}"
+            )
     assert time.monotonic() - start < 30  # refused, not hung
 
 
@@ -165,7 +183,10 @@ def test_workers_with_another_normlab_version_are_refused(cluster):
     version = normlab.__version__
     cluster.run(lambda: setattr(__import__("normlab"), "__version__", "0.0.0-other"))
     try:
-        with pytest.raises(NormlabError, match=rf"another normlab version than this process \({version}\).*0\.0\.0-other"):
+        with pytest.raises(
+            NormlabError,
+            match=rf"another normlab version than this process \({version}\).*0\.0\.0-other",
+        ):
             normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=cluster)
     finally:
         cluster.run(lambda: setattr(__import__("normlab"), "__version__", version))
@@ -211,7 +232,10 @@ def test_cli_engines(data, tmp_path, cluster):
     runner = CliRunner()
     outputs = []
     for i, options in enumerate(
-        (["--engine", "local", "--workers", "2"], ["--engine", "dask", "--scheduler", cluster.scheduler.address])
+        (
+            ["--engine", "local", "--workers", "2"],
+            ["--engine", "dask", "--scheduler", cluster.scheduler.address],
+        )
     ):
         out = tmp_path / f"s{i}.safetensors"
         result = runner.invoke(app, ["stats", path, "-o", str(out), "-q", *options])
@@ -239,7 +263,10 @@ def test_progress_bar_shows_items_and_megabytes_per_second():
 
 def test_sources_that_cannot_travel_are_refused_in_words():
     batches = (np.zeros((3, 2)) for _ in range(2))
-    with pytest.raises(NormlabError, match=r"engine 'local' runs tasks in other processes.*IterableTask.*engine='serial'"):
+    with pytest.raises(
+        NormlabError,
+        match=r"engine 'local' runs tasks in other processes.*IterableTask.*engine='serial'",
+    ):
         normlab.compute_stats(batches, engine="local", workers=2)
 
 
@@ -247,10 +274,14 @@ def test_image_folder_on_workers_and_a_corrupt_file_named(tmp_path, cluster):
     image_module = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(5)
     for i in range(6):
-        image_module.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        image_module.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
     serial = normlab.compute_stats(str(tmp_path), "channel")
     assert normlab.compute_stats(str(tmp_path), "channel", engine="local", workers=2) == serial
-    assert normlab.compute_stats(str(tmp_path), "channel", engine="dask", scheduler=cluster) == serial
+    assert (
+        normlab.compute_stats(str(tmp_path), "channel", engine="dask", scheduler=cluster) == serial
+    )
     (tmp_path / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     for options in ({"engine": "local", "workers": 2}, {"engine": "dask", "scheduler": cluster}):
         with pytest.raises(SourceError, match=r"9\.png"):
@@ -260,18 +291,27 @@ def test_image_folder_on_workers_and_a_corrupt_file_named(tmp_path, cluster):
 def test_scheduler_without_workers_is_refused():
     import dask
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), distributed.LocalCluster(
-        n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0"
-    ) as empty:
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        distributed.LocalCluster(
+            n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0"
+        ) as empty,
+    ):
         with pytest.raises(NormlabError, match="has no workers .waited 1s"):
-            normlab.compute_stats(np.zeros((4, 2), np.uint8), engine="dask", scheduler=empty.scheduler_address)
+            normlab.compute_stats(
+                np.zeros((4, 2), np.uint8), engine="dask", scheduler=empty.scheduler_address
+            )
 
 
 def test_local_worker_that_dies_is_named_and_the_next_run_gets_a_new_pool(data):
     from normlab.sources import Source
 
     folder, _, _ = data
-    with pytest.raises(NormlabError, match="a worker process died while running a task that ends its process"):
+    with pytest.raises(
+        NormlabError, match="a worker process died while running a task that ends its process"
+    ):
         normlab.compute_stats(Source([ProcessExit()], "dying"), engine="local", workers=2)
     path = str(folder / "images.npy")
-    assert normlab.compute_stats(path, chunk_size=100, engine="local", workers=2) == normlab.compute_stats(path)
+    assert normlab.compute_stats(
+        path, chunk_size=100, engine="local", workers=2
+    ) == normlab.compute_stats(path)

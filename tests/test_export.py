@@ -97,11 +97,16 @@ def torchvision_normalize(x_hwc: np.ndarray, mean, std) -> np.ndarray:
     return np.moveaxis((t - m) / s, -3, -1)
 
 
-@pytest.mark.parametrize(("name", "options"), [("channel", {}), ("global", {}), ("max", {}), ("minmax", {"axis": "channel"})])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("channel", {}), ("global", {}), ("max", {}), ("minmax", {"axis": "channel"})],
+)
 def test_to_torchvision_equals_normlab(images, name, options):
     n = fitted(name, options, images, dtype=np.float64)
     consts = to_torchvision(n)
-    assert rel_close(torchvision_normalize(images, consts["mean"], consts["std"]), n.transform(images), 1e-12)
+    assert rel_close(
+        torchvision_normalize(images, consts["mean"], consts["std"]), n.transform(images), 1e-12
+    )
     unscaled = to_torchvision(n, scale="0..255")
     m, s = np.asarray(unscaled["mean"]), np.asarray(unscaled["std"])
     assert rel_close((images - m) / s, n.transform(images), 1e-12)
@@ -164,7 +169,9 @@ def test_to_json_formula_equals_normlab(images, name, options):
 
 
 def test_to_json_of_statistics(images):
-    data = json.loads(json.dumps(to_json(normlab.Moments("channel").update(images)), allow_nan=False))
+    data = json.loads(
+        json.dumps(to_json(normlab.Moments("channel").update(images)), allow_nan=False)
+    )
     np.testing.assert_allclose(data["mean"], images.reshape(-1, 3).mean(axis=0), rtol=1e-13)
     assert data["count"] == [64 * 20] * 3
 
@@ -216,14 +223,20 @@ def test_cli_sklearn_writes_json_and_a_working_snippet(images, saved, tmp_path, 
     scaler = runpy.run_path(str(tmp_path / "scaler.py"))["scaler"]
     n = normlab.load(saved)
     flat = images.reshape(len(images), -1).astype(np.float64)
-    assert rel_close(scaler.transform(flat), n.transform(images.astype(np.float64)).reshape(len(images), -1), 1e-12)
+    assert rel_close(
+        scaler.transform(flat),
+        n.transform(images.astype(np.float64)).reshape(len(images), -1),
+        1e-12,
+    )
 
 
 def test_cli_torch_writes_state_dict_and_a_working_snippet(images, saved, tmp_path, monkeypatch):
     import torch
 
     out = tmp_path / "norm_torch.safetensors"
-    result = runner.invoke(app, ["export", str(saved), "--to", "torch", "--layout", "CHW", "-o", str(out)])
+    result = runner.invoke(
+        app, ["export", str(saved), "--to", "torch", "--layout", "CHW", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     monkeypatch.chdir(tmp_path)
     normalize = runpy.run_path(str(tmp_path / "norm_torch.py"))["normalize"]
@@ -241,15 +254,18 @@ def test_cli_other_targets(images, saved, tmp_path, target):
     result = runner.invoke(app, ["export", str(saved), "--to", target, "-o", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    expected = {"keras": to_keras, "torchvision": to_torchvision, "json": to_json}[target](normlab.load(saved))
+    expected = {"keras": to_keras, "torchvision": to_torchvision, "json": to_json}[target](
+        normlab.load(saved)
+    )
     assert data == json.loads(json.dumps(expected))
-
 
 
 def test_cli_keras_snippet_builds_the_layer(images, saved, tmp_path, monkeypatch):
     keras = pytest.importorskip("keras")
     out = tmp_path / "keras.json"
-    assert runner.invoke(app, ["export", str(saved), "--to", "keras", "-o", str(out)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["export", str(saved), "--to", "keras", "-o", str(out)]).exit_code == 0
+    )
     monkeypatch.chdir(tmp_path)
     layer = runpy.run_path(str(tmp_path / "keras.py"))["layer"]
     got = keras.ops.convert_to_numpy(layer(images.astype(np.float32)))
@@ -259,7 +275,9 @@ def test_cli_keras_snippet_builds_the_layer(images, saved, tmp_path, monkeypatch
 def test_cli_errors_are_one_line(images, tmp_path):
     path = tmp_path / "pi.safetensors"
     schemes.get("per-image").save(path)
-    result = runner.invoke(app, ["export", str(path), "--to", "sklearn", "-o", str(tmp_path / "x.json")])
+    result = runner.invoke(
+        app, ["export", str(path), "--to", "sklearn", "-o", str(tmp_path / "x.json")]
+    )
     assert result.exit_code == 1
     assert "InputScaler" in result.output and "Traceback" not in result.output
     bad = runner.invoke(app, ["export", str(path), "--to", "onnx", "-o", str(tmp_path / "x.json")])

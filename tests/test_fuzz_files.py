@@ -141,8 +141,14 @@ def join_header(header: dict, body: bytes) -> bytes:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -150,7 +156,11 @@ json_values = st.recursive(
 @st.composite
 def mutated(draw) -> bytes:
     data = seed_bytes()[draw(st.sampled_from(sorted(SEEDS)))]
-    kind = draw(st.sampled_from(["truncate", "flip", "header-length", "metadata", "tensor-entry", "garbage"]))
+    kind = draw(
+        st.sampled_from(
+            ["truncate", "flip", "header-length", "metadata", "tensor-entry", "garbage"]
+        )
+    )
     if kind == "truncate":
         return data[: draw(st.integers(0, len(data) - 1))]
     if kind == "flip":
@@ -177,11 +187,17 @@ def mutated(draw) -> bytes:
     entry = header[name]
     change = draw(st.sampled_from(["dtype", "shape", "offsets"]))
     if change == "dtype":
-        entry["dtype"] = draw(st.sampled_from(["F16", "BF16", "F32", "F64", "I8", "U8", "I16", "I32", "I64", "U64", "BOOL"]))
+        entry["dtype"] = draw(
+            st.sampled_from(
+                ["F16", "BF16", "F32", "F64", "I8", "U8", "I16", "I32", "I64", "U64", "BOOL"]
+            )
+        )
     elif change == "shape":
         entry["shape"] = draw(st.lists(st.integers(0, 2**40), max_size=4))
     else:
-        entry["data_offsets"] = sorted(draw(st.lists(st.integers(0, 2**50), min_size=2, max_size=2)))
+        entry["data_offsets"] = sorted(
+            draw(st.lists(st.integers(0, 2**50), min_size=2, max_size=2))
+        )
     return join_header(header, body)
 
 
@@ -215,10 +231,30 @@ NPY_SEEDS = [
 
 
 def header_dict_variants() -> st.SearchStrategy[str]:
-    descr = st.sampled_from(["'|u1'", "'<f8'", "'|O'", "'<U3'", "'<c16'", "'|V4'", "[('a', '<i4')]", "'<M8[s]'", "'xx'", "1"])
-    shape = st.lists(st.integers(-3, 2**62), max_size=4).map(lambda s: repr(tuple(s))) | st.sampled_from(["'abc'", "None", "(1.5, 2)"])
+    descr = st.sampled_from(
+        [
+            "'|u1'",
+            "'<f8'",
+            "'|O'",
+            "'<U3'",
+            "'<c16'",
+            "'|V4'",
+            "[('a', '<i4')]",
+            "'<M8[s]'",
+            "'xx'",
+            "1",
+        ]
+    )
+    shape = st.lists(st.integers(-3, 2**62), max_size=4).map(
+        lambda s: repr(tuple(s))
+    ) | st.sampled_from(["'abc'", "None", "(1.5, 2)"])
     order = st.sampled_from(["False", "True", "'x'"])
-    return st.builds(lambda d, o, s: f"{{'descr': {d}, 'fortran_order': {o}, 'shape': {s}, }}", descr, order, shape)
+    return st.builds(
+        lambda d, o, s: f"{{'descr': {d}, 'fortran_order': {o}, 'shape': {s}, }}",
+        descr,
+        order,
+        shape,
+    )
 
 
 @st.composite
@@ -238,7 +274,12 @@ def mutated_npy(draw) -> bytes:
     header = text.encode("latin1")
     header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
     body = data[10 + struct.unpack("<H", data[8:10])[0] :]
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + body[: draw(st.integers(0, len(body)))]
+    return (
+        b"\x93NUMPY\x01\x00"
+        + struct.pack("<H", len(header))
+        + header
+        + body[: draw(st.integers(0, len(body)))]
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -256,7 +297,11 @@ def test_fuzzed_npy_and_npz(tmp_path_factory, blob, as_npz):
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.sampled_from(NPY_SEEDS), cut=st.integers(0, 400), flips=st.lists(st.integers(0, 10**6), max_size=6))
+@given(
+    seed=st.sampled_from(NPY_SEEDS),
+    cut=st.integers(0, 400),
+    flips=st.lists(st.integers(0, 10**6), max_size=6),
+)
 def test_fuzzed_npz_container(tmp_path_factory, seed, cut, flips):
     """The zip container itself truncated or bit-flipped."""
     buf = stdio.BytesIO()
@@ -312,10 +357,20 @@ def test_png_declaring_a_huge_image_is_refused_without_allocating(tmp_path, side
     import zlib
 
     def chunk(tag: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+        return (
+            struct.pack(">I", len(payload))
+            + tag
+            + payload
+            + struct.pack(">I", zlib.crc32(tag + payload))
+        )
 
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
     path = tmp_path / "bomb.png"
     path.write_bytes(png)
     assert outcome(lambda: normlab.compute_stats(str(path), axis="channel")) == "SourceError"
@@ -398,7 +453,10 @@ def test_newer_format_version_is_refused_naming_both_versions(tmp_path):
     assert f"version {io.FORMAT_VERSION + 1}" in message and f"up to {io.FORMAT_VERSION}" in message
 
 
-@pytest.mark.parametrize("name", ["moments_v1_uint8.safetensors", "moments_v1_float.safetensors", "zscore_v1.safetensors"])
+@pytest.mark.parametrize(
+    "name",
+    ["moments_v1_uint8.safetensors", "moments_v1_float.safetensors", "zscore_v1.safetensors"],
+)
 def test_committed_fixtures_of_format_v1_still_load(name):
     """Files written by format version 1 (tests/data, made by tests/data/make_fixtures.py)."""
     obj = normlab.load(str(DATA / name))

@@ -41,7 +41,9 @@ def test_percentiles_match_numpy_per_axis(axis):
     h = Histogram(axis).update(x[:15]).update(x[15:])
     ref = {"channel": x.reshape(-1, 3), "global": x.reshape(-1), "feature": x}[axis]
     for q in QS:
-        np.testing.assert_array_equal(h.percentile(q), np.percentile(ref, q, axis=0, method="inverted_cdf"))
+        np.testing.assert_array_equal(
+            h.percentile(q), np.percentile(ref, q, axis=0, method="inverted_cdf")
+        )
 
 
 def test_uint16_percentiles_and_chw_channels():
@@ -49,7 +51,9 @@ def test_uint16_percentiles_and_chw_channels():
     h = Histogram("channel", channel_axis=0).update(x)
     assert h.counts.shape == (2, 65536)
     ref = np.moveaxis(x, 1, -1).reshape(-1, 2)
-    np.testing.assert_array_equal(h.percentile(99.5), np.percentile(ref, 99.5, axis=0, method="inverted_cdf"))
+    np.testing.assert_array_equal(
+        h.percentile(99.5), np.percentile(ref, 99.5, axis=0, method="inverted_cdf")
+    )
     with pytest.raises(NormlabError, match="per-pixel"):
         Histogram("feature").update(x)
 
@@ -136,7 +140,9 @@ def test_tabular_percentiles_are_per_feature():
     x = np.random.default_rng(6).integers(0, 256, (300, 4), dtype=np.uint8)
     m = normlab.compute_stats(x, percentiles=(10, 90), chunk_size=64)
     assert m.histogram.axis == "feature"
-    np.testing.assert_array_equal(m.percentile(90), np.percentile(x, 90, axis=0, method="inverted_cdf"))
+    np.testing.assert_array_equal(
+        m.percentile(90), np.percentile(x, 90, axis=0, method="inverted_cdf")
+    )
 
 
 def test_review_regressions_channel_axis_and_coarser_histograms():

@@ -37,18 +37,28 @@ def acb_arrays(draw):
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     # sizes around the 4-stream remainder, the 252-row fold, the 1024-value folding width
     # and the 256-value segment threshold
-    a = draw(st.one_of(st.integers(1, 12), st.sampled_from([251, 252, 253, 255, 256, 1007, 1008, 1024, 1027])))
+    a = draw(
+        st.one_of(
+            st.integers(1, 12), st.sampled_from([251, 252, 253, 255, 256, 1007, 1008, 1024, 1027])
+        )
+    )
     c = draw(st.sampled_from([1, 2, 3, 4, 7, 64, 1025]))
     b = draw(st.sampled_from([1, 2, 3, 255, 256, 300]))
     if a * b * c > 400_000:
         a = max(1, 400_000 // (b * c))
     info = np.iinfo(dtype)
-    values = st.sampled_from([int(info.min), int(info.max), 0, 1]) | st.integers(int(info.min), int(info.max))
+    values = st.sampled_from([int(info.min), int(info.max), 0, 1]) | st.integers(
+        int(info.min), int(info.max)
+    )
     fill = draw(st.sampled_from(["random", "min", "max"]))
     if fill == "random":
         seed = draw(st.integers(0, 2**32 - 1))
-        x = np.random.default_rng(seed).integers(info.min, info.max, (a, c, b), dtype=dtype, endpoint=True)
-        x.reshape(-1)[: min(x.size, 5)] = draw(st.lists(values, min_size=5, max_size=5))[: min(x.size, 5)]
+        x = np.random.default_rng(seed).integers(
+            info.min, info.max, (a, c, b), dtype=dtype, endpoint=True
+        )
+        x.reshape(-1)[: min(x.size, 5)] = draw(st.lists(values, min_size=5, max_size=5))[
+            : min(x.size, 5)
+        ]
         return x
     return np.full((a, c, b), info.min if fill == "min" else info.max, dtype=dtype)
 
@@ -107,7 +117,9 @@ def test_lane_bounds_at_extreme_values(dtype, fill):
     assert (mn == value).all() and (mx == value).all() and (nz == rows * (value != 0)).all()
 
 
-@pytest.mark.parametrize("shape", [(1_000_003, 1, 1), (5, 3, 70_001), (70_001, 3, 1), (40, 1, 100_000)])
+@pytest.mark.parametrize(
+    "shape", [(1_000_003, 1, 1), (5, 3, 70_001), (70_001, 3, 1), (40, 1, 100_000)]
+)
 def test_folded_and_segmented_layouts(shape):
     x = np.random.default_rng(4).integers(-128, 128, shape, dtype=np.int8)
     x.reshape(-1)[-1] = -128
@@ -140,14 +152,24 @@ def test_mean_var_fast_and_slow_paths_are_correctly_rounded(dtype):
     want = np.array([fraction_mean_var(c) for c in x.T])
     m = Moments("feature").update(x)
     for doublings in range(49):
-        np.testing.assert_array_equal(m.mean, want[:, 0], err_msg=f"mean after {doublings} doublings")
-        np.testing.assert_array_equal(m.var(), want[:, 1], err_msg=f"var after {doublings} doublings")
+        np.testing.assert_array_equal(
+            m.mean, want[:, 0], err_msg=f"mean after {doublings} doublings"
+        )
+        np.testing.assert_array_equal(
+            m.var(), want[:, 1], err_msg=f"var after {doublings} doublings"
+        )
         m = m + m
     assert int(m.count[0]) > 2**53 and m._exact_sums()[1][0] > 2**63
 
 
 def test_ratio_is_correctly_rounded_near_2_53():
-    cases = [(2**53 - 1, 3), (2**53 + 1, 3), (-(2**53) + 1, 7), (2**62 + 12345, 2**40 + 1), (1, 2**53 + 1)]
+    cases = [
+        (2**53 - 1, 3),
+        (2**53 + 1, 3),
+        (-(2**53) + 1, 7),
+        (2**62 + 12345, 2**40 + 1),
+        (1, 2**53 + 1),
+    ]
     num = np.array([a for a, _ in cases], dtype=np.int64)
     den = np.array([b for _, b in cases], dtype=np.int64)
     want = [float(Fraction(a, b)) for a, b in cases]

@@ -22,13 +22,18 @@ from typer.testing import CliRunner  # noqa: E402
 import normlab.schemes as schemes  # noqa: E402
 from normlab.cli import app  # noqa: E402
 from normlab.errors import DTypeError, NormlabError, ShapeError  # noqa: E402
-from normlab.lab import compare, load_dataset  # noqa: E402
-from normlab.lab import probes  # noqa: E402
+from normlab.lab import (  # noqa: E402
+    compare,
+    load_dataset,
+    probes,  # noqa: E402
+)
 from normlab.lab.probes import UpdateProbe, second_moment_spectrum, single_signed_samples  # noqa: E402
 from normlab.lab.train import TrainConfig, train_run  # noqa: E402
 
 torch.set_num_threads(1)  # small models: one thread is fastest and deterministic
-SMALL = dict(model="mlp", seeds=2, epochs=2, lr_min=1 / 4, lr_max=4.0, lr_factor=4.0, progress=False)
+SMALL = dict(
+    model="mlp", seeds=2, epochs=2, lr_min=1 / 4, lr_max=4.0, lr_factor=4.0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +199,9 @@ def test_best_lr_lies_strictly_inside_each_grid(digits_results):
         assert info["best_lr_inside_grid"], name
         assert info["grid"][0] < info["best_lr"] < info["grid"][-1]
         ratios = np.array(info["grid"]) / info["lr_bound"]
-        np.testing.assert_allclose(np.log(ratios) / np.log(4.0), np.round(np.log(ratios) / np.log(4.0)), atol=1e-9)
+        np.testing.assert_allclose(
+            np.log(ratios) / np.log(4.0), np.round(np.log(ratios) / np.log(4.0)), atol=1e-9
+        )
         assert info["lr_bound"] == pytest.approx(2.0 / info["lambda_max"])
         tried = sorted({r["lr"] for r in results["runs"] if r["scheme"] == name})
         assert tried == sorted(info["grid"])
@@ -209,23 +216,39 @@ def test_lambda_max_is_that_of_the_training_split(digits_results):
     reference = np.linalg.eigvalsh(x.T @ x / len(x))[-1]
     assert results["schemes"]["feature"]["lambda_max"] == pytest.approx(reference, rel=1e-5)
     raw = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float64)
-    assert results["schemes"]["raw"]["lambda_max"] == pytest.approx(np.linalg.eigvalsh(raw.T @ raw / len(raw))[-1], rel=1e-6)
+    assert results["schemes"]["raw"]["lambda_max"] == pytest.approx(
+        np.linalg.eigvalsh(raw.T @ raw / len(raw))[-1], rel=1e-6
+    )
 
 
 def test_grid_is_widened_until_the_best_is_inside():
-    results = compare("digits", schemes=("feature",), model="linear", seeds=1, epochs=1, lr_min=1 / 256,
-                      lr_max=1 / 256, lr_factor=4.0, n_samples=400, progress=False)  # fmt: skip
+    results = compare(
+        "digits",
+        schemes=("feature",),
+        model="linear",
+        seeds=1,
+        epochs=1,
+        lr_min=1 / 256,
+        lr_max=1 / 256,
+        lr_factor=4.0,
+        n_samples=400,
+        progress=False,
+    )
     info = results["schemes"]["feature"]
     assert len(info["grid"]) >= 3 and info["best_lr_inside_grid"]
     assert info["grid"][0] < info["best_lr"] < info["grid"][-1]
-    assert any(lr == pytest.approx(info["lr_bound"] / 256) for lr in info["grid"])  # the initial point
+    assert any(
+        lr == pytest.approx(info["lr_bound"] / 256) for lr in info["grid"]
+    )  # the initial point
 
 
 # ------------------------------------------------------------------ training
 def test_divergence_stops_cleanly():
     ds = load_dataset("digits", seed=0, n_samples=300)
     data = _tensors("raw", ds)
-    run = train_run(data, config=TrainConfig(model="lsq", epochs=3), lr=10.0, seed=0, n_classes=ds.n_classes)
+    run = train_run(
+        data, config=TrainConfig(model="lsq", epochs=3), lr=10.0, seed=0, n_classes=ds.n_classes
+    )
     assert run["diverged"] and run["samples_to_target"] is None and run["final_train_loss"] is None
     assert len(run["epochs"]) == 1
     json.dumps(run, allow_nan=False)
@@ -242,9 +265,19 @@ def test_results_are_deterministic_for_a_seed(digits_results, tmp_path):
 
 def test_offset_gaussians_need_a_smaller_lr_and_more_steps():
     """Efficient BackProp §5: an input mean adds a large eigenvalue to E[x xᵀ]."""
-    results = compare("lecun-gauss", schemes=("raw", "center"), model="lsq", offset=5.0, seeds=1,
-                      epochs=60, batch_size=10**6, lr_factor=4.0, lr_min=1 / 16, lr_max=4.0,
-                      progress=False)  # fmt: skip
+    results = compare(
+        "lecun-gauss",
+        schemes=("raw", "center"),
+        model="lsq",
+        offset=5.0,
+        seeds=1,
+        epochs=60,
+        batch_size=10**6,
+        lr_factor=4.0,
+        lr_min=1 / 16,
+        lr_max=4.0,
+        progress=False,
+    )
     raw, center = results["schemes"]["raw"], results["schemes"]["center"]
     assert raw["lambda_max"] > 20 * center["lambda_max"]
     assert raw["best_lr"] < center["best_lr"] / 10
@@ -260,8 +293,16 @@ def test_existing_output_folder(tmp_path):
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(NormlabError, match="exists; pass --overwrite"):
         compare("lecun-gauss", schemes=("center",), model="linear", out=out, progress=False)
-    compare("lecun-gauss", schemes=("center",), model="linear", seeds=1, epochs=1, out=out,
-            overwrite=True, progress=False)  # fmt: skip
+    compare(
+        "lecun-gauss",
+        schemes=("center",),
+        model="linear",
+        seeds=1,
+        epochs=1,
+        out=out,
+        overwrite=True,
+        progress=False,
+    )
     assert (out / "mine.txt").read_text() == "keep me"
     assert json.loads((out / "results.json").read_text())["complete"] is True
     assert (out / "report.html").exists()
@@ -269,9 +310,19 @@ def test_existing_output_folder(tmp_path):
 
 def test_cnn_and_optimizers_run():
     for model, optimizer in (("cnn", "sgd"), ("mlp", "momentum"), ("linear", "adam")):
-        results = compare("digits", schemes=("feature",), model=model, optimizer=optimizer, seeds=1,
-                          epochs=1, n_samples=300, lr_min=1.0, lr_max=1.0, max_extensions=0,
-                          progress=False)  # fmt: skip
+        results = compare(
+            "digits",
+            schemes=("feature",),
+            model=model,
+            optimizer=optimizer,
+            seeds=1,
+            epochs=1,
+            n_samples=300,
+            lr_min=1.0,
+            lr_max=1.0,
+            max_extensions=0,
+            progress=False,
+        )
         run = results["runs"][0]
         assert run["epochs"][0]["train_acc"] > 0.1
         assert run["probes"]["single_signed"] is not None
@@ -280,7 +331,9 @@ def test_cnn_and_optimizers_run():
 
 
 def test_a_scheme_that_cannot_fit_fails_before_writing(tmp_path):
-    with pytest.raises(NormlabError, match="max_value"):  # 'max' needs a value scale; floats have none
+    with pytest.raises(
+        NormlabError, match="max_value"
+    ):  # 'max' needs a value scale; floats have none
         compare("lecun-gauss", schemes=("center", "max"), out=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
 
@@ -291,9 +344,27 @@ runner = CliRunner()
 
 def test_cli_compare(tmp_path):
     out = tmp_path / "cli"
-    args = ["compare", "--dataset", "lecun-gauss", "--model", "linear", "--schemes", "raw,center",
-            "--seeds", "1", "--epochs", "2", "--lr-factor", "4", "--lr-min", "0.25", "--lr-max", "4",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "compare",
+        "--dataset",
+        "lecun-gauss",
+        "--model",
+        "linear",
+        "--schemes",
+        "raw,center",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--lr-factor",
+        "4",
+        "--lr-min",
+        "0.25",
+        "--lr-max",
+        "4",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "report:" in result.output and (out / "report.html").exists()
@@ -320,8 +391,18 @@ def test_cli_bad_names(tmp_path, args, words):
 def test_cli_label_mismatch(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((10, 4)))
     np.save(tmp_path / "y.npy", np.zeros(9, dtype=int))
-    result = runner.invoke(app, ["compare", "--data", str(tmp_path / "x.npy"), "--labels",
-                                 str(tmp_path / "y.npy"), "--out", str(tmp_path / "o")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--data",
+            str(tmp_path / "x.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 1 and "10 samples but 9 labels" in result.output
     assert not (tmp_path / "o").exists()  # nothing written when the input is bad
 
@@ -330,10 +411,28 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
     out = tmp_path / "interrupted"
     env = {**os.environ, "CI": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from normlab.cli import main; main()", "compare", "--dataset", "digits", "--schemes", "raw,feature",
-         "--seeds", "3", "--epochs", "40", "--quiet", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from normlab.cli import main; main()",
+            "compare",
+            "--dataset",
+            "digits",
+            "--schemes",
+            "raw,feature",
+            "--seeds",
+            "3",
+            "--epochs",
+            "40",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results_file = out / "results.json"
     for _ in range(1200):  # poll for the first finished run (not a timing assertion)
         if results_file.exists() and json.loads(results_file.read_text())["runs"]:

@@ -35,7 +35,9 @@ def fraction_mean_var(values) -> tuple[float, float]:
 
 def exact_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cols = x.reshape(x.shape[0], -1).T
-    pairs = [fraction_mean_var([int(v) if x.dtype.kind in "biu" else float(v) for v in c]) for c in cols]
+    pairs = [
+        fraction_mean_var([int(v) if x.dtype.kind in "biu" else float(v) for v in c]) for c in cols
+    ]
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
@@ -324,7 +326,11 @@ def test_wide_int64_input_within_int32_is_exact_and_outside_is_refused():
 
 def test_save_load_roundtrip(tmp_path):
     x = np.random.default_rng(0).integers(0, 65536, (40, 3, 3), dtype=np.uint16)
-    for m in (Moments().update(x), Moments("global").update(x), Moments().update(x.astype(np.float32))):
+    for m in (
+        Moments().update(x),
+        Moments("global").update(x),
+        Moments().update(x.astype(np.float32)),
+    ):
         path = tmp_path / "m.safetensors"
         m.save(path)
         loaded = normlab.load(path)

@@ -12,7 +12,18 @@ from normlab import schemes
 from normlab.errors import NormlabError, NormlabWarning, NotFittedError, ShapeError
 from normlab.normalizers import MinMax, PerImage, ZScore
 
-BASE_SCHEMES = ["raw", "max", "maxabs", "minmax", "center", "scale", "global", "channel", "feature", "per-image"]
+BASE_SCHEMES = [
+    "raw",
+    "max",
+    "maxabs",
+    "minmax",
+    "center",
+    "scale",
+    "global",
+    "channel",
+    "feature",
+    "per-image",
+]
 
 
 def numpy_reference(name: str, x: np.ndarray, channel_axis: int = -1) -> np.ndarray:
@@ -89,7 +100,10 @@ def test_scheme_matches_numpy_on_float_data(name):
     np.testing.assert_allclose(y, numpy_reference(name, x), rtol=1e-12, atol=1e-12)
     if name != "per-image":
         np.testing.assert_allclose(n.inverse_transform(y), x, rtol=1e-12, atol=1e-12)
-    assert schemes.get(name).fit(x.astype(np.float32)).transform(x.astype(np.float32)).dtype == np.float32
+    assert (
+        schemes.get(name).fit(x.astype(np.float32)).transform(x.astype(np.float32)).dtype
+        == np.float32
+    )
 
 
 def test_max_on_float_data_needs_max_value():
@@ -240,4 +254,6 @@ def test_affine_matches_transform():
             n = schemes.get(name).fit(x)
         shift, scale = n.affine((4, 4, 3))
         flat = x.reshape(40, -1).astype(np.float64)
-        np.testing.assert_allclose(n.transform(x).reshape(40, -1), (flat - shift) / scale, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            n.transform(x).reshape(40, -1), (flat - shift) / scale, rtol=1e-5, atol=1e-5
+        )

@@ -86,7 +86,10 @@ def merged_stats(parts: list[np.ndarray], tree: bool) -> Moments:
             out += s
         return out
     while len(states) > 1:
-        states = [states[i] + states[i + 1] if i + 1 < len(states) else states[i] for i in range(0, len(states), 2)]
+        states = [
+            states[i] + states[i + 1] if i + 1 < len(states) else states[i]
+            for i in range(0, len(states), 2)
+        ]
     return states[0]
 
 
@@ -107,7 +110,9 @@ def assert_float_close(m: Moments, x: np.ndarray) -> None:
     for j, (mean, var) in enumerate(zip(means, variances)):
         got_var, got_mean = Fraction(float(m.var()[j])), Fraction(float(m.mean[j]))
         assert abs(got_var - var) <= rtol * var + Fraction(atol), (j, float(got_var), float(var))
-        assert abs(got_mean - mean) <= Fraction(rtol) * Fraction(float(magnitude[j])) + Fraction(atol)
+        assert abs(got_mean - mean) <= Fraction(rtol) * Fraction(float(magnitude[j])) + Fraction(
+            atol
+        )
 
 
 @pytest.fixture
@@ -178,7 +183,9 @@ def test_dynamic_range_1e_minus30_to_1e30():
     rtol, _ = float_tolerance(len(x))
     for j in range(3):
         assert _relative_error(float(m.var()[j]), variances[j]) <= rtol
-        assert abs(Fraction(float(m.mean[j])) - means[j]) <= rtol * Fraction(float(np.abs(x[:, j]).max()))
+        assert abs(Fraction(float(m.mean[j])) - means[j]) <= rtol * Fraction(
+            float(np.abs(x[:, j]).max())
+        )
 
 
 @pytest.mark.parametrize("scale", [TINY, 2.0**-1060, 2.0**-1030, 2.0**-1023])
@@ -191,8 +198,12 @@ def test_subnormal_values(scale):
     rtol, atol = float_tolerance(len(x))
     assert np.isfinite(m.var()).all() and np.isfinite(m.mean).all()
     for j in range(2):
-        assert abs(Fraction(float(m.var()[j])) - variances[j]) <= rtol * variances[j] + Fraction(atol)
-        assert abs(Fraction(float(m.mean[j])) - means[j]) <= Fraction(rtol * float(x[:, j].max()) + atol)
+        assert abs(Fraction(float(m.var()[j])) - variances[j]) <= rtol * variances[j] + Fraction(
+            atol
+        )
+        assert abs(Fraction(float(m.mean[j])) - means[j]) <= Fraction(
+            rtol * float(x[:, j].max()) + atol
+        )
 
 
 @pytest.mark.parametrize("dtype", INT_DTYPES + FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
@@ -271,7 +282,9 @@ def test_float32_ten_million_samples():
     assert _relative_error(float(m.var()[0]), exact_var) < _relative_error(naive32, exact_var)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int16, np.int32], ids=lambda d: np.dtype(d).name
+)
 def test_integer_sums_beyond_int64(dtype):
     """Merge 2⁵⁰ copies (by doubling) and unequal states: sums far past 2⁶³, still exact."""
     rng = np.random.default_rng(7)
@@ -318,7 +331,9 @@ def _saved(obj) -> str:
 @st.composite
 def near_constant(draw):
     """Columns that are constant, or spread by an ulp, a subnormal or a tiny fraction."""
-    dtype = np.dtype(draw(st.sampled_from([np.uint8, np.int16, np.float16, np.float32, np.float64])))
+    dtype = np.dtype(
+        draw(st.sampled_from([np.uint8, np.int16, np.float16, np.float32, np.float64]))
+    )
     n = draw(st.integers(1, 30))
     columns = []
     for _ in range(draw(st.integers(1, 4))):
@@ -345,7 +360,9 @@ def near_constant(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(near_constant(), st.sampled_from(["feature", "global", "channel", "scale", "maxabs", "minmax"]))
+@given(
+    near_constant(), st.sampled_from(["feature", "global", "channel", "scale", "maxabs", "minmax"])
+)
 def test_zero_and_tiny_variance_never_give_inf_or_nan(x, scheme):
     """Fitting warns at most once, and only then; transform never warns and stays finite."""
     if scheme == "channel":
@@ -382,7 +399,13 @@ def test_constant_features_warn_once_naming_the_count():
 def test_max_scheme_on_float_data_is_a_clear_error():
     with pytest.raises(NormlabError, match="max_value"):
         schemes.get("max").fit(np.ones((3, 2)))
-    assert math.isfinite(float(schemes.get("max", max_value=255.0).fit(np.ones((3, 2))).transform(np.ones((1, 2)))[0, 0]))
+    assert math.isfinite(
+        float(
+            schemes.get("max", max_value=255.0)
+            .fit(np.ones((3, 2)))
+            .transform(np.ones((1, 2)))[0, 0]
+        )
+    )
 
 
 @pytest.mark.parametrize(

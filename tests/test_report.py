@@ -24,8 +24,19 @@ SCHEMES = ("raw", "feature")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "digits"
-    results = compare("digits", schemes=SCHEMES, model="linear", seeds=2, epochs=2, n_samples=500,
-                      lr_min=1 / 4, lr_max=4.0, lr_factor=4.0, out=out, progress=False)  # fmt: skip
+    results = compare(
+        "digits",
+        schemes=SCHEMES,
+        model="linear",
+        seeds=2,
+        epochs=2,
+        n_samples=500,
+        lr_min=1 / 4,
+        lr_max=4.0,
+        lr_factor=4.0,
+        out=out,
+        progress=False,
+    )
     return results, out, out / "report.html"
 
 
@@ -86,7 +97,9 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("headless Chromium is needed for the report test: apt-get install chromium (.ci/run does)")
+    pytest.fail(
+        "headless Chromium is needed for the report test: apt-get install chromium (.ci/run does)"
+    )
 
 
 def test_chromium_renders_the_page(report, tmp_path):
@@ -94,18 +107,33 @@ def test_chromium_renders_the_page(report, tmp_path):
 
     _, _, page = report
     chromium = _chromium()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
-                   check=True, capture_output=True, timeout=180)  # fmt: skip
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (2400, 1200)
     not_white = (pixels < 240).any(axis=2).mean()
     assert 0.02 < not_white < 0.9  # text, table and plots drawn, not a blank page
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # plots in colour, not one flat fill
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
-                         text=True, timeout=180).stdout  # fmt: skip
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
     assert '<table id="summary">' in dom
     for scheme in SCHEMES:
         assert f"<td>{scheme}</td>" in dom

@@ -18,7 +18,6 @@ from normlab import NormlabError, NormlabWarning, schemes
 from normlab.sklearn import InputScaler
 
 
-
 def make(scheme: str) -> InputScaler:
     # float data has no value-scale maximum: "max" needs one given
     return InputScaler(scheme=scheme, max_value=10.0 if scheme == "max" else None)
@@ -85,7 +84,9 @@ def test_feature_matches_standard_scaler(cancer):
     ("scheme", "reference"), [("minmax", MinMaxScaler()), ("maxabs", MaxAbsScaler())]
 )
 def test_other_schemes_match_sklearn(cancer, scheme, reference):
-    assert rel_close(InputScaler(scheme=scheme).fit_transform(cancer), reference.fit_transform(cancer))
+    assert rel_close(
+        InputScaler(scheme=scheme).fit_transform(cancer), reference.fit_transform(cancer)
+    )
 
 
 def test_partial_fit_equals_fit_on_integers():
@@ -105,10 +106,14 @@ def test_pipeline_and_column_transformer(cancer):
     y = load_breast_cancer().target
     model = make_pipeline(InputScaler(), LogisticRegression(max_iter=500)).fit(cancer, y)
     ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(cancer, y)
-    np.testing.assert_allclose(model.predict_proba(cancer), ref.predict_proba(cancer), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        model.predict_proba(cancer), ref.predict_proba(cancer), rtol=1e-6, atol=1e-9
+    )
 
     frame = pd.DataFrame(cancer[:, :4], columns=["a", "b", "c", "d"])
-    ct = ColumnTransformer([("z", InputScaler(), ["a", "b"]), ("mm", InputScaler(scheme="minmax"), ["c", "d"])])
+    ct = ColumnTransformer(
+        [("z", InputScaler(), ["a", "b"]), ("mm", InputScaler(scheme="minmax"), ["c", "d"])]
+    )
     out = ct.fit_transform(frame)
     assert list(ct.get_feature_names_out()) == ["z__a", "z__b", "mm__c", "mm__d"]
     assert rel_close(out[:, :2], StandardScaler().fit_transform(cancer[:, :2]))
@@ -127,7 +132,17 @@ def test_set_output_pandas_and_feature_names(cancer):
 
 
 def test_registry_schemes_for_feature_matrices():
-    assert {"feature", "global", "center", "scale", "minmax", "maxabs", "max", "per-image", "raw"} <= set(SCHEMES_2D)
+    assert {
+        "feature",
+        "global",
+        "center",
+        "scale",
+        "minmax",
+        "maxabs",
+        "max",
+        "per-image",
+        "raw",
+    } <= set(SCHEMES_2D)
     for name in set(schemes.names()) - set(SCHEMES_2D):  # refused with a NormlabError saying where
         with pytest.raises(NormlabError, match=rf"InputScaler\(scheme='{name}'\) on 20 sample"):
             make(name).fit(np.random.default_rng(0).normal(size=(20, 3)))

@@ -26,7 +26,9 @@ def write_images(folder, arrays, fmt="png", **save):
     paths = []
     for i, arr in enumerate(arrays):
         path = folder / f"{i:04d}.{fmt}"
-        Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(path, **save)
+        Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(
+            path, **save
+        )
         paths.append(path)
     return paths
 
@@ -86,7 +88,9 @@ def test_resize_gives_per_pixel_stats_like_pillow(tmp_path):
     small, big = rgb(2, 4, 4), rgb(2, 9, 7, seed=1)
     paths = write_images(tmp_path / "r", [*small, *big])
     m = normlab.compute_stats(tmp_path / "r", resize=(5, 6), interpolation="bicubic")
-    ref = np.stack([np.asarray(Image.open(p).resize((6, 5), Image.Resampling.BICUBIC)) for p in paths])
+    ref = np.stack(
+        [np.asarray(Image.open(p).resize((6, 5), Image.Resampling.BICUBIC)) for p in paths]
+    )
     assert m.sample_shape == (5, 6, 3)
     np.testing.assert_allclose(m.mean, ref.astype(np.float64).mean(axis=0), rtol=1e-15)
 
@@ -105,7 +109,9 @@ def test_mixed_modes_error_names_one_file_of_each(tmp_path):
     ref_l = [np.asarray(Image.open(f).convert("L")) for f in files]  # Pillow's luma, exactly
     np.testing.assert_allclose(as_l.mean, pixels(ref_l, 1).mean(axis=0), rtol=1e-15)
     kept = normlab.compute_stats(tmp_path / "mix", "global", mode="keep")
-    np.testing.assert_allclose(kept.mean, pixels([colour[0], grey[0], colour[1]], 1).mean(), rtol=1e-15)
+    np.testing.assert_allclose(
+        kept.mean, pixels([colour[0], grey[0], colour[1]], 1).mean(), rtol=1e-15
+    )
     with pytest.raises(SourceError, match="mixed image modes"):
         normlab.compute_stats(tmp_path / "mix", "channel", mode="keep")
 
@@ -117,7 +123,9 @@ def test_mixed_modes_across_tasks_are_named_at_merge(tmp_path):
     write_images(tmp_path / "t", arrays)
     src = resolve(tmp_path / "t")
     assert len(src.tasks) == 2
-    with pytest.raises(SourceError, match=rf"0000\.png is RGB 8-bit.*{FILES_PER_TASK:04d}\.png is L 8-bit"):
+    with pytest.raises(
+        SourceError, match=rf"0000\.png is RGB 8-bit.*{FILES_PER_TASK:04d}\.png is L 8-bit"
+    ):
         normlab.compute_stats(tmp_path / "t", "channel")
 
 
@@ -276,7 +284,15 @@ def test_cli_stats_on_an_image_folder(tmp_path):
     args = ["stats", str(tmp_path / "c"), "-o", str(out), "--axis", "channel", "-q"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "broken.png" in result.output
-    more = ["--percentiles", "0.5,99.5", "--per-image-std-average", "--skip-bad", "--resize", "3", "4"]
+    more = [
+        "--percentiles",
+        "0.5,99.5",
+        "--per-image-std-average",
+        "--skip-bad",
+        "--resize",
+        "3",
+        "4",
+    ]
     result = CliRunner().invoke(app, args + more)
     assert result.exit_code == 0, result.output
     assert "NOT the dataset std" in result.output and "skipped" in result.output
@@ -284,8 +300,17 @@ def test_cli_stats_on_an_image_folder(tmp_path):
     assert m.n_skipped == 1 and m.requested_percentiles == [0.5, 99.5]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = CliRunner().invoke(app, ["fit", str(tmp_path / "c" / "0000.png"), "--scheme",
-                                          "clip-percentile", "-o", str(tmp_path / "n.safetensors")])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "fit",
+                str(tmp_path / "c" / "0000.png"),
+                "--scheme",
+                "clip-percentile",
+                "-o",
+                str(tmp_path / "n.safetensors"),
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert normlab.load(tmp_path / "n.safetensors").scheme == "clip-percentile"
 

@@ -92,7 +92,9 @@ def test_inconsistent_dtypes_name_the_index():
         def __getitem__(self, i):
             return torch.zeros(2, 2, dtype=torch.float32 if i == 5 else torch.uint8)
 
-    with pytest.raises(SourceError, match=r"dataset\[0\] is 2-d uint8, dataset\[5\] is 2-d float32"):
+    with pytest.raises(
+        SourceError, match=r"dataset\[0\] is 2-d uint8, dataset\[5\] is 2-d float32"
+    ):
         normlab.compute_stats(Mixed(None), "global")
 
 
@@ -137,7 +139,9 @@ def test_pil_samples_and_picklable_tasks():
 def test_per_image_std_average_and_percentiles_on_chw_dataset():
     x = chw(20, seed=3)
     ds = TensorDataset(torch.from_numpy(x))
-    m = normlab.compute_stats(ds, "channel", channel_axis=0, per_image_std_average=True, percentiles=(50,))
+    m = normlab.compute_stats(
+        ds, "channel", channel_axis=0, per_image_std_average=True, percentiles=(50,)
+    )
     per_image = x.reshape(20, 3, -1).astype(np.float64).std(axis=2).mean(axis=0)
     np.testing.assert_allclose(m.per_image_std_average, per_image, rtol=1e-12)
     ref = np.percentile(np.moveaxis(x, 1, -1).reshape(-1, 3), 50, axis=0, method="inverted_cdf")

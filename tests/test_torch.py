@@ -39,7 +39,11 @@ def within_bound(z: torch.Tensor, ref: np.ndarray) -> float:
 def test_every_uint8_value_within_bound_of_float64(layout):
     # all 256 values in every channel: the whole input space of a per-channel uint8 apply
     values = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 3))  # (256, 3)
-    for mean, std in (IMAGENET, ([0.1307] * 3, [0.3081] * 3), ([0.9, 0.02, 0.5], [0.3, 0.01, 0.25])):
+    for mean, std in (
+        IMAGENET,
+        ([0.1307] * 3, [0.3081] * 3),
+        ([0.9, 0.02, 0.5], [0.3, 0.01, 0.25]),
+    ):
         norm = Normalize(mean, std, layout=layout)
         x = values.reshape(16, 16, 3) if layout == "HWC" else values.T.reshape(3, 16, 16)
         ref_values = (values / 255.0 - np.asarray(mean)) / np.asarray(std)
@@ -53,7 +57,14 @@ def test_every_uint8_value_within_bound_of_float64(layout):
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [("channel", {}), ("global", {}), ("feature", {}), ("minmax", {}), ("maxabs", {"axis": "channel"}), ("max", {})],
+    [
+        ("channel", {}),
+        ("global", {}),
+        ("feature", {}),
+        ("minmax", {}),
+        ("maxabs", {"axis": "channel"}),
+        ("max", {}),
+    ],
 )
 @pytest.mark.parametrize("layout", [None, "CHW"])
 def test_from_normalizer_equals_normlab(images, name, options, layout):
@@ -103,7 +114,9 @@ def test_state_dict_files_and_export(images, tmp_path):
     norm.save(tmp_path / "module.safetensors")
     assert torch.equal(Normalize.from_file(tmp_path / "module.safetensors")(x), norm(x))
     n.save(tmp_path / "normalizer.safetensors")
-    assert torch.equal(Normalize.from_file(tmp_path / "normalizer.safetensors", layout="CHW")(x), norm(x))
+    assert torch.equal(
+        Normalize.from_file(tmp_path / "normalizer.safetensors", layout="CHW")(x), norm(x)
+    )
 
     exported = torch.export.export(norm, (x,))
     assert torch.equal(exported.module()(x), norm(x))
@@ -125,9 +138,13 @@ def test_dataset_transform(images):
 
 def test_errors_name_expected_and_found(images):
     norm = Normalize(*IMAGENET, layout="CHW")
-    with pytest.raises(ShapeError, match=r"expected 3 channels in CHW layout .* got shape \(2, 5, 4, 3\)"):
+    with pytest.raises(
+        ShapeError, match=r"expected 3 channels in CHW layout .* got shape \(2, 5, 4, 3\)"
+    ):
         norm(torch.zeros(2, 5, 4, 3, dtype=torch.uint8))
-    with pytest.raises(ShapeError, match=r"one CHW sample \(3 dims\) or a batch .* got shape \(5, 5\)"):
+    with pytest.raises(
+        ShapeError, match=r"one CHW sample \(3 dims\) or a batch .* got shape \(5, 5\)"
+    ):
         norm(torch.zeros(5, 5, dtype=torch.uint8))
     with pytest.raises(DTypeError, match="complex"):
         norm(torch.zeros(3, 2, 2, dtype=torch.complex64))
@@ -135,7 +152,9 @@ def test_errors_name_expected_and_found(images):
         Normalize([0.5], [0.0])
     with pytest.raises(NormlabError, match="per-image"):
         Normalize.from_normalizer(schemes.get("per-image"))
-    with pytest.raises(ShapeError, match="per-channel statistics .* need a CHW or HWC layout; got F"):
+    with pytest.raises(
+        ShapeError, match="per-channel statistics .* need a CHW or HWC layout; got F"
+    ):
         Normalize.from_normalizer(fitted("channel", images), layout="F")
     global_stats = fitted("global", images[..., :1].reshape(40, 6, 5, 1, 1))  # 4-d samples
     assert Normalize.from_normalizer(global_stats, layout="CHW").per == "global"

@@ -124,9 +124,34 @@ def test_cli_fit_from_data_and_from_saved_comoments(tmp_path):
     np.save(tmp_path / "x.npy", x)
     CoMoments().update(x).save(tmp_path / "c.safetensors")
     runner = CliRunner()
-    a = runner.invoke(app, ["fit", str(tmp_path / "x.npy"), "--scheme", "zca", "-o", str(tmp_path / "a.safetensors")])
-    b = runner.invoke(app, ["fit", "--stats", str(tmp_path / "c.safetensors"), "--scheme", "zca", "-o", str(tmp_path / "b.safetensors")])
+    a = runner.invoke(
+        app,
+        ["fit", str(tmp_path / "x.npy"), "--scheme", "zca", "-o", str(tmp_path / "a.safetensors")],
+    )
+    b = runner.invoke(
+        app,
+        [
+            "fit",
+            "--stats",
+            str(tmp_path / "c.safetensors"),
+            "--scheme",
+            "zca",
+            "-o",
+            str(tmp_path / "b.safetensors"),
+        ],
+    )
     assert a.exit_code == b.exit_code == 0, a.output + b.output
     assert normlab.load(tmp_path / "a.safetensors") == normlab.load(tmp_path / "b.safetensors")
-    c = runner.invoke(app, ["fit", "--stats", str(tmp_path / "c.safetensors"), "--scheme", "feature", "-o", str(tmp_path / "f.safetensors")])
+    c = runner.invoke(
+        app,
+        [
+            "fit",
+            "--stats",
+            str(tmp_path / "c.safetensors"),
+            "--scheme",
+            "feature",
+            "-o",
+            str(tmp_path / "f.safetensors"),
+        ],
+    )
     assert c.exit_code == 0

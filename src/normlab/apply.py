@@ -41,7 +41,10 @@ def apply_file(
         "shape": shape,
     }
     written = 0
-    with atomic_write(output) as handle, progress_bar(shape[0], "apply", enabled=progress) as advance:
+    with (
+        atomic_write(output) as handle,
+        progress_bar(shape[0], "apply", enabled=progress) as advance,
+    ):
         np.lib.format.write_array_header_2_0(handle, header)
         for task in src.tasks:
             for chunk in task.chunks():

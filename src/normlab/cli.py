@@ -68,26 +68,69 @@ ChannelAxisOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Array name inside a .npz file.")]
 # How to read the data: shared by every command that reads a source (stats, fit).
-GlobOpt = Annotated[Optional[str], typer.Option("--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png').")]
-ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode).")]
-ResizeOpt = Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes).")]
-InterpolationOpt = Annotated[str, typer.Option("--interpolation", help="nearest, bilinear, bicubic or lanczos (with --resize).")]
-SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count.")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="serial, local (worker processes) or dask; all give the same bits.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Processes of --engine local (default: one per core), or of a local Dask cluster.")]
-SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask).")]
+GlobOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png')."
+    ),
+]
+ModeOpt = Annotated[
+    Optional[str],
+    typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode)."),
+]
+ResizeOpt = Annotated[
+    Optional[tuple[int, int]],
+    typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes)."),
+]
+InterpolationOpt = Annotated[
+    str,
+    typer.Option("--interpolation", help="nearest, bilinear, bicubic or lanczos (with --resize)."),
+]
+SkipBadOpt = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count."),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine", help="serial, local (worker processes) or dask; all give the same bits."
+    ),
+]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        help="Processes of --engine local (default: one per core), or of a local Dask cluster.",
+    ),
+]
+SchedulerOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask)."
+    ),
+]
 
 
 def source_options(
-    *, glob: str | None, mode: str | None, resize: tuple[int, int] | None, interpolation: str,
-    skip_bad: bool, engine: str, workers: int | None, scheduler: str | None,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    glob: str | None,
+    mode: str | None,
+    resize: tuple[int, int] | None,
+    interpolation: str,
+    skip_bad: bool,
+    engine: str,
+    workers: int | None,
+    scheduler: str | None,
+) -> dict[str, Any]:
     """The keyword arguments of ``compute_stats`` that say how to read and where to run."""
     image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
     return {
-        "skip_bad": skip_bad, "engine": engine, "workers": workers, "scheduler": scheduler,
+        "skip_bad": skip_bad,
+        "engine": engine,
+        "workers": workers,
+        "scheduler": scheduler,
         **{k: v for k, v in image_options.items() if v is not None},
-    }  # fmt: skip
+    }
 
 
 def progress_flag(quiet: bool) -> bool | None:
@@ -114,7 +157,12 @@ def _fmt(v: Any) -> str:
 @app.command()
 @cli_errors
 def stats(
-    data: Annotated[str, typer.Argument(help="A .npy/.npz file, an image folder or image file, a .txt list of image files.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="A .npy/.npz file, an image folder or image file, a .txt list of image files."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the statistics.")],
     axis: AxisOpt = "feature",
     channel_axis: ChannelAxisOpt = -1,
@@ -125,29 +173,67 @@ def stats(
     mode: ModeOpt = None,
     resize: ResizeOpt = None,
     interpolation: InterpolationOpt = "bilinear",
-    percentiles: Annotated[Optional[str], typer.Option("--percentiles", help="Exact nearest-rank percentiles of 8/16-bit data, e.g. 0.5,99.5.")] = None,
-    histogram: Annotated[Optional[str], typer.Option("--histogram", help="Keep exact histograms: channel, global or feature (per pixel).")] = None,
-    per_image_std_average: Annotated[bool, typer.Option("--per-image-std-average", help="Also report the average of per-image stds (the biased recipe), labelled as such.")] = False,
+    percentiles: Annotated[
+        Optional[str],
+        typer.Option(
+            "--percentiles", help="Exact nearest-rank percentiles of 8/16-bit data, e.g. 0.5,99.5."
+        ),
+    ] = None,
+    histogram: Annotated[
+        Optional[str],
+        typer.Option(
+            "--histogram", help="Keep exact histograms: channel, global or feature (per pixel)."
+        ),
+    ] = None,
+    per_image_std_average: Annotated[
+        bool,
+        typer.Option(
+            "--per-image-std-average",
+            help="Also report the average of per-image stds (the biased recipe), labelled as such.",
+        ),
+    ] = False,
     skip_bad: SkipBadOpt = False,
     engine: EngineOpt = "serial",
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Folder to save progress in; rerun the same command to resume.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10).")] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--checkpoint", help="Folder to save progress in; rerun the same command to resume."
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        Optional[int],
+        typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10)."),
+    ] = None,
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .stats import compute_stats
 
     reading = source_options(
-        glob=glob, mode=mode, resize=resize, interpolation=interpolation, skip_bad=skip_bad,
-        engine=engine, workers=workers, scheduler=scheduler,
-    )  # fmt: skip
+        glob=glob,
+        mode=mode,
+        resize=resize,
+        interpolation=interpolation,
+        skip_bad=skip_bad,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+    )
     m = compute_stats(
-        data, axis, channel_axis=channel_axis, nan_policy=nan_policy, key=key,
-        progress=progress_flag(quiet), histogram=histogram, percentiles=_percentile_list(percentiles),
-        per_image_std_average=per_image_std_average, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every, **reading,
-    )  # fmt: skip
+        data,
+        axis,
+        channel_axis=channel_axis,
+        nan_policy=nan_policy,
+        key=key,
+        progress=progress_flag(quiet),
+        histogram=histogram,
+        percentiles=_percentile_list(percentiles),
+        per_image_std_average=per_image_std_average,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        **reading,
+    )
     m.save(output)
     print_summary(m.summary(), f"statistics of {data} -> {output}")
     for item in getattr(m, "skipped", []):
@@ -162,7 +248,9 @@ def _percentile_list(text: str | None) -> list[float] | None:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise NormlabError(f"--percentiles takes numbers separated by commas (0.5,99.5); got {text!r}") from None
+        raise NormlabError(
+            f"--percentiles takes numbers separated by commas (0.5,99.5); got {text!r}"
+        ) from None
 
 
 @app.command()
@@ -200,12 +288,22 @@ def show(
 @app.command()
 @cli_errors
 def fit(
-    data: Annotated[Optional[str], typer.Argument(help="Data to fit on (.npy/.npz/folder).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the normalizer.")] = Path("norm.safetensors"),
-    scheme: Annotated[str, typer.Option("--scheme", help="A scheme name (see `normlab schemes`).")] = "feature",
-    stats_file: Annotated[Optional[Path], typer.Option("--stats", help="Fit from a saved stats file instead of data.")] = None,
+    data: Annotated[
+        Optional[str], typer.Argument(help="Data to fit on (.npy/.npz/folder).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to save the normalizer.")
+    ] = Path("norm.safetensors"),
+    scheme: Annotated[
+        str, typer.Option("--scheme", help="A scheme name (see `normlab schemes`).")
+    ] = "feature",
+    stats_file: Annotated[
+        Optional[Path], typer.Option("--stats", help="Fit from a saved stats file instead of data.")
+    ] = None,
     channel_axis: ChannelAxisOpt = -1,
-    std_floor: Annotated[Optional[float], typer.Option(help="Floor of the std, in data units.")] = None,
+    std_floor: Annotated[
+        Optional[float], typer.Option(help="Floor of the std, in data units.")
+    ] = None,
     key: KeyOpt = None,
     quiet: QuietOpt = False,
     glob: GlobOpt = None,
@@ -226,7 +324,16 @@ def fit(
     if (data is None) == (stats_file is None):
         raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
     options: dict[str, Any] = {}
-    if scheme in ("global", "channel", "feature", "center", "scale", "maxabs", "minmax", "clip-percentile"):
+    if scheme in (
+        "global",
+        "channel",
+        "feature",
+        "center",
+        "scale",
+        "maxabs",
+        "minmax",
+        "clip-percentile",
+    ):
         options["channel_axis"] = channel_axis
     if std_floor is not None:
         options["std_floor"] = std_floor
@@ -243,15 +350,27 @@ def fit(
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
         else:
             reading = source_options(
-                glob=glob, mode=mode, resize=resize, interpolation=interpolation,
-                skip_bad=skip_bad, engine=engine, workers=workers, scheduler=scheduler,
-            )  # fmt: skip
+                glob=glob,
+                mode=mode,
+                resize=resize,
+                interpolation=interpolation,
+                skip_bad=skip_bad,
+                engine=engine,
+                workers=workers,
+                scheduler=scheduler,
+            )
             if whitening:
                 stats = compute_comoments(data, key=key, progress=progress_flag(quiet), **reading)
             else:
-                stats = compute_stats(data, getattr(normalizer, "stats_axis", "feature"),
-                                      channel_axis=channel_axis, key=key, progress=progress_flag(quiet),
-                                      **getattr(normalizer, "stats_options", {}), **reading)  # fmt: skip
+                stats = compute_stats(
+                    data,
+                    getattr(normalizer, "stats_axis", "feature"),
+                    channel_axis=channel_axis,
+                    key=key,
+                    progress=progress_flag(quiet),
+                    **getattr(normalizer, "stats_options", {}),
+                    **reading,
+                )
         normalizer.from_stats(stats)
     normalizer.save(output)
     typer.echo(f"{scheme}: {normalizer!r} -> {output}")
@@ -261,7 +380,9 @@ def fit(
 @cli_errors
 def apply(
     data: Annotated[str, typer.Argument(help="A .npy/.npz file to normalize.")],
-    normalizer_file: Annotated[Path, typer.Option("--normalizer", "-n", help="A saved normalizer.")],
+    normalizer_file: Annotated[
+        Path, typer.Option("--normalizer", "-n", help="A saved normalizer.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .npy file to write.")],
     key: KeyOpt = None,
     quiet: QuietOpt = False,
@@ -273,7 +394,9 @@ def apply(
 
     normalizer = load(normalizer_file)
     if not isinstance(normalizer, Normalizer):
-        raise NormlabError(f"{normalizer_file}: holds a {type(normalizer).__name__}, not a normalizer")
+        raise NormlabError(
+            f"{normalizer_file}: holds a {type(normalizer).__name__}, not a normalizer"
+        )
     shape = apply_file(normalizer, data, output, key=key, progress=progress_flag(quiet))
     typer.echo(f"{normalizer.scheme}: {shape[0]} samples of shape {shape[1:]} -> {output}")
 
@@ -290,15 +413,23 @@ def list_schemes() -> None:
 @app.command()
 @cli_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the lab's report.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="Only the scheme table, no training.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the lab's report.")] = Path(
+        "runs/demo"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Only the scheme table, no training.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """On scikit-learn's digits: statistics once, every scheme from them, and what each does."""
     from .demo import DIGITS_NOTE, digits_uint8, scheme_table
 
     x, _ = digits_uint8()
-    console().print(scheme_table(x, title="digits (1797 x 8x8, uint8 0..16): every scheme from one pass of statistics"))
+    console().print(
+        scheme_table(
+            x, title="digits (1797 x 8x8, uint8 0..16): every scheme from one pass of statistics"
+        )
+    )
     typer.echo(DIGITS_NOTE)
     if quick:
         return

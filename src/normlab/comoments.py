@@ -76,7 +76,9 @@ def _exact_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     top = max(int(np.abs(a).max(initial=0)), int(np.abs(b).max(initial=0)), 1)
     rows_exact = FLOAT64_EXACT // (top * top)
     # int64 holds the running sum unless n·max² could pass 2⁶³; then Python ints do
-    out: Any = np.zeros((a.shape[1], b.shape[1]), np.int64 if n * top * top <= INT64_LIMIT else object)
+    out: Any = np.zeros(
+        (a.shape[1], b.shape[1]), np.int64 if n * top * top <= INT64_LIMIT else object
+    )
     acc = np.zeros((a.shape[1], b.shape[1]))
     acc_rows = 0
     step = max(1, min(rows_exact, _GEMM_ROWS))
@@ -131,7 +133,9 @@ class CoMoments(Statistic):
     True
     """
 
-    def __init__(self, *, max_features: int = MAX_FEATURES, sketch_size: int = SKETCH_SIZE, seed: int = 0) -> None:
+    def __init__(
+        self, *, max_features: int = MAX_FEATURES, sketch_size: int = SKETCH_SIZE, seed: int = 0
+    ) -> None:
         if max_features < 1 or sketch_size < 2:
             raise NormlabError(
                 f"max_features must be ≥ 1 and sketch_size ≥ 2; got {max_features} and {sketch_size}"
@@ -267,7 +271,11 @@ class CoMoments(Statistic):
     def __iadd__(self, other: CoMoments) -> CoMoments:
         if not isinstance(other, CoMoments):
             raise MergeError(f"cannot merge CoMoments with {type(other).__name__}")
-        if (self.max_features, self.sketch_size, self.seed) != (other.max_features, other.sketch_size, other.seed):
+        if (self.max_features, self.sketch_size, self.seed) != (
+            other.max_features,
+            other.sketch_size,
+            other.seed,
+        ):
             raise MergeError(
                 "cannot merge CoMoments with different max_features/sketch_size/seed: "
                 f"{(self.max_features, self.sketch_size, self.seed)} vs "
@@ -319,7 +327,9 @@ class CoMoments(Statistic):
         """Exact ``Σ x xᵀ`` of integer data as Python ints (object array); integer data only."""
         self._require_dense("gram()")
         if not self.exact:
-            raise NormlabError("gram() is exact for integer data only; float data keep the co-moment matrix")
+            raise NormlabError(
+                "gram() is exact for integer data only; float data keep the co-moment matrix"
+            )
         hot = self._gram_hot if self._gram_hot is not None else 0
         cold = self._gram_cold if self._gram_cold is not None else 0
         return np.asarray(np.asarray(hot, dtype=object) + cold, dtype=object)
@@ -339,7 +349,9 @@ class CoMoments(Statistic):
         self._require_dense("cov()")
         n = self.n_samples_seen
         if n - ddof <= 0:
-            raise EmptyDataError(f"covariance with ddof={ddof} needs more than {ddof} samples; got {n}")
+            raise EmptyDataError(
+                f"covariance with ddof={ddof} needs more than {ddof} samples; got {n}"
+            )
         key = f"cov{ddof}"
         if key not in self._cache:
             if self.exact:
@@ -410,7 +422,13 @@ class CoMoments(Statistic):
 
             out.update(_encode_bigints("gram", self.gram()))
         else:
-            out.update({"shift": self._shift, "mean_shifted": self._mean_shifted, "comoment": self._comoment})
+            out.update(
+                {
+                    "shift": self._shift,
+                    "mean_shifted": self._mean_shifted,
+                    "comoment": self._comoment,
+                }
+            )
         return {k: np.array(v, order="C") for k, v in out.items()}
 
     @classmethod
@@ -418,7 +436,9 @@ class CoMoments(Statistic):
         from .io import field
         from .moments import _decode_bigints
 
-        obj = cls(max_features=meta["max_features"], sketch_size=meta["sketch_size"], seed=meta["seed"])
+        obj = cls(
+            max_features=meta["max_features"], sketch_size=meta["sketch_size"], seed=meta["seed"]
+        )
         obj.moments = Moments.from_tensors(
             meta["moments"], {k[8:]: v for k, v in tensors.items() if k.startswith("moments.")}
         )
@@ -480,8 +500,17 @@ def compute_comoments(
     from .sources import resolve
 
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
-    make_empty = functools.partial(CoMoments, max_features=max_features, sketch_size=sketch_size, seed=seed)
-    result = run_tasks(src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress)
+    make_empty = functools.partial(
+        CoMoments, max_features=max_features, sketch_size=sketch_size, seed=seed
+    )
+    result = run_tasks(
+        src.tasks,
+        make_empty,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
     if result.n_samples_seen == 0:
         raise EmptyDataError(f"{src.description}: no samples")
     return result

@@ -57,9 +57,13 @@ def scheme_table(x: np.ndarray, title: str):
         table.add_column(col, justify="left" if col == "scheme" else "right")
     for r in scheme_rows(x):
         table.add_row(
-            r["scheme"], f"{r['mean']:.3g}", f"{r['std_min']:.3g} .. {r['std_max']:.3g}",
-            f"{r['min']:.3g}", f"{r['max']:.3g}", f"{100 * r['negative']:.0f} %",
-        )  # fmt: skip
+            r["scheme"],
+            f"{r['mean']:.3g}",
+            f"{r['std_min']:.3g} .. {r['std_max']:.3g}",
+            f"{r['min']:.3g}",
+            f"{r['max']:.3g}",
+            f"{100 * r['negative']:.0f} %",
+        )
     return table
 
 

@@ -44,7 +44,9 @@ RARE_THRESHOLD = 5  # a feature non-zero in at most this many samples is "rare"
 NEAR_CONSTANT = 1e-2  # std below 1 % of the median std: near-constant
 SCALE_OFF = 100.0  # std more than 100x above or below the median std
 Z_CAP = 10.0  # recommended std_floor = max |x − mean| / 10: every training |z| stays ≤ 10
-WHITEN_WORTH = 2.0  # whitening is worth it when it cuts κ₉₉ by this factor over the best affine scheme
+WHITEN_WORTH = (
+    2.0  # whitening is worth it when it cuts κ₉₉ by this factor over the best affine scheme
+)
 KERAS_FLOOR = 1e-7  # Keras Normalization divides by max(std, 1e-7) (anchors [K1])
 MEASURED_SCHEMES = ("raw", "max", "feature", "zca")
 LR_GRID = (0.5, 0.9, 0.95, 1.05, 1.1, 1.5, 2.0, 4.0)  # multiples of 2/λ_max
@@ -100,7 +102,9 @@ def diagnose(
     >>> round(d["spectrum"]["feature"]["lambda_max"], 1)  # the spike is gone
     1.0
     """
-    data, targets, comoments = _inputs(source, dataset, labels, key, max_features, sketch_size, progress)
+    data, targets, comoments = _inputs(
+        source, dataset, labels, key, max_features, sketch_size, progress
+    )
     n = comoments.n_samples_seen
     if n < 2:
         raise EmptyDataError(
@@ -156,12 +160,18 @@ def _inputs(
         return None, None, source
     if isinstance(source, Moments):
         raise NormlabError(_NO_SECOND_MOMENTS.format(what="these statistics"))
-    if isinstance(source, (str, os.PathLike)) and Path(source).suffix not in (".npy", ".npz") and Path(source).is_file():
+    if (
+        isinstance(source, (str, os.PathLike))
+        and Path(source).suffix not in (".npy", ".npz")
+        and Path(source).is_file()
+    ):
         from .io import load
 
         obj = load(source)
         if not isinstance(obj, CoMoments):
-            what = f"{source} holds {type(obj).__name__}" + (" (first moments only)" if isinstance(obj, Moments) else "")
+            what = f"{source} holds {type(obj).__name__}" + (
+                " (first moments only)" if isinstance(obj, Moments) else ""
+            )
             raise NormlabError(_NO_SECOND_MOMENTS.format(what=what))
         return None, None, obj
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".npy"):
@@ -169,7 +179,11 @@ def _inputs(
     elif isinstance(source, np.ndarray):
         data = source
     if labels is not None:
-        targets = np.load(labels, allow_pickle=False) if isinstance(labels, (str, os.PathLike)) else np.asarray(labels)
+        targets = (
+            np.load(labels, allow_pickle=False)
+            if isinstance(labels, (str, os.PathLike))
+            else np.asarray(labels)
+        )
         if data is None or targets.shape != (len(data),):
             raise ShapeError(
                 f"labels must be one integer per sample: got shape {targets.shape} for "
@@ -365,7 +379,11 @@ def _health(m: Moments, rare_threshold: int) -> dict[str, Any]:
     live = ~const
     median_std = float(np.median(std[live])) if live.any() else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(live, np.fmax(np.abs(m.max.reshape(-1) - mean), np.abs(m.min.reshape(-1) - mean)) / std, 0.0)
+        z = np.where(
+            live,
+            np.fmax(np.abs(m.max.reshape(-1) - mean), np.abs(m.min.reshape(-1) - mean)) / std,
+            0.0,
+        )
     near = live & (std < NEAR_CONSTANT * median_std)
     rare = live & (m.n_nonzero.reshape(-1) <= rare_threshold)
     off = live & ((std > SCALE_OFF * median_std) | (std < median_std / SCALE_OFF))
@@ -435,13 +453,19 @@ def _holdout(m: Moments, holdout: Any, key: str | None) -> dict[str, Any]:
         "training_bound": math.sqrt(m.n_samples_seen - 1),
         "count_above_training_bound": int((z > math.sqrt(m.n_samples_seen - 1)).sum()),
         "train_constant_that_vary": {"count": int(moved.sum()), "indices": _indices(moved, shape)},
-        "max_abs_z_with_keras_floor": float((dev[moved] / KERAS_FLOOR).max()) if moved.any() else None,
+        "max_abs_z_with_keras_floor": float((dev[moved] / KERAS_FLOOR).max())
+        if moved.any()
+        else None,
     }
 
 
 # ---------------------------------------------------------------------------- measurement
 def _measure(
-    data: np.ndarray, targets: np.ndarray, fitted: dict[str, Any], spectra: dict[str, Any], names: tuple[str, ...]
+    data: np.ndarray,
+    targets: np.ndarray,
+    fitted: dict[str, Any],
+    spectra: dict[str, Any],
+    names: tuple[str, ...],
 ) -> dict[str, Any]:
     """Full-batch GD on linear least squares (½·squared error on one-hot targets, no bias).
 
@@ -493,7 +517,8 @@ def _measure(
     return {
         "model": "linear least squares (½·squared error on one-hot targets, no bias), full-batch GD from w = 0",
         "threshold": "geometric mean of the largest stable and the smallest diverging rate on the grid "
-        + ", ".join(f"{f:g}" for f in LR_GRID) + " × 2/λ_max",
+        + ", ".join(f"{f:g}" for f in LR_GRID)
+        + " × 2/λ_max",
         "max_iterations": MAX_ITERATIONS,
         "tolerance": f"excess loss ≤ {TOLERANCE:g} of its start, at step 1/λ_max, at most "
         f"{MAX_ITERATIONS} iterations (null: not reached)",
@@ -550,14 +575,20 @@ def _recommend(report: dict[str, Any]) -> list[str]:
         best = min(affine, key=lambda k: affine[k]["kappa99"])
         p = affine[best]
         versus = "; ".join(
-            f"{p[f'speedup_vs_{ref}']:.3g}× faster than '{ref}'" for ref in ("max", "raw") if p[f"speedup_vs_{ref}"]
+            f"{p[f'speedup_vs_{ref}']:.3g}× faster than '{ref}'"
+            for ref in ("max", "raw")
+            if p[f"speedup_vs_{ref}"]
         )
         lines.append(
             f"Use '{best}': κ₉₉ = {p['kappa99']:.4g} (λ_max/λ_k99), largest stable LR "
             f"{p['lr_max']:.3g}; predicted {versus or 'no reference to compare with'}."
         )
         floor = health.get("std_floor")
-        if best in ("feature", "scale") and floor and (health["rare"]["count"] or health["max_abs_z"]["count_above_10"]):
+        if (
+            best in ("feature", "scale")
+            and floor
+            and (health["rare"]["count"] or health["max_abs_z"]["count_above_10"])
+        ):
             lines.append(
                 f"Per-feature z-scores let {health['rare']['count']} rare feature(s) reach |z| up to "
                 f"{health['max_abs_z']['value']:.3g} (bound √(n−1) = {health['max_abs_z']['bound']:.3g}); "

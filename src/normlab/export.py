@@ -73,7 +73,9 @@ def _affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
 def _expand(normalizer: AffineNormalizer, reduced: np.ndarray) -> np.ndarray:
     """A statistic of the reduced shape as one value per feature of the flattened sample."""
     shape = tuple(normalizer.sample_shape_)
-    full = np.broadcast_to(normalizer._broadcast(np.asarray(reduced, np.float64), len(shape)), (1, *shape))
+    full = np.broadcast_to(
+        normalizer._broadcast(np.asarray(reduced, np.float64), len(shape)), (1, *shape)
+    )
     return full.reshape(-1).copy()
 
 
@@ -159,7 +161,9 @@ def sklearn_state(estimator: Any) -> dict[str, Any]:
         for k, v in vars(estimator).items()
         if k.endswith("_") and not k.startswith("_")
     }
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in estimator.get_params().items()}
+    params = {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in estimator.get_params().items()
+    }
     return {"class": type(estimator).__name__, "params": params, "attributes": attributes}
 
 
@@ -177,7 +181,7 @@ def sklearn_from_state(state: dict[str, Any]) -> Any:
     return est
 
 
-SKLEARN_SNIPPET = '''\
+SKLEARN_SNIPPET = """\
 # Rebuild the fitted scikit-learn scaler exported by normlab (no pickle involved).
 import json
 
@@ -191,7 +195,7 @@ scaler = getattr(preprocessing, state["class"])(**params)
 for name, value in state["attributes"].items():
     setattr(scaler, name, np.asarray(value, dtype=np.float64) if isinstance(value, list) else value)
 # scaler.transform(x.reshape(len(x), -1)) now equals normlab's transform
-'''
+"""
 
 
 # ---------------------------------------------------------------- PyTorch / torchvision
@@ -223,7 +227,11 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
     if isinstance(source, Moments):
         stats = source
         if stats.axis == "feature":
-            stats = stats.reduce("channel" if stats.sample_shape is not None and len(stats.sample_shape) >= 2 else "global")
+            stats = stats.reduce(
+                "channel"
+                if stats.sample_shape is not None and len(stats.sample_shape) >= 2
+                else "global"
+            )
         value_scale, mean, std = stats.value_scale, stats.mean, stats.std()
     else:
         n = _affine(

@@ -158,13 +158,19 @@ class Histogram:
         out += other
         return out
 
-    def reduce(self, axis: str, *, sample_shape: tuple[int, ...], channel_axis: int | None = None) -> Histogram:
+    def reduce(
+        self, axis: str, *, sample_shape: tuple[int, ...], channel_axis: int | None = None
+    ) -> Histogram:
         """Coarsen exactly (per pixel → per channel → global) by adding counts."""
         if AXES.index(axis) < AXES.index(self.axis):
             raise NormlabError(f"cannot refine a {self.axis!r} histogram into a {axis!r} one")
-        out = Histogram(axis, channel_axis=self.channel_axis if channel_axis is None else channel_axis)
+        out = Histogram(
+            axis, channel_axis=self.channel_axis if channel_axis is None else channel_axis
+        )
         out.dtype = self.dtype
-        if axis == self.axis == "channel" and out.channel_axis % len(sample_shape) != self.channel_axis % len(sample_shape):
+        if axis == self.axis == "channel" and out.channel_axis % len(
+            sample_shape
+        ) != self.channel_axis % len(sample_shape):
             raise NormlabError(
                 f"a per-channel histogram kept along channel_axis={self.channel_axis} cannot be "
                 f"re-laid along channel_axis={out.channel_axis}: count per pixel (histogram='feature')"

@@ -27,7 +27,9 @@ from .histogram import Histogram
 from .io import register
 from .moments import AXES, Axis, Moments, as_batch
 
-PER_IMAGE_LABEL = "per-image std average (biased recipe: the mean of each image's own std; NOT the dataset std)"
+PER_IMAGE_LABEL = (
+    "per-image std average (biased recipe: the mean of each image's own std; NOT the dataset std)"
+)
 POOLED_LABEL = "std pooled over all values (the dataset std)"
 _KEPT_SKIPS = 1000  # skipped items listed in the file; the count is always exact
 
@@ -94,7 +96,9 @@ class ImageStats(Moments):
         if histogram is True:
             histogram = "global" if axis == "global" else "channel"
         if histogram not in (None, False, *AXES):
-            raise NormlabError(f"histogram must be one of {', '.join(AXES)} (or True); got {histogram!r}")
+            raise NormlabError(
+                f"histogram must be one of {', '.join(AXES)} (or True); got {histogram!r}"
+            )
         if histogram and AXES.index(histogram) < AXES.index(axis):
             raise NormlabError(f"a {histogram!r} histogram is finer than {axis!r} statistics")
         if per_image_std_average and axis == "feature":
@@ -205,10 +209,14 @@ class ImageStats(Moments):
         super().__iadd__(other)  # an empty self takes a deep copy of other's whole state
         if mine["histogram"] is not None and other.histogram is not None:
             mine["histogram"] += other.histogram
-        self.histogram = mine["histogram"] if mine["histogram"] is not None else copy.deepcopy(other.histogram)
+        self.histogram = (
+            mine["histogram"] if mine["histogram"] is not None else copy.deepcopy(other.histogram)
+        )
         std_sum, n_images = mine["image_std"]
         if other._image_std_sum is not None:
-            std_sum = other._image_std_sum.copy() if std_sum is None else std_sum + other._image_std_sum
+            std_sum = (
+                other._image_std_sum.copy() if std_sum is None else std_sum + other._image_std_sum
+            )
         self._image_std_sum, self._n_images = std_sum, n_images + other._n_images
         kept, n = mine["skipped"]
         self.skipped = (kept + other.skipped)[:_KEPT_SKIPS]
@@ -227,8 +235,10 @@ class ImageStats(Moments):
             return NotImplemented
         mine, theirs = self.to_tensors(), other.to_tensors()
         drop = lambda meta: {k: v for k, v in meta.items() if k not in self._PROVENANCE}  # noqa: E731
-        return drop(self.metadata()) == drop(other.metadata()) and mine.keys() == theirs.keys() and all(
-            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        return (
+            drop(self.metadata()) == drop(other.metadata())
+            and mine.keys() == theirs.keys()
+            and all(np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -288,9 +298,14 @@ class ImageStats(Moments):
         meta["first_of"] = self.first_of
         meta["strict_mode"] = self.strict_mode
         meta["histogram"] = self.histogram.metadata() if self.histogram is not None else None
-        meta["percentiles"] = {
-            f"{q:g}": np.atleast_1d(self.percentile(q)).tolist() for q in self.requested_percentiles
-        } if self.histogram is not None and self.histogram.counts is not None else {}
+        meta["percentiles"] = (
+            {
+                f"{q:g}": np.atleast_1d(self.percentile(q)).tolist()
+                for q in self.requested_percentiles
+            }
+            if self.histogram is not None and self.histogram.counts is not None
+            else {}
+        )
         meta["per_image_std_average"] = {
             "requested": self.per_image_std_average_requested,
             "label": PER_IMAGE_LABEL,
@@ -344,7 +359,8 @@ def _checked_first_of(value: Any) -> dict[str, dict[str, str]]:
         isinstance(first_of, dict)
         and set(first_of) == {"mode", "size"}
         and all(
-            isinstance(seen, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in seen.items())
+            isinstance(seen, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in seen.items())
             for seen in first_of.values()
         )
     )

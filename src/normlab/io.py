@@ -149,7 +149,9 @@ def load(path: str | os.PathLike) -> Any:
     except NormlabError as exc:
         raise FileFormatError(f"{path}: corrupt {cls_name} file ({exc})") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
-        raise FileFormatError(f"{path}: corrupt {cls_name} file ({type(exc).__name__}: {exc})") from None
+        raise FileFormatError(
+            f"{path}: corrupt {cls_name} file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def load_as(path: str | os.PathLike, cls: type, hint: Callable[[Any], str] | None = None) -> Any:

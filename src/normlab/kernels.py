@@ -127,7 +127,9 @@ if HAVE_NUMBA:
             nz[c] = 0
 
     @njit(cache=True, nogil=True)
-    def _accumulate(y, k, r0, r1, c0, c1, steps, n1, n2, nz, mn, mx, w1, w2, wz):  # pragma: no cover
+    def _accumulate(
+        y, k, r0, r1, c0, c1, steps, n1, n2, nz, mn, mx, w1, w2, wz
+    ):  # pragma: no cover
         """Add rows ``r0:r1`` of columns ``c0:c1`` of group ``k`` into the int64 ``w*``."""
         quarter = (r1 - r0) // _STREAMS
         for s0 in range(0, quarter, steps):
@@ -172,7 +174,9 @@ if HAVE_NUMBA:
         _fold(n1, n2, nz, w1, w2, wz)
 
     @njit(cache=True, nogil=True)
-    def _run_tasks(y, collapse, steps, lanes, first, last, o1, o2, omn, omx, onz):  # pragma: no cover
+    def _run_tasks(
+        y, collapse, steps, lanes, first, last, o1, o2, omn, omx, onz
+    ):  # pragma: no cover
         """Tasks ``first:last`` of the sums over axis 0 of ``(A, K, L)``, into ``o*[chunk, k, :]``.
 
         A task is (row chunk, group k, column tile); its int64 partials go to the outputs'
@@ -228,7 +232,11 @@ def _helpers(n: int) -> ThreadPoolExecutor:
     if _pool is None or _pool[:2] != (os.getpid(), n):
         if _pool is not None and _pool[0] == os.getpid():
             _pool[2].shutdown(wait=False)
-        _pool = (os.getpid(), n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="normlab-kernel"))
+        _pool = (
+            os.getpid(),
+            n,
+            ThreadPoolExecutor(max_workers=n, thread_name_prefix="normlab-kernel"),
+        )
     return _pool[2]
 
 
@@ -253,7 +261,9 @@ def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
     cuts = [n_tasks * i // shares for i in range(shares + 1)]
     steps = rows_per_fold // _STREAMS
     helpers = [
-        _helpers(shares - 1).submit(_run_tasks, y, collapse, steps, lanes, cuts[i], cuts[i + 1], *outs)
+        _helpers(shares - 1).submit(
+            _run_tasks, y, collapse, steps, lanes, cuts[i], cuts[i + 1], *outs
+        )
         for i in range(1, shares)
     ]
     _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)

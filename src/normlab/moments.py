@@ -26,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 
 from . import kernels
-from .io import register
 from .errors import (
     DTypeError,
     EmptyDataError,
@@ -37,6 +36,7 @@ from .errors import (
     NormlabWarning,
     ShapeError,
 )
+from .io import register
 
 Axis = Literal["feature", "channel", "global"]
 AXES = ("feature", "channel", "global")
@@ -63,7 +63,9 @@ def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
     try:
         arr = np.asarray(batch)
     except (TypeError, ValueError) as exc:
-        raise DTypeError(f"{what}: cannot turn {type(batch).__name__} into an array ({exc})") from None
+        raise DTypeError(
+            f"{what}: cannot turn {type(batch).__name__} into an array ({exc})"
+        ) from None
     if arr.dtype.kind not in "buif":
         raise DTypeError(
             f"{what}: expected numeric data (bool, integer or float), got dtype {arr.dtype}"
@@ -115,8 +117,12 @@ class Statistic:
         if not isinstance(other, Statistic):
             return NotImplemented
         mine, theirs = self.to_tensors(), other.to_tensors()  # type: ignore[attr-defined]
-        return self.metadata() == other.metadata() and mine.keys() == theirs.keys() and all(  # type: ignore[attr-defined]
-            np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+        return (
+            self.metadata() == other.metadata()
+            and mine.keys() == theirs.keys()
+            and all(  # type: ignore[attr-defined]
+                np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -398,7 +404,9 @@ class Moments(Statistic):
             mn, mx = rows.min(axis=0), rows.max(axis=0)
             nz = np.count_nonzero(rows, axis=0)
         self._shift = shift.reshape(shape)
-        self._merge_float(counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape))
+        self._merge_float(
+            counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape)
+        )
         self._min = np.fmin(self._min, mn.reshape(shape))
         self._max = np.fmax(self._max, mx.reshape(shape))
         self._nnz += nz.reshape(shape)
@@ -428,7 +436,9 @@ class Moments(Statistic):
         safe = np.maximum(n, 1)
         delta = np.where(n_b > 0, (shift_b - self._shift) + (mean_b - self._mean_shifted), 0.0)
         delta = np.where(n_a > 0, delta, 0.0)
-        base = np.where(n_a > 0, self._mean_shifted, np.where(n_b > 0, mean_b + (shift_b - self._shift), 0.0))
+        base = np.where(
+            n_a > 0, self._mean_shifted, np.where(n_b > 0, mean_b + (shift_b - self._shift), 0.0)
+        )
         self._mean_shifted = base + delta * (n_b / safe)
         self._m2 = self._m2 + m2_b + delta**2 * (n_a * (n_b / safe))
         self._count = n
@@ -616,7 +626,9 @@ class Moments(Statistic):
         else:
             assert self.sample_shape is not None
             acb_shape = out._as_acb(np.empty((1, *self.sample_shape), np.uint8)).shape
-            group_of = lambda a: np.moveaxis(a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0).reshape(acb_shape[1], -1)  # noqa: E731
+            group_of = lambda a: np.moveaxis(
+                a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0
+            ).reshape(acb_shape[1], -1)  # noqa: E731
             groups = group_of(self._count)
         reduced = groups.shape[:1] if axis == "channel" else ()
         out._count = groups.sum(axis=1).reshape(reduced)
@@ -747,7 +759,18 @@ class Moments(Statistic):
 
 _SCALES = [
     value_scale_of(d)
-    for d in ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float64")
+    for d in (
+        "bool",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float64",
+    )
 ]
 
 
@@ -759,15 +782,23 @@ def _check_loaded_meta(meta: dict[str, Any]) -> None:
 
     shape = meta["sample_shape"]
     problems = [
-        (not isinstance(meta["channel_axis"], int) or isinstance(meta["channel_axis"], bool), "channel_axis"),
-        (shape is not None and not (isinstance(shape, list) and all(map(count_like, shape))), "sample_shape"),
+        (
+            not isinstance(meta["channel_axis"], int) or isinstance(meta["channel_axis"], bool),
+            "channel_axis",
+        ),
+        (
+            shape is not None and not (isinstance(shape, list) and all(map(count_like, shape))),
+            "sample_shape",
+        ),
         (meta["value_scale"] is not None and meta["value_scale"] not in _SCALES, "value_scale"),
         (not count_like(meta["n_samples_seen"]), "n_samples_seen"),
     ]
     scale = meta["value_scale"]
     if meta["exact"] is not None or scale is not None:
         exact_ok = isinstance(meta["exact"], bool) and scale is not None and scale in _SCALES
-        problems.append((not exact_ok or meta["exact"] != (scale["max_value"] is not None), "exact"))
+        problems.append(
+            (not exact_ok or meta["exact"] != (scale["max_value"] is not None), "exact")
+        )
     bad = [name for wrong, name in problems if wrong]
     if bad:
         raise FileFormatError(
@@ -787,8 +818,6 @@ def _combine_extrema(acc, new):
     if acc is None:
         return new
     return (np.minimum(acc[0], new[0]), np.maximum(acc[1], new[1]), acc[2] + new[2])
-
-
 
 
 def _as_int64(a: np.ndarray) -> np.ndarray | None:
@@ -872,7 +901,9 @@ def _encode_bigints(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
     return {f"{name}_limbs": limbs, f"{name}_sign": sign}
 
 
-def _decode_bigints(name: str, tensors: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+def _decode_bigints(
+    name: str, tensors: dict[str, np.ndarray], shape: tuple[int, ...]
+) -> np.ndarray:
     from .io import field
 
     size = math.prod(shape)

@@ -53,7 +53,13 @@ def safe_scale(
     zero = zero | bad
     if zero.any():
         idx = np.argwhere(zero)
-        shown = ", ".join(str(tuple(int(i) for i in r)) if len(r) > 1 else str(int(r[0])) for r in idx[:8]) if idx.ndim and idx.shape[1] else "all"
+        shown = (
+            ", ".join(
+                str(tuple(int(i) for i in r)) if len(r) > 1 else str(int(r[0])) for r in idx[:8]
+            )
+            if idx.ndim and idx.shape[1]
+            else "all"
+        )
         more = f" and {len(idx) - 8} more" if len(idx) > 8 else ""
         replacement = f"std_floor={floor}" if floor is not None else "1"
         warnings.warn(
@@ -528,7 +534,9 @@ class MinMax(AffineNormalizer):
             raise NormlabError(f"feature_range must be increasing; got {self.feature_range}")
         self.data_min_, self.data_max_ = stats.min, stats.max
         span = self.data_max_ - self.data_min_
-        span = safe_scale(span, constant_mask(stats), what="a zero range (max == min)", stacklevel=6)
+        span = safe_scale(
+            span, constant_mask(stats), what="a zero range (max == min)", stacklevel=6
+        )
         scale = span / (high - low)
         self._set_affine(np.where(stats.count > 0, self.data_min_, 0.0) - low * scale, scale)
 

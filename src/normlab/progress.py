@@ -45,7 +45,9 @@ def _columns() -> list[Any]:
 
     class ItemRate(ProgressColumn):
         def render(self, task: Any) -> Text:
-            return Text(rate_text(task.completed, task.elapsed, "items"), style="progress.data.speed")
+            return Text(
+                rate_text(task.completed, task.elapsed, "items"), style="progress.data.speed"
+            )
 
     class ByteRate(ProgressColumn):
         def render(self, task: Any) -> Text:

@@ -31,7 +31,9 @@ _PROBE_LABELS = {
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``plots/*.png`` and ``report.html`` for ``results`` into ``out_dir``; returns the page."""
     if results.get("format") != "normlab-lab-results":
-        raise NormlabError("write_report needs the content of a lab results.json (format normlab-lab-results)")
+        raise NormlabError(
+            "write_report needs the content of a lab results.json (format normlab-lab-results)"
+        )
     matplotlib = require("matplotlib", "lab")
     matplotlib.use("Agg")
     out = Path(out_dir)
@@ -67,7 +69,9 @@ def _color(results: dict[str, Any], scheme: str) -> Any:
     return matplotlib.colormaps["tab10"](order.index(scheme) % 10)
 
 
-def _mean_curve(runs: list[dict[str, Any]], key: str, column: int) -> tuple[list[float], list[float]]:
+def _mean_curve(
+    runs: list[dict[str, Any]], key: str, column: int
+) -> tuple[list[float], list[float]]:
     """Mean over seeds of checkpoint ``column``, up to the shortest run (diverged runs stop early)."""
     curves = [r[key] for r in runs]
     length = min(len(c) for c in curves)
@@ -123,8 +127,16 @@ def _learning_curves(results: dict[str, Any]) -> Any:
         right.plot(xs, ys, marker="o", ms=3, label=label, color=_color(results, scheme))
     target = results["config"]["target"]
     left.axhline(target, color="grey", ls=":", lw=1)
-    left.set(xlabel="training samples seen", ylabel="train accuracy", title="train accuracy (mean over seeds)")
-    right.set(xlabel="training samples seen", ylabel="test accuracy", title="test accuracy after each epoch")
+    left.set(
+        xlabel="training samples seen",
+        ylabel="train accuracy",
+        title="train accuracy (mean over seeds)",
+    )
+    right.set(
+        xlabel="training samples seen",
+        ylabel="test accuracy",
+        title="test accuracy after each epoch",
+    )
     _legend(left)
     fig.tight_layout()
     return fig
@@ -142,7 +154,9 @@ def _lr_sweep(results: dict[str, Any]) -> Any:
         for lr in lrs:
             runs = [r for r in results["runs"] if r["scheme"] == scheme and r["lr"] == lr]
             finals = [r["final_train_loss"] for r in runs if r["final_train_loss"] is not None]
-            losses.append(sum(finals) / len(finals) if len(finals) == len(runs) and runs else math.nan)
+            losses.append(
+                sum(finals) / len(finals) if len(finals) == len(runs) and runs else math.nan
+            )
             reached = [r["samples_to_target"] for r in runs if r["samples_to_target"] is not None]
             samples.append(sum(reached) / len(reached) if reached else math.nan)
         left.plot(lrs, losses, marker="o", ms=3, color=color, label=scheme)
@@ -151,10 +165,19 @@ def _lr_sweep(results: dict[str, Any]) -> Any:
             if info.get("lr_bound"):
                 axis.axvline(info["lr_bound"], color=color, ls="--", lw=0.8)
             axis.axvline(info["best_lr"], color=color, ls="-", lw=2, alpha=0.25)
-    left.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="final train loss",
-             title="final train loss (gaps: a seed diverged)")  # fmt: skip
-    right.set(xscale="log", xlabel="learning rate", ylabel="samples to target",
-              title="samples to target (gaps: not reached)")  # fmt: skip
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate",
+        ylabel="final train loss",
+        title="final train loss (gaps: a seed diverged)",
+    )
+    right.set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel="samples to target",
+        title="samples to target (gaps: not reached)",
+    )
     _legend(left)
     fig.tight_layout()
     return fig
@@ -171,13 +194,28 @@ def _probe_bars(results: dict[str, Any]) -> Any:
     x = np.arange(len(schemes))
     for i, key in enumerate(keys):
         values = [results["schemes"][s]["summary"].get(key) for s in schemes]
-        ax.bar(x + i * width, [v if v is not None else 0 for v in values], width, label=_PROBE_LABELS[key])
+        ax.bar(
+            x + i * width,
+            [v if v is not None else 0 for v in values],
+            width,
+            label=_PROBE_LABELS[key],
+        )
     batch1 = [results["schemes"][s]["batch1_single_signed"] for s in schemes]
-    ax.bar(x + len(keys) * width, [v if v is not None else 0 for v in batch1], width, hatch="//",
-           fill=False, label="batch size 1: single-signed (illustration)")  # fmt: skip
+    ax.bar(
+        x + len(keys) * width,
+        [v if v is not None else 0 for v in batch1],
+        width,
+        hatch="//",
+        fill=False,
+        label="batch size 1: single-signed (illustration)",
+    )
     ax.axhline(0.5, color="grey", ls=":", lw=1)
     ax.set_xticks(x + width * len(keys) / 2, schemes)
-    ax.set(ylim=(0, 1.05), ylabel="fraction", title=f"first-layer updates at batch size {results['config']['batch_size']} (best LR, mean over seeds and steps)")
+    ax.set(
+        ylim=(0, 1.05),
+        ylabel="fraction",
+        title=f"first-layer updates at batch size {results['config']['batch_size']} (best LR, mean over seeds and steps)",
+    )
     _legend(ax, ncol=3, loc="upper right")
     fig.tight_layout()
     return fig
@@ -196,8 +234,14 @@ def _probe_epochs(results: dict[str, Any]) -> Any:
             axis.plot(xs, ys, marker="o", ms=3, color=color, label=scheme)
     left.axhline(0.5, color="grey", ls=":", lw=1)
     right.axhline(0.0, color="grey", ls=":", lw=1)
-    left.set(xlabel="epoch", ylabel="sign agreement", title="sign agreement of update rows (1 = single-signed)")
-    right.set(xlabel="epoch", ylabel="cosine", title="cosine between successive row updates (<0 = zigzag)")
+    left.set(
+        xlabel="epoch",
+        ylabel="sign agreement",
+        title="sign agreement of update rows (1 = single-signed)",
+    )
+    right.set(
+        xlabel="epoch", ylabel="cosine", title="cosine between successive row updates (<0 = zigzag)"
+    )
     _legend(left)
     fig.tight_layout()
     return fig
@@ -214,14 +258,24 @@ def _diagonal(results: dict[str, Any]) -> Any:
         if not quantiles:
             continue
         steps = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
-        ax.plot(steps, quantiles, marker="o", ms=3, color=_color(results, scheme),
-                label=f"{scheme}: λ_max {_fmt(info['lambda_max'])}, max/median {_fmt(info['diagonal']['ratio'])}")  # fmt: skip
+        ax.plot(
+            steps,
+            quantiles,
+            marker="o",
+            ms=3,
+            color=_color(results, scheme),
+            label=f"{scheme}: λ_max {_fmt(info['lambda_max'])}, max/median {_fmt(info['diagonal']['ratio'])}",
+        )
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set(yscale="log", xlabel="quantile over inputs (nonzero entries)", ylabel="E[x_k²]",
-           title="per-input diagonal of E[x xᵀ] on the normalized training data")  # fmt: skip
+    ax.set(
+        yscale="log",
+        xlabel="quantile over inputs (nonzero entries)",
+        ylabel="E[x_k²]",
+        title="per-input diagonal of E[x xᵀ] on the normalized training data",
+    )
     _legend(ax)
     fig.tight_layout()
     return fig
@@ -312,18 +366,23 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
         else:
             to_target = f"{s['samples_to_target_mean']:,.0f} ± {s['samples_to_target_std']:,.0f} ({s['n_reached']}/{s['n_seeds']})"
         acc = s["final_test_acc_mean"]
-        rows.append({
-            "scheme": scheme,
-            "chosen LR": _fmt(info["best_lr"]) + ("" if info["best_lr_inside_grid"] else " (grid edge)"),
-            "2/λ_max": _fmt(info["lr_bound"]),
-            "samples to target": to_target,
-            "final test acc": "—" if acc is None else f"{acc:.3f} ± {s['final_test_acc_std']:.3f}",
-            "single-signed rows": _fmt(s["single_signed"], 2),
-            "sign agreement": _fmt(s["sign_agreement"], 2),
-            "zigzag cosine": _fmt(s["cosine"], 2),
-            "reversed steps": _fmt(s["reversed"], 2),
-            "batch-1 single-signed": _fmt(info["batch1_single_signed"], 2),
-        })  # fmt: skip
+        rows.append(
+            {
+                "scheme": scheme,
+                "chosen LR": _fmt(info["best_lr"])
+                + ("" if info["best_lr_inside_grid"] else " (grid edge)"),
+                "2/λ_max": _fmt(info["lr_bound"]),
+                "samples to target": to_target,
+                "final test acc": "—"
+                if acc is None
+                else f"{acc:.3f} ± {s['final_test_acc_std']:.3f}",
+                "single-signed rows": _fmt(s["single_signed"], 2),
+                "sign agreement": _fmt(s["sign_agreement"], 2),
+                "zigzag cosine": _fmt(s["cosine"], 2),
+                "reversed steps": _fmt(s["reversed"], 2),
+                "batch-1 single-signed": _fmt(info["batch1_single_signed"], 2),
+            }
+        )
     return rows
 
 
@@ -332,7 +391,10 @@ def _table(results: dict[str, Any]) -> str:
     if not rows:
         return "<p>No scheme has finished a learning-rate search yet.</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -380,7 +442,11 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
         f"Dataset <b>{e(ds['name'])}</b> ({e(ds['description'])}): {ds['n_train']:,} training and "
         f"{ds['n_test']:,} test samples of shape {tuple(ds['sample_shape'])}, {e(ds['dtype'])}. "
         f"Model <b>{e(cfg['model'])}</b>"
-        + (f" ({cfg['hidden']} hidden units, {e(cfg['activation'])})" if cfg["model"] == "mlp" else "")
+        + (
+            f" ({cfg['hidden']} hidden units, {e(cfg['activation'])})"
+            if cfg["model"] == "mlp"
+            else ""
+        )
         + f", optimizer <b>{e(cfg['optimizer'])}</b>, batch size {cfg['batch_size']}, {cfg['epochs']} "
         f"epochs, {cfg['seeds']} seeds, target train accuracy {cfg['target']:g}. Every normalizer was "
         "fitted on the training split only."
@@ -396,7 +462,9 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
     if results.get("command"):
         parts.append(f"<p>Command: <code>{e(results['command'])}</code></p>")
     if not results.get("complete"):
-        parts.append('<p class="note">This run was interrupted: the page shows the finished runs only.</p>')
+        parts.append(
+            '<p class="note">This run was interrupted: the page shows the finished runs only.</p>'
+        )
     parts += [
         "<h2>Summary</h2>",
         _table(results),

@@ -82,13 +82,18 @@ def _zscore(axis: str, **fixed: Any) -> Callable[..., Normalizer]:
 
 
 register("raw", Identity, "nothing: the values as they are (the baseline)")
-register("max", MaxScale, "divide by the value scale's maximum (255 for uint8); NOT a z-score: "
-         "outputs stay all-positive")  # fmt: skip
+register(
+    "max",
+    MaxScale,
+    "divide by the value scale's maximum (255 for uint8); NOT a z-score: outputs stay all-positive",
+)
 register("maxabs", MaxAbs, "divide each feature by its largest |x|")
 register("minmax", MinMax, "map each feature's [min, max] onto feature_range (0..1)")
 register("center", _zscore("feature", with_std=False), "subtract the per-feature mean only")
 register("scale", _zscore("feature", with_mean=False), "divide by the per-feature std only")
 register("global", _zscore("global"), "z-score with one mean and one std over all values")
 register("channel", _zscore("channel"), "z-score per channel (torchvision's Normalize)")
-register("feature", _zscore("feature"), "z-score per feature (per pixel): each input's own mean/std")
+register(
+    "feature", _zscore("feature"), "z-score per feature (per pixel): each input's own mean/std"
+)
 register("per-image", PerImage, "standardize each sample by its own mean/std (std ≥ 1/√N)")

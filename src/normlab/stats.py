@@ -92,16 +92,28 @@ def compute_stats(
         from .imagestats import ImageStats
 
         make_empty: Callable[[], Moments] = functools.partial(
-            ImageStats, axis, channel_axis=channel_axis, nan_policy=nan_policy,
-            histogram=histogram or bool(quantiles), per_image_std_average=per_image_std_average,
-        )  # fmt: skip
+            ImageStats,
+            axis,
+            channel_axis=channel_axis,
+            nan_policy=nan_policy,
+            histogram=histogram or bool(quantiles),
+            per_image_std_average=per_image_std_average,
+        )
     else:  # a partial, not a closure: the local and Dask engines pickle it
-        make_empty = functools.partial(Moments, axis, channel_axis=channel_axis, nan_policy=nan_policy)
+        make_empty = functools.partial(
+            Moments, axis, channel_axis=channel_axis, nan_policy=nan_policy
+        )
 
     stats = run_tasks(
-        src.tasks, make_empty, engine=engine, workers=workers, scheduler=scheduler, progress=progress,
-        checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-    )  # fmt: skip
+        src.tasks,
+        make_empty,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
     skipped = getattr(stats, "n_skipped", 0)
     if stats.n_samples_seen == 0:
         more = f" ({skipped} unreadable item(s) skipped)" if skipped else ""
@@ -121,7 +133,9 @@ def _check_percentiles(percentiles: Any) -> list[float]:
     try:
         values = [float(q) for q in percentiles]
     except (TypeError, ValueError):
-        raise NormlabError(f"percentiles must be numbers in [0, 100]; got {percentiles!r}") from None
+        raise NormlabError(
+            f"percentiles must be numbers in [0, 100]; got {percentiles!r}"
+        ) from None
     bad = [q for q in values if not 0 <= q <= 100]
     if bad:
         raise NormlabError(f"percentiles must lie in [0, 100]; got {bad}")

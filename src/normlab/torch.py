@@ -76,7 +76,9 @@ class Normalize(nn.Module):
         mean_t = torch.as_tensor(mean, dtype=torch.float64).clone()
         std_t = torch.as_tensor(std, dtype=torch.float64).clone()
         if mean_t.shape != std_t.shape:
-            raise ShapeError(f"mean has shape {tuple(mean_t.shape)} but std has {tuple(std_t.shape)}")
+            raise ShapeError(
+                f"mean has shape {tuple(mean_t.shape)} but std has {tuple(std_t.shape)}"
+            )
         if not bool(torch.isfinite(std_t).all()) or not bool((std_t > 0).all()):
             raise NormlabError(
                 "std must be positive and finite everywhere (normlab's fitted scales are: zero "
@@ -123,7 +125,9 @@ class Normalize(nn.Module):
             "apply normlab's transform to the data (for example in the Dataset) instead",
         )
         shape = tuple(n.sample_shape_)
-        fitted = layout if layout and n.stats_axis == "global" else _fitted_layout(shape, n.channel_axis)
+        fitted = (
+            layout if layout and n.stats_axis == "global" else _fitted_layout(shape, n.channel_axis)
+        )
         layout = layout or fitted
         if layout not in LAYOUTS:
             raise NormlabError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -164,7 +168,9 @@ class Normalize(nn.Module):
             config = json.loads(meta)
             layout_saved, value_max = config["layout"], config["value_max"]
         except (ValueError, KeyError, TypeError):
-            raise FileFormatError(f"{path}: corrupt state dict metadata (need layout and value_max)") from None
+            raise FileFormatError(
+                f"{path}: corrupt state dict metadata (need layout and value_max)"
+            ) from None
         if "mean" not in tensors or "std" not in tensors:
             raise FileFormatError(f"{path}: state dict without 'mean' and 'std'")
         if layout is not None and layout != layout_saved:
@@ -231,7 +237,14 @@ class Normalize(nn.Module):
         if x.dtype.is_floating_point:
             mult, neg_offset = self._factors(1.0, x.dtype)
             return torch.addcmul(neg_offset, x, mult)
-        if x.dtype not in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool):
+        if x.dtype not in (
+            torch.uint8,
+            torch.int8,
+            torch.int16,
+            torch.int32,
+            torch.int64,
+            torch.bool,
+        ):
             raise DTypeError(f"expected an integer or float tensor; got {x.dtype}")
         out = torch.empty(x.shape, dtype=self.out_dtype, device=x.device)
         out.copy_(x)  # the one conversion, straight into the output buffer

@@ -103,8 +103,12 @@ class Whiten(Normalizer):
             raise NormlabError(f"eps_mode must be 'relative' or 'absolute'; got {self.eps_mode!r}")
         if not (isinstance(self.eps, (int, float)) and np.isfinite(self.eps) and self.eps >= 0):
             raise NormlabError(f"eps must be a finite number ≥ 0; got {self.eps!r}")
-        if self.n_components is not None and (not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1):
-            raise NormlabError(f"n_components must be a positive integer or None; got {self.n_components!r}")
+        if self.n_components is not None and (
+            not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1
+        ):
+            raise NormlabError(
+                f"n_components must be a positive integer or None; got {self.n_components!r}"
+            )
 
     # ------------------------------------------------------------- fitting
     def partial_fit(self, X: Any, y: Any = None) -> Whiten:
@@ -123,7 +127,9 @@ class Whiten(Normalizer):
                 "or `normlab diagnose DATA --save-comoments FILE`"
             )
         if not isinstance(stats, CoMoments):
-            raise NormlabError(f"Whiten.from_stats needs a CoMoments object, got {type(stats).__name__}")
+            raise NormlabError(
+                f"Whiten.from_stats needs a CoMoments object, got {type(stats).__name__}"
+            )
         self._check_params()
         self._reset()
         return self._fit_from(stats)
@@ -214,7 +220,9 @@ class Whiten(Normalizer):
             raise ShapeError(
                 f"expected {self.matrix_.shape[0]} whitened features per sample; got {flat.shape[1]}"
             )
-        out = (flat @ self.inverse_matrix_.T + self.mean_).reshape((y.shape[0], *self.sample_shape_))
+        out = (flat @ self.inverse_matrix_.T + self.mean_).reshape(
+            (y.shape[0], *self.sample_shape_)
+        )
         return out.astype(y.dtype if y.dtype.kind == "f" else np.float64, copy=False)
 
     # ------------------------------------------------------------- files

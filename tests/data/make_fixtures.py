@@ -43,7 +43,11 @@ def main() -> None:
     ]:
         obj.save(str(HERE / name))
         stats = obj if isinstance(obj, normlab.Moments) else obj.stats_
-        entry = {"mean": stats.mean.tolist(), "var": stats.var().tolist(), "n_samples_seen": stats.n_samples_seen}
+        entry = {
+            "mean": stats.mean.tolist(),
+            "var": stats.var().tolist(),
+            "n_samples_seen": stats.n_samples_seen,
+        }
         if data is not None and data.dtype.kind == "u":  # integer data: the Fraction reference
             pairs = [exact([int(v) for v in col]) for col in data.reshape(len(data), -1).T]
             assert stats.mean.ravel().tolist() == [p[0] for p in pairs]

@@ -12,7 +12,7 @@ from ..errors import NormlabError
 
 TARGETS = ("sklearn", "torch", "keras", "torchvision", "json")
 
-TORCH_SNIPPET = '''\
+TORCH_SNIPPET = """\
 # Load the normalization exported by normlab: a safetensors state dict (no pickle).
 import json
 
@@ -38,9 +38,9 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     if not x.dtype.is_floating_point:
         x = x.float() / value_max
     return ((x - mean) / std).to(x.dtype)
-'''
+"""
 
-KERAS_SNIPPET = '''\
+KERAS_SNIPPET = """\
 # Build the keras.layers.Normalization exported by normlab.
 import json
 
@@ -51,12 +51,14 @@ with open({path!r}) as f:
 if isinstance(kwargs["axis"], list):
     kwargs["axis"] = tuple(kwargs["axis"])
 layer = keras.layers.Normalization(**kwargs)
-'''
+"""
 
 
 def snippet_path(output: Path) -> Path:
     if output.suffix == ".py":
-        raise NormlabError(f"{output}: the output is data; its loading snippet goes beside it as .py")
+        raise NormlabError(
+            f"{output}: the output is data; its loading snippet goes beside it as .py"
+        )
     return output.with_suffix(".py")
 
 
@@ -97,7 +99,9 @@ def export_file(
         written.append(snippet_path(output))
         _write_text(
             written[1],
-            TORCH_SNIPPET.format(path=output.name, layout=module.layout, value_max=module.value_max),
+            TORCH_SNIPPET.format(
+                path=output.name, layout=module.layout, value_max=module.value_max
+            ),
         )
     elif target == "keras":
         _write_json(output, export.to_keras(normalizer))
@@ -116,11 +120,26 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     @cli_errors
     def export_command(
-        normalizer_file: Annotated[Path, typer.Argument(help="A normalizer saved by `normlab fit`.")],
-        target: Annotated[str, typer.Option("--to", help="sklearn, torch, keras, torchvision or json.")],
-        output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (a loading snippet goes beside it as .py).")],
-        layout: Annotated[Optional[str], typer.Option(help="torch: CHW, HWC, HW or F (default: as fitted).")] = None,
-        scale: Annotated[str, typer.Option(help="torchvision: 0..1 (ToTensor's) or 0..255.")] = "0..1",
+        normalizer_file: Annotated[
+            Path, typer.Argument(help="A normalizer saved by `normlab fit`.")
+        ],
+        target: Annotated[
+            str, typer.Option("--to", help="sklearn, torch, keras, torchvision or json.")
+        ],
+        output: Annotated[
+            Path,
+            typer.Option(
+                "--output",
+                "-o",
+                help="The file to write (a loading snippet goes beside it as .py).",
+            ),
+        ],
+        layout: Annotated[
+            Optional[str], typer.Option(help="torch: CHW, HWC, HW or F (default: as fitted).")
+        ] = None,
+        scale: Annotated[
+            str, typer.Option(help="torchvision: 0..1 (ToTensor's) or 0..255.")
+        ] = "0..1",
     ) -> None:
         """Write NORMALIZER_FILE for scikit-learn, PyTorch, Keras, torchvision or as plain JSON."""
         for path in export_file(normalizer_file, target, output, layout=layout, scale=scale):

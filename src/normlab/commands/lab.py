@@ -16,28 +16,65 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @cli_errors
     def compare(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, plots and report.html.")],
-        dataset: Annotated[Optional[str], typer.Option(help="digits (default), mnist5k or lecun-gauss.")] = None,
-        data: Annotated[Optional[Path], typer.Option(help="Own inputs: X.npy of shape (n, *sample).")] = None,
-        labels: Annotated[Optional[Path], typer.Option(help="Own labels: y.npy of n integers.")] = None,
+        out: Annotated[
+            Path,
+            typer.Option("--out", "-o", help="Folder for results.json, plots and report.html."),
+        ],
+        dataset: Annotated[
+            Optional[str], typer.Option(help="digits (default), mnist5k or lecun-gauss.")
+        ] = None,
+        data: Annotated[
+            Optional[Path], typer.Option(help="Own inputs: X.npy of shape (n, *sample).")
+        ] = None,
+        labels: Annotated[
+            Optional[Path], typer.Option(help="Own labels: y.npy of n integers.")
+        ] = None,
         model: Annotated[str, typer.Option(help="linear, lsq, mlp or cnn.")] = "mlp",
-        schemes: Annotated[str, typer.Option(help="Comma-separated scheme names.")] = "raw,max,global,feature",
+        schemes: Annotated[
+            str, typer.Option(help="Comma-separated scheme names.")
+        ] = "raw,max,global,feature",
         seeds: Annotated[int, typer.Option(help="Seeds per learning rate.")] = 3,
-        seed: Annotated[int, typer.Option(help="First seed; also shuffles the train/test split.")] = 0,
+        seed: Annotated[
+            int, typer.Option(help="First seed; also shuffles the train/test split.")
+        ] = 0,
         epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 10,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 32,
-        target: Annotated[float, typer.Option(help="Target train accuracy for samples-to-target.")] = 0.9,
+        target: Annotated[
+            float, typer.Option(help="Target train accuracy for samples-to-target.")
+        ] = 0.9,
         optimizer: Annotated[str, typer.Option(help="sgd, momentum or adam.")] = "sgd",
-        activation: Annotated[str, typer.Option(help="Hidden activation of mlp/cnn: tanh or relu.")] = "tanh",
+        activation: Annotated[
+            str, typer.Option(help="Hidden activation of mlp/cnn: tanh or relu.")
+        ] = "tanh",
         hidden: Annotated[int, typer.Option(help="Hidden units of the mlp.")] = 64,
-        offset: Annotated[float, typer.Option(help="lecun-gauss: shift added to every input.")] = 0.0,
-        n_samples: Annotated[Optional[int], typer.Option("--n-samples", help="lecun-gauss: samples to draw; others: keep the first n.")] = None,
-        test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, stratified.")] = 0.2,
-        lr_min: Annotated[float, typer.Option("--lr-min", help="Lowest grid point, as a multiple of 2/λ_max.")] = 1 / 16,
-        lr_max: Annotated[float, typer.Option("--lr-max", help="Highest grid point, as a multiple of 2/λ_max.")] = 16.0,
-        lr_factor: Annotated[float, typer.Option("--lr-factor", help="Ratio between grid points.")] = 2.0,
-        checkpoints: Annotated[int, typer.Option(help="Train-set evaluations per epoch (samples-to-target resolution).")] = 10,
-        overwrite: Annotated[bool, typer.Option(help="Replace the report files in an existing --out folder.")] = False,
+        offset: Annotated[
+            float, typer.Option(help="lecun-gauss: shift added to every input.")
+        ] = 0.0,
+        n_samples: Annotated[
+            Optional[int],
+            typer.Option(
+                "--n-samples", help="lecun-gauss: samples to draw; others: keep the first n."
+            ),
+        ] = None,
+        test_fraction: Annotated[
+            float, typer.Option("--test-fraction", help="Held-out share, stratified.")
+        ] = 0.2,
+        lr_min: Annotated[
+            float, typer.Option("--lr-min", help="Lowest grid point, as a multiple of 2/λ_max.")
+        ] = 1 / 16,
+        lr_max: Annotated[
+            float, typer.Option("--lr-max", help="Highest grid point, as a multiple of 2/λ_max.")
+        ] = 16.0,
+        lr_factor: Annotated[
+            float, typer.Option("--lr-factor", help="Ratio between grid points.")
+        ] = 2.0,
+        checkpoints: Annotated[
+            int,
+            typer.Option(help="Train-set evaluations per epoch (samples-to-target resolution)."),
+        ] = 10,
+        overwrite: Annotated[
+            bool, typer.Option(help="Replace the report files in an existing --out folder.")
+        ] = False,
         threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 1,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -50,13 +87,32 @@ def register(app: typer.Typer) -> None:
         command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv[1:2] == ["compare"] else None
         try:
             results = run_compare(
-                dataset, schemes=[s.strip() for s in schemes.split(",") if s.strip()], model=model,
-                seeds=seeds, seed=seed, epochs=epochs, batch_size=batch_size, target=target,
-                optimizer=optimizer, activation=activation, hidden=hidden, offset=offset,
-                n_samples=n_samples, test_fraction=test_fraction, lr_min=lr_min, lr_max=lr_max,
-                lr_factor=lr_factor, checkpoints_per_epoch=checkpoints, data=data, labels=labels, out=out, overwrite=overwrite,
-                threads=threads, progress=progress_flag(quiet), command=command,
-            )  # fmt: skip
+                dataset,
+                schemes=[s.strip() for s in schemes.split(",") if s.strip()],
+                model=model,
+                seeds=seeds,
+                seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                target=target,
+                optimizer=optimizer,
+                activation=activation,
+                hidden=hidden,
+                offset=offset,
+                n_samples=n_samples,
+                test_fraction=test_fraction,
+                lr_min=lr_min,
+                lr_max=lr_max,
+                lr_factor=lr_factor,
+                checkpoints_per_epoch=checkpoints,
+                data=data,
+                labels=labels,
+                out=out,
+                overwrite=overwrite,
+                threads=threads,
+                progress=progress_flag(quiet),
+                command=command,
+            )
         except KeyboardInterrupt:
             typer.echo(f"interrupted: the finished runs are in {out / 'results.json'}", err=True)
             raise typer.Exit(130) from None

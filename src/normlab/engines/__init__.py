@@ -68,7 +68,9 @@ def run_tasks(
     if workers is not None and int(workers) < 1:
         raise NormlabError(f"workers must be a positive number of processes; got {workers}")
     if engine == "serial" and (workers not in (None, 1) or scheduler is not None):
-        raise NormlabError("the serial engine takes no workers or scheduler; use engine='local' or 'dask'")
+        raise NormlabError(
+            "the serial engine takes no workers or scheduler; use engine='local' or 'dask'"
+        )
     if engine == "local" and scheduler is not None:
         raise NormlabError("a scheduler is only for engine='dask'")
     from ..progress import progress_bar
@@ -84,12 +86,17 @@ def run_tasks(
     if engine != "serial" and todo:
         _check_picklable(engine, todo[0][1], make_empty)
     runner = importlib.import_module(f"normlab.engines.{engine}")
-    what = f"statistics ({engine}" + (f"; resumed after {len(done)} of {len(tasks)} tasks)" if done else ")")
+    what = f"statistics ({engine}" + (
+        f"; resumed after {len(done)} of {len(tasks)} tasks)" if done else ")"
+    )
     with progress_bar(sum(t.n_items for _, t in todo) or None, what, enabled=progress) as advance:
         for index, result in runner.map_tasks(
-            todo, make_empty, workers=workers, scheduler=scheduler,
+            todo,
+            make_empty,
+            workers=workers,
+            scheduler=scheduler,
             on_finish=lambda r: advance(r.n_items, r.n_bytes),
-        ):  # fmt: skip
+        ):
             total += result.stats
             if ckpt is not None:
                 ckpt.finished(index, total)
@@ -108,7 +115,9 @@ def _check_picklable(engine: str, task: Any, make_empty: Callable[[], Any]) -> N
     import pickle
 
     pickler = pickle.Pickler
-    if engine == "dask":  # Dask ships with cloudpickle, which also takes lambdas and __main__ classes
+    if (
+        engine == "dask"
+    ):  # Dask ships with cloudpickle, which also takes lambdas and __main__ classes
         pickler = importlib.import_module("cloudpickle").Pickler
     for what, obj in (("task", task), ("statistic factory", make_empty)):
         try:

@@ -116,7 +116,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 changes.append(f"{path} changed: {how}")
     elif old.get("task_files") != new["task_files"] and old_tasks == new_tasks:
         changed = [
-            new_tasks[i] for i, (a, b) in enumerate(zip(old["task_files"], new["task_files"])) if a != b
+            new_tasks[i]
+            for i, (a, b) in enumerate(zip(old["task_files"], new["task_files"]))
+            if a != b
         ]
         changes.append(f"files of {len(changed)} task(s) changed, the first: [{changed[0]}]")
     return changes
@@ -144,9 +146,13 @@ class Checkpoint:
     """The checkpoint of one run in ``folder`` (see the module's description)."""
 
     def __init__(
-        self, folder: str | os.PathLike, tasks: list[Any], make_empty: Callable[[], Any], *,
+        self,
+        folder: str | os.PathLike,
+        tasks: list[Any],
+        make_empty: Callable[[], Any],
+        *,
         every: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if every is not None and int(every) < 1:
             raise NormlabError(f"checkpoint_every must be a positive number of tasks; got {every}")
         self.folder = Path(folder)
@@ -180,9 +186,13 @@ class Checkpoint:
             stats = _REGISTRY[stat_meta["class"]](stat_meta, tensors)
             finished = {int(i) for i in meta["finished_tasks"]}
         except (KeyError, TypeError, ValueError) as exc:
-            raise FileFormatError(f"{self.path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+            raise FileFormatError(
+                f"{self.path}: corrupt checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
         if finished != set(range(len(finished))) or len(finished) > self.n_tasks:
-            raise FileFormatError(f"{self.path}: corrupt checkpoint (finished tasks are not the first ones)")
+            raise FileFormatError(
+                f"{self.path}: corrupt checkpoint (finished tasks are not the first ones)"
+            )
         self.done = finished
         return stats, finished
 

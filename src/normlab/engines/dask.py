@@ -41,9 +41,12 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
         from .local import default_workers
 
         cluster = distributed.LocalCluster(
-            n_workers=int(workers or default_workers()), threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address=":0",
-        )  # fmt: skip
+            n_workers=int(workers or default_workers()),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        )
         client = distributed.Client(cluster)
         return client, lambda: (client.close(), cluster.close())
     if not isinstance(scheduler, str):

@@ -124,7 +124,9 @@ def map_tasks(
         )
     except cf.process.BrokenProcessPool:  # raised by submit: a worker died between two runs
         shutdown_pools()
-        raise NormlabError("a worker process of the pool died (killed, or out of memory); rerun") from None
+        raise NormlabError(
+            "a worker process of the pool died (killed, or out of memory); rerun"
+        ) from None
     finally:
         for future in submitted:  # after an error: tasks not started yet never start
             future.cancel()

@@ -20,7 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DTypeError, EmptyDataError, NonFiniteError, NormlabError, ShapeError, SourceError, require
+from ..errors import (
+    DTypeError,
+    EmptyDataError,
+    NonFiniteError,
+    NormlabError,
+    ShapeError,
+    SourceError,
+    require,
+)
 
 DATASETS = {
     "digits": "scikit-learn's handwritten digits: 1,797 images of 8x8 pixels, values 0..16 (uint8)",
@@ -180,7 +188,8 @@ def load_dataset(
         x_test=x[test_idx],
         y_test=y[test_idx].astype(np.int64),
         n_classes=len(classes),
-        info={"classes": [c.item() for c in classes], "offset": float(offset)} if name == "lecun-gauss"
+        info={"classes": [c.item() for c in classes], "offset": float(offset)}
+        if name == "lecun-gauss"
         else {"classes": [c.item() for c in classes]},
     )
 
@@ -232,5 +241,7 @@ def _check_pair(x: Any, y: Any, *, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise DTypeError(f"{where}: labels must be integers; got dtype {y.dtype}")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise NonFiniteError(f"{where}: data holds NaN or inf (first at index {tuple(int(i) for i in bad)})")
+        raise NonFiniteError(
+            f"{where}: data holds NaN or inf (first at index {tuple(int(i) for i in bad)})"
+        )
     return x, y.astype(np.int64)

@@ -19,7 +19,12 @@ MODELS = {
     "cnn": "two 3x3 conv layers with pooling, then a linear layer (image-shaped samples)",
 }
 ACTIVATIONS = ("tanh", "relu")
-LOSSES = {"linear": "cross-entropy", "lsq": "half-mse", "mlp": "cross-entropy", "cnn": "cross-entropy"}
+LOSSES = {
+    "linear": "cross-entropy",
+    "lsq": "half-mse",
+    "mlp": "cross-entropy",
+    "cnn": "cross-entropy",
+}
 
 
 def model_names() -> list[str]:
@@ -44,7 +49,9 @@ def build_model(
     if name not in MODELS:
         raise NormlabError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     if activation not in ACTIVATIONS:
-        raise NormlabError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        raise NormlabError(
+            f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
+        )
     if hidden < 1:
         raise NormlabError(f"hidden must be a positive number of units; got {hidden}")
     n_inputs = math.prod(sample_shape)
@@ -52,7 +59,9 @@ def build_model(
     if name in ("linear", "lsq"):
         return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, n_classes))
     if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, hidden), act(), nn.Linear(hidden, n_classes))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(n_inputs, hidden), act(), nn.Linear(hidden, n_classes)
+        )
     if len(sample_shape) not in (2, 3):
         raise NormlabError(
             f"model 'cnn' needs image-shaped samples (H, W) or (H, W, C); got samples of shape "
@@ -70,10 +79,15 @@ def build_model(
     flat = 16 * (height // 4) * (width // 4)
     return nn.Sequential(
         ToChannelsFirst(),
-        nn.Conv2d(channels, 8, 3, padding=1), act(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), act(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(flat, n_classes),
-    )  # fmt: skip
+        nn.Conv2d(channels, 8, 3, padding=1),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        act(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, n_classes),
+    )
 
 
 def first_layer_weight(model: Any) -> Any:

@@ -47,7 +47,11 @@ def second_moment_spectrum(x: np.ndarray) -> dict[str, float]:
     n, d = flat.shape
     if d <= _EIGH_LIMIT:
         eig = np.linalg.eigvalsh(flat.T @ flat / n)
-        return {"lambda_max": float(eig[-1]), "lambda_min": float(max(eig[0], 0.0)), "trace": float(eig.sum())}
+        return {
+            "lambda_max": float(eig[-1]),
+            "lambda_min": float(max(eig[0], 0.0)),
+            "trace": float(eig.sum()),
+        }
     v = np.ones(d) / np.sqrt(d)
     lam = 0.0
     for _ in range(200):
@@ -130,7 +134,9 @@ class UpdateProbe:
         self._direction: Any = None
         if mean_direction is not None:
             norm = float(mean_direction.norm())
-            self._direction = mean_direction.reshape(-1) / norm if norm > 0 else mean_direction.reshape(-1) * 0
+            self._direction = (
+                mean_direction.reshape(-1) / norm if norm > 0 else mean_direction.reshape(-1) * 0
+            )
         self._reset()
 
     def _reset(self) -> None:
@@ -161,7 +167,9 @@ class UpdateProbe:
         squared = (rows * rows).sum(dim=1)
         if self._direction is not None and self._direction.numel() == rows.shape[1]:
             along = rows @ self._direction.to(rows.dtype)
-            self._add("mean_share", (along * along / squared.clamp(min=tiny) * moving).sum(), n_moving)
+            self._add(
+                "mean_share", (along * along / squared.clamp(min=tiny) * moving).sum(), n_moving
+            )
         if self._previous is not None:
             norms = torch.sqrt(squared * (self._previous * self._previous).sum(dim=1))
             valid = norms > 0

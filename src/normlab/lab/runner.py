@@ -123,19 +123,37 @@ def compare(
             f"{lr_min}, {lr_max}, {lr_factor}"
         )
     config = TrainConfig(
-        model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-        activation=activation, hidden=hidden, target=target,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        activation=activation,
+        hidden=hidden,
+        target=target,
         checkpoints_per_epoch=checkpoints_per_epoch,
-    )  # fmt: skip
+    )
     config.check()
     if out is not None and Path(out).exists() and not overwrite:
-        raise NormlabError(f"output folder {out} exists; pass --overwrite to replace its report files")
+        raise NormlabError(
+            f"output folder {out} exists; pass --overwrite to replace its report files"
+        )
     ds = load_dataset(
-        dataset, seed=seed, test_fraction=test_fraction, offset=offset, n_samples=n_samples,
-        data=data, labels=labels,
-    )  # fmt: skip
-    build_model(model, sample_shape=ds.sample_shape, n_classes=ds.n_classes, hidden=hidden,
-                activation=activation)  # fmt: skip  # bad shapes fail before anything is written
+        dataset,
+        seed=seed,
+        test_fraction=test_fraction,
+        offset=offset,
+        n_samples=n_samples,
+        data=data,
+        labels=labels,
+    )
+    # bad shapes fail before anything is written
+    build_model(
+        model,
+        sample_shape=ds.sample_shape,
+        n_classes=ds.n_classes,
+        hidden=hidden,
+        activation=activation,
+    )
     prepared = {name: _prepare_scheme(name, ds, torch) for name in names}  # so do unfit schemes
     out_dir = _prepare_out(out, overwrite)
     torch.set_num_threads(threads)
@@ -148,27 +166,56 @@ def compare(
         "complete": False,
         "command": command,
         "config": {
-            "dataset": ds.name, "model": model, "schemes": names, "seeds": seeds, "seed": seed,
-            "epochs": epochs, "batch_size": batch_size, "target": target, "optimizer": optimizer,
-            "activation": activation, "hidden": hidden, "lr_min": lr_min, "lr_max": lr_max,
-            "lr_factor": lr_factor, "max_extensions": max_extensions,
+            "dataset": ds.name,
+            "model": model,
+            "schemes": names,
+            "seeds": seeds,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "target": target,
+            "optimizer": optimizer,
+            "activation": activation,
+            "hidden": hidden,
+            "lr_min": lr_min,
+            "lr_max": lr_max,
+            "lr_factor": lr_factor,
+            "max_extensions": max_extensions,
             "checkpoints_per_epoch": checkpoints_per_epoch,
-            "test_fraction": test_fraction, "offset": offset, "n_samples": n_samples,
+            "test_fraction": test_fraction,
+            "offset": offset,
+            "n_samples": n_samples,
             "threads": threads,
         },
         "dataset": ds.summary(),
         "diagnosis": _diagnosis(ds),
         "schemes": {},
         "runs": [],
-    }  # fmt: skip
+    }
     timings: dict[str, Any] = {"runs": []}
     started = time.perf_counter()
     planned = len(names) * (k_high - k_low + 1) * seeds
     try:
-        with progress_bar(planned, f"{ds.name}/{model}: training runs", enabled=progress) as advance:
-            _search(prepared, ds, config, results, timings, started, out_dir, advance, optimizer=optimizer,
-                    seeds=seeds, seed=seed, k_low=k_low, k_high=k_high, lr_factor=lr_factor,
-                    max_extensions=max_extensions)  # fmt: skip
+        with progress_bar(
+            planned, f"{ds.name}/{model}: training runs", enabled=progress
+        ) as advance:
+            _search(
+                prepared,
+                ds,
+                config,
+                results,
+                timings,
+                started,
+                out_dir,
+                advance,
+                optimizer=optimizer,
+                seeds=seeds,
+                seed=seed,
+                k_low=k_low,
+                k_high=k_high,
+                lr_factor=lr_factor,
+                max_extensions=max_extensions,
+            )
     except KeyboardInterrupt:
         if out_dir is not None and report:
             _report(results, out_dir)  # the finished runs are already in results.json
@@ -198,11 +245,23 @@ def _report(results: dict[str, Any], out_dir: Path) -> None:
 
 
 def _search(
-    prepared: dict[str, dict[str, Any]], ds: Dataset, config: TrainConfig, results: dict[str, Any],
-    timings: dict[str, Any], started: float, out_dir: Path | None, advance: Any, *,
-    optimizer: str, seeds: int, seed: int, k_low: int, k_high: int, lr_factor: float,
+    prepared: dict[str, dict[str, Any]],
+    ds: Dataset,
+    config: TrainConfig,
+    results: dict[str, Any],
+    timings: dict[str, Any],
+    started: float,
+    out_dir: Path | None,
+    advance: Any,
+    *,
+    optimizer: str,
+    seeds: int,
+    seed: int,
+    k_low: int,
+    k_high: int,
+    lr_factor: float,
     max_extensions: int,
-) -> None:  # fmt: skip
+) -> None:
     """Per scheme: train the grid and widen it until the best LR is inside."""
     for name, scheme in prepared.items():
         info = scheme["info"]
@@ -220,8 +279,12 @@ def _search(
                 by_k[k] = []
                 for s in range(seed, seed + seeds):
                     t0 = time.perf_counter()
-                    run = train_run(scheme["tensors"], config=config, lr=lr, seed=s, n_classes=ds.n_classes)
-                    timings["runs"].append({"scheme": name, "lr": lr, "seed": s, "seconds": time.perf_counter() - t0})
+                    run = train_run(
+                        scheme["tensors"], config=config, lr=lr, seed=s, n_classes=ds.n_classes
+                    )
+                    timings["runs"].append(
+                        {"scheme": name, "lr": lr, "seed": s, "seconds": time.perf_counter() - t0}
+                    )
                     by_k[k].append(run)
                     results["runs"].append({"scheme": name, **run})
                     _write(out_dir, results, timings, started)
@@ -245,7 +308,9 @@ def _prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
         return None
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
-        raise NormlabError(f"output folder {out_dir} exists; pass --overwrite to replace its report files")
+        raise NormlabError(
+            f"output folder {out_dir} exists; pass --overwrite to replace its report files"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise NormlabError(f"output path {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +336,9 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any) -> dict[str, Any]:
         "input_mean_abs": float(np.abs(np.asarray(x_train, dtype=np.float64).mean())),
         "diagonal": diagonal_spread(x_train),
         "batch1_single_signed": single_signed_samples(x_train),
-        "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, NormlabWarning)}),
+        "warnings": sorted(
+            {str(w.message) for w in caught if issubclass(w.category, NormlabWarning)}
+        ),
     }
     tensors = {
         "x_train": torch.as_tensor(np.ascontiguousarray(x_train, dtype=np.float32)),
@@ -303,7 +370,9 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(arr.mean()), float(arr.std())
 
 
-def _summarize(info: dict[str, Any], by_k: dict[int, list[dict[str, Any]]], center: float, factor: float) -> None:
+def _summarize(
+    info: dict[str, Any], by_k: dict[int, list[dict[str, Any]]], center: float, factor: float
+) -> None:
     ks = sorted(by_k)
     best = _best(by_k)
     runs = by_k[best]
@@ -312,7 +381,11 @@ def _summarize(info: dict[str, Any], by_k: dict[int, list[dict[str, Any]]], cent
     info["best_lr"] = float(center * factor**best)
     info["best_lr_inside_grid"] = ks[0] < best < ks[-1]
     info["grid_center"] = center
-    summary: dict[str, Any] = {"n_seeds": len(runs), "n_reached": len(reached), "n_diverged": sum(r["diverged"] for r in runs)}
+    summary: dict[str, Any] = {
+        "n_seeds": len(runs),
+        "n_reached": len(reached),
+        "n_diverged": sum(r["diverged"] for r in runs),
+    }
     summary["samples_to_target_mean"], summary["samples_to_target_std"] = _mean_std(reached)
     finals = [r["final_test_acc"] for r in runs if r["final_test_acc"] is not None]
     summary["final_test_acc_mean"], summary["final_test_acc_std"] = _mean_std(finals)
@@ -335,7 +408,9 @@ def _rounded(obj: Any) -> Any:
     return obj
 
 
-def _write(out_dir: Path | None, results: dict[str, Any], timings: dict[str, Any], started: float) -> None:
+def _write(
+    out_dir: Path | None, results: dict[str, Any], timings: dict[str, Any], started: float
+) -> None:
     if out_dir is None:
         return
     with atomic_write(out_dir / RESULTS_FILE, "w") as handle:
@@ -352,8 +427,17 @@ def demo_comparison(out_dir: str | Path, quiet: bool = False) -> Path:
     Replaces the report files in ``out_dir`` (and nothing else there).
     """
     compare(
-        "digits", schemes=("raw", "max", "global", "feature"), model="mlp", seeds=2, epochs=8,
-        target=0.9, lr_min=1 / 16, lr_max=4.0, out=out_dir, overwrite=True,
-        progress=False if quiet else None, command="normlab demo",
-    )  # fmt: skip
+        "digits",
+        schemes=("raw", "max", "global", "feature"),
+        model="mlp",
+        seeds=2,
+        epochs=8,
+        target=0.9,
+        lr_min=1 / 16,
+        lr_max=4.0,
+        out=out_dir,
+        overwrite=True,
+        progress=False if quiet else None,
+        command="normlab demo",
+    )
     return Path(out_dir) / "report.html"

@@ -35,7 +35,9 @@ class TrainConfig:
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise NormlabError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+            raise NormlabError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoints_per_epoch < 1:
             raise NormlabError(
                 f"epochs, batch_size and checkpoints_per_epoch must be positive; got {self.epochs}, "
@@ -80,9 +82,12 @@ def train_run(
     n = len(y_train)
     torch.manual_seed(seed)
     model = build_model(
-        config.model, sample_shape=tuple(x_train.shape[1:]), n_classes=n_classes,
-        hidden=config.hidden, activation=config.activation,
-    )  # fmt: skip
+        config.model,
+        sample_shape=tuple(x_train.shape[1:]),
+        n_classes=n_classes,
+        hidden=config.hidden,
+        activation=config.activation,
+    )
     loss_fn = loss_function(config.model, n_classes)
     weight = first_layer_weight(model)
     if config.optimizer == "adam":

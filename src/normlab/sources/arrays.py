@@ -182,9 +182,14 @@ def npy_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Sourc
 # What zipfile raises on damaged archives: a flipped bit can name an unknown compression method
 # (NotImplementedError), an encrypted member (RuntimeError) or break a stream (zlib.error, EOF).
 _ZIP_ERRORS = (
-    zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
-    RuntimeError, zlib.error,
-)  # fmt: skip
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 @dataclass
@@ -216,7 +221,9 @@ class NpzTask:
             raise SourceError(f"{self.label}: corrupt .npz ({type(exc).__name__}: {exc})") from None
 
 
-def npz_source(source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any) -> Source | None:
+def npz_source(
+    source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any
+) -> Source | None:
     if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() != ".npz":
         return None
     path = Path(source)
@@ -254,7 +261,9 @@ def shard_list_source(source: Any, **options: Any) -> Source | None:
     from . import resolve
 
     parts = [resolve(s, **options) for s in source]
-    return Source([t for p in parts for t in p.tasks], f"{len(parts)} shards ({parts[0].description}, ...)")
+    return Source(
+        [t for p in parts for t in p.tasks], f"{len(parts)} shards ({parts[0].description}, ...)"
+    )
 
 
 @dataclass

@@ -105,7 +105,9 @@ def _as_hwc(arr: np.ndarray) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def _decode_jpeg(data: bytes, mode: str | None, into: np.ndarray | None = None) -> np.ndarray | None:
+def _decode_jpeg(
+    data: bytes, mode: str | None, into: np.ndarray | None = None
+) -> np.ndarray | None:
     """simplejpeg (libjpeg-turbo); None when it is not installed or the file is CMYK.
 
     ``into``: a free slot of the current batch; when the image fits it exactly, it is decoded
@@ -120,7 +122,11 @@ def _decode_jpeg(data: bytes, mode: str | None, into: np.ndarray | None = None) 
             return None  # CMYK/YCCK: Pillow converts those
         gray = mode == "L" or (mode in (None, "keep") and colorspace == "Gray")
         space = "GRAY" if gray else "RGB"
-        if into is not None and into.dtype == np.uint8 and into.shape == (height, width, 1 if gray else 3):
+        if (
+            into is not None
+            and into.dtype == np.uint8
+            and into.shape == (height, width, 1 if gray else 3)
+        ):
             simplejpeg.decode_jpeg(data, colorspace=space, buffer=into)
             return into
         return _as_hwc(simplejpeg.decode_jpeg(data, colorspace=space))
@@ -148,7 +154,9 @@ def _decode_cv2(data: bytes, what: str) -> np.ndarray | None:
         return None
     pixels = _declared_pixels(data)
     if pixels is not None and pixels > MAX_PIXELS:
-        raise BadImage(f"{what} header declares {pixels} pixels, more than the {MAX_PIXELS} allowed")
+        raise BadImage(
+            f"{what} header declares {pixels} pixels, more than the {MAX_PIXELS} allowed"
+        )
     try:
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -173,7 +181,9 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
             img.load()
             if img.mode == "1":
                 img = img.convert("L")
-            elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not img.mode.startswith("I;16"):
+            elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not img.mode.startswith(
+                "I;16"
+            ):
                 has_alpha = "A" in img.mode or "transparency" in img.info
                 img = img.convert("RGBA" if has_alpha else "RGB")  # palette, CMYK, YCbCr, ...
             arr = np.asarray(img)
@@ -187,7 +197,9 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
     return _as_hwc(arr)
 
 
-def decode_image(data: bytes, path: str, mode: str | None = None, into: np.ndarray | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, path: str, mode: str | None = None, into: np.ndarray | None = None
+) -> np.ndarray:
     """Decode one file's bytes to ``(H, W, C)``, choosing the decoder by the file's magic bytes."""
     arr = None
     if data[:3] == b"\xff\xd8\xff":
@@ -237,8 +249,12 @@ def resize_image(arr: np.ndarray, size: tuple[int, int], interpolation: str) -> 
         raise MissingExtraError(
             f"resizing {arr.dtype} images needs opencv-python-headless: pip install 'normlab[images]'"
         )
-    flags = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
-             "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}  # fmt: skip
+    flags = {
+        "nearest": cv2.INTER_NEAREST,
+        "bilinear": cv2.INTER_LINEAR,
+        "bicubic": cv2.INTER_CUBIC,
+        "lanczos": cv2.INTER_LANCZOS4,
+    }
     return _as_hwc(cv2.resize(arr, (width, height), interpolation=flags[interpolation]))
 
 
@@ -277,7 +293,9 @@ def load_image(
     if options.mode in ("RGB", "L"):
         arr = convert_mode(arr, options.mode)
     key = (arr.shape[2], arr.dtype)
-    name = _MODE_NAMES.get(key) or _MODE_NAMES.setdefault(key, f"{_CHANNEL_NAMES[key[0]]} {_depth(arr)}")
+    name = _MODE_NAMES.get(key) or _MODE_NAMES.setdefault(
+        key, f"{_CHANNEL_NAMES[key[0]]} {_depth(arr)}"
+    )
     if options.resize is not None:
         arr = resize_image(arr, options.resize, options.interpolation)
     return arr, name, arr is into
@@ -342,7 +360,9 @@ class ImageTask:
             yield batch[:filled]
 
 
-def _released(yielded: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+def _released(
+    yielded: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray | None:
     """A batch handed out earlier that nothing references any more (not even through a view).
 
     Fresh pages for every batch cost more than the statistics of its pixels, so a released
@@ -352,7 +372,11 @@ def _released(yielded: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype
     for i in range(len(yielded)):
         candidate = yielded[i]
         # references: the list, the name `candidate` and getrefcount's argument
-        if candidate.shape == shape and candidate.dtype == dtype and sys.getrefcount(candidate) <= 3:
+        if (
+            candidate.shape == shape
+            and candidate.dtype == dtype
+            and sys.getrefcount(candidate) <= 3
+        ):
             return yielded.pop(i)
     return None
 
@@ -387,7 +411,10 @@ def _is_image_path(p: Any) -> bool:
     if not isinstance(p, (str, os.PathLike)):
         return False
     name = os.fspath(p)
-    return "." + name.rpartition(".")[2].lower() in IMAGE_SUFFIXES and "/" not in name.rpartition(".")[2]
+    return (
+        "." + name.rpartition(".")[2].lower() in IMAGE_SUFFIXES
+        and "/" not in name.rpartition(".")[2]
+    )
 
 
 def _check_options(mode: Any, resize: Any, interpolation: str) -> tuple[int, int] | None:
@@ -429,7 +456,9 @@ def image_source(
             if not files:
                 others = f"; {ignored} other file(s) ignored" if ignored else ""
                 pattern = repr(glob) if glob else "files with an image suffix"
-                raise EmptyDataError(f"{path}: no images found (looked for {pattern}, recursively){others}")
+                raise EmptyDataError(
+                    f"{path}: no images found (looked for {pattern}, recursively){others}"
+                )
         elif path.suffix.lower() == ".txt" and path.is_file():
             files, what = _read_list_file(path), f"images listed in {path}"
             if not files:
@@ -445,10 +474,20 @@ def image_source(
     size = _check_options(mode, resize, interpolation)
     options = ImageOptions(mode, size, interpolation, bool(skip_bad), chunk_size)
     tasks = [
-        ImageTask(files[s : s + FILES_PER_TASK], s, options, f"{what} [{s}:{min(s + FILES_PER_TASK, len(files))}]")
+        ImageTask(
+            files[s : s + FILES_PER_TASK],
+            s,
+            options,
+            f"{what} [{s}:{min(s + FILES_PER_TASK, len(files))}]",
+        )
         for s in range(0, len(files), FILES_PER_TASK)
     ]
-    info = {"kind": "images", "n_files": len(files), "ignored_files": ignored, "stats_class": "ImageStats"}
+    info = {
+        "kind": "images",
+        "n_files": len(files),
+        "ignored_files": ignored,
+        "stats_class": "ImageStats",
+    }
     return Source(tasks, f"{len(files)} {what}", info)
 
 

@@ -90,7 +90,9 @@ class MapDatasetTask:
                 raise
             except Exception as exc:  # a user's __getitem__ may raise anything
                 if not self.skip_bad:
-                    raise SourceError(f"{where}: could not be read ({type(exc).__name__}: {exc})") from None
+                    raise SourceError(
+                        f"{where}: could not be read ({type(exc).__name__}: {exc})"
+                    ) from None
                 yield Note("skipped", f"{type(exc).__name__}: {exc}", where)
 
 
@@ -116,7 +118,9 @@ class IterableTask:
             where = f"{noun} {index}"
             arr = sample_array(item, where)
             if self.batched and arr.ndim < 2:
-                raise SourceError(f"{where}: expected a batch (n, *sample_shape), got shape {arr.shape}")
+                raise SourceError(
+                    f"{where}: expected a batch (n, *sample_shape), got shape {arr.shape}"
+                )
             yield arr, where
 
 
