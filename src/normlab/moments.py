@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import kernels
 from .errors import (
     DTypeError,
     EmptyDataError,
@@ -37,6 +36,14 @@ from .errors import (
     ShapeError,
 )
 from .io import register
+
+
+def load_kernels() -> Any:
+    """The numba kernels module, imported on first use (``import normlab`` stays fast)."""
+    from . import kernels
+
+    return kernels
+
 
 Axis = Literal["feature", "channel", "global"]
 AXES = ("feature", "channel", "global")
@@ -355,7 +362,7 @@ class Moments(Statistic):
                 n_part = part.shape[0] * part.shape[2]
                 if self._hot_count + n_part > limit:
                     self._flush()
-                s1, s2, mn, mx, nz = kernels.reduce_integer(part)
+                s1, s2, mn, mx, nz = load_kernels().reduce_integer(part)
                 self._s1 += s1.reshape(self._count.shape)
                 self._s2 += s2.reshape(self._count.shape)
                 self._hot_count += n_part
@@ -417,7 +424,7 @@ class Moments(Statistic):
         shape = self._count.shape
         shift = self._shift.reshape(-1)
         shift = np.where(np.isnan(shift), rows[0], shift)  # first value seen per element
-        found = kernels.float_rows(rows, shift)
+        found = load_kernels().float_rows(rows, shift)
         if found is None:
             return False
         mean_c, m2_c, mn, mx, nz = found
