@@ -22,12 +22,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,9 +288,16 @@ def load_image(
     ``into`` (optional): where to decode when the image fits it (JPEGs without resizing);
     ``in_place`` says whether the image was decoded there (the array returned is ``into``).
     """
+    return decode_member(read_bytes(path), path, options, into)
+
+
+def decode_member(
+    data: bytes, name: str, options: ImageOptions, into: np.ndarray | None = None
+) -> tuple[np.ndarray, str, bool]:
+    """:func:`load_image` for bytes already read (a tar member, a dataset cell) named ``name``."""
     if options.resize is not None:
         into = None
-    arr = decode_image(read_bytes(path), path, options.mode, into)
+    arr = decode_image(data, name, options.mode, into)
     if options.mode in ("RGB", "L"):
         arr = convert_mode(arr, options.mode)
     key = (arr.shape[2], arr.dtype)
@@ -302,18 +310,19 @@ def load_image(
 
 
 # ---------------------------------------------------------------------- tasks
-@dataclass
-class ImageTask:
-    """A contiguous slice of a source's file list (picklable: paths and options only)."""
+class ImageBatches:
+    """Batches of decoded images from ``members()``: the loop every image task shares.
 
-    files: list[str]
-    start: int
+    A subclass says where its images' bytes come from (files, tar members, dataset cells):
+    ``members()`` yields ``(name, read)`` pairs, ``read()`` returns the bytes or raises
+    :class:`BadImage`; ``name`` is what errors and notes cite.
+    """
+
     options: ImageOptions
-    label: str
+    n_items: int
 
-    @property
-    def n_items(self) -> int:
-        return len(self.files)
+    def members(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
+        raise NotImplementedError
 
     def chunks(self) -> Iterator[Any]:
         """Batches of consecutive same-shape images, with :class:`Note` items between them."""
@@ -323,10 +332,10 @@ class ImageTask:
         batch: np.ndarray | None = None
         yielded: list[np.ndarray] = []  # the last full batches handed out, reused once released
         filled = 0
-        for path in self.files:
+        for path, read in self.members():
             into = batch[filled] if batch is not None else None
             try:
-                arr, mode, in_place = load_image(path, opts, into)
+                arr, mode, in_place = decode_member(read(), path, opts, into)
             except BadImage as exc:
                 if not opts.skip_bad:
                     raise SourceError(f"{path}: {exc}") from None
@@ -343,7 +352,7 @@ class ImageTask:
                 yield Note("size", "x".join(map(str, arr.shape)), path)
             if batch is None:
                 per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
-                shape = (min(per_chunk, len(self.files)), *arr.shape)
+                shape = (min(per_chunk, self.n_items), *arr.shape)
                 batch = _released(yielded, shape, arr.dtype)
                 if batch is None:
                     batch = np.empty(shape, arr.dtype)
@@ -358,6 +367,24 @@ class ImageTask:
                 batch = None
         if batch is not None and filled:
             yield batch[:filled]
+
+
+@dataclass
+class ImageTask(ImageBatches):
+    """A contiguous slice of a source's file list (picklable: paths and options only)."""
+
+    files: list[str]
+    start: int
+    options: ImageOptions
+    label: str
+
+    @property
+    def n_items(self) -> int:  # type: ignore[override]
+        return len(self.files)
+
+    def members(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
+        for path in self.files:
+            yield path, functools.partial(read_bytes, path)
 
 
 def _released(
