@@ -13,13 +13,37 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from . import __version__
 from .errors import NormlabError
 
+
+class _Group(TyperGroup):
+    """Help without a type column for flags: a flag takes no value, so ``<bool>`` misleads."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_without_type([*command.params, command.get_help_option(ctx)])
+        return command
+
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 app = typer.Typer(
+    cls=_Group,
     name="normlab",
     help="Input normalization you can verify: exact statistics, normalizers, diagnostics.",
     no_args_is_help=True,
@@ -32,9 +56,21 @@ _state = {"debug": False}
 COMMAND_MODULES: list[str] = ["lab", "export", "diagnose"]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"normlab {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -66,20 +102,20 @@ ChannelAxisOpt = Annotated[
     int, typer.Option("--channel-axis", help="Channel axis of a sample: -1 for HWC, 0 for CHW.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Array name inside a .npz file.")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="Array name inside a .npz file.")]
 # How to read the data: shared by every command that reads a source (stats, fit).
 GlobOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--glob", help="Image folder: only files matching this pattern (e.g. '**/*.png')."
     ),
 ]
 ModeOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--mode", help="Images: RGB, L or keep (default: all files must share one mode)."),
 ]
 ResizeOpt = Annotated[
-    Optional[tuple[int, int]],
+    tuple[int, int] | None,
     typer.Option("--resize", help="Images: resize to H W (per-pixel stats of mixed sizes)."),
 ]
 InterpolationOpt = Annotated[
@@ -97,14 +133,14 @@ EngineOpt = Annotated[
     ),
 ]
 WorkersOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--workers",
         help="Processes of --engine local (default: one per core), or of a local Dask cluster.",
     ),
 ]
 SchedulerOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--scheduler", help="Dask scheduler address, e.g. tcp://HOST:8786 (--engine dask)."
     ),
@@ -174,13 +210,13 @@ def stats(
     resize: ResizeOpt = None,
     interpolation: InterpolationOpt = "bilinear",
     percentiles: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--percentiles", help="Exact nearest-rank percentiles of 8/16-bit data, e.g. 0.5,99.5."
         ),
     ] = None,
     histogram: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--histogram", help="Keep exact histograms: channel, global or feature (per pixel)."
         ),
@@ -197,13 +233,13 @@ def stats(
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     checkpoint: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--checkpoint", help="Folder to save progress in; rerun the same command to resume."
         ),
     ] = None,
     checkpoint_every: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10)."),
     ] = None,
 ) -> None:
@@ -236,10 +272,15 @@ def stats(
     )
     m.save(output)
     print_summary(m.summary(), f"statistics of {data} -> {output}")
-    for item in getattr(m, "skipped", []):
+    print_skipped(m)
+
+
+def print_skipped(stats: Any) -> None:
+    """List on stderr the items that ``--skip-bad`` skipped (statistics record them)."""
+    for item in getattr(stats, "skipped", []):
         typer.echo(f"skipped {item['item']}: {item['reason']}", err=True)
-    if getattr(m, "n_skipped", 0) > len(getattr(m, "skipped", [])):
-        typer.echo(f"... {m.n_skipped} skipped in all", err=True)
+    if getattr(stats, "n_skipped", 0) > len(getattr(stats, "skipped", [])):
+        typer.echo(f"... {stats.n_skipped} skipped in all", err=True)
 
 
 def _percentile_list(text: str | None) -> list[float] | None:
@@ -288,9 +329,7 @@ def show(
 @app.command()
 @cli_errors
 def fit(
-    data: Annotated[
-        Optional[str], typer.Argument(help="Data to fit on (.npy/.npz/folder).")
-    ] = None,
+    data: Annotated[str | None, typer.Argument(help="Data to fit on (.npy/.npz/folder).")] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to save the normalizer.")
     ] = Path("norm.safetensors"),
@@ -298,11 +337,11 @@ def fit(
         str, typer.Option("--scheme", help="A scheme name (see `normlab schemes`).")
     ] = "feature",
     stats_file: Annotated[
-        Optional[Path], typer.Option("--stats", help="Fit from a saved stats file instead of data.")
+        Path | None, typer.Option("--stats", help="Fit from a saved stats file instead of data.")
     ] = None,
     channel_axis: ChannelAxisOpt = -1,
     std_floor: Annotated[
-        Optional[float], typer.Option(help="Floor of the std, in data units.")
+        float | None, typer.Option(help="Floor of the std, in data units.")
     ] = None,
     key: KeyOpt = None,
     quiet: QuietOpt = False,
@@ -371,6 +410,7 @@ def fit(
                     **getattr(normalizer, "stats_options", {}),
                     **reading,
                 )
+        print_skipped(stats)
         normalizer.from_stats(stats)
     normalizer.save(output)
     typer.echo(f"{scheme}: {normalizer!r} -> {output}")
@@ -419,6 +459,9 @@ def demo(
     quick: Annotated[
         bool, typer.Option("--quick", help="Only the scheme table, no training.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the report files in an existing --out.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """On scikit-learn's digits: statistics once, every scheme from them, and what each does."""
@@ -438,7 +481,7 @@ def demo(
     except ImportError as exc:
         typer.echo(f"(the convergence lab is not available: {exc})")
         return
-    report = demo_comparison(out, quiet=quiet)
+    report = demo_comparison(out, quiet=quiet, overwrite=overwrite)
     typer.echo(f"report: {report}")
 
 

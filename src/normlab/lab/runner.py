@@ -421,10 +421,11 @@ def _write(
         json.dump(timings, handle, indent=1)
 
 
-def demo_comparison(out_dir: str | Path, quiet: bool = False) -> Path:
+def demo_comparison(out_dir: str | Path, quiet: bool = False, overwrite: bool = False) -> Path:
     """A small comparison on ``digits`` (MLP, plain SGD, 2 seeds); returns the report's path.
 
-    Replaces the report files in ``out_dir`` (and nothing else there).
+    ``out_dir`` must not exist unless ``overwrite``: then its report files (and nothing else
+    there) are replaced.
     """
     compare(
         "digits",
@@ -436,7 +437,7 @@ def demo_comparison(out_dir: str | Path, quiet: bool = False) -> Path:
         lr_min=1 / 16,
         lr_max=4.0,
         out=out_dir,
-        overwrite=True,
+        overwrite=overwrite,
         progress=False if quiet else None,
         command="normlab demo",
     )

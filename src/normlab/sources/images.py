@@ -1,18 +1,20 @@
 """Image folders and image file lists: JPEG, PNG, TIFF and whatever Pillow reads.
 
 * **Files**: a folder (searched recursively; ``glob=`` picks files, default every file with an
-  image suffix), a list of image paths (kept in the given order), or a ``.txt`` file listing one
-  path per line (relative to the list's folder). A folder is sorted by relative path, and a task
-  is a contiguous slice of the list, so tasks are small picklable objects for any engine.
+  image suffix; a pattern without ``/`` such as ``"*.png"`` matches file names in every
+  subfolder, one with ``/`` matches relative paths, ``**/`` for any depth), a list of image
+  paths (kept in the given order), or a ``.txt`` file listing one path per line (relative to
+  the list's folder). A folder is sorted by relative path, and a task is a contiguous slice of
+  the list, so tasks are small picklable objects for any engine.
 * **Decoders**: JPEG by simplejpeg (libjpeg-turbo) when installed, else Pillow; PNG and TIFF by
   OpenCV (``IMREAD_UNCHANGED``: 16-bit files stay 16-bit — Pillow turns 16-bit colour PNGs
   into 8-bit), else Pillow; every other format by Pillow. Samples are ``(H, W, C)`` arrays, with
   ``C = 1`` for grey images, in RGB order.
 * **Modes**: by default every file must have one mode (``L 8-bit``, ``RGB 8-bit``,
-  ``L 16-bit``, ...); mixed modes are an error naming one file of each. ``mode="RGB"`` or ``"L"``
-  converts (alpha is dropped; grey from colour uses ITU-R 601-2 luma, Pillow's weights; colour
-  JPEGs give their stored luma plane); ``mode="keep"`` keeps each file as stored, which suits
-  ``axis="global"``. The bit depth is never changed.
+  ``L 16-bit``, ...); mixed modes are an error naming one file of each. ``mode="RGB"`` or
+  ``"L"`` (any case) converts (alpha is dropped; grey from colour uses ITU-R 601-2 luma,
+  Pillow's weights; colour JPEGs give their stored luma plane); ``mode="keep"`` keeps each
+  file as stored, which suits ``axis="global"``. The bit depth is never changed.
 * **Sizes**: per-channel and global statistics take mixed sizes; per-pixel statistics need one
   size or ``resize=(H, W)`` with ``interpolation=`` (nearest, bilinear, bicubic, lanczos).
 * **Bad files** (corrupt, truncated, not an image, unreadable, not a regular file) raise a
@@ -22,6 +24,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import importlib
 import io
@@ -409,20 +412,30 @@ def _released(
 
 
 def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
-    """Sorted image files under ``root`` (recursive) and the number of other files ignored."""
-    if glob is not None:
+    """Sorted image files under ``root`` (recursive) and the number of other files ignored.
+
+    A ``glob`` with a ``/`` matches paths relative to ``root``; one without matches file names
+    in every subfolder (as ``.gitignore`` does), so ``*.png`` finds ``cats/1.png``.
+    """
+    if glob is not None and "/" in glob:
         found = [p for p in root.glob(glob) if not p.is_dir()]
         return sorted(str(p) for p in found), 0
     files, ignored = [], 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith("."):
+            if name.startswith("."):
+                ignored += 1
+            elif fnmatch.fnmatchcase(name, glob) if glob is not None else _has_image_suffix(name):
                 files.append(os.path.join(folder, name))
             else:
                 ignored += 1
     # every path starts with the same str(root) prefix: plain string order is relative-path order
     return sorted(files), ignored
+
+
+def _has_image_suffix(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def _read_list_file(path: Path) -> list[str]:
@@ -444,9 +457,15 @@ def _is_image_path(p: Any) -> bool:
     )
 
 
-def _check_options(mode: Any, resize: Any, interpolation: str) -> tuple[int, int] | None:
-    if mode not in MODES:
-        raise NormlabError(f"mode must be 'RGB', 'L' or 'keep' (or None); got {mode!r}")
+def _check_mode(mode: Any) -> str | None:
+    """``mode`` as spelled in :data:`MODES`, whatever its case (``"rgb"`` is ``"RGB"``)."""
+    by_case = {m.lower(): m for m in MODES if m is not None}
+    if mode is None or (isinstance(mode, str) and mode.lower() in by_case):
+        return None if mode is None else by_case[mode.lower()]
+    raise NormlabError(f"mode must be 'RGB', 'L' or 'keep' (any case, or None); got {mode!r}")
+
+
+def _check_options(resize: Any, interpolation: str) -> tuple[int, int] | None:
     if interpolation not in INTERPOLATIONS:
         raise NormlabError(
             f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}"
@@ -498,8 +517,8 @@ def image_source(
         files, what = [str(p) for p in source], f"{len(source)} listed images"
     else:
         return None
-    size = _check_options(mode, resize, interpolation)
-    options = ImageOptions(mode, size, interpolation, bool(skip_bad), chunk_size)
+    size = _check_options(resize, interpolation)
+    options = ImageOptions(_check_mode(mode), size, interpolation, bool(skip_bad), chunk_size)
     tasks = [
         ImageTask(
             files[s : s + FILES_PER_TASK],
