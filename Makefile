@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export KERAS_BACKEND := torch
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test browser lint format docs wheel bench clean
 
 venv: $(VENV)/.installed
 
@@ -18,11 +19,37 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/normlab demo
 
-test: venv
+# pytest exits non-zero on a failure and with 5 when it collects no test: both fail `make test`.
+test: venv browser
 	$(PY) -m pytest
+
+browser:
+	@bash tools/ensure-chromium.sh
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff format src tests bench tools
+	$(VENV)/bin/ruff check --fix src tests bench tools
+
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# A wheel and an sdist, installed (not editable) into a fresh environment and smoke-tested.
+wheel: venv
+	rm -rf dist build/wheel-env
+	$(PY) -m build --outdir dist . >/dev/null
+	python3 -m venv build/wheel-env
+	build/wheel-env/bin/python -m pip install -q --upgrade pip
+	build/wheel-env/bin/python -m pip install -q torch==2.13.0
+	build/wheel-env/bin/python -m pip install -q "$$(ls dist/*.whl)[all]"
+	cd build && bash ../tools/smoke-wheel.sh wheel-env
 
 bench: venv
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site dist build
