@@ -3,7 +3,7 @@
 set -euo pipefail
 ENV="$1"
 PY="$ENV/bin/python"
-"$ENV/bin/normlab" --help >/dev/null
+"$ENV/bin/normlab" --version
 "$PY" - <<'PY'
 import numpy as np
 np.save("smoke.npy", np.arange(24, dtype=np.uint8).reshape(6, 4))
