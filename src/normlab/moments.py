@@ -85,6 +85,38 @@ def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
     return arr
 
 
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """Weights as int64 when every one is a whole number (the exact path), else float64."""
+    if type(sample_weight).__module__.startswith("torch"):
+        sample_weight = sample_weight.detach().cpu().numpy()
+    try:
+        w = np.asarray(sample_weight)
+    except (TypeError, ValueError) as exc:
+        raise DTypeError(f"sample_weight: cannot turn it into an array ({exc})") from None
+    if w.dtype.kind not in "buif":
+        raise DTypeError(f"sample_weight: expected numbers, got dtype {w.dtype}")
+    if w.ndim == 0:
+        w = np.full(n_samples, w)
+    if w.shape != (n_samples,):
+        raise ShapeError(
+            f"sample_weight has shape {w.shape}; expected one weight per sample, ({n_samples},)"
+        )
+    if w.dtype.kind == "f" and not np.isfinite(w).all():
+        raise NonFiniteError("sample_weight holds NaN or inf; weights must be finite numbers ≥ 0")
+    if (w < 0).any():
+        raise NormlabError(
+            f"sample_weight holds negative values (the first at sample {int(np.argmax(w < 0))}); "
+            "weights must be ≥ 0"
+        )
+    if w.dtype.kind in "bui":
+        if w.dtype == np.uint64 and w.size and int(w.max()) > INT64_LIMIT:
+            raise NormlabError("sample_weight holds values beyond int64; pass them as floats")
+        return w.astype(np.int64)
+    w = w.astype(np.float64)
+    whole = bool(np.all(w == np.floor(w))) and float(w.max(initial=0)) < FLOAT64_EXACT
+    return w.astype(np.int64) if whole else w
+
+
 def _exact_dtype(arr: np.ndarray) -> np.ndarray:
     """Map integer input onto the dtypes of the exact path; wide ints must fit int32."""
     if arr.dtype.kind == "b":
@@ -261,17 +293,31 @@ class Moments(Statistic):
         return (sample[self._channel_index(len(sample))],)
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: Any) -> Moments:
-        """Add a batch of shape ``(n_samples, *sample_shape)``; returns ``self``."""
+    def update(self, batch: Any, sample_weight: Any = None) -> Moments:
+        """Add a batch of shape ``(n_samples, *sample_shape)``; returns ``self``.
+
+        ``sample_weight`` (one number ≥ 0 per sample, or one for all) weighs each sample as
+        that many copies of it: ``count`` becomes the sum of the weights, and the mean and
+        variance are weighted ones (``StandardScaler``'s convention). Whole-number weights
+        keep integer data on the exact path (same bits for any chunking); fractional
+        weights switch the statistics to the float64 representation. Samples of weight 0
+        are left out entirely (also of ``min``/``max``); ``n_nonzero`` counts values, not
+        weights.
+        """
         arr = as_batch(batch)
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, len(arr))
+        if weights is not None:
+            arr, weights = arr[weights > 0], weights[weights > 0]
         sample = tuple(arr.shape[1:])
         self._check_batch(arr, sample)
         if arr.shape[0] == 0 or math.prod(sample) == 0:
             return self
-        if self.exact:
+        if weights is not None:
+            self._update_weighted(arr, weights)
+        elif self.exact:
             self._update_exact(_exact_dtype(arr))
-        else:
-            self._update_float(arr)
+        else:  # integer data reach the float representation only after fractional weights
+            self._update_float(arr if arr.dtype.kind == "f" else arr.astype(np.float64))
         self.n_samples_seen += arr.shape[0]
         self._cache.clear()
         return self
@@ -440,7 +486,7 @@ class Moments(Statistic):
         """Chan et al.'s merge, with both sides measured from their own shift."""
         n_a = self._count
         n = n_a + n_b
-        safe = np.maximum(n, 1)
+        safe = np.where(n > 0, n, 1)  # counts are sums of weights: they may lie below 1
         delta = np.where(n_b > 0, (shift_b - self._shift) + (mean_b - self._mean_shifted), 0.0)
         delta = np.where(n_a > 0, delta, 0.0)
         base = np.where(
@@ -449,6 +495,99 @@ class Moments(Statistic):
         self._mean_shifted = base + delta * (n_b / safe)
         self._m2 = self._m2 + m2_b + delta**2 * (n_a * (n_b / safe))
         self._count = n
+
+    # ------------------------------------------------------------------ weights
+    def _update_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
+        if weights.dtype.kind == "f" and self.exact:
+            if self._count is None:
+                self.exact = False  # the first batch: start in the float representation
+            else:
+                self._to_float()
+        if self.exact:
+            self._update_exact_weighted(_exact_dtype(arr), weights)
+        else:
+            self._update_float_weighted(arr, weights)
+
+    def _update_exact_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
+        """Exact ``Σw·x`` and ``Σw·x²``: int64 where the bound allows, Python ints elsewhere."""
+        acb = self._as_acb(arr)
+        if self._count is None:
+            self._init_state(self._reduced_from(arr.shape[1:]))
+        shape = self._count.shape
+        w = np.repeat(weights, acb.shape[0] // arr.shape[0])  # one weight per row of acb
+        added = float(w.sum(dtype=np.float64)) * acb.shape[2]
+        if float(self._count.max(initial=0)) + added >= 2.0**62:
+            raise NormlabError(
+                f"the sample weights sum to {added:.3g} values per statistic, beyond the exact "
+                "integer counts (2**62); scale the weights down or pass them as floats"
+            )
+        if arr.dtype.itemsize <= 2:  # |x| ≤ 2**16: the per-row sums are exact in int64
+            x = acb.astype(np.int64)
+            r1, r2 = x.sum(axis=2), (x * x).sum(axis=2)
+        else:  # 32-bit values: x² alone may take 62 bits
+            x = acb.astype(object)
+            r1, r2 = x.sum(axis=2), (x * x).sum(axis=2)
+        # |r1| ≤ r2 for integers, so max(w)·Σ r2 < 2**62 keeps both dot products inside int64
+        bound = float(w.max()) * float(r2.sum(axis=0).astype(np.float64).max(initial=0))
+        if r2.dtype != object and bound < 2.0**62:
+            s1, s2 = w @ r1, w @ r2
+        else:
+            w_obj = _to_object(w)
+            s1, s2 = w_obj @ _to_object(r1), w_obj @ _to_object(r2)
+        self._cold1 = _to_object(self._cold1 + _to_object(s1).reshape(shape))
+        self._cold2 = _to_object(self._cold2 + _to_object(s2).reshape(shape))
+        self._count += int(w.sum()) * acb.shape[2]
+        self._min = np.minimum(self._min, acb.min(axis=(0, 2)).reshape(shape))
+        self._max = np.maximum(self._max, acb.max(axis=(0, 2)).reshape(shape))
+        self._nnz += np.count_nonzero(acb, axis=(0, 2)).reshape(shape)
+
+    def _update_float_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
+        """Weighted shifted two-pass mean and M2 of the batch, merged with Chan's formula."""
+        acb = self._as_acb(arr)
+        if self._count is None:
+            self._init_state(self._reduced_from(arr.shape[1:]))
+        shape = self._count.shape
+        rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1]).astype(np.float64)  # (A·B, C)
+        finite = np.isfinite(rows)
+        n_bad = rows.size - int(np.count_nonzero(finite))
+        if n_bad and self.nan_policy == "raise":
+            raise NonFiniteError(self._nonfinite_message(arr, n_bad))
+        per_row = np.repeat(weights, rows.shape[0] // arr.shape[0])  # rows are sample-major
+        w = np.where(finite, per_row[:, None], 0)
+        counts = w.sum(axis=0)
+        first = np.argmax(finite, axis=0)
+        k_new = np.where(finite.any(axis=0), rows[first, np.arange(rows.shape[1])], np.nan)
+        shift = self._shift.reshape(-1)
+        shift = np.where(np.isnan(shift), k_new, shift)  # first value seen per element
+        y = np.where(finite, rows - shift, 0.0)
+        mean_c = (w * y).sum(axis=0) / np.where(counts > 0, counts, 1)
+        m2_c = (w * (y - mean_c) ** 2).sum(axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            masked = np.where(finite, rows, np.nan)
+            mn, mx = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
+        self._shift = shift.reshape(shape)
+        self._merge_float(
+            counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape)
+        )
+        self._min = np.fmin(self._min, mn.reshape(shape))
+        self._max = np.fmax(self._max, mx.reshape(shape))
+        self._nnz += np.count_nonzero(finite & (rows != 0), axis=0).reshape(shape)
+        self._nonfinite += (~finite).sum(axis=0).reshape(shape)
+
+    def _to_float(self) -> None:
+        """Integer sums → the float64 representation (fractional weights have arrived)."""
+        count = self._count
+        seen = count > 0
+        with np.errstate(invalid="ignore"):
+            mean, m2 = self.mean, self.var() * count
+        self._shift = np.where(seen, mean, np.nan)
+        self._mean_shifted = np.zeros(count.shape)
+        self._m2 = np.where(seen, m2, 0.0)
+        self._s1 = self._s2 = self._cold1 = self._cold2 = None
+        self._hot_count = 0
+        self.exact = False
+        self._cache.clear()
 
     def _nonfinite_message(self, arr: np.ndarray, n_bad: int) -> str:
         bad = ~np.isfinite(arr.reshape(arr.shape[0], -1))
@@ -491,6 +630,11 @@ class Moments(Statistic):
         if self._count is None:
             self.__dict__.update(copy.deepcopy(other).__dict__)
             return self
+        if self.exact and not other.exact:  # fractional weights on one side: merge as floats
+            self._to_float()
+        elif other.exact and not self.exact:
+            other = copy.deepcopy(other)
+            other._to_float()
         if self.exact:
             self._flush()
             o1, o2 = other._exact_sums()
@@ -533,7 +677,11 @@ class Moments(Statistic):
 
     @property
     def count(self) -> np.ndarray:
-        """Number of values behind each statistic (per element; differs only under ``omit``)."""
+        """Number of values behind each statistic (per element; differs only under ``omit``).
+
+        With ``sample_weight``: the sum of the weights of those values (float64 once a
+        fractional weight was seen).
+        """
         self._require()
         return self._count.copy()
 
@@ -655,7 +803,7 @@ class Moments(Statistic):
             shift = group_of(self._shift)
             k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n)])
             d = np.where(n > 0, (shift - k0[:, None]) + group_of(self._mean_shifted), 0.0)
-            total = np.maximum(n.sum(axis=1), 1)
+            total = np.where(n.sum(axis=1) > 0, n.sum(axis=1), 1)
             mean_shifted = (n * d).sum(axis=1) / total
             m2 = group_of(self._m2).sum(axis=1) + (n * (d - mean_shifted[:, None]) ** 2).sum(axis=1)
             out._shift = k0.reshape(reduced)
@@ -708,7 +856,8 @@ class Moments(Statistic):
         m.n_samples_seen = int(meta["n_samples_seen"])
         if not tensors:
             return m
-        m._count = field(tensors, "count", np.int64)
+        weighted = not m.exact and getattr(tensors.get("count"), "dtype", None) == np.float64
+        m._count = field(tensors, "count", np.float64 if weighted else np.int64)  # Σ weights
         shape = m._count.shape
         if m.sample_shape is None or m._reduced_from(m.sample_shape) != shape:
             raise FileFormatError(
@@ -803,9 +952,8 @@ def _check_loaded_meta(meta: dict[str, Any]) -> None:
     scale = meta["value_scale"]
     if meta["exact"] is not None or scale is not None:
         exact_ok = isinstance(meta["exact"], bool) and scale is not None and scale in _SCALES
-        problems.append(
-            (not exact_ok or meta["exact"] != (scale["max_value"] is not None), "exact")
-        )
+        # integer data may sit in the float representation (fractional weights), not the reverse
+        problems.append((not exact_ok or (meta["exact"] and scale["max_value"] is None), "exact"))
     bad = [name for wrong, name in problems if wrong]
     if bad:
         raise FileFormatError(

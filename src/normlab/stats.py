@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .engines import run_tasks
 from .errors import EmptyDataError, NormlabError, ShapeError
 from .moments import Axis, Moments
@@ -30,6 +32,7 @@ def compute_stats(
     scheduler: Any = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    sample_weight: Any = None,
     **source_options: Any,
 ) -> Moments:
     """Exact statistics of a whole data set, streamed chunk by chunk.
@@ -69,6 +72,10 @@ def compute_stats(
         A folder where the merged state and the finished tasks are saved every
         ``checkpoint_every`` tasks (default 10). Rerun with the same arguments to resume;
         a checkpoint made for other inputs or options is refused.
+    sample_weight
+        One weight ≥ 0 per sample, in the order the source yields them (see
+        :meth:`Moments.update`): whole-number weights keep integer data exact. Weighted
+        statistics run on the serial engine, without checkpoints or histograms.
 
     Examples
     --------
@@ -87,6 +94,22 @@ def compute_stats(
                 "channel_axis=0 (CHW) or channel_axis=-1 (HWC) for per-channel statistics"
             )
         channel_axis = -1
+    if sample_weight is not None:
+        refused = [
+            name
+            for name, used in (
+                ("engine", engine != "serial"),
+                ("checkpoint", checkpoint is not None),
+                ("histogram", bool(histogram or quantiles or per_image_std_average)),
+            )
+            if used
+        ]
+        if refused:
+            raise NormlabError(
+                f"sample_weight works with the serial engine and plain Moments; drop "
+                f"{', '.join(refused)} or compute unweighted statistics"
+            )
+        return _weighted(src, sample_weight, axis, channel_axis, nan_policy)
     extras = bool(histogram or quantiles or per_image_std_average)
     if extras or src.info.get("stats_class") == "ImageStats":
         from .imagestats import ImageStats
@@ -121,6 +144,34 @@ def compute_stats(
     if hasattr(stats, "requested_percentiles"):
         stats.source = src.description
         stats.requested_percentiles = quantiles
+    return stats
+
+
+def _weighted(
+    src: Any, sample_weight: Any, axis: Axis, channel_axis: int, nan_policy: str
+) -> Moments:
+    """Weighted statistics: the source's chunks in order, each with its slice of the weights."""
+    weights = np.asarray(sample_weight)
+    if weights.ndim != 1:
+        raise ShapeError(f"sample_weight has shape {weights.shape}; expected one weight per sample")
+    stats = Moments(axis, channel_axis=channel_axis, nan_policy=nan_policy)
+    offset = 0
+    for task in src.tasks:
+        for chunk in task.chunks():
+            n = len(chunk)
+            if offset + n > len(weights):
+                raise ShapeError(
+                    f"{src.description}: more samples than the {len(weights)} sample weights"
+                )
+            stats.update(chunk, sample_weight=weights[offset : offset + n])
+            offset += n
+    if offset != len(weights):
+        raise ShapeError(
+            f"{src.description}: {offset} samples but {len(weights)} sample weights; pass one "
+            "weight per sample"
+        )
+    if stats.n_samples_seen == 0:
+        raise EmptyDataError(f"{src.description}: no samples of positive weight")
     return stats
 
 
