@@ -9,7 +9,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from ..errors import SourceError
 from ..moments import as_batch
 from . import Source, is_iterable_of_batches, register_source
+from .fs import Location, errors_named, is_path_like, location
 
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # a window: big enough for the kernels, small for RAM
 TASK_CHUNKS = 8  # chunks per task: tasks are the unit of parallel work and of checkpoints
@@ -107,11 +107,12 @@ def read_npy_header(handle: Any, label: str) -> NpyHeader:
 
 @dataclass
 class NpyTask:
-    path: str
+    path: str  # a local path or a URL
     header: NpyHeader
     start: int
     stop: int
     chunk_rows: int
+    storage_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -132,7 +133,9 @@ class NpyTask:
         sample = self.header.shape[1:]
         row_bytes = self.header.dtype.itemsize * math.prod(sample)
         window = np.empty(min(self.chunk_rows, self.n_items) * row_bytes, dtype=np.uint8)
-        with open(self.path, "rb", buffering=0) as handle:
+        loc = Location(self.path, self.storage_options)
+        opened = open(self.path, "rb", buffering=0) if loc.is_local else loc.open()
+        with opened as handle, errors_named(loc):
             for i in range(self.start, self.stop, self.chunk_rows):
                 rows = min(self.chunk_rows, self.stop - i)
                 handle.seek(self.header.offset + i * row_bytes)
@@ -150,33 +153,39 @@ class NpyTask:
                 yield view.view(self.header.dtype).reshape(rows, *sample)
 
 
-def npy_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() != ".npy":
+def npy_source(
+    source: Any,
+    *,
+    chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **_: Any,
+) -> Source | None:
+    if not is_path_like(source):
         return None
-    path = Path(source)
-    try:
-        with open(path, "rb") as handle:
-            header = read_npy_header(handle, str(path))
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
+    loc = location(source, storage_options)
+    if loc.suffix != ".npy":
+        return None
+    path = loc.path
+    with loc.open() as handle:
+        header = read_npy_header(handle, path)
     if len(header.shape) < 2:
         raise SourceError(
             f"{path}: holds an array of shape {header.shape}; expected (n_samples, *sample_shape)"
         )
     row_bytes = header.dtype.itemsize * math.prod(header.shape[1:])
     expected = header.offset + header.shape[0] * row_bytes
-    if path.stat().st_size < expected:
+    size = loc.size()
+    if size < expected:
         raise SourceError(
-            f"{path}: truncated: the header promises {expected} bytes, the file has "
-            f"{path.stat().st_size}"
+            f"{path}: truncated: the header promises {expected} bytes, the file has {size}"
         )
     chunk_rows = rows_per_chunk(row_bytes, chunk_size)
     tasks = _row_tasks(
-        header.shape[0], chunk_rows, lambda s, e: NpyTask(str(path), header, s, e, chunk_rows)
+        header.shape[0],
+        chunk_rows,
+        lambda s, e: NpyTask(path, header, s, e, chunk_rows, loc.options),
     )
-    return Source(tasks, str(path), {"shape": header.shape, "dtype": str(header.dtype)})
+    return Source(tasks, path, {"shape": header.shape, "dtype": str(header.dtype)})
 
 
 # What zipfile raises on damaged archives: a flipped bit can name an unknown compression method
@@ -194,7 +203,7 @@ _ZIP_ERRORS = (
 
 @dataclass
 class NpzTask:
-    path: str
+    path: str  # a local path or a URL
     member: str
     chunk_size: int | None
 
@@ -203,10 +212,15 @@ class NpzTask:
         return f"{self.path}[{self.member}]"
 
     n_items: int = 0
+    storage_options: tuple[tuple[str, Any], ...] = ()
 
     def chunks(self) -> Iterator[np.ndarray]:
         try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as handle:
+            with (
+                Location(self.path, self.storage_options).open() as raw,
+                zipfile.ZipFile(raw) as zf,
+                zf.open(self.member) as handle,
+            ):
                 header = read_npy_header(handle, self.label)
                 sample = header.shape[1:]
                 row_bytes = header.dtype.itemsize * math.prod(sample)
@@ -222,13 +236,21 @@ class NpzTask:
 
 
 def npz_source(
-    source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any
+    source: Any,
+    *,
+    key: str | None = None,
+    chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **_: Any,
 ) -> Source | None:
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix.lower() != ".npz":
+    if not is_path_like(source):
         return None
-    path = Path(source)
+    loc = location(source, storage_options)
+    if loc.suffix != ".npz":
+        return None
+    path = loc.path
     try:
-        with zipfile.ZipFile(path) as zf:
+        with loc.open() as raw, zipfile.ZipFile(raw) as zf:
             names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
             if key is None:
                 if len(names) != 1:
@@ -238,15 +260,13 @@ def npz_source(
                 raise SourceError(f"{path}: no array {key!r}; it holds {names}")
             with zf.open(key + ".npy") as handle:
                 header = read_npy_header(handle, f"{path}[{key}]")
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
     except _ZIP_ERRORS as exc:
         raise SourceError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
     if len(header.shape) < 2:
         raise SourceError(
             f"{path}[{key}]: shape {header.shape}; expected (n_samples, *sample_shape)"
         )
-    task = NpzTask(str(path), key + ".npy", chunk_size, header.shape[0])
+    task = NpzTask(path, key + ".npy", chunk_size, header.shape[0], loc.options)
     return Source([task], f"{path}[{key}]", {"shape": header.shape, "dtype": str(header.dtype)})
 
 

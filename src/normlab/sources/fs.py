@@ -1,0 +1,241 @@
+"""Local paths and fsspec URLs: the one place where sources open, list and stat files.
+
+Every path-taking source accepts a local path or an fsspec URL (``s3://``, ``gs://``,
+``memory://``, ``file://``, ``https://`` for single files) plus ``storage_options`` (the
+filesystem's keyword arguments: credentials, ``endpoint_url``, ...). A :class:`Location` is a
+small picklable value (the URL and its options): a task holds Locations, never an open
+filesystem, so a Dask worker opens the data itself and no data passes through the client.
+
+Local paths and ``file://`` URLs take the plain ``open`` path (no fsspec needed); other
+protocols need fsspec and the protocol's package (``s3fs``, ``gcsfs``, ``aiohttp``), from the
+``cloud`` extra. Every failure becomes a :class:`~normlab.errors.SourceError` naming the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..errors import MissingExtraError, NormlabError, SourceError, require
+
+LOCAL_PROTOCOLS = ("file", "local")
+# the package each protocol needs (fsspec's own message names it too, but not the extra)
+_PROTOCOL_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+}
+_CLOUD_EXTRA = ("s3fs", "aiohttp")  # what `normlab[cloud]` installs (gcsfs pulls in gRPC)
+
+
+def protocol_of(source: str | os.PathLike[str]) -> str:
+    """``"s3"`` for ``s3://bucket/key``, ``"file"`` for a local path or ``file://`` URL."""
+    text = os.fspath(source)
+    scheme, sep, _ = text.partition("://")
+    if not sep or not scheme.replace("+", "").replace("-", "").isalnum() or len(scheme) < 2:
+        return "file"  # a plain path (one-letter "schemes" are Windows drive letters)
+    scheme = scheme.lower()
+    return "file" if scheme in LOCAL_PROTOCOLS else scheme
+
+
+def is_url(source: Any) -> bool:
+    """Whether ``source`` is a string naming a remote (non-local) fsspec URL."""
+    return isinstance(source, (str, os.PathLike)) and protocol_of(source) != "file"
+
+
+def is_path_like(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike))
+
+
+def _local_path(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    return rest if sep and scheme.lower() in LOCAL_PROTOCOLS else text
+
+
+@dataclass(frozen=True)
+class Location:
+    """A local path or an fsspec URL with its ``storage_options`` (picklable, hashable)."""
+
+    url: str
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def protocol(self) -> str:
+        return protocol_of(self.url)
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    @property
+    def path(self) -> str:
+        """The local file name (for local Locations) or the URL (for remote ones)."""
+        return _local_path(self.url) if self.is_local else self.url
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rpartition("/")[2]
+
+    @property
+    def suffix(self) -> str:
+        """The lower-case file suffix, ``".npy"``; ``""`` when there is none."""
+        name = self.name.partition("?")[0]
+        stem, dot, ext = name.rpartition(".")
+        return f".{ext.lower()}" if dot and stem else ""
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def __str__(self) -> str:
+        return self.path
+
+    def child(self, url: str) -> Location:
+        """Another file of the same filesystem (same options)."""
+        return Location(url, self.options)
+
+    def filesystem(self) -> tuple[Any, str]:
+        """``(fsspec filesystem, path inside it)``; fsspec caches filesystem instances."""
+        fsspec = require("fsspec", "cloud")
+        with errors_named(self):
+            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return fs, path
+
+    def open(self) -> IO[bytes]:
+        """The file opened for binary reading (seekable; remote files read in blocks).
+
+        Only opening is translated to SourceError here: what goes wrong while reading is the
+        reader's to name (a corrupt archive is not an unreachable bucket).
+        """
+        if self.is_local:
+            with errors_named(self):
+                return open(self.path, "rb")
+        fs, path = self.filesystem()
+        with errors_named(self):
+            handle: IO[bytes] = fs.open(path, "rb")
+        return handle
+
+    def read_bytes(self) -> bytes:
+        if self.is_local:
+            with self.open() as handle:
+                return handle.read()
+        fs, path = self.filesystem()
+        with errors_named(self):
+            data: bytes = fs.cat_file(path)
+        return data
+
+    def size(self) -> int:
+        if self.is_local:
+            with errors_named(self):
+                return os.path.getsize(self.path)
+        fs, path = self.filesystem()
+        with errors_named(self):
+            return int(fs.size(path))
+
+    def is_dir(self) -> bool:
+        if self.is_local:
+            return os.path.isdir(self.path)
+        fs, path = self.filesystem()
+        with errors_named(self):
+            return bool(fs.isdir(path))
+
+    def exists(self) -> bool:
+        if self.is_local:
+            return os.path.exists(self.path)
+        fs, path = self.filesystem()
+        with errors_named(self):
+            return bool(fs.exists(path))
+
+
+def location(source: str | os.PathLike[str] | Location, storage_options: Any = None) -> Location:
+    """A :class:`Location` for a path or URL (``storage_options``: a dict, or None)."""
+    if isinstance(source, Location):
+        return source
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise NormlabError(
+            f"storage_options must be a dict of filesystem options (e.g. "
+            f"{{'endpoint_url': ...}}); got a {type(storage_options).__name__}"
+        )
+    options = tuple(sorted((str(k), v) for k, v in (storage_options or {}).items()))
+    text = os.fspath(source)
+    if protocol_of(text) == "file" and options:
+        options = ()  # local files take no options; keeping them would only split caches
+    return Location(text, options)
+
+
+def has_magic(url: str) -> bool:
+    """Whether a path or URL holds glob characters."""
+    if protocol_of(url) in ("http", "https"):
+        return False  # "?" starts a query string there, and HTTP servers list nothing
+    return any(c in url for c in "*?[")
+
+
+def expand(loc: Location, *, suffixes: tuple[str, ...] = ()) -> list[Location]:
+    """The files a glob or folder names (sorted by URL), or ``[loc]`` for a single file.
+
+    ``suffixes``: keep only files with these suffixes when listing a folder (hidden files and
+    folders, whose name starts with a dot or an underscore, are skipped as Spark does).
+    """
+    fs, path = loc.filesystem()
+    with errors_named(loc):
+        if has_magic(path):
+            found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+        elif fs.isdir(path):
+            found = sorted(
+                p
+                for p in fs.find(path)
+                if not _hidden(p[len(path.rstrip("/")) :])
+                and (not suffixes or os.path.splitext(p)[1].lower() in suffixes)
+            )
+        else:
+            return [loc]
+    return [loc.child(_as_url(loc, fs, p)) for p in found]
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
+def _as_url(loc: Location, fs: Any, path: str) -> str:
+    if loc.is_local:
+        return path
+    return str(fs.unstrip_protocol(path))
+
+
+@contextlib.contextmanager
+def errors_named(loc: Location | str) -> Iterator[None]:
+    """Turn what a filesystem raises into a SourceError naming the file (or the extra)."""
+    where = loc.path if isinstance(loc, Location) else loc
+    try:
+        yield
+    except NormlabError:
+        raise
+    except FileNotFoundError:
+        raise SourceError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise SourceError(f"{where}: is a folder, not a file") from None
+    except PermissionError as exc:
+        raise SourceError(
+            f"{where}: access denied ({exc}); check the credentials in storage_options"
+        ) from None
+    except ImportError as exc:
+        protocol = protocol_of(where)
+        package = _PROTOCOL_PACKAGES.get(protocol, "")
+        how = (
+            "pip install 'normlab[cloud]'"
+            if package in _CLOUD_EXTRA
+            else "pip install " + (package or f"the fsspec implementation of {protocol}://")
+        )
+        raise MissingExtraError(
+            f"{where}: reading {protocol}:// needs {exc}; install it with: {how}"
+        ) from None
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise SourceError(f"{where}: cannot open ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - network clients raise their own classes
+        raise SourceError(f"{where}: cannot read ({type(exc).__name__}: {exc})") from None

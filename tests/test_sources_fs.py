@@ -1,0 +1,150 @@
+"""fsspec URLs for the path-taking sources: memory://, file:// and s3:// on a real moto server."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import normlab
+from normlab.errors import MissingExtraError, NormlabError, SourceError
+from normlab.sources.fs import Location, expand, is_url, location, protocol_of
+
+fsspec = pytest.importorskip("fsspec")
+
+
+def _npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x)
+    return buf.getvalue()
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, Any]]:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from object_store import s3_server
+
+    with s3_server() as options:
+        yield options
+
+
+@pytest.fixture
+def memory() -> Iterator[Any]:
+    fs = fsspec.filesystem("memory")
+    fs.mkdir("/nl")
+    yield fs
+    fs.rm("/nl", recursive=True)
+
+
+def test_protocols() -> None:
+    assert protocol_of("s3://b/k.npy") == "s3"
+    assert protocol_of("/data/x.npy") == "file"
+    assert protocol_of("file:///data/x.npy") == "file"
+    assert protocol_of("C://x.npy") == "file"  # a drive letter, not a scheme
+    assert is_url("gs://b/x") and not is_url("x.npy") and not is_url(3)
+    assert location("file:///a/b.NPY").path == "/a/b.NPY"
+    assert location("file:///a/b.NPY").suffix == ".npy"
+    assert location("https://h/x.parquet?sig=1").suffix == ".parquet"
+    loc = location("s3://b/k.npy", {"endpoint_url": "http://h"})
+    assert pickle.loads(pickle.dumps(loc)) == loc
+    with pytest.raises(NormlabError, match="storage_options must be a dict"):
+        location("s3://b/k", "key=1")
+
+
+def test_memory_npy_and_npz_match_the_array(memory: Any) -> None:
+    x = np.random.default_rng(0).integers(-500, 500, (1000, 3), dtype=np.int32)
+    memory.pipe("/nl/x.npy", _npy_bytes(x))
+    memory.pipe("/nl/x.npz", _npz_bytes(features=x))
+    want = normlab.compute_stats(x)
+    for url in ("memory://nl/x.npy", "memory://nl/x.npz"):
+        got = normlab.compute_stats(url, chunk_size=64)
+        assert np.array_equal(got.mean, want.mean) and np.array_equal(got.var(), want.var())
+    shards = normlab.compute_stats(["memory://nl/x.npy", "memory://nl/x.npz"])
+    assert shards.n_samples_seen == 2000
+
+
+def test_file_url_is_a_local_path(tmp_path: Path) -> None:
+    x = np.arange(60, dtype=np.float64).reshape(20, 3)
+    np.save(tmp_path / "x.npy", x)
+    got = normlab.compute_stats(f"file://{tmp_path}/x.npy")
+    assert np.array_equal(got.mean, x.mean(axis=0))
+
+
+def test_expand_lists_folders_and_globs(memory: Any) -> None:
+    for name in ("b.npy", "a.npy", "sub/c.npy", "_SUCCESS", ".hidden/d.npy", "e.txt"):
+        memory.pipe(f"/nl/{name}", b"x")
+    found = [loc.url for loc in expand(location("memory://nl"), suffixes=(".npy",))]
+    assert found == ["memory:///nl/a.npy", "memory:///nl/b.npy", "memory:///nl/sub/c.npy"]
+    globbed = [loc.url for loc in expand(location("memory://nl/*.npy"))]
+    assert globbed == ["memory:///nl/a.npy", "memory:///nl/b.npy"]
+
+
+def test_s3_npy_npz_bit_identical_to_local(s3: dict[str, Any], tmp_path: Path) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("arrays")
+    x = np.random.default_rng(1).integers(-(1 << 31), 1 << 31, (5000, 4), dtype=np.int64)
+    fs.pipe("arrays/x.npy", _npy_bytes(x))
+    fs.pipe("arrays/x.npz", _npz_bytes(x=x))
+    np.save(tmp_path / "x.npy", x)
+    local = normlab.compute_stats(tmp_path / "x.npy", chunk_size=700)
+    for url in ("s3://arrays/x.npy", "s3://arrays/x.npz"):
+        remote = normlab.compute_stats(url, chunk_size=700, storage_options=s3)
+        assert remote.n_samples_seen == 5000
+        assert np.array_equal(remote.mean, local.mean) and np.array_equal(remote.var(), local.var())
+
+
+def test_s3_errors_name_the_url(s3: dict[str, Any]) -> None:
+    with pytest.raises(SourceError, match=r"s3://arrays/missing\.npy: no such file"):
+        normlab.compute_stats("s3://arrays/missing.npy", storage_options=s3)
+    with pytest.raises(SourceError, match=r"s3://no-bucket/x\.npy: no such file"):
+        normlab.compute_stats("s3://no-bucket/x.npy", storage_options=s3)
+
+
+def test_s3_denied_key_and_unreachable_endpoint() -> None:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from object_store import free_port, s3_server
+
+    with s3_server(auth=True) as options:  # the fake key is unknown: every request is denied
+        with pytest.raises(SourceError, match=r"s3://arrays/x\.npy: access denied"):
+            normlab.compute_stats("s3://arrays/x.npy", storage_options=options)
+    nothing = {
+        **options,
+        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+    }
+    with pytest.raises(SourceError, match=r"s3://arrays/x\.npy: cannot read .*connect"):
+        normlab.compute_stats("s3://arrays/x.npy", storage_options=nothing)
+
+
+def test_unknown_protocol_and_missing_package() -> None:
+    with pytest.raises(SourceError, match=r"nosuch://b/x\.npy"):
+        normlab.compute_stats("nosuch://b/x.npy")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingExtraError, match="pip install gcsfs"):
+            normlab.compute_stats("gs://b/x.npy")
+
+
+def test_location_reads(memory: Any) -> None:
+    memory.pipe("/nl/blob.bin", b"0123456789")
+    loc = Location("memory://nl/blob.bin")
+    assert loc.size() == 10 and loc.read_bytes() == b"0123456789" and loc.exists()
+    with loc.open() as handle:
+        handle.seek(3)
+        assert handle.read(2) == b"34"
