@@ -11,6 +11,7 @@ import functools
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,7 +82,9 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except (NormlabError, OSError) as exc:
             if _state["debug"]:
                 raise
@@ -89,6 +92,11 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line on stderr (no file name and source line of normlab's code)."""
+    typer.echo(f"warning: {message}", err=True)
 
 
 def console():
@@ -244,6 +252,7 @@ def stats(
     ] = None,
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
+    from .display import stats_lines
     from .stats import compute_stats
 
     reading = source_options(
@@ -271,8 +280,15 @@ def stats(
         **reading,
     )
     m.save(output)
-    print_summary(m.summary(), f"statistics of {data} -> {output}")
+    print_lines(f"statistics of {data}\nsaved to {output}", stats_lines(m))
     print_skipped(m)
+
+
+def print_lines(title: str, lines: list[str]) -> None:
+    """A title and lines of plain text (no table: values stay easy to copy)."""
+    typer.echo(title)
+    for line in lines:
+        typer.echo(line)
 
 
 def print_skipped(stats: Any) -> None:
@@ -301,9 +317,11 @@ def show(
     format: Annotated[str, typer.Option("--format", help="table, json or torchvision.")] = "table",
 ) -> None:
     """Print a saved statistics file: a table, JSON, or torchvision's mean/std (0..1 scale)."""
+    from .display import normalizer_lines, stats_lines
     from .export import to_torchvision
     from .io import load
     from .moments import Moments
+    from .normalizers import Normalizer
 
     obj = load(path)
     if format not in ("table", "json", "torchvision"):
@@ -322,6 +340,10 @@ def show(
             summary["mean"] = stats.mean.tolist()
             summary["std"] = stats.std().tolist()
         typer.echo(json.dumps(summary))
+    elif isinstance(obj, Moments):
+        print_lines(str(path), stats_lines(obj))
+    elif isinstance(obj, Normalizer):
+        print_lines(str(path), normalizer_lines(obj))
     else:
         print_summary(summary, str(path))
 
@@ -356,6 +378,7 @@ def fit(
 ) -> None:
     """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
     from . import schemes
+    from .display import normalizer_lines
     from .io import load
     from .moments import Moments
     from .stats import compute_stats
@@ -413,7 +436,7 @@ def fit(
         print_skipped(stats)
         normalizer.from_stats(stats)
     normalizer.save(output)
-    typer.echo(f"{scheme}: {normalizer!r} -> {output}")
+    print_lines(f"fitted {scheme}\nsaved to {output}", normalizer_lines(normalizer))
 
 
 @app.command()

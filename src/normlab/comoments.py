@@ -397,8 +397,11 @@ class CoMoments(Statistic):
     def __repr__(self) -> str:
         if self.dense is None:
             return "CoMoments(empty)"
+        from .display import numpy_text
+
         kind = "dense" if self.dense else f"sketch of {self.sketch_size}"
-        return f"CoMoments(samples={self.n_samples_seen}, features={self.n_features}, {kind})"
+        head = f"CoMoments(samples={self.n_samples_seen}, features={self.n_features}, {kind})"
+        return f"{head}\n  mean = {numpy_text(self.mean)}"
 
     # ------------------------------------------------------------------ files
     def metadata(self) -> dict[str, Any]:

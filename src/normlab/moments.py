@@ -907,10 +907,14 @@ class Moments(Statistic):
     def __repr__(self) -> str:
         if self._count is None:
             return f"Moments(axis={self.axis!r}, empty)"
-        return (
+        from .display import numpy_text
+
+        head = (
             f"Moments(axis={self.axis!r}, samples={self.n_samples_seen}, "
             f"reduced_shape={self.reduced_shape}, value_scale={_scale_str(self.value_scale)})"
         )
+        values = {"mean": self.mean, "std": self.std(), "min": self.min, "max": self.max}
+        return "\n".join([head, *(f"  {k:<4} = {numpy_text(v)}" for k, v in values.items())])
 
 
 _SCALES = [

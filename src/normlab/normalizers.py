@@ -109,9 +109,30 @@ class Normalizer:
             params["feature_range"] = list(params["feature_range"])
         return params
 
-    def __repr__(self) -> str:
+    def params_repr(self) -> str:
+        """``ZScore(axis='channel', ...)``: the class and its parameters (one line)."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+    def fitted_values(self) -> dict[str, np.ndarray]:
+        """The fitted arrays that define the map (shown by ``repr`` and ``normlab fit``)."""
+        return {}
+
+    def __repr__(self) -> str:
+        """The parameters, then (once fitted) the fitted values, numpy-style."""
+        from .display import numpy_text
+
+        if not hasattr(self, "stats_"):
+            return self.params_repr()
+        fitted = self.fitted_values()
+        width = max((len(k) for k in fitted), default=0)
+        return "\n".join(
+            [
+                self.params_repr(),
+                f"  fitted on {self.n_samples_seen_} samples",
+                *(f"  {k:<{width}} = {numpy_text(v)}" for k, v in fitted.items()),
+            ]
+        )
 
     # ------------------------------------------------------------- fitting
     @property
@@ -296,7 +317,7 @@ class Normalizer:
     __hash__ = None  # type: ignore[assignment]
 
     def describe(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "normalizer": repr(self)}
+        return {"scheme": self.scheme, "normalizer": self.params_repr()}
 
 
 class AffineNormalizer(Normalizer):
@@ -308,6 +329,9 @@ class AffineNormalizer(Normalizer):
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             self._mult = 1.0 / self.scale_
             self._offset = self.shift_ * self._mult
+
+    def fitted_values(self) -> dict[str, np.ndarray]:
+        return {"shift_": self.shift_, "scale_": self.scale_}
 
     def _broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""

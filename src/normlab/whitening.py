@@ -179,6 +179,9 @@ class Whiten(Normalizer):
             self.matrix_ = vecs_k.T / root[:, None]
             self.inverse_matrix_ = vecs_k * root
 
+    def fitted_values(self) -> dict[str, np.ndarray]:
+        return {"mean_": self.mean_, "eigenvalues_": self.eigenvalues_, "matrix_": self.matrix_}
+
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
         """``(shift, matrix)`` with ``y = matrix @ (x − shift)`` on flattened samples."""
         self._check_fitted()

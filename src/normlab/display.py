@@ -1,0 +1,292 @@
+"""Numbers for people: statistics and fitted normalizers as short lines of text.
+
+Nothing here prints; the command line prints these lines and ``repr`` uses :func:`numpy_text`.
+Per-channel and global values are shown in data units and on the 0..1 scale of the value scale
+(uint8 data divided by 255), the form torchvision, albumentations and Keras take; per-feature
+values as a range with where its extremes are.
+
+>>> import numpy as np
+>>> array_text(np.array([0.48512, 0.456, 0.40649]))
+'[0.485, 0.456, 0.406]'
+>>> array_text(np.arange(100.0) / 8)
+'[0.000, 0.125, 0.250, ..., 12.125, 12.250, 12.375]'
+>>> paste_tuple(np.array([0.48512, 0.456, 0.40649]))
+'(0.485, 0.456, 0.406)'
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import numpy as np
+
+SHOWN_VALUES = 8  # arrays with more values are abbreviated (numpy's style: first 3 ... last 3)
+SHOWN_PLACES = 5  # locations listed for constant/rare features
+LINE_WIDTH = 80
+LABEL_WIDTH = 13
+RARE_THRESHOLD = 5  # a feature non-zero in at most this many values is "rare" (as diagnose)
+
+
+def _is_integral(arr: np.ndarray) -> bool:
+    finite = arr[np.isfinite(arr)]
+    return bool(arr.dtype.kind in "iub" or (finite.size and np.all(finite == np.round(finite))))
+
+
+def number_text(value: float, decimals: int = 3, integral: bool = False) -> str:
+    """One value: ``decimals`` places, an integer as an integer, very large/small ones in e-form."""
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if integral and value == round(value) and abs(value) < 1e15:
+        return str(int(value))
+    if value != 0 and not 10.0**-decimals <= abs(value) < 1e9:
+        return f"{value:.{decimals}e}"
+    return f"{value:.{decimals}f}"
+
+
+def array_text(values: Any, decimals: int = 3, width: int | None = None) -> str:
+    """numpy's style, one line: ``[a, b, c]``, abbreviated to ``[a, b, c, ..., x, y, z]``.
+
+    Integral values (exact integer data's min/max) show no decimals. Multi-dimensional arrays
+    are shown flat (their shape is given beside them).
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    integral = _is_integral(arr)
+    texts = [number_text(v, decimals, integral) for v in arr]
+    if len(texts) > SHOWN_VALUES:
+        texts = [*texts[:3], "...", *texts[-3:]]
+    text = "[" + ", ".join(texts) + "]"
+    if width is not None and len(text) > width:
+        return "\n".join(textwrap.wrap(text, width, subsequent_indent=" "))
+    return text
+
+
+def numpy_text(values: Any) -> str:
+    """numpy's own style (4 decimals, abbreviated when large), flat and on one line, for ``repr``.
+
+    >>> numpy_text(np.array([[0.5, 0.25], [0.125, 1e-6]]))
+    '[5.00e-01, 2.50e-01, 1.25e-01, 1.00e-06]'
+    """
+    arr = np.asarray(values).reshape(-1)
+    return np.array2string(
+        arr, precision=4, separator=", ", threshold=SHOWN_VALUES, edgeitems=3, max_line_width=10**6
+    )
+
+
+def paste_tuple(values: Any, decimals: int = 3) -> str:
+    """A Python tuple of every value: ``(0.485, 0.456, 0.406)`` (``(0.5,)`` for one value)."""
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    texts = [number_text(v, decimals) for v in arr]
+    return "(" + ", ".join(texts) + ("," if len(texts) == 1 else "") + ")"
+
+
+def scale_text(value_scale: dict[str, Any] | None) -> str:
+    """``uint8 0..255``, or ``float (no fixed range)``."""
+    if not value_scale or value_scale.get("max_value") is None:
+        return "float (no fixed range)"
+    return f"{value_scale['dtype']} {value_scale['min_value']}..{value_scale['max_value']}"
+
+
+def _where(flat_index: int, shape: tuple[int, ...]) -> str:
+    if len(shape) <= 1:
+        return str(flat_index)
+    return str(tuple(int(i) for i in np.unravel_index(flat_index, shape)))
+
+
+def _places(mask: np.ndarray, shape: tuple[int, ...]) -> str:
+    idx = np.flatnonzero(mask.reshape(-1))
+    shown = ", ".join(_where(int(i), shape) for i in idx[:SHOWN_PLACES])
+    more = ", ..." if idx.size > SHOWN_PLACES else ""
+    return f" at {shown}{more}" if idx.size else ""
+
+
+def range_text(values: np.ndarray, shape: tuple[int, ...], decimals: int = 3) -> str:
+    """``lo at (i, j) .. hi at (k, l)``: a per-feature array's extremes and where they are."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(flat).any():
+        return "no finite values"
+    integral = _is_integral(flat)
+    lo, hi = int(np.nanargmin(flat)), int(np.nanargmax(flat))
+    return (
+        f"{number_text(flat[lo], decimals, integral)} at {_where(lo, shape)} .. "
+        f"{number_text(flat[hi], decimals, integral)} at {_where(hi, shape)}"
+    )
+
+
+def _line(label: str, text: str) -> str:
+    """``label`` then ``text`` wrapped to the line width (a long label gets a line of its own)."""
+    body = textwrap.wrap(text, LINE_WIDTH - LABEL_WIDTH) or [""]
+    pad = " " * LABEL_WIDTH
+    head = [f"{label:<{LABEL_WIDTH}}{body[0]}"]
+    if len(label) >= LABEL_WIDTH:
+        head = [label, pad + body[0]]
+    return "\n".join([*head, *(pad + b for b in body[1:])])
+
+
+def _units(stats: Any) -> str:
+    axis, shape = stats.axis, tuple(stats.sample_shape or ())
+    size = int(np.prod(stats.reduced_shape)) if stats.reduced_shape else 1
+    if axis == "global":
+        return "global (one value over all features)"
+    if axis == "channel":
+        return f"channel ({size} on axis {stats.channel_axis} of samples {shape})"
+    return f"feature ({size} features: samples {shape})"
+
+
+def health_lines(stats: Any) -> list[str]:
+    """Constant and rare features (channels) with where the first few are."""
+    from .normalizers import constant_mask
+
+    shape = tuple(stats.reduced_shape)
+    what = {"feature": "features", "channel": "channels", "global": "values"}[stats.axis]
+    const = constant_mask(stats)
+    rare = ~const & (stats.n_nonzero <= RARE_THRESHOLD)
+    total = const.size
+    if stats.axis == "global":
+        return [_line("constant", "yes" if const.all() else "no")]
+    if stats.axis == "channel":  # rare is a per-feature notion: few samples non-zero
+        return [
+            _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape)}"),
+            _line("rare", "counted per feature (statistics with --axis feature)"),
+        ]
+    return [
+        _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape)}"),
+        _line(
+            "rare",
+            f"{int(rare.sum())} of {total} {what} (non-zero in 1..{RARE_THRESHOLD} samples)"
+            f"{_places(rare, shape)}",
+        ),
+    ]
+
+
+def paste_lines(mean: Any, std: Any, value_scale: dict[str, Any] | None) -> list[str]:
+    """The 0..1-scale mean and std as Python lines to paste, and how each library takes them."""
+    top = (value_scale or {}).get("max_value")
+    divisor = float(top) if top else 1.0
+    mean01 = np.asarray(mean, np.float64).reshape(-1) / divisor
+    std01 = np.asarray(std, np.float64).reshape(-1) / divisor
+    if top:
+        head = f"# on the 0..1 scale (data / {top:g}), as after ToTensor() or Rescaling(1/{top:g}):"
+        pixel = f", max_pixel_value={float(top):g}.0" if float(top) == int(top) else ""
+    else:
+        head = "# float data: taken to be on the 0..1 scale already"
+        pixel = ", max_pixel_value=1.0"
+    wrap = {"width": LINE_WIDTH, "subsequent_indent": "    ", "break_on_hyphens": False}
+    return [
+        head,
+        *textwrap.wrap(f"mean = {paste_tuple(mean01)}", **wrap),
+        *textwrap.wrap(f"std = {paste_tuple(std01)}", **wrap),
+        "# torchvision: transforms.Normalize(mean, std)",
+        f"# albumentations: A.Normalize(mean, std{pixel})",
+        "# keras: layers.Normalization(mean=mean, variance=[s * s for s in std])",
+    ]
+
+
+def stats_lines(stats: Any) -> list[str]:
+    """What ``normlab stats`` prints: per-channel/global values, or a per-feature summary."""
+    std = stats.std()
+    lines = [
+        _line("axis", _units(stats)),
+        _line("samples", str(stats.n_samples_seen)),
+        _line("count", _count_text(stats)),
+        _line("value scale", scale_text(stats.value_scale)),
+    ]
+    if stats.axis == "feature":
+        shape = tuple(stats.reduced_shape)
+        lines += [
+            _line("mean", range_text(stats.mean, shape)),
+            _line("std", range_text(std, shape)),
+            _line("min", range_text(stats.min, shape)),
+            _line("max", range_text(stats.max, shape)),
+            *health_lines(stats),
+            *_extra_lines(stats),
+        ]
+        per_channel = _per_channel(stats)
+        if per_channel is not None:
+            lines += ["", f"per channel (axis {per_channel.channel_axis}, exact from these):"]
+            lines += _value_lines(per_channel, per_channel.std())
+            lines += paste_lines(per_channel.mean, per_channel.std(), stats.value_scale)
+        return lines
+    lines += _value_lines(stats, std)
+    lines += health_lines(stats)
+    lines += _extra_lines(stats)
+    lines += paste_lines(stats.mean, std, stats.value_scale)
+    return lines
+
+
+def _extra_lines(stats: Any) -> list[str]:
+    """What a richer statistic (histograms, per-image stds, skipped files) adds to the summary."""
+    from .moments import Moments
+
+    base = Moments.summary(stats)
+    return [
+        _line(k, array_text(v) if isinstance(v, list) else str(v))
+        for k, v in stats.summary().items()
+        if k not in base
+    ]
+
+
+def _value_lines(stats: Any, std: np.ndarray) -> list[str]:
+    values = {"mean": stats.mean, "std": std, "min": stats.min, "max": stats.max}
+    return [_line(name, _values_text(value)) for name, value in values.items()]
+
+
+def _values_text(values: Any) -> str:
+    """One number for one value, else the array (numpy's style, 3 decimals)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 1:
+        return number_text(float(arr.reshape(-1)[0]), integral=_is_integral(arr))
+    return array_text(arr, width=LINE_WIDTH - LABEL_WIDTH)
+
+
+def _count_text(stats: Any) -> str:
+    """Values counted per channel/feature (fewer where non-finite values were omitted)."""
+    count = np.asarray(stats.count).reshape(-1)
+    each = {"feature": "per feature", "channel": "per channel", "global": "in all"}[stats.axis]
+    if count.size and np.all(count == count[0]):
+        return f"{int(count[0])} values {each}"
+    return f"{int(count.min())}..{int(count.max())} values {each}"
+
+
+def _per_channel(stats: Any) -> Any:
+    """Exact per-channel statistics of per-feature ones, for image-shaped samples (else None)."""
+    shape = tuple(stats.sample_shape or ())
+    if len(shape) < 2 or shape[stats.channel_axis] > 16:
+        return None
+    return stats.reduce("channel", channel_axis=stats.channel_axis)
+
+
+def normalizer_lines(normalizer: Any) -> list[str]:
+    """What ``normlab fit`` prints: the fitted map and, per channel or global, the paste lines."""
+    lines = [_line("scheme", f"{normalizer.scheme}: {_params_text(normalizer)}")]
+    if not normalizer.is_fitted or not hasattr(normalizer, "stats_"):
+        return lines + [_line("fitted", "nothing to fit: the same for every data set")]
+    stats = normalizer.stats_
+    lines.append(
+        _line(
+            "fitted on",
+            f"{normalizer.n_samples_seen_} samples of shape {tuple(stats.sample_shape or ())}, "
+            f"{scale_text(normalizer.value_scale_)}",
+        )
+    )
+    fitted = normalizer.fitted_values()
+    if normalizer.stats_axis == "feature" or any(np.ndim(v) > 1 for v in fitted.values()):
+        lines += [_line(name, _fitted_text(value)) for name, value in fitted.items()]
+    else:
+        lines += [_line(name, _values_text(value)) for name, value in fitted.items()]
+    if hasattr(normalizer, "shift_") and normalizer.stats_axis != "feature":
+        lines.append("# output = (x - shift_) / scale_, i.e. Normalize(mean, std) with:")
+        lines += paste_lines(normalizer.shift_, normalizer.scale_, normalizer.value_scale_)[1:]
+    return lines
+
+
+def _fitted_text(value: np.ndarray) -> str:
+    if np.ndim(value) == 0:
+        return number_text(float(value))
+    return f"{range_text(value, tuple(value.shape))}  (shape {tuple(value.shape)})"
+
+
+def _params_text(normalizer: Any) -> str:
+    params = normalizer.get_params()
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
