@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from .errors import NormlabError
-from .io import atomic_write
+from .io import atomic_write, reading, refuse_overwrite
 from .normalizers import Normalizer
 from .progress import progress_bar
 from .sources import resolve
@@ -27,8 +27,19 @@ def apply_file(
     Reads and writes one window at a time, so a file larger than RAM works. Returns the
     output's shape.
     """
-    if os.path.abspath(source) == os.path.abspath(output):
-        raise NormlabError(f"{output}: the output must not overwrite the input")
+    refuse_overwrite([output], [source])
+    with reading(source):
+        return _apply_file(normalizer, source, output, chunk_size, progress, key)
+
+
+def _apply_file(
+    normalizer: Normalizer,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    chunk_size: int | None,
+    progress: bool | None,
+    key: str | None,
+) -> tuple[int, ...]:
     src = resolve(source, chunk_size=chunk_size, key=key)
     shape = tuple(src.info.get("shape", ()))
     in_dtype = np.dtype(src.info.get("dtype", "float64"))

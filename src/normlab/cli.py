@@ -53,6 +53,12 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
+# Parameters of commands that name files or folders the command writes. Every other parameter
+# naming an existing path is an input: an output that is an input is refused before any work.
+OUTPUT_PARAMETERS: frozenset[str] = frozenset(
+    {"output", "out", "mask_png", "save_comoments", "checkpoint"}
+)
+
 # Modules under normlab/commands/ that add commands (each has ``register(app)``).
 COMMAND_MODULES: list[str] = ["lab", "export", "diagnose"]
 
@@ -81,8 +87,12 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .io import reading, refuse_overwrite
+
         try:
-            with warnings.catch_warnings():
+            outputs, inputs = _paths_of(kwargs)
+            refuse_overwrite(outputs, inputs)
+            with warnings.catch_warnings(), reading(*inputs):
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)
         except (NormlabError, OSError) as exc:
@@ -97,6 +107,23 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
     """A warning as one line on stderr (no file name and source line of normlab's code)."""
     typer.echo(f"warning: {message}", err=True)
+
+
+def _paths_of(kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(outputs, inputs) among a command's arguments: inputs are the other existing paths."""
+    import os
+
+    outputs: list[str] = []
+    inputs: list[str] = []
+    for name, value in kwargs.items():
+        if not isinstance(value, (str, os.PathLike)):
+            continue
+        path = os.fspath(value)
+        if name in OUTPUT_PARAMETERS:
+            outputs.append(path)
+        elif path and os.path.lexists(path):
+            inputs.append(path)
+    return outputs, inputs
 
 
 def console():

@@ -175,14 +175,14 @@ def _inputs(
             raise NormlabError(_NO_SECOND_MOMENTS.format(what=what))
         return None, None, obj
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".npy"):
-        data = np.load(source, mmap_mode="r", allow_pickle=False)
+        from .sources.arrays import load_npy
+
+        data = load_npy(source, "", mmap=True)
     elif isinstance(source, np.ndarray):
         data = source
     if labels is not None:
         targets = (
-            np.load(labels, allow_pickle=False)
-            if isinstance(labels, (str, os.PathLike))
-            else np.asarray(labels)
+            _load_labels(labels) if isinstance(labels, (str, os.PathLike)) else np.asarray(labels)
         )
         if data is None or targets.shape != (len(data),):
             raise ShapeError(
@@ -645,3 +645,9 @@ def _write_mask(m: Moments, rare_threshold: int, path: str | os.PathLike) -> Non
     rgb[const] = (1.0, 0.0, 0.0)
     with atomic_write(path) as handle:
         plt.imsave(handle, rgb, format="png")
+
+
+def _load_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    from .sources.arrays import load_npy
+
+    return load_npy(path, "labels")

@@ -8,16 +8,20 @@ Every normlab object that can be saved has ``metadata()`` / ``to_tensors()`` and
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import fcntl
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import FileFormatError, NormlabError
+from .errors import FileFormatError, NormlabError, SourceError
 
 FORMAT_NAME = "normlab"
 FORMAT_VERSION = 1
@@ -31,23 +35,180 @@ def register(cls: type) -> type:
     return cls
 
 
+# (st_dev, st_ino, path) of the files the running command reads: atomic_write refuses them.
+_INPUTS: contextvars.ContextVar[tuple[tuple[int, int, str], ...]] = contextvars.ContextVar(
+    "normlab_inputs", default=()
+)
+_TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 0.0  # a temporary file nobody holds a lock on is stale at once
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_regular(
+    path: str | os.PathLike[str],
+    *,
+    folder_ok: bool = False,
+    error: type[NormlabError] = SourceError,
+) -> None:
+    """Refuse a path that exists but is not a regular file (a FIFO, a device, a socket).
+
+    Opening a FIFO blocks until a writer appears and a device may never end, so every path
+    normlab reads is checked first. A missing path is left to the caller's own message.
+    """
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(info.st_mode) or (folder_ok and stat.S_ISDIR(info.st_mode)):
+        return
+    what = "a regular file or a folder" if folder_ok else "a regular file"
+    raise error(f"{os.fspath(path)}: is {_kind(info.st_mode)}; normlab reads only {what}")
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)  # follows symlinks: a link to an input is that input
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def refuse_overwrite(
+    outputs: Iterable[str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str] | None],
+) -> None:
+    """Raise :class:`NormlabError` when an output is one of the inputs.
+
+    The same path, a symbolic link to it or a hard link of it (compared by device and inode),
+    checked before anything is read. An input folder also counts through its files: an output
+    inside an input folder that the folder's reader would read is refused as well.
+    """
+    ins = [(os.fspath(p), _identity(p)) for p in inputs if p is not None]
+    for out in outputs:
+        if out is None:
+            continue
+        ident = _identity(out)
+        for name, in_ident in ins:
+            if in_ident is None:
+                continue
+            if ident is not None and ident == in_ident:
+                same = os.path.abspath(out) == os.path.abspath(name)
+                how = "" if same else " (through a link: the same file)"
+                raise NormlabError(
+                    f"{os.fspath(out)}: the output is the input {name}{how}; writing it would "
+                    "destroy the input. Choose another output path"
+                )
+            if ident is not None and os.path.isdir(name) and _inside(out, name):
+                from .sources.images import IMAGE_SUFFIXES
+
+                if Path(out).suffix.lower() in IMAGE_SUFFIXES | {".npy", ".npz"}:
+                    raise NormlabError(
+                        f"{os.fspath(out)}: the output is one of the files read from the "
+                        f"input folder {name}; choose an output path outside it"
+                    )
+
+
+def _inside(path: str | os.PathLike[str], folder: str) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@contextlib.contextmanager
+def reading(*paths: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Within this block, :func:`atomic_write` refuses to replace any of ``paths``."""
+    found = []
+    for p in paths:
+        if p is None:
+            continue
+        ident = _identity(p)
+        if ident is not None:
+            found.append((*ident, os.fspath(p)))
+    token = _INPUTS.set(_INPUTS.get() + tuple(found))
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
+
+
+def _remove_stale_temporaries(dest: Path) -> None:
+    """Remove temporary files of ``dest`` left by killed writes.
+
+    A live writer holds an exclusive ``flock`` on its temporary file, released by the kernel
+    when the writer dies; a temporary file whose lock can be taken is a leftover.
+    """
+    prefix = f".{dest.name}."
+    try:
+        names = [
+            n for n in os.listdir(dest.parent) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)
+        ]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = dest.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < STALE_TMP_SECONDS:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path``, fsync, then rename over it.
 
     Readers see the old complete file or the new complete file, never a partial one; on any
-    error the temporary file is removed and the destination is untouched.
+    error the temporary file is removed and the destination is untouched. Temporary files of
+    the same destination left by a killed write are removed first. Inside :func:`reading`,
+    a destination that is one of the inputs is refused.
     """
     dest = Path(path)
+    ident = _identity(dest)
+    if ident is not None:
+        for dev, ino, name in _INPUTS.get():
+            if (dev, ino) == ident:
+                raise NormlabError(
+                    f"{dest}: the output is the input {name}; writing it would destroy the "
+                    "input. Choose another output path"
+                )
+        if os.path.isdir(dest):
+            raise NormlabError(f"{dest}: is a folder; give a file path to write")
+        if not stat.S_ISREG(os.stat(dest).st_mode):
+            raise NormlabError(f"{dest}: is {_kind(os.stat(dest).st_mode)}; cannot replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    _remove_stale_temporaries(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_TMP_SUFFIX, dir=dest.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live; the kernel drops it if we die
         os.chmod(tmp, _new_file_mode(dest))  # mkstemp makes 0600 files; keep the usual mode
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, dest)
+            os.replace(tmp, dest)  # still locked: a concurrent cleaner never takes it
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -85,6 +246,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nda
     from safetensors.numpy import load
 
     p = Path(path)
+    check_regular(p, error=FileFormatError)
     try:
         size = p.stat().st_size
         with open(p, "rb") as handle:

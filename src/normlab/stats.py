@@ -86,6 +86,10 @@ def compute_stats(
     True
     """
     quantiles = _check_percentiles(percentiles)
+    if checkpoint is not None and isinstance(source, (str, os.PathLike)):
+        from .io import refuse_overwrite
+
+        refuse_overwrite([checkpoint], [source])
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
     if channel_axis is None:
         if axis == "channel" and src.info.get("needs_channel_axis"):

@@ -152,6 +152,9 @@ class Normalize(nn.Module):
         """From a saved normlab normalizer, or from a state dict written by ``normlab export --to torch``."""
         from safetensors import safe_open
 
+        from .io import check_regular
+
+        check_regular(path, error=FileFormatError)
         try:
             with safe_open(os.fspath(path), framework="pt") as f:
                 meta = (f.metadata() or {}).get(_META_KEY)

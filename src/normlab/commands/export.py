@@ -142,5 +142,9 @@ def register(app: typer.Typer) -> None:
         ] = "0..1",
     ) -> None:
         """Write NORMALIZER_FILE for scikit-learn, PyTorch, Keras, torchvision or as plain JSON."""
+        from ..io import refuse_overwrite
+
+        if target != "torchvision" and output.suffix != ".py":
+            refuse_overwrite([snippet_path(output)], [normalizer_file])
         for path in export_file(normalizer_file, target, output, layout=layout, scale=scale):
             typer.echo(f"{target}: {path}")

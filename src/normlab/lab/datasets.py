@@ -212,8 +212,10 @@ def _load_npy(path: str | Path, what: str) -> np.ndarray:
     p = Path(path)
     if p.suffix != ".npy":
         raise SourceError(f"--{what}: expected a .npy file; got {p}")
+    from ..sources.arrays import load_npy
+
     try:
-        return np.load(p, allow_pickle=False)
+        return load_npy(p, f"--{what}")
     except FileNotFoundError:
         raise SourceError(f"--{what}: no such file: {p}") from None
     except (OSError, ValueError) as exc:

@@ -56,6 +56,10 @@ def resolve(source: Any, **options: Any) -> Source:
     _load_adapters()
     if isinstance(source, Source):
         return source
+    if isinstance(source, (str, os.PathLike)):
+        from ..io import check_regular
+
+        check_regular(source, folder_ok=True)
     for adapter in [*_ADAPTERS, *_FALLBACKS]:
         found = adapter(source, **options)
         if found is not None:

@@ -153,6 +153,37 @@ class NpyTask:
                 yield view.view(self.header.dtype).reshape(rows, *sample)
 
 
+def load_npy(path: str | os.PathLike[str], what: str, *, mmap: bool = False) -> np.ndarray:
+    """A whole ``.npy`` file, checked before anything is allocated.
+
+    Refuses special files, object dtypes, and a header whose declared size the file does not
+    hold (``np.load`` would allocate the declared size first).
+    """
+    from ..io import check_regular
+
+    check_regular(path)
+    label = f"{what} {os.fspath(path)}".strip()
+    try:
+        with open(path, "rb") as handle:
+            header = read_npy_header(handle, label)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        raise SourceError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if header.fortran and len(header.shape) > 1:
+        raise SourceError(f"{label}: Fortran-ordered arrays are not supported")
+    expected = header.offset + math.prod(header.shape) * header.dtype.itemsize
+    if size < expected:
+        raise SourceError(
+            f"{label}: truncated: the header promises {expected} bytes, the file has {size}"
+        )
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{label}: cannot read as a .npy array ({exc})") from None
+
+
 def npy_source(
     source: Any,
     *,

@@ -114,6 +114,9 @@ class Location:
         reader's to name (a corrupt archive is not an unreachable bucket).
         """
         if self.is_local:
+            from ..io import check_regular
+
+            check_regular(self.path)  # a FIFO would block the open forever
             with errors_named(self):
                 return open(self.path, "rb")
         fs, path = self.filesystem()

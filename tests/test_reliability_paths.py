@@ -1,0 +1,230 @@
+"""Outputs never overwrite inputs, special files are refused, killed writes leave nothing behind.
+
+Real files, real links, real FIFOs and real killed processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import normlab
+from normlab.cli import OUTPUT_PARAMETERS, app
+from normlab.errors import NormlabError
+from normlab.io import atomic_write, reading
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def files(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (40, 4, 3), dtype=np.uint8)
+    data = tmp_path / "data.npy"
+    np.save(data, x)
+    stats = tmp_path / "stats.safetensors"
+    normlab.compute_stats(x).save(stats)
+    norm = tmp_path / "norm.safetensors"
+    normlab.ZScore().fit(x).save(norm)
+    return {"data": data, "stats": stats, "norm": norm, "dir": tmp_path}
+
+
+def _aliases(path, tmp_path, name):
+    """The input itself, a symbolic link to it and a hard link of it."""
+    sym = tmp_path / f"sym-{name}{path.suffix}"
+    hard = tmp_path / f"hard-{name}{path.suffix}"
+    sym.symlink_to(path)
+    os.link(path, hard)
+    return [path, sym, hard]
+
+
+# Every writing command, with the input it reads: (name, argv with {out} for the output).
+WRITING_COMMANDS = [
+    ("stats", ["stats", "{data}", "-o", "{out}", "-q"], "data"),
+    ("fit-data", ["fit", "{data}", "-o", "{out}", "-q"], "data"),
+    ("fit-stats", ["fit", "--stats", "{stats}", "-o", "{out}"], "stats"),
+    ("apply-data", ["apply", "{data}", "-n", "{norm}", "-o", "{out}", "-q"], "data"),
+    ("apply-norm", ["apply", "{data}", "-n", "{norm}", "-o", "{out}", "-q"], "norm"),
+    ("export", ["export", "{norm}", "--to", "json", "-o", "{out}"], "norm"),
+    ("export-torch", ["export", "{norm}", "--to", "torch", "-o", "{out}"], "norm"),
+    ("diagnose", ["diagnose", "{data}", "--save-comoments", "{out}", "-q"], "data"),
+    ("stats-checkpoint", ["stats", "{data}", "-o", "x.st", "--checkpoint", "{out}", "-q"], "data"),
+]
+
+
+@pytest.mark.parametrize("name,argv,victim", WRITING_COMMANDS, ids=[c[0] for c in WRITING_COMMANDS])
+def test_no_command_overwrites_its_input(files, name, argv, victim):
+    tmp_path = files["dir"]
+    before = {k: files[k].read_bytes() for k in ("data", "stats", "norm")}
+    for alias in _aliases(files[victim], tmp_path, name):
+        args = [a.format(out=alias, **files) for a in argv]
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "the output is the input" in result.output
+        assert "Traceback" not in result.output
+        assert {k: files[k].read_bytes() for k in before} == before
+
+
+def test_every_command_with_an_output_is_covered():
+    """A new writing command must name its output so that the guard knows it."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    writers = {
+        name
+        for name, cmd in group.commands.items()  # type: ignore[attr-defined]
+        if any(p.name in OUTPUT_PARAMETERS for p in cmd.params)
+    }
+    tested = {argv[0] for _, argv, _ in WRITING_COMMANDS}
+    assert writers - {"compare", "demo"} <= tested  # the lab writes folders (tested below)
+
+
+def test_files_written_inside_an_output_folder_never_replace_an_input(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    data = out / "results.json"  # an input named like a report file, inside --out
+    data.write_bytes(b"precious")
+    with reading(data), pytest.raises(NormlabError, match="the output is the input"):
+        with atomic_write(data) as handle:
+            handle.write(b"x")
+    assert data.read_bytes() == b"precious"
+
+
+def test_api_apply_file_refuses_a_link_to_the_input(files):
+    from normlab.apply import apply_file
+
+    norm = normlab.load(files["norm"])
+    for alias in _aliases(files["data"], files["dir"], "api"):
+        with pytest.raises(NormlabError, match="the output is the input"):
+            apply_file(norm, files["data"], alias)
+    assert np.load(files["data"]).dtype == np.uint8
+
+
+def test_output_inside_an_input_image_folder_is_refused(tmp_path):
+    from normlab.io import refuse_overwrite
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"png")
+    with pytest.raises(NormlabError, match="input folder"):
+        refuse_overwrite([folder / "a.png"], [folder])
+    refuse_overwrite([folder / "stats.safetensors"], [folder])  # not read by the folder reader
+
+
+# ---- special files ----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def fifo(tmp_path):
+    def make(name: str):
+        path = tmp_path / name
+        os.mkfifo(path)
+        return path
+
+    return make
+
+
+def _with_alarm(func, *args, **kwargs):
+    signal.alarm(10)  # a FIFO opened for reading blocks forever: fail instead of hanging
+    try:
+        return func(*args, **kwargs)
+    finally:
+        signal.alarm(0)
+
+
+@pytest.mark.parametrize("name", ["stats.safetensors", "x.npy", "x.npz", "list.txt", "x.png"])
+def test_fifos_are_refused_everywhere(fifo, name, tmp_path):
+    path = fifo(name)
+    with pytest.raises(NormlabError, match="FIFO|not a regular"):
+        _with_alarm(normlab.load if name.endswith("safetensors") else normlab.compute_stats, path)
+    result = _with_alarm(invoke, "stats", path, "-o", tmp_path / "o.st", "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_fifo_as_labels_normalize_file_and_lab_data(fifo, files):
+    from normlab.diagnostics import diagnose
+    from normlab.lab.datasets import _load_npy
+    from normlab.torch import Normalize
+
+    labels = fifo("y.npy")
+    with pytest.raises(NormlabError, match="FIFO"):
+        _with_alarm(diagnose, files["data"], labels=labels)
+    with pytest.raises(NormlabError, match="FIFO"):
+        _with_alarm(Normalize.from_file, fifo("n.safetensors"))
+    with pytest.raises(NormlabError, match="FIFO"):
+        _with_alarm(_load_npy, fifo("d.npy"), "data")
+
+
+def test_an_image_folder_with_a_fifo_skips_or_names_it(fifo, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    with pytest.raises(NormlabError, match="regular file"):
+        _with_alarm(normlab.compute_stats, folder)
+    m = _with_alarm(normlab.compute_stats, folder, skip_bad=True)
+    assert m.n_samples_seen == 1
+
+
+# ---- leftovers of killed writes -----------------------------------------------------------
+
+
+def _killed_writer(dest) -> None:
+    """A child that dies (SIGKILL) in the middle of an atomic write of ``dest``."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            with atomic_write(dest) as handle:
+                handle.write(b"x" * 100_000)
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+
+
+def test_a_later_write_removes_temporaries_of_killed_writes(tmp_path):
+    dest = tmp_path / "stats.safetensors"
+    for _ in range(3):
+        _killed_writer(dest)
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1  # each killed write already removed the one before
+    other = tmp_path / "other.safetensors"
+    _killed_writer(other)
+    normlab.compute_stats(np.ones((3, 2))).save(dest)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0].startswith(".other.safetensors.")  # another destination's: not ours to judge
+    assert names[1:] == ["stats.safetensors"]
+
+
+def test_a_live_writers_temporary_is_kept(tmp_path):
+    dest = tmp_path / "n.safetensors"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child writes slowly
+        os.close(read_end)
+        try:
+            with atomic_write(dest) as handle:
+                handle.write(b"first")
+                handle.flush()
+                os.write(write_end, b"1")
+                time.sleep(1.0)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.read(read_end, 1)
+    normlab.compute_stats(np.ones((3, 2))).save(dest)  # must not delete the child's file
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["n.safetensors"]
+    assert dest.read_bytes() == b"first"  # the child's rename came last
