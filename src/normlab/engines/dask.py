@@ -116,8 +116,8 @@ def map_tasks(
         serial = itertools.count()
         yield from in_order(
             todo,
-            submit=lambda task: client.submit(
-                run_on_worker, task, make_empty, pure=False, key=f"normlab-{run_id}-{next(serial)}"
+            submit=lambda task: submit(
+                client, task, make_empty, f"normlab-{run_id}-{next(serial)}"
             ),
             wait_any=lambda fs: distributed.wait(fs, return_when="FIRST_COMPLETED").done,
             outcome=_outcome,
@@ -126,6 +126,29 @@ def map_tasks(
         )
     finally:
         release()
+
+
+def submit(client: Any, task: Any, make_empty: Callable[[], Any], key: str) -> Any:
+    """A future of the task's :class:`TaskResult`, computed on a worker.
+
+    A task over a Dask collection (``task.dask_inputs``: its slice of a ``dask.array``) runs
+    where that slice is computed: the slice is a dependency of the statistics task in the
+    cluster's graph, so the scheduler places the two together and the data never passes
+    through this process. ``task.bind(data)`` is the same task over the computed data.
+    """
+    inputs = getattr(task, "dask_inputs", None)
+    if inputs is None:
+        return client.submit(run_on_worker, task, make_empty, pure=False, key=key)
+    import dask
+
+    call = dask.delayed(run_bound_on_worker, pure=False)
+    return client.compute(call(task.bind, inputs, make_empty, dask_key_name=key))
+
+
+def run_bound_on_worker(
+    bind: Callable[[Any], Any], data: Any, make_empty: Callable[[], Any]
+) -> TaskResult:
+    return run_on_worker(bind(data), make_empty)
 
 
 def _outcome(future: Any, task: Any) -> TaskResult:
