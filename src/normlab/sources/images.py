@@ -481,6 +481,18 @@ def _check_options(resize: Any, interpolation: str) -> tuple[int, int] | None:
     return height, width
 
 
+def image_options(
+    mode: str | None = None,
+    resize: Any = None,
+    interpolation: str = "bilinear",
+    skip_bad: bool = False,
+    chunk_size: int | None = None,
+) -> ImageOptions:
+    """Checked decoding options, shared by every source of images (folders, shards, datasets)."""
+    size = _check_options(resize, interpolation)
+    return ImageOptions(_check_mode(mode), size, interpolation, bool(skip_bad), chunk_size)
+
+
 def image_source(
     source: Any,
     *,
@@ -517,8 +529,7 @@ def image_source(
         files, what = [str(p) for p in source], f"{len(source)} listed images"
     else:
         return None
-    size = _check_options(resize, interpolation)
-    options = ImageOptions(_check_mode(mode), size, interpolation, bool(skip_bad), chunk_size)
+    options = image_options(mode, resize, interpolation, skip_bad, chunk_size)
     tasks = [
         ImageTask(
             files[s : s + FILES_PER_TASK],
