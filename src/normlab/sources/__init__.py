@@ -39,15 +39,21 @@ class Source:
 
 Adapter = Callable[..., "Source | None"]
 _ADAPTERS: list[Adapter] = []
+_GENERIC: list[Adapter] = []
 _FALLBACKS: list[Adapter] = []
 
 
-def register_source(adapter: Adapter, *, fallback: bool = False) -> Adapter:
+def register_source(adapter: Adapter, *, generic: bool = False, fallback: bool = False) -> Adapter:
     """Register ``adapter(source, **options) -> Source | None`` (None: not mine).
 
-    Fallbacks (the generic "iterable of batches") are tried after every other adapter.
+    Adapters of one format (a Zarr store, a tar shard) are tried first, in registration order;
+    ``generic`` ones (any folder of image files) after them, whatever the import order, so a
+    folder that is a store of a known format never reads as a folder of files; ``fallback``
+    ones (the generic "iterable of batches") last.
     """
-    (_FALLBACKS if fallback else _ADAPTERS).append(adapter)
+    if generic and fallback:
+        raise ValueError("an adapter is generic or a fallback, not both")
+    (_FALLBACKS if fallback else _GENERIC if generic else _ADAPTERS).append(adapter)
     return adapter
 
 
@@ -60,7 +66,7 @@ def resolve(source: Any, **options: Any) -> Source:
         from ..io import check_regular
 
         check_regular(source, folder_ok=True)
-    for adapter in [*_ADAPTERS, *_FALLBACKS]:
+    for adapter in [*_ADAPTERS, *_GENERIC, *_FALLBACKS]:
         found = adapter(source, **options)
         if found is not None:
             if not found.tasks:

@@ -548,4 +548,4 @@ def image_source(
     return Source(tasks, f"{len(files)} {what}", info)
 
 
-register_source(image_source)
+register_source(image_source, generic=True)  # any folder: after the stores of known formats
