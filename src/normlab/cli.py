@@ -161,6 +161,19 @@ SkipBadOpt = Annotated[
     bool,
     typer.Option("--skip-bad", help="Skip unreadable images/items, list them, record the count."),
 ]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns", help="Tables: the feature columns, e.g. a,b (default: every numeric)."
+    ),
+]
+StorageOptionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-options",
+        help="URLs (s3://, gs://, ...): fsspec options as JSON, e.g. '{\"anon\": true}'.",
+    ),
+]
 EngineOpt = Annotated[
     str,
     typer.Option(
@@ -192,9 +205,12 @@ def source_options(
     engine: str,
     workers: int | None,
     scheduler: str | None,
+    columns: str | None = None,
+    storage_options: str | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of ``compute_stats`` that say how to read and where to run."""
     image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
+    image_options.update(columns=columns, storage_options=_json_options(storage_options))
     return {
         "skip_bad": skip_bad,
         "engine": engine,
@@ -202,6 +218,23 @@ def source_options(
         "scheduler": scheduler,
         **{k: v for k, v in image_options.items() if v is not None},
     }
+
+
+def _json_options(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NormlabError(f"--storage-options must be a JSON object; {exc}: {text!r}") from None
+    if not isinstance(options, dict):
+        raise NormlabError(f"--storage-options must be a JSON object ({{...}}); got {text!r}")
+    return options
+
+
+def data_argument(data: list[str]) -> str | list[str]:
+    """One path or URL, or the list a shell glob expanded to (``data/*.parquet``)."""
+    return data[0] if len(data) == 1 else data
 
 
 def progress_flag(quiet: bool) -> bool | None:
@@ -229,9 +262,10 @@ def _fmt(v: Any) -> str:
 @cli_errors
 def stats(
     data: Annotated[
-        str,
+        list[str],
         typer.Argument(
-            help="A .npy/.npz file, an image folder or image file, a .txt list of image files."
+            help="A .npy/.npz/.parquet file, an image folder or image file, a .txt list of "
+            "image files, a Parquet folder or glob; local paths or URLs (s3://, gs://, ...)."
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the statistics.")],
@@ -264,6 +298,8 @@ def stats(
         ),
     ] = False,
     skip_bad: SkipBadOpt = False,
+    columns: ColumnsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     engine: EngineOpt = "serial",
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -291,9 +327,11 @@ def stats(
         engine=engine,
         workers=workers,
         scheduler=scheduler,
+        columns=columns,
+        storage_options=storage_options,
     )
     m = compute_stats(
-        data,
+        data_argument(data),
         axis,
         channel_axis=channel_axis,
         nan_policy=nan_policy,
@@ -307,7 +345,7 @@ def stats(
         **reading,
     )
     m.save(output)
-    print_lines(f"statistics of {data}\nsaved to {output}", stats_lines(m))
+    print_lines(f"statistics of {' '.join(data)}\nsaved to {output}", stats_lines(m))
     print_skipped(m)
 
 
@@ -399,6 +437,8 @@ def fit(
     resize: ResizeOpt = None,
     interpolation: InterpolationOpt = "bilinear",
     skip_bad: SkipBadOpt = False,
+    columns: ColumnsOpt = None,
+    storage_options: StorageOptionsOpt = None,
     engine: EngineOpt = "serial",
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
@@ -447,6 +487,8 @@ def fit(
                 engine=engine,
                 workers=workers,
                 scheduler=scheduler,
+                columns=columns,
+                storage_options=storage_options,
             )
             if whitening:
                 stats = compute_comoments(data, key=key, progress=progress_flag(quiet), **reading)

@@ -1,0 +1,476 @@
+"""Tables: Parquet files (one, a folder, a glob, a list; local or fsspec URLs), Arrow tables
+and datasets, pandas and polars DataFrames.
+
+* **Columns**: ``columns=`` (a list, or ``"a,b"``) picks the features, in that order; by
+  default every numeric column (integer, float, bool, decimal) is a feature and the others
+  are listed in a :class:`~normlab.errors.NormlabWarning`, never dropped silently.
+* **Tasks**: one per row group of a Parquet file, or a run of consecutive small row groups
+  up to ``TASK_CHUNKS`` chunks of rows; a task reads its row groups with pyarrow in
+  batches of ``chunk_size`` rows (default: about 32 MiB), never a whole file. A task holds the
+  file's URL and ``storage_options``: a Dask worker opens the file itself.
+* **Types**: when every selected column is an integer (or bool) column without nulls whose
+  values fit int32 (Parquet's row-group statistics or Arrow's min/max tell), the batches are
+  integers and the statistics take the exact integer path; otherwise they are float64 (an
+  integer up to 2**53 converts exactly) and nulls become NaN, counted per column under
+  ``nan_policy="omit"`` and refused under ``"raise"``.
+* **Errors** name the file's URL and the row group: a missing column, a corrupt row group, an
+  unreachable bucket or a denied key is a :class:`~normlab.errors.SourceError`; with
+  ``skip_bad=True`` an unreadable row group is skipped and listed in the statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, NormlabError, NormlabWarning, SourceError, require
+from . import Source, register_source
+from .arrays import TASK_CHUNKS, rows_per_chunk
+from .fs import Location, errors_named, expand, has_magic, is_path_like, location
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def _pa() -> Any:
+    return require("pyarrow", "parquet")
+
+
+def _pq() -> Any:
+    _pa()
+    import pyarrow.parquet as pq
+
+    return pq
+
+
+# ---------------------------------------------------------------------- columns
+@dataclass(frozen=True)
+class ColumnPlan:
+    """The selected columns and the dtype of the batches (shared by a source's tasks)."""
+
+    names: tuple[str, ...]
+    dtype: str  # an integer dtype (the exact path; values fit int32) or "float64"
+
+    @property
+    def row_bytes(self) -> int:
+        return np.dtype(self.dtype).itemsize * len(self.names)
+
+
+def _is_numeric(arrow_type: Any) -> bool:
+    pa = _pa()
+    return bool(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+    )
+
+
+def parse_columns(columns: Any) -> list[str] | None:
+    """``columns=`` as a list of names: a list/tuple of names or one ``"a,b"`` string."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        names = [c.strip() for c in columns.split(",") if c.strip()]
+    elif isinstance(columns, Sequence) and all(isinstance(c, str) for c in columns):
+        names = list(columns)
+    else:
+        raise NormlabError(f"columns must be a list of column names or 'a,b'; got {columns!r}")
+    if not names:
+        raise NormlabError("columns= names no column; give at least one name")
+    if len(set(names)) != len(names):
+        raise NormlabError(f"columns= names a column twice: {names}")
+    return names
+
+
+def select_columns(schema: Any, columns: list[str] | None, where: str) -> list[str]:
+    """The feature columns of ``schema``; a warning lists the non-numeric ones left out."""
+    types = {field.name: field.type for field in schema}
+    if columns is not None:
+        missing = [c for c in columns if c not in types]
+        if missing:
+            raise SourceError(
+                f"{where}: no column {', '.join(map(repr, missing))}; it has "
+                f"{', '.join(types) or 'no columns'}"
+            )
+        bad = [f"{c} ({types[c]})" for c in columns if not _is_numeric(types[c])]
+        if bad:
+            raise DTypeError(
+                f"{where}: columns {', '.join(bad)} are not numeric; statistics need integer, "
+                "float, bool or decimal columns"
+            )
+        return columns
+    chosen = [name for name, kind in types.items() if _is_numeric(kind)]
+    others = [f"{name} ({kind})" for name, kind in types.items() if not _is_numeric(kind)]
+    if not chosen:
+        raise DTypeError(f"{where}: no numeric column (it has {', '.join(others)})")
+    if others:
+        warnings.warn(
+            f"{where}: non-numeric columns left out of the statistics: {', '.join(others)}; "
+            "pass columns= to choose the features",
+            NormlabWarning,
+            stacklevel=4,
+        )
+    return chosen
+
+
+def _fits_exact(arrow_type: Any, lo: Any, hi: Any, nulls: int | None) -> bool:
+    """Whether a column can travel as integers to the exact path."""
+    pa = _pa()
+    if nulls is None or nulls > 0:
+        return False
+    if pa.types.is_boolean(arrow_type):
+        return True
+    if not pa.types.is_integer(arrow_type):
+        return False
+    if arrow_type.bit_width <= 16 or arrow_type == pa.int32():
+        return True
+    return lo is not None and hi is not None and INT32[0] <= lo and hi <= INT32[1]
+
+
+def plan_dtype(types: list[Any], exact: bool) -> str:
+    """The batches' dtype: the columns' common integer type (its range is the value scale of
+    the statistics: uint8 columns give 0..255), or float64."""
+    if not exact:
+        return "float64"
+    common = np.result_type(
+        *[np.uint8 if _pa().types.is_boolean(t) else t.to_pandas_dtype() for t in types]
+    )
+    if common.kind not in "iu" or common.itemsize > 4 or common == np.uint32:
+        return "int32"  # every value fits int32: the plan was checked on the statistics
+    return common.name
+
+
+def to_matrix(batch: Any, plan: ColumnPlan) -> np.ndarray:
+    """The selected columns of an Arrow record batch or table as an ``(n, k)`` array.
+
+    Nulls become NaN (float plans only: an integer plan is chosen only without nulls).
+    """
+    pa = _pa()
+    out = np.empty((batch.num_rows, len(plan.names)), dtype=plan.dtype)
+    target = pa.from_numpy_dtype(np.dtype(plan.dtype))
+    for j, name in enumerate(plan.names):
+        column = batch.column(name)
+        if column.type != target:
+            column = column.cast(target)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if plan.dtype != "float64" and column.null_count:
+            raise SourceError(f"column {name!r} holds nulls although its statistics said none")
+        out[:, j] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+# ---------------------------------------------------------------------- Parquet files
+@dataclass
+class ParquetTask:
+    """Consecutive row groups of one Parquet file (picklable: the URL, never the data)."""
+
+    path: str  # a local path or a URL
+    row_groups: tuple[int, ...]
+    plan: ColumnPlan
+    chunk_rows: int
+    n_items: int
+    storage_options: tuple[tuple[str, Any], ...] = ()
+    skip_bad: bool = False
+
+    @property
+    def label(self) -> str:
+        first, last = self.row_groups[0], self.row_groups[-1]
+        groups = f"row group {first}" if first == last else f"row groups {first}-{last}"
+        return f"{self.path} {groups}"
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        loc = Location(self.path, self.storage_options)
+        with loc.open() as handle:
+            with errors_named(loc):
+                parquet = _pq().ParquetFile(handle)
+            for group in self.row_groups:
+                try:
+                    batches = [
+                        to_matrix(batch, self.plan)
+                        for batch in parquet.iter_batches(
+                            batch_size=self.chunk_rows,
+                            row_groups=[group],
+                            columns=list(self.plan.names),
+                            use_threads=False,
+                        )
+                    ]
+                except Exception as exc:  # noqa: BLE001 - pyarrow and network clients' own errors
+                    reason = str(exc) if isinstance(exc, NormlabError) else _describe(exc)
+                    if not self.skip_bad:  # the engine puts the task's label (the URL) first
+                        raise SourceError(f"{self.label}: row group {group}: {reason}") from None
+                    skipped(f"{self.path} row group {group}", reason)
+                    continue
+                yield from batches
+
+
+def _describe(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())  # pyarrow's messages span lines
+    return f"cannot read ({type(exc).__name__}: {message})"
+
+
+def skipped(where: str, reason: str) -> None:
+    """Record an unreadable row group beside the statistics (the engine's provenance record)."""
+    from ..provenance import recorder
+
+    recorder().skipped(where, reason)
+
+
+@dataclass
+class _FileInfo:
+    loc: Location
+    schema: Any
+    rows: list[int]
+    exact: bool
+
+
+def _read_footer(
+    loc: Location, columns: list[str] | None
+) -> tuple[Any, list[int], dict[str, bool]]:
+    """Schema, rows per row group, and per column: whether it fits the exact path."""
+    with loc.open() as handle, errors_named(loc):
+        try:
+            metadata = _pq().ParquetFile(handle).metadata
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid & co
+            raise SourceError(f"{loc.path}: not a readable Parquet file ({exc})") from None
+    schema = metadata.schema.to_arrow_schema()
+    rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    exact: dict[str, bool] = {}
+    for j, field in enumerate(schema):
+        if columns is not None and field.name not in columns:
+            continue
+        fits = True
+        for i in range(metadata.num_row_groups):
+            column = metadata.row_group(i).column(j)
+            stats = column.statistics
+            if stats is None or not stats.has_null_count:
+                fits = False
+                break
+            has_range = stats.has_min_max
+            lo, hi = (stats.min, stats.max) if has_range else (None, None)
+            if not _fits_exact(field.type, lo, hi, stats.null_count):
+                fits = False
+                break
+        exact[field.name] = fits
+    return schema, rows, exact
+
+
+def parquet_files(source: Any, storage_options: Any) -> list[Location] | None:
+    """The Parquet files a path, URL, folder, glob or list names (None: not Parquet)."""
+    items = source if isinstance(source, (list, tuple)) else [source]
+    if not items or not all(is_path_like(s) for s in items):
+        return None
+    locs = [location(s, storage_options) for s in items]
+    files: list[Location] = []
+    for loc in locs:
+        if loc.suffix in PARQUET_SUFFIXES and not has_magic(loc.url):
+            files.append(loc)
+        elif has_magic(loc.url) and loc.suffix in PARQUET_SUFFIXES:
+            found = expand(loc)
+            if not found:
+                raise SourceError(f"{loc.path}: no file matches this pattern")
+            files.extend(found)
+        elif not isinstance(source, (list, tuple)) and _is_parquet_folder(loc):
+            files.extend(expand(loc, suffixes=PARQUET_SUFFIXES))
+        else:
+            return None
+    return files
+
+
+def _is_parquet_folder(loc: Location) -> bool:
+    if loc.suffix:
+        return False
+    if loc.is_local:
+        if not os.path.isdir(loc.path):
+            return False
+        return any(
+            name.lower().endswith(PARQUET_SUFFIXES)
+            for _, _, names in os.walk(loc.path)
+            for name in names
+        )
+    return loc.is_dir() and bool(expand(loc, suffixes=PARQUET_SUFFIXES))
+
+
+def parquet_source(
+    source: Any,
+    *,
+    columns: Any = None,
+    chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    skip_bad: bool = False,
+    **_: Any,
+) -> Source | None:
+    files = parquet_files(source, storage_options)
+    if files is None:
+        return None
+    wanted = parse_columns(columns)
+    infos: list[_FileInfo] = []
+    first_schema = None
+    names: list[str] = []
+    for loc in files:
+        schema, rows, exact = _read_footer(loc, wanted)
+        if first_schema is None:
+            first_schema = schema
+            names = select_columns(schema, wanted, loc.path)
+        else:
+            select_columns_in(schema, names, loc.path, files[0].path)
+        infos.append(_FileInfo(loc, schema, rows, all(exact.get(n, False) for n in names)))
+    types = [first_schema.field(n).type for n in names]
+    plan = ColumnPlan(tuple(names), plan_dtype(types, all(info.exact for info in infos)))
+    chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
+    task_rows = chunk_rows * TASK_CHUNKS
+    tasks = [
+        ParquetTask(info.loc.path, groups, plan, chunk_rows, n, info.loc.options, bool(skip_bad))
+        for info in infos
+        for groups, n in _row_group_runs(info.rows, task_rows)
+    ]
+    where = (
+        files[0].path if len(files) == 1 else f"{len(files)} Parquet files ({files[0].path}, ...)"
+    )
+    return Source(tasks, where, _info(plan, sum(sum(i.rows) for i in infos)))
+
+
+def select_columns_in(schema: Any, names: list[str], where: str, first: str) -> None:
+    """Every file of a data set must hold the chosen columns with numeric types."""
+    types = {field.name: field.type for field in schema}
+    missing = [n for n in names if n not in types]
+    if missing:
+        raise SourceError(
+            f"{where}: no column {', '.join(map(repr, missing))} (which {first} has); every "
+            "file of a data set needs the chosen columns"
+        )
+    bad = [f"{n} ({types[n]})" for n in names if not _is_numeric(types[n])]
+    if bad:
+        raise DTypeError(f"{where}: columns {', '.join(bad)} are not numeric here")
+
+
+def _row_group_runs(rows: list[int], task_rows: int) -> Iterator[tuple[tuple[int, ...], int]]:
+    """Consecutive row groups joined until a run holds ``task_rows`` rows (empty ones dropped)."""
+    run: list[int] = []
+    count = 0
+    for group, n in enumerate(rows):
+        if n == 0:
+            continue
+        if run and count + n > task_rows:
+            yield tuple(run), count
+            run, count = [], 0
+        run.append(group)
+        count += n
+    if run:
+        yield tuple(run), count
+
+
+def _info(plan: ColumnPlan, n_rows: int) -> dict[str, Any]:
+    return {
+        "columns": list(plan.names),
+        "feature_names": list(plan.names),
+        "shape": (n_rows, len(plan.names)),
+        "dtype": plan.dtype,
+    }
+
+
+# ---------------------------------------------------------------------- in-memory tables
+@dataclass
+class TableTask:
+    """Rows ``start:stop`` of an Arrow table (pickled with only its rows)."""
+
+    table: Any
+    plan: ColumnPlan
+    chunk_rows: int
+    label: str
+
+    @property
+    def n_items(self) -> int:
+        return int(self.table.num_rows)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for batch in self.table.to_batches(max_chunksize=self.chunk_rows):
+            yield to_matrix(batch, self.plan)
+
+
+def as_arrow_table(source: Any) -> Any | None:
+    """An Arrow table for a pandas or polars DataFrame or an Arrow table/batch (None: other)."""
+    module = type(source).__module__.split(".")[0]
+    if module not in ("pandas", "polars", "pyarrow"):
+        return None
+    kind = type(source).__name__
+    if module == "pandas" and kind == "DataFrame":
+        pa = _pa()
+        try:
+            return pa.Table.from_pandas(source, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise DTypeError(f"pandas DataFrame: cannot read its columns ({exc})") from None
+    if module == "polars" and kind == "DataFrame":
+        _pa()
+        return source.to_arrow()
+    if module == "polars" and kind == "LazyFrame":
+        raise NormlabError("a polars LazyFrame: collect() it first, or pass the Parquet files")
+    if module == "pyarrow" and kind == "Table":
+        return source
+    if module == "pyarrow" and kind == "RecordBatch":
+        return _pa().Table.from_batches([source])
+    return None
+
+
+def table_source(
+    source: Any, *, columns: Any = None, chunk_size: int | None = None, **_: Any
+) -> Source | None:
+    table = as_arrow_table(source)
+    if table is None:
+        return None
+    what = f"{type(source).__module__.split('.')[0]} {type(source).__name__}"
+    if any(not isinstance(name, str) for name in table.column_names):
+        raise DTypeError(f"{what}: column names must be strings; got {table.column_names}")
+    names = select_columns(table.schema, parse_columns(columns), what)
+    pc = _pa().compute
+    exact = True
+    for name in names:
+        column = table.column(name)
+        lo = hi = None
+        if column.type.id != _pa().bool_().id and _pa().types.is_integer(column.type):
+            bounds = pc.min_max(column)
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        exact = exact and _fits_exact(column.type, lo, hi, column.null_count)
+    plan = ColumnPlan(tuple(names), plan_dtype([table.schema.field(n).type for n in names], exact))
+    table = table.select(list(names))
+    chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
+    per_task = chunk_rows * TASK_CHUNKS
+    tasks = [
+        TableTask(
+            table.slice(s, per_task),
+            plan,
+            chunk_rows,
+            f"{what} rows {s}:{min(s + per_task, table.num_rows)}",
+        )
+        for s in range(0, table.num_rows, per_task)
+    ]
+    return Source(tasks, f"{what} of {table.num_rows} rows", _info(plan, table.num_rows))
+
+
+def dataset_source(source: Any, **options: Any) -> Source | None:
+    """A ``pyarrow.dataset`` over Parquet files: its files, as a list of Parquet paths."""
+    if type(source).__module__.split(".")[0] != "pyarrow" or not hasattr(source, "files"):
+        return None
+    if type(source).__name__ != "FileSystemDataset":
+        return None
+    files = list(source.files)
+    filesystem = source.filesystem
+    if type(filesystem).__name__ != "LocalFileSystem":
+        raise SourceError(
+            "a pyarrow dataset on a remote filesystem: pass its URL (s3://bucket/prefix) and "
+            "storage_options instead, so that workers open the files themselves"
+        )
+    if not files:
+        raise SourceError("the pyarrow dataset holds no files")
+    return parquet_source(files, **options)
+
+
+register_source(parquet_source)
+register_source(table_source)
+register_source(dataset_source)

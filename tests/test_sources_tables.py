@@ -1,0 +1,252 @@
+"""Parquet files, Arrow tables and datasets, pandas and polars DataFrames as sources."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import normlab
+from normlab.errors import DTypeError, NonFiniteError, NormlabError, SourceError
+from normlab.sources import resolve
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _table(n: int = 5000, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "f": rng.normal(3.0, 2.0, n),
+            "i": rng.integers(-1000, 1000, n),  # int64 whose values fit int32
+            "u": rng.integers(0, 256, n).astype(np.uint8),
+            "name": [f"row{k}" for k in range(n)],
+            "g": rng.normal(-1.0, 0.5, n).astype(np.float32),
+        }
+    )
+
+
+def _matrix(table: Any, names: list[str]) -> np.ndarray:
+    return np.stack([table.column(n).to_numpy().astype(np.float64) for n in names], axis=1)
+
+
+@pytest.fixture
+def parquet_file(tmp_path: Path) -> Path:
+    path = tmp_path / "t.parquet"
+    pq.write_table(_table(), path, row_group_size=1000)
+    return path
+
+
+def test_default_columns_are_the_numeric_ones_and_the_rest_is_named(parquet_file: Path) -> None:
+    with pytest.warns(normlab.NormlabWarning, match=r"non-numeric columns .*name \(.*string\)"):
+        m = normlab.compute_stats(parquet_file)
+    table = pq.read_table(parquet_file)
+    x = _matrix(table, ["f", "i", "u", "g"])
+    assert m.n_samples_seen == 5000 and m.mean.shape == (4,)
+    np.testing.assert_allclose(m.mean, x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(m.var(), x.var(axis=0), rtol=1e-12)
+    assert np.array_equal(m.min, x.min(axis=0)) and np.array_equal(m.max, x.max(axis=0))
+
+
+def test_columns_select_and_order_features(parquet_file: Path) -> None:
+    m = normlab.compute_stats(parquet_file, columns=["u", "f"])
+    table = pq.read_table(parquet_file)
+    np.testing.assert_allclose(m.mean, _matrix(table, ["u", "f"]).mean(axis=0), rtol=1e-13)
+    assert resolve(parquet_file, columns="u,f").info["columns"] == ["u", "f"]
+
+
+def test_integer_columns_take_the_exact_path(parquet_file: Path) -> None:
+    table = pq.read_table(parquet_file)
+    x = np.stack([table.column("i").to_numpy(), table.column("u").to_numpy()], axis=1)
+    want = normlab.compute_stats(x.astype(np.int32))
+    for chunk_size in (None, 333):
+        m = normlab.compute_stats(parquet_file, columns="i,u", chunk_size=chunk_size)
+        assert m.exact
+        assert np.array_equal(m.mean, want.mean) and np.array_equal(m.var(), want.var())
+
+
+def test_int64_beyond_int32_and_nullable_ints_go_to_float(tmp_path: Path) -> None:
+    big = pa.table({"big": np.array([1, 2, 3 * 2**40], dtype=np.int64)})
+    pq.write_table(big, tmp_path / "big.parquet")
+    m = normlab.compute_stats(tmp_path / "big.parquet")
+    assert not m.exact and m.mean[0] == (3 + 3 * 2**40) / 3
+
+
+def test_one_task_per_row_group_bounded(parquet_file: Path, tmp_path: Path) -> None:
+    # large row groups: one task each; tiny ones are joined into bounded runs
+    src = resolve(parquet_file, columns="f", chunk_size=100)
+    assert [t.row_groups for t in src.tasks] == [(0,), (1,), (2,), (3,), (4,)]
+    tiny = tmp_path / "tiny.parquet"
+    pq.write_table(_table(), tiny, row_group_size=10)
+    src = resolve(tiny, columns="f")
+    assert len(src.tasks) == 1 and len(src.tasks[0].row_groups) == 500
+    # a task pickles as the URL and row-group numbers, never the data
+    assert len(pickle.dumps(src.tasks[0])) < 5000
+
+
+def test_nulls_follow_nan_policy(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "a": pa.array([1, None, 3, 4], pa.int64()),
+            "b": pa.array([0.5, 1.5, None, None], pa.float64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "n.parquet")
+    with pytest.raises(NonFiniteError):
+        normlab.compute_stats(tmp_path / "n.parquet")
+    m = normlab.compute_stats(tmp_path / "n.parquet", nan_policy="omit")
+    assert m.count.tolist() == [3, 2]
+    assert m.mean.tolist() == pytest.approx([8 / 3, 1.0], rel=1e-15)
+
+
+def test_folders_globs_lists_and_partitions(tmp_path: Path) -> None:
+    parts = [_table(1000, seed) for seed in range(3)]
+    for k, part in enumerate(parts):
+        folder = tmp_path / "ds" / f"year={2020 + k}"
+        folder.mkdir(parents=True)
+        pq.write_table(part, folder / "part-0.parquet")
+    (tmp_path / "ds" / "_SUCCESS").write_bytes(b"")
+    x = np.concatenate([_matrix(p, ["f", "i"]) for p in parts])
+    for source in (
+        tmp_path / "ds",
+        str(tmp_path / "ds" / "*" / "*.parquet"),
+        sorted(str(p) for p in (tmp_path / "ds").rglob("*.parquet")),
+    ):
+        m = normlab.compute_stats(source, columns="f,i")
+        assert m.n_samples_seen == 3000
+        np.testing.assert_allclose(m.mean, x.mean(axis=0), rtol=1e-13)
+
+
+def test_errors_name_the_file_and_the_row_group(parquet_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"t\.parquet: no column 'nope'; it has f, i, u"):
+        normlab.compute_stats(parquet_file, columns="f,nope")
+    with pytest.raises(DTypeError, match=r"name \(.*string\) are not numeric"):
+        normlab.compute_stats(parquet_file, columns="f,name")
+    with pytest.raises(NormlabError, match="names a column twice"):
+        normlab.compute_stats(parquet_file, columns="f,f")
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"f": [1.0]}), other)
+    with pytest.raises(SourceError, match=r"other\.parquet: no column 'i'"):
+        normlab.compute_stats([parquet_file, other], columns="f,i")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(SourceError, match=r"junk\.parquet: not a readable Parquet file"):
+        normlab.compute_stats(junk)
+
+
+def _corrupt_row_group(path: Path, group: int) -> None:
+    column = pq.ParquetFile(path).metadata.row_group(group).column(0)
+    data = bytearray(path.read_bytes())
+    start, size = column.data_page_offset, column.total_compressed_size
+    data[start : start + size] = b"\xff" * size
+    path.write_bytes(data)
+
+
+def test_a_corrupt_row_group_is_named(parquet_file: Path) -> None:
+    _corrupt_row_group(parquet_file, 1)
+    with pytest.raises(SourceError, match=r"t\.parquet row groups? .*row group 1: cannot read"):
+        normlab.compute_stats(parquet_file, columns="f,i", chunk_size=10_000_000)
+
+
+def test_dataframes_and_arrow_objects() -> None:
+    pd = pytest.importorskip("pandas")
+    table = _table(2000)
+    want = normlab.compute_stats(table, columns=["f", "i"])
+    df = table.to_pandas()
+    candidates: list[Any] = [df, table.to_batches()[0], table]
+    try:
+        import polars as pl
+
+        candidates.append(pl.from_arrow(table))
+    except ImportError:
+        pass
+    for source in candidates:
+        m = normlab.compute_stats(source, columns=["f", "i"], chunk_size=300)
+        np.testing.assert_allclose(m.mean, want.mean, rtol=1e-14)
+        np.testing.assert_allclose(m.var(), want.var(), rtol=1e-12)
+    # the issue's example: a DataFrame of numbers and a string column
+    mixed = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4, 5, 6], "c": ["x", "y", "z"]})
+    with pytest.warns(normlab.NormlabWarning, match=r"c \("):
+        m = normlab.compute_stats(mixed)
+    assert m.mean.tolist() == [2.0, 5.0]
+
+
+def test_pyarrow_dataset(parquet_file: Path) -> None:
+    ds = pytest.importorskip("pyarrow.dataset")
+    m = normlab.compute_stats(ds.dataset(parquet_file), columns="f")
+    assert m.n_samples_seen == 5000
+
+
+def test_engines_give_the_same_bits(parquet_file: Path) -> None:
+    serial = normlab.compute_stats(parquet_file, columns="f,g,i", chunk_size=700)
+    local = normlab.compute_stats(
+        parquet_file, columns="f,g,i", chunk_size=700, engine="local", workers=2
+    )
+    assert np.array_equal(serial.mean, local.mean) and np.array_equal(serial.var(), local.var())
+
+
+def test_cli_stats_columns_over_expanded_glob(tmp_path: Path) -> None:
+    from normlab.cli import app
+
+    for k in range(2):
+        pq.write_table(_table(1000, k), tmp_path / f"part{k}.parquet")
+    files = sorted(str(p) for p in tmp_path.glob("*.parquet"))  # what the shell passes
+    out = tmp_path / "s.safetensors"
+    result = CliRunner().invoke(app, ["stats", *files, "--columns", "f,u", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    m = normlab.load(out)
+    assert m.n_samples_seen == 2000 and m.mean.shape == (2,)
+    result = CliRunner().invoke(app, ["stats", files[0], "--columns", "zz", "-o", str(out)])
+    assert result.exit_code == 1 and "no column 'zz'" in result.output
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, Any]]:
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from object_store import s3_server
+
+    with s3_server() as options:
+        yield options
+
+
+def test_s3_parquet_matches_local_and_dask_workers_read_it(
+    s3: dict[str, Any], tmp_path: Path
+) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("tables")
+    for k in range(2):
+        pq.write_table(_table(3000, k), tmp_path / f"part{k}.parquet", row_group_size=1000)
+        fs.put(str(tmp_path / f"part{k}.parquet"), f"tables/data/part{k}.parquet")
+    local = normlab.compute_stats(sorted(tmp_path.glob("*.parquet")), columns="f,i,u")
+    ints = normlab.compute_stats(sorted(tmp_path.glob("*.parquet")), columns="i,u")
+    for url in ("s3://tables/data", "s3://tables/data/*.parquet"):
+        remote = normlab.compute_stats(url, columns="f,i,u", storage_options=s3)
+        assert np.array_equal(remote.mean, local.mean) and np.array_equal(remote.var(), local.var())
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        on_dask = normlab.compute_stats(
+            "s3://tables/data", columns="f,i,u", storage_options=s3, engine="dask", scheduler=client
+        )
+        exact = normlab.compute_stats(
+            "s3://tables/data", columns="i,u", storage_options=s3, engine="dask", scheduler=client
+        )
+    assert np.array_equal(on_dask.mean, local.mean) and np.array_equal(on_dask.var(), local.var())
+    assert exact.exact and np.array_equal(exact.var(), ints.var())
+    with pytest.raises(SourceError, match=r"s3://tables/data/part9\.parquet: no such file"):
+        normlab.compute_stats("s3://tables/data/part9.parquet", storage_options=s3)
