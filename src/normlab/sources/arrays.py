@@ -134,7 +134,7 @@ class NpyTask:
         row_bytes = self.header.dtype.itemsize * math.prod(sample)
         window = np.empty(min(self.chunk_rows, self.n_items) * row_bytes, dtype=np.uint8)
         loc = Location(self.path, self.storage_options)
-        opened = open(self.path, "rb", buffering=0) if loc.is_local else loc.open()
+        opened: Any = open(self.path, "rb", buffering=0) if loc.is_local else loc.open()
         with opened as handle, errors_named(loc):
             for i in range(self.start, self.stop, self.chunk_rows):
                 rows = min(self.chunk_rows, self.stop - i)

@@ -217,8 +217,10 @@ def _describe(exc: BaseException) -> str:
 
 def skipped(where: str, reason: str) -> None:
     """Record an unreadable row group beside the statistics (the engine's provenance record)."""
-    from ..provenance import recorder
-
+    try:
+        from ..provenance import recorder
+    except ImportError:  # until the provenance record lands: refuse rather than lose the list
+        raise SourceError(f"{where}: {reason}") from None
     recorder().skipped(where, reason)
 
 
@@ -321,6 +323,7 @@ def parquet_source(
         else:
             select_columns_in(schema, names, loc.path, files[0].path)
         infos.append(_FileInfo(loc, schema, rows, all(exact.get(n, False) for n in names)))
+    assert first_schema is not None  # files is never empty here
     types = [first_schema.field(n).type for n in names]
     plan = ColumnPlan(tuple(names), plan_dtype(types, all(info.exact for info in infos)))
     chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
