@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import EmptyDataError, SourceError
@@ -73,12 +72,15 @@ def resolve(source: Any, **options: Any) -> Source:
                 raise EmptyDataError(f"{found.description}: no data found")
             return found
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise SourceError(f"{path}: no such file or folder")
+        from .fs import location
+
+        loc = location(source, options.get("storage_options"))
+        if not loc.exists():
+            raise SourceError(f"{loc.path}: no such file or folder")
         raise SourceError(
-            f"{path}: cannot read this kind of input (accepted: .npy, .npz, an image folder, "
-            "a list of such files, an array, a PyTorch dataset or an iterable of batches)"
+            f"{loc.path}: cannot read this kind of input (accepted: .npy, .npz, Parquet, an "
+            "image folder, a list of such files, an array, a table, a PyTorch dataset or an "
+            "iterable of batches)"
         )
     raise SourceError(f"cannot read statistics from a {type(source).__name__}")
 
