@@ -88,3 +88,45 @@ def test_demo_refuses_an_existing_folder_without_overwrite(tmp_path):
     assert (out / "mine.txt").read_text() == "keep me" and sorted(out.iterdir()) == [
         out / "mine.txt"
     ]
+
+
+def cells(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max(cell_len(line) for line in text.splitlines())
+
+
+def test_diagnose_tables_fit_80_columns_and_wide_shows_every_column(tmp_path):
+    x = np.random.default_rng(0).integers(0, 17, (300, 12), dtype=np.uint8)
+    y = np.random.default_rng(1).integers(0, 3, 300)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    args = ("diagnose", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--measure", "-q")
+    narrow = invoke(*args)
+    assert narrow.exit_code == 0, narrow.output
+    assert cells(narrow.stdout) <= 80
+    for key in ("κ₉₉=λmax/λk99", "LR ≤ 2/λmax", "vs raw", "iterations"):
+        assert key in narrow.stdout
+    assert "not shown at this width" in narrow.stdout and "--wide or --json" in narrow.stdout
+    wide = invoke(*args, "--wide")
+    assert wide.exit_code == 0, wide.output
+    assert "λmax/λ10" in wide.stdout and "measured threshold" in wide.stdout
+    assert "not shown at this width" not in wide.stdout
+
+
+@pytest.mark.parametrize("argv", [["schemes"], ["demo", "--quick"]])
+def test_listings_fit_80_columns(argv):
+    pytest.importorskip("sklearn")
+    result = invoke(*argv)
+    assert result.exit_code == 0, result.output
+    assert cells(result.stdout) <= 80
+
+
+def test_fitted_table_keeps_key_columns_and_names_the_others():
+    from normlab.commands.tables import Column, shown_columns
+
+    columns = [Column("name", key=True), Column("a" * 30), Column("b" * 30), Column("c")]
+    rows = [{"name": "x", "c": "1"}]
+    shown = [c.name for c in shown_columns(columns, rows, width=50, wide=False)]
+    assert shown == ["name", "a" * 30, "c"]
+    assert len(shown_columns(columns, rows, width=50, wide=True)) == 4

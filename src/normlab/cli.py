@@ -538,8 +538,11 @@ def list_schemes() -> None:
     """List the normalization schemes."""
     from . import schemes
 
+    import textwrap
+
     for name, text in schemes.describe().items():
-        typer.echo(f"{name:<16} {text}")
+        line = f"{name:<16} {text}"
+        typer.echo(textwrap.fill(line, 80, subsequent_indent=" " * 17, break_on_hyphens=False))
 
 
 @app.command()
@@ -565,7 +568,7 @@ def demo(
             x, title="digits (1797 x 8x8, uint8 0..16): every scheme from one pass of statistics"
         )
     )
-    typer.echo(DIGITS_NOTE)
+    console().print(DIGITS_NOTE, markup=False)  # wrapped to the terminal
     if quick:
         return
     try:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..cli import KeyOpt, QuietOpt, cli_errors, console, progress_flag
+from .tables import Column, fitted_table
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +41,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print JSON instead of tables.")
+        ] = False,
+        wide: Annotated[
+            bool,
+            typer.Option("--wide", help="Every table column, however wide the terminal is."),
         ] = False,
         mask_png: Annotated[
             Optional[Path],
@@ -101,7 +106,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(report))
             return
-        _print(report, str(name))
+        _print(report, str(name), wide)
         if mask_png is not None:
             typer.echo(f"pixel mask: {mask_png}")
         if save_comoments is not None:
@@ -116,56 +121,75 @@ def _num(value: Any, spec: str = ".3g") -> str:
     return format(value, spec)
 
 
-def _print(report: dict[str, Any], title: str) -> None:
+# The spectrum table's columns: the key ones always show, the others while they fit.
+SPECTRUM_COLUMNS = (
+    Column("scheme", key=True, justify="left"),
+    Column("λ_max", key=True),
+    Column("κ₉₉=λmax/λk99", key=True),
+    Column("LR ≤ 2/λmax", key=True),
+    Column("vs raw", key=True),
+    Column("vs max", key=True),
+    Column("λmax/λ2"),
+    Column("eff. rank"),
+    Column("# ~0"),
+    Column("k99"),
+    Column("λ_2"),
+    Column("λmax/λ10"),
+)
+MEASURED_COLUMNS = (
+    Column("scheme", key=True, justify="left"),
+    Column("iterations", key=True),
+    Column("speed-up vs raw (pred / meas)", key=True),
+    Column("vs max (pred / meas)", key=True),
+    Column("2/λ_max"),
+    Column("measured threshold"),
+    Column("ratio"),
+)
+
+
+def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     out = console()
-    out.width = max(out.width, 150)  # the spectrum table has 12 columns
+    if wide:
+        out.width = max(out.width, 200)
     info = report["data"]
-    spectrum = Table(
-        title=escape(
-            f"{title}: {info['samples']} samples x {info['features']} features — spectrum of "
-            "E[yyᵀ] per scheme (the Hessian of least squares)"
-        )
-    )
-    for col in (
-        "scheme",
-        "λ_max",
-        "λ_2",
-        "λmax/λ2",
-        "λmax/λ10",
-        "k99",
-        "κ₉₉=λmax/λk99",
-        "eff. rank",
-        "# ~0",
-        "LR ≤ 2/λmax",
-        "vs raw",
-        "vs max",
-    ):
-        spectrum.add_column(col, justify="left" if col == "scheme" else "right")
     preds = report["predictions"]["schemes"]
     skipped = []
+    rows = []
     for name, s in report["spectrum"].items():
         if "skipped" in s:
             skipped.append(f"{name}: {s['skipped']}")
             continue
         p = preds[name]
-        spectrum.add_row(
-            name,
-            _num(s["lambda_max"], ".4g"),
-            _num(s["lambda_2"], ".4g"),
-            _num(s["ratio_max_2"]),
-            _num(s["ratio_max_10"]),
-            _num(s["k99"]),
-            _num(s["ratio_max_k99"], ".4g"),
-            _num(s["effective_rank"], ".1f"),
-            _num(s["n_zero"]),
-            _num(p["lr_max"]),
-            _num(p["speedup_vs_raw"]) + "×",
-            _num(p["speedup_vs_max"]) + "×",
+        rows.append(
+            {
+                "scheme": name,
+                "λ_max": _num(s["lambda_max"], ".4g"),
+                "λ_2": _num(s["lambda_2"], ".4g"),
+                "λmax/λ2": _num(s["ratio_max_2"]),
+                "λmax/λ10": _num(s["ratio_max_10"]),
+                "k99": _num(s["k99"]),
+                "κ₉₉=λmax/λk99": _num(s["ratio_max_k99"], ".4g"),
+                "eff. rank": _num(s["effective_rank"], ".1f"),
+                "# ~0": _num(s["n_zero"]),
+                "LR ≤ 2/λmax": _num(p["lr_max"]),
+                "vs raw": _num(p["speedup_vs_raw"]) + "×",
+                "vs max": _num(p["speedup_vs_max"]) + "×",
+            }
         )
+    spectrum, note = fitted_table(
+        f"{title}: {info['samples']} samples x {info['features']} features — spectrum of "
+        "E[yyᵀ] per scheme (the Hessian of least squares)",
+        SPECTRUM_COLUMNS,
+        rows,
+        width=out.width,
+        wide=wide,
+    )
     out.print(spectrum)
+    if note:
+        out.print(note, markup=False)
     out.print("predicted speed-up: " + report["predictions"]["formula"], markup=False)
     reasons = {s["zero_reason"] for s in report["spectrum"].values() if s.get("zero_reason")}
     for reason in sorted(reasons):
@@ -203,30 +227,31 @@ def _print(report: dict[str, Any], title: str) -> None:
     out.print(table)
     measured = report.get("measured")
     if measured:
-        table = Table(title=escape(f"measured: {measured['model']}"))
-        for col in (
-            "scheme",
-            "2/λ_max",
-            "measured threshold",
-            "ratio",
-            "iterations",
-            "speed-up vs raw (pred / meas)",
-            "vs max (pred / meas)",
-        ):
-            table.add_column(col, justify="left" if col == "scheme" else "right")
+        rows = []
         for name, row in measured["schemes"].items():
             p = preds[name]
             iterations = row["iterations_to_tolerance"]
-            table.add_row(
-                name,
-                _num(row["lr_predicted"]),
-                _num(row["lr_threshold"]),
-                _num(row["ratio_measured_to_predicted"]),
-                _num(iterations) if iterations is not None else f"> {measured['max_iterations']}",
-                f"{_num(p['speedup_vs_raw'])} / {_speedup(row, 'raw')}",
-                f"{_num(p['speedup_vs_max'])} / {_speedup(row, 'max')}",
+            rows.append(
+                {
+                    "scheme": name,
+                    "2/λ_max": _num(row["lr_predicted"]),
+                    "measured threshold": _num(row["lr_threshold"]),
+                    "ratio": _num(row["ratio_measured_to_predicted"]),
+                    "iterations": _num(iterations)
+                    if iterations is not None
+                    else f"> {measured['max_iterations']}",
+                    "speed-up vs raw (pred / meas)": (
+                        f"{_num(p['speedup_vs_raw'])} / {_speedup(row, 'raw')}"
+                    ),
+                    "vs max (pred / meas)": f"{_num(p['speedup_vs_max'])} / {_speedup(row, 'max')}",
+                }
             )
+        table, note = fitted_table(
+            f"measured: {measured['model']}", MEASURED_COLUMNS, rows, width=out.width, wide=wide
+        )
         out.print(table)
+        if note:
+            out.print(note, markup=False)
         out.print(
             f"threshold: {measured['threshold']}; iterations: {measured['tolerance']}", markup=False
         )
