@@ -536,9 +536,9 @@ def apply(
 @app.command("schemes")
 def list_schemes() -> None:
     """List the normalization schemes."""
-    from . import schemes
-
     import textwrap
+
+    from . import schemes
 
     for name, text in schemes.describe().items():
         line = f"{name:<16} {text}"

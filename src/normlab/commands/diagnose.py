@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -17,19 +17,19 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def diagnose(
         data: Annotated[
-            Optional[str],
+            str | None,
             typer.Argument(help="DATA.npy (or .npz, image folder) or a saved co-moments file."),
         ] = None,
         dataset: Annotated[
-            Optional[str],
+            str | None,
             typer.Option("--dataset", help="A bundled dataset instead: mnist5k or digits."),
         ] = None,
         labels: Annotated[
-            Optional[Path],
+            Path | None,
             typer.Option("--labels", help="y.npy of integer labels (for --measure with DATA)."),
         ] = None,
         holdout: Annotated[
-            Optional[str],
+            str | None,
             typer.Option("--holdout", help="Held-out TEST.npy: report |z| there too."),
         ] = None,
         measure: Annotated[
@@ -47,13 +47,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--wide", help="Every table column, however wide the terminal is."),
         ] = False,
         mask_png: Annotated[
-            Optional[Path],
+            Path | None,
             typer.Option(
                 "--mask-png", help="Images: write a PNG of constant (red) and rare (orange) pixels."
             ),
         ] = None,
         save_comoments: Annotated[
-            Optional[Path],
+            Path | None,
             typer.Option(
                 "--save-comoments",
                 help="Also save the co-moments (diagnose the file later, fit zca/pca).",
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         key: KeyOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
-        """Hessian spectrum (E x·xᵀ) per scheme, largest stable LR, predicted speed-up, feature health."""
+        """Hessian spectrum (E x·xᵀ) per scheme, stable LR, predicted speed-up, feature health."""
         from ..comoments import compute_comoments
         from ..diagnostics import diagnose as run_diagnose
         from ..errors import NormlabError
@@ -148,7 +148,6 @@ MEASURED_COLUMNS = (
 
 
 def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -221,8 +220,8 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
         table.add_row(
             f"held-out |z| ({held['samples']} samples)",
             _num(held["max_abs_z"], ".4g"),
-            f"at {tuple(held['index'])}; {held['count_above_training_bound']} above the training bound; "
-            f"{held['train_constant_that_vary']['count']} training-constant feature(s) vary",
+            f"at {tuple(held['index'])}; {held['count_above_training_bound']} above the training "
+            f"bound; {held['train_constant_that_vary']['count']} training-constant feature(s) vary",
         )
     out.print(table)
     measured = report.get("measured")
