@@ -89,7 +89,7 @@ def _load_adapters() -> None:
     """Import the built-in adapters once (each registers itself)."""
     import importlib
 
-    for name in ("arrays", "tables", "chunked", "images", "webdataset", "torch"):
+    for name in ("arrays", "tables", "chunked", "images", "webdataset", "hf", "torch"):
         try:
             importlib.import_module(f"normlab.sources.{name}")
         except ImportError:
