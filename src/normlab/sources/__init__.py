@@ -78,7 +78,8 @@ def resolve(source: Any, **options: Any) -> Source:
         if not loc.exists():
             raise SourceError(f"{loc.path}: no such file or folder")
         raise SourceError(
-            f"{loc.path}: cannot read this kind of input (accepted: .npy, .npz, Parquet, an "
+            f"{loc.path}: cannot read this kind of input (accepted: .npy, .npz, Parquet, Zarr, "
+            "HDF5, WebDataset .tar shards, a saved Hugging Face dataset, an "
             "image folder, a list of such files, an array, a table, a PyTorch dataset or an "
             "iterable of batches)"
         )
