@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from .errors import NormlabError
 
 
 class _Group(TyperGroup):
-    """Help without a type column for flags: a flag takes no value, so ``<bool>`` misleads."""
+    """Help without a type column for flags (a flag takes no value, so ``<bool>`` misleads);
+    remembers the command being run, so that messages can name its options."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        _state["command"] = command
+        return name, command, rest
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _flags_without_type(super().get_params(ctx))
@@ -51,7 +58,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "command": None}
 
 # Parameters of commands that name files or folders the command writes. Every other parameter
 # naming an existing path is an input: an output that is an input is refused before any work.
@@ -60,7 +67,7 @@ OUTPUT_PARAMETERS: frozenset[str] = frozenset(
 )
 
 # Modules under normlab/commands/ that add commands (each has ``register(app)``).
-COMMAND_MODULES: list[str] = ["lab", "export", "diagnose"]
+COMMAND_MODULES: list[str] = ["lab", "export", "diagnose", "comoments"]
 
 
 def _print_version(value: bool) -> None:
@@ -98,15 +105,43 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (NormlabError, OSError) as exc:
             if _state["debug"]:
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {as_options(str(exc))}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
+# A Python keyword in a library message: ``max_value=``, ``nan_policy='omit'``, ``resize=(H, W)``
+_KEYWORD = re.compile(r"(?<![\w.\-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^()]*\)|[^\s,;()]*)")
+
+
+def as_options(message: str) -> str:
+    """A library message in the command line's words: each keyword that is an option of the
+    running command becomes that option (``max_value=255``: ``--max-value 255``,
+    ``resize=(H, W)``: ``--resize H W``)."""
+    command = _state.get("command")
+    if command is None:
+        return message
+    options = {p.name: p for p in command.params if any(o.startswith("--") for o in p.opts)}
+
+    def replace(match: re.Match[str]) -> str:
+        param = options.get(match.group(1))
+        value = match.group(2).strip("'\"")
+        if param is None or (value in ("True", "False") and not param.is_flag):
+            return match.group(0)
+        flag = max((o for o in param.opts if o.startswith("--")), key=len)
+        if param.is_flag:
+            return flag
+        if value.startswith("("):
+            value = " ".join(part.strip() for part in value[1:-1].split(","))
+        return f"{flag} {value}" if value else flag
+
+    return _KEYWORD.sub(replace, message)
+
+
 def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
     """A warning as one line on stderr (no file name and source line of normlab's code)."""
-    typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"warning: {as_options(str(message))}", err=True)
 
 
 def _paths_of(kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -427,9 +462,53 @@ def fit(
         Path | None, typer.Option("--stats", help="Fit from a saved stats file instead of data.")
     ] = None,
     channel_axis: ChannelAxisOpt = -1,
-    std_floor: Annotated[
-        float | None, typer.Option(help="Floor of the std, in data units.")
+    axis: Annotated[
+        str | None,
+        typer.Option("--axis", help="minmax, maxabs, clip-percentile: feature, channel or global."),
     ] = None,
+    std_floor: Annotated[
+        float | None,
+        typer.Option("--std-floor", help="z-scores: floor of the std, in data units."),
+    ] = None,
+    ddof: Annotated[
+        int | None, typer.Option("--ddof", help="z-scores: delta degrees of freedom (0).")
+    ] = None,
+    max_value: Annotated[
+        float | None,
+        typer.Option("--max-value", help="max: divide by this (default: the dtype's maximum)."),
+    ] = None,
+    low: Annotated[
+        float | None,
+        typer.Option("--low", help="clip-percentile: the lower percentile, 0..100 (0.5)."),
+    ] = None,
+    high: Annotated[
+        float | None,
+        typer.Option("--high", help="clip-percentile: the upper percentile, 0..100 (99.5)."),
+    ] = None,
+    feature_range: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--feature-range", help="minmax: map [min, max] onto LOW HIGH (0 1)."),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option("--eps", help="zca, pca: regularizer added to the eigenvalues (0.01)."),
+    ] = None,
+    eps_mode: Annotated[
+        str | None,
+        typer.Option("--eps-mode", help="zca, pca: relative (to the mean eigenvalue) or absolute."),
+    ] = None,
+    n_components: Annotated[
+        int | None,
+        typer.Option("--n-components", help="zca, pca: keep the largest components only."),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="Output dtype: float32, float64 or float16."),
+    ] = None,
+    nan_policy: Annotated[
+        str,
+        typer.Option("--nan-policy", help="NaN/inf in DATA: raise, or omit them from the fit."),
+    ] = "raise",
     key: KeyOpt = None,
     quiet: QuietOpt = False,
     glob: GlobOpt = None,
@@ -444,7 +523,6 @@ def fit(
     scheduler: SchedulerOpt = None,
 ) -> None:
     """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
-    from . import schemes
     from .display import normalizer_lines
     from .io import load
     from .moments import Moments
@@ -452,21 +530,20 @@ def fit(
 
     if (data is None) == (stats_file is None):
         raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
-    options: dict[str, Any] = {}
-    if scheme in (
-        "global",
-        "channel",
-        "feature",
-        "center",
-        "scale",
-        "maxabs",
-        "minmax",
-        "clip-percentile",
-    ):
-        options["channel_axis"] = channel_axis
-    if std_floor is not None:
-        options["std_floor"] = std_floor
-    normalizer = schemes.get(scheme, **options)
+    given = {
+        "axis": axis,
+        "std_floor": std_floor,
+        "ddof": ddof,
+        "max_value": max_value,
+        "low": low,
+        "high": high,
+        "feature_range": feature_range,
+        "eps": eps,
+        "eps_mode": eps_mode,
+        "n_components": n_components,
+        "dtype": output_dtype(dtype),
+    }
+    normalizer = scheme_normalizer(scheme, given, channel_axis=channel_axis)
     if normalizer.needs_fit:
         from .comoments import CoMoments, compute_comoments
 
@@ -491,12 +568,18 @@ def fit(
                 storage_options=storage_options,
             )
             if whitening:
+                if nan_policy != "raise":
+                    raise NormlabError(
+                        f"--nan-policy {nan_policy}: co-moments ({scheme}) need finite data; "
+                        "clean the data first"
+                    )
                 stats = compute_comoments(data, key=key, progress=progress_flag(quiet), **reading)
             else:
                 stats = compute_stats(
                     data,
                     getattr(normalizer, "stats_axis", "feature"),
                     channel_axis=channel_axis,
+                    nan_policy=nan_policy,
                     key=key,
                     progress=progress_flag(quiet),
                     **getattr(normalizer, "stats_options", {}),
@@ -508,6 +591,66 @@ def fit(
     print_lines(f"fitted {scheme}\nsaved to {output}", normalizer_lines(normalizer))
 
 
+# Constructor parameters that the scheme's name chooses (``center`` is ZScore(with_std=False),
+# ``zca`` is Whiten(method="zca")): every other parameter of every scheme is an option of `fit`
+# named after it (tests/test_cli_options.py checks that they never drift apart).
+CHOSEN_BY_SCHEME_NAME: frozenset[str] = frozenset({"method", "with_mean", "with_std"})
+OUTPUT_DTYPES = ("float32", "float64", "float16")
+
+
+def output_dtype(dtype: str | None) -> str | None:
+    """``--dtype``: one of :data:`OUTPUT_DTYPES` (or None: the normalizer's default)."""
+    if dtype is not None and dtype not in OUTPUT_DTYPES:
+        raise NormlabError(f"--dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {dtype!r}")
+    return dtype
+
+
+def scheme_parameters(scheme: str) -> list[str]:
+    """The constructor parameters of ``scheme``'s normalizer that a user may set."""
+    import inspect
+
+    from . import schemes
+
+    signature = inspect.signature(type(schemes.get(scheme)).__init__)
+    return [
+        name
+        for name, p in signature.parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in CHOSEN_BY_SCHEME_NAME
+    ]
+
+
+def scheme_normalizer(scheme: str, given: dict[str, Any], *, channel_axis: int) -> Any:
+    """An unfitted normalizer of ``scheme`` with the options the user gave (None: not given).
+
+    An option the scheme does not take, or one that turns it into another scheme
+    (``--scheme feature --axis channel``), is refused with the options it does take.
+    """
+    from . import schemes
+
+    accepted = scheme_parameters(scheme)
+    chosen = {k: v for k, v in given.items() if v is not None}
+    wrong = [k for k in chosen if k not in accepted]
+    if wrong:
+        takes = ", ".join(_flag(k) for k in accepted) or "no options"
+        raise NormlabError(
+            f"{', '.join(_flag(k) for k in wrong)}: not an option of scheme {scheme!r} "
+            f"(it takes {takes})"
+        )
+    if "channel_axis" in accepted:
+        chosen["channel_axis"] = channel_axis
+    normalizer = schemes.get(scheme, **chosen)
+    if normalizer.scheme != schemes.get(scheme).scheme:
+        raise NormlabError(
+            f"these options make scheme {scheme!r} into {normalizer.scheme!r}: use --scheme "
+            f"{normalizer.scheme}"
+        )
+    return normalizer
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 @app.command()
 @cli_errors
 def apply(
@@ -516,6 +659,16 @@ def apply(
         Path, typer.Option("--normalizer", "-n", help="A saved normalizer.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .npy file to write.")],
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype", help="Output dtype: float32, float64 or float16 (default: the normalizer's)."
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option("--chunk-size", help="Samples per window (default: about 32 MiB)."),
+    ] = None,
     key: KeyOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -529,7 +682,16 @@ def apply(
         raise NormlabError(
             f"{normalizer_file}: holds a {type(normalizer).__name__}, not a normalizer"
         )
-    shape = apply_file(normalizer, data, output, key=key, progress=progress_flag(quiet))
+    if dtype is not None:
+        normalizer.dtype = output_dtype(dtype)
+    shape = apply_file(
+        normalizer,
+        data,
+        output,
+        key=key,
+        chunk_size=chunk_size,
+        progress=progress_flag(quiet),
+    )
     typer.echo(f"{normalizer.scheme}: {shape[0]} samples of shape {shape[1:]} -> {output}")
 
 

@@ -465,7 +465,7 @@ class CoMoments(Statistic):
             return ""
         return (
             " (first moments only: make co-moments with normlab.compute_comoments(DATA) or "
-            "`normlab diagnose DATA --save-comoments FILE`)"
+            "`normlab comoments DATA -o FILE`)"
         )
 
     @classmethod

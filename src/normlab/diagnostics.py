@@ -197,7 +197,7 @@ def _inputs(
 
 _NO_SECOND_MOMENTS = (
     "{what}: the diagnosis needs second moments between features (co-moments), which per-feature "
-    "statistics do not hold; make them with `normlab diagnose DATA --save-comoments FILE` or "
+    "statistics do not hold; make them with `normlab comoments DATA -o FILE` or "
     "normlab.compute_comoments(DATA).save(FILE)"
 )
 

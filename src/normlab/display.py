@@ -257,6 +257,28 @@ def _per_channel(stats: Any) -> Any:
     return stats.reduce("channel", channel_axis=stats.channel_axis)
 
 
+def comoments_lines(comoments: Any) -> list[str]:
+    """What ``normlab comoments`` prints: size, kind, and the spectrum's extremes."""
+    shape = tuple(comoments.sample_shape or ())
+    kind = "dense" if comoments.dense else f"a sketch of {comoments.sketch_size} columns"
+    lines = [
+        _line("samples", str(comoments.n_samples_seen)),
+        _line("features", f"{comoments.n_features} (samples {shape})"),
+        _line("value scale", scale_text(comoments.value_scale)),
+        _line("kept", f"{kind}, {'exact' if comoments.exact else 'float64'}"),
+        _line("mean", range_text(comoments.mean, shape)),
+    ]
+    if comoments.dense:
+        eigenvalues = np.linalg.eigvalsh(comoments.cov())
+        lines.append(
+            _line(
+                "covariance",
+                f"eigenvalues {number_text(eigenvalues[0])} .. {number_text(eigenvalues[-1])}",
+            )
+        )
+    return lines
+
+
 def normalizer_lines(normalizer: Any) -> list[str]:
     """What ``normlab fit`` prints: the fitted map and, per channel or global, the paste lines."""
     lines = [_line("scheme", f"{normalizer.scheme}: {_params_text(normalizer)}")]

@@ -124,7 +124,7 @@ class Whiten(Normalizer):
             raise NormlabError(
                 f"{self.method} whitening needs co-moments (second moments between features), but "
                 "these are per-feature Moments: compute them with normlab.compute_comoments(DATA) "
-                "or `normlab diagnose DATA --save-comoments FILE`"
+                "or `normlab comoments DATA -o FILE`"
             )
         if not isinstance(stats, CoMoments):
             raise NormlabError(
