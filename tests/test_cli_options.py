@@ -139,9 +139,13 @@ def test_comoments_command_writes_what_zca_fits_from(floats, tmp_path):
     assert result.exit_code == 0, result.output
     assert "features     6 (samples (6,))" in result.stdout
     assert normlab.load(out) == normlab.compute_comoments(x)
+    shown = invoke("show", out)
+    assert shown.exit_code == 0 and "kept         dense, float64" in shown.stdout
+    assert invoke("show", out, "--format", "json").exit_code == 0
     from_file = fitted(tmp_path, "--stats", out, "--scheme", "zca")
     from_data = fitted(tmp_path, path, "--scheme", "zca")
     np.testing.assert_allclose(from_file.matrix_, from_data.matrix_, rtol=1e-12)
+    assert invoke("show", tmp_path / "n.safetensors", "--format", "json").exit_code == 0
 
 
 def string_literals() -> list[tuple[str, str]]:

@@ -276,23 +276,6 @@ def progress_flag(quiet: bool) -> bool | None:
     return False if quiet else None
 
 
-def print_summary(summary: dict[str, Any], title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False)
-    for k, v in summary.items():
-        table.add_row(k, _fmt(v))
-    console().print(table)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, list) and v and isinstance(v[0], float):
-        return "[" + ", ".join(f"{x:.6g}" for x in v) + "]"
-    return str(v)
-
-
 @app.command()
 @cli_errors
 def stats(
@@ -417,7 +400,8 @@ def show(
     format: Annotated[str, typer.Option("--format", help="table, json or torchvision.")] = "table",
 ) -> None:
     """Print a saved statistics file: a table, JSON, or torchvision's mean/std (0..1 scale)."""
-    from .display import normalizer_lines, stats_lines
+    from .comoments import CoMoments
+    from .display import comoments_lines, normalizer_lines, stats_lines
     from .export import to_torchvision
     from .io import load
     from .moments import Moments
@@ -426,13 +410,14 @@ def show(
     obj = load(path)
     if format not in ("table", "json", "torchvision"):
         raise NormlabError(f"--format must be table, json or torchvision; got {format!r}")
-    stats = obj if isinstance(obj, Moments) else getattr(obj, "stats_", None)
+    held = obj if isinstance(obj, (Moments, CoMoments)) else getattr(obj, "stats_", None)
+    stats = held.moments if isinstance(held, CoMoments) else held  # the per-feature moments
     if format == "torchvision":
         if stats is None:
             raise NormlabError(f"{path}: holds a {type(obj).__name__} without statistics")
         typer.echo(json.dumps(to_torchvision(stats)))
         return
-    summary = stats.summary() if stats is not None else {}
+    summary = held.summary() if held is not None else {}
     if hasattr(obj, "describe"):
         summary = {**obj.describe(), **summary}
     if format == "json":
@@ -444,8 +429,10 @@ def show(
         print_lines(str(path), stats_lines(obj))
     elif isinstance(obj, Normalizer):
         print_lines(str(path), normalizer_lines(obj))
+    elif isinstance(obj, CoMoments):
+        print_lines(str(path), comoments_lines(obj))
     else:
-        print_summary(summary, str(path))
+        raise NormlabError(f"{path}: holds a {type(obj).__name__}, which `show` cannot print")
 
 
 @app.command()
