@@ -187,3 +187,15 @@ def test_shards_without_images(tmp_path):
         tar.addfile(info, io.BytesIO(b"1"))
     with pytest.raises(SourceError, match=r"no images found .*1 other member"):
         resolve(str(tmp_path / "labels.tar"))
+
+
+def test_shards_at_an_fsspec_url(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    rng = np.random.default_rng(4)
+    images = [encode(a, "png") for a in rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)]
+    folder, _ = write_corpus(tmp_path, images, "png", 2)
+    memory = fsspec.filesystem("memory")
+    for shard in ("shard-000.tar", "shard-001.tar"):
+        memory.pipe(f"/normlab-wds/{shard}", (tmp_path / shard).read_bytes())
+    remote = normlab.compute_stats("memory://normlab-wds/shard-{000..001}.tar", "channel")
+    assert same(remote, normlab.compute_stats(folder, "channel"))

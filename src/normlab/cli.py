@@ -172,7 +172,10 @@ ChannelAxisOpt = Annotated[
     int, typer.Option("--channel-axis", help="Channel axis of a sample: -1 for HWC, 0 for CHW.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-KeyOpt = Annotated[str | None, typer.Option("--key", help="Array name inside a .npz file.")]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", help="Array in a .npz, Zarr group or HDF5 file; split of a dataset."),
+]
 # How to read the data: shared by every command that reads a source (stats, fit).
 GlobOpt = Annotated[
     str | None,

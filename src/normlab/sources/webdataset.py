@@ -1,7 +1,8 @@
 """WebDataset shards: ``.tar`` files whose members are the images (and labels) of samples.
 
 * **Shards**: one ``.tar`` path, a list of them, or a brace pattern
-  (``"shard-{000..099}.tar"``, ``"{train,val}-{0..3}.tar"``), expanded in order.
+  (``"shard-{000..099}.tar"``, ``"{train,val}-{0..3}.tar"``), expanded in order; local paths
+  or fsspec URLs (``s3://bucket/train-{000..099}.tar`` with ``storage_options``).
 * **Streaming**: the tar headers are read by normlab (512-byte blocks, ustar, GNU long names
   and pax paths), skipping over the member data; a task then reads its members' bytes
   straight from the shard, one member at a time. Nothing is extracted to disk.
@@ -29,6 +30,7 @@ from typing import Any
 from ..errors import SourceError
 from ..imagestats import Note
 from . import Source, register_source
+from .fs import Location, location
 from .images import (
     FILES_PER_TASK,
     IMAGE_SUFFIXES,
@@ -79,8 +81,12 @@ class Member:
     size: int
 
 
-def _open(path: str) -> Any:
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+def _open(path: str, storage_options: tuple[tuple[str, Any], ...] = ()) -> Any:
+    """A shard opened for reading: a local file, or an fsspec URL (read in blocks)."""
+    loc = Location(path, storage_options)
+    if loc.is_local:
+        return open(loc.path, "rb")  # noqa: SIM115 - the caller closes it
+    return loc.open()
 
 
 def _number(field: bytes, where: str) -> int:
@@ -110,7 +116,9 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def index_shard(path: str) -> tuple[list[Member], str | None]:
+def index_shard(
+    path: str, storage_options: tuple[tuple[str, Any], ...] = ()
+) -> tuple[list[Member], str | None]:
     """The regular members of a tar shard, reading only the headers.
 
     Returns the members and, when a damaged header stops the scan, the reason (the members
@@ -119,7 +127,7 @@ def index_shard(path: str) -> tuple[list[Member], str | None]:
     members: list[Member] = []
     long_name: str | None = None
     try:
-        handle = _open(path)
+        handle = _open(path, storage_options)
     except FileNotFoundError:
         raise SourceError(f"{path}: no such shard") from None
     except OSError as exc:
@@ -185,6 +193,7 @@ class TarImageTask(ImageBatches):
     options: ImageOptions
     label: str
     damaged: str | None = None  # a header after these members could not be read
+    storage_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def n_items(self) -> int:  # type: ignore[override]
@@ -192,7 +201,7 @@ class TarImageTask(ImageBatches):
 
     def members(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
         try:
-            handle = _open(self.shard)
+            handle = _open(self.shard, self.storage_options)
         except OSError as exc:
             raise SourceError(f"{self.shard}: cannot read ({exc.strerror or exc})") from None
         with handle:
@@ -238,17 +247,19 @@ def webdataset_source(
     interpolation: str = "bilinear",
     skip_bad: bool = False,
     chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     **_: Any,
 ) -> Source | None:
     """WebDataset ``.tar`` shards (a path, a list or a brace pattern); None for other input."""
     shards = _shards(source)
     if shards is None:
         return None
+    loc_options = location(shards[0], storage_options).options
     options = image_options(mode, resize, interpolation, skip_bad, chunk_size)
     tasks: list[TarImageTask] = []
     n_other = 0
     for shard in shards:
-        members, damaged = index_shard(shard)
+        members, damaged = index_shard(shard, loc_options)
         if damaged is not None and not skip_bad:
             raise SourceError(
                 f"{shard}: {damaged}; pass skip_bad=True to read the members before it"
@@ -267,6 +278,7 @@ def webdataset_source(
                     options,
                     f"{shard} members [{s}:{s + len(part)}]",
                     damaged if last else None,
+                    loc_options,
                 )
             )
     n_images = sum(t.n_items for t in tasks)
