@@ -67,7 +67,8 @@ def main() -> None:
     ratio = times["normlab compute_comoments + cov()"] / reference
     verdict = "meets" if ratio <= TARGET else "misses"
     print(
-        f"exact Gram matrix: {exact}; normlab / float64 GEMM = {ratio:.2f}x ({verdict} the {TARGET}x target)"
+        f"exact Gram matrix: {exact}; normlab / float64 GEMM = {ratio:.2f}x "
+        f"({verdict} the {TARGET}x target)"
     )
 
 

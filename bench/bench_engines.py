@@ -67,7 +67,8 @@ def compare(name: str, source, client, repeat: int, n_bytes: int, **options) -> 
 
 def task_overhead(client) -> list[str]:
     """Wall time per task of tasks that do almost nothing (8 rows of 4 float64 values each):
-    the marginal time from a run of few and a run of many such tasks, and the fixed cost of a run."""
+    the marginal time from a run of few and a run of many such tasks, and the fixed cost of a
+    run."""
     few, many = 16, 512
     parts = {}
     for n_tasks in (few, many):
@@ -87,7 +88,8 @@ def task_overhead(client) -> list[str]:
         per_task = (times[many] - times[few]) / (many - few)
         fixed = times[few] - few * per_task
         lines.append(
-            f"tiny tasks, {engine:<7} {per_task * 1e3:7.2f} ms/task wall, fixed cost per run {fixed:5.2f} s"
+            f"tiny tasks, {engine:<7} {per_task * 1e3:7.2f} ms/task wall, "
+            f"fixed cost per run {fixed:5.2f} s"
         )
     return lines
 
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     client = Client(cluster)
     print(
-        f"Dask LocalCluster ({WORKERS} workers, 1 thread each) started in {time.perf_counter() - start:.1f} s"
+        f"Dask LocalCluster ({WORKERS} workers, 1 thread each) started in "
+        f"{time.perf_counter() - start:.1f} s"
     )
     try:
         path = make_npy(n_images)

@@ -142,10 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     share = 4 if args.quick else 1
     kernels.set_threads(1)  # strictly serial: one core, like the decode-only loop
     print(
-        f"normlab image sources ({os.cpu_count()} CPUs; numba kernels on 1 thread; best of {repeat})"
+        f"normlab image sources ({os.cpu_count()} CPUs; numba kernels on 1 thread; "
+        f"best of {repeat})"
     )
     print(
-        f"{'':<56}{'---------- wall clock ----------':>34}{'------------ CPU time ------------':>36}"
+        f"{'':<56}{'---------- wall clock ----------':>34}"
+        f"{'------------ CPU time ------------':>36}"
     )
     header = f"{'img/s':>10}{'vs decode':>11}{'vs Pillow':>11}"
     print(f"{'set':<22}{'method':<34}{header}  {header}")
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         decode_t, pillow_t = times[f"decode only ({decoder})"], times["Pillow -> float64 -> sums"]
         for method, t in times.items():
             cells = [
-                f"{len(files) / t[k]:>10.0f}{decode_t[k] / t[k]:>10.2f}x{pillow_t[k] / t[k]:>10.2f}x"
+                f"{len(files) / t[k]:>10.0f}{decode_t[k] / t[k]:>10.2f}x"
+                f"{pillow_t[k] / t[k]:>10.2f}x"
                 for k in (0, 1)
             ]
             print(f"{name:<22}{method:<34}{cells[0]}  {cells[1]}")

@@ -1,6 +1,7 @@
 """The lab's training loop vs the usual PyTorch ``DataLoader`` loop, one epoch of the MNIST MLP.
 
-Run: ``.venv/bin/python bench/bench_lab.py`` (``--quick``: fewer repeats), or ``bench/run.py --only lab``.
+Run: ``.venv/bin/python bench/bench_lab.py`` (``--quick``: fewer repeats), or
+``bench/run.py --only lab``.
 
 * ``dataloader``: ``DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)`` — per-sample
   indexing and a collate per batch, the way most training scripts read data; no probes;

@@ -199,7 +199,8 @@ def _row(name: str, r: dict, reference: dict | None = None) -> str:
     )
     return (
         f"{name:<38} {r['bytes'] / GB:8.2f} {r['seconds']:8.2f} {speed:7.2f} {ratio:>7} "
-        f"{r['baseline'] / MIB:9.0f} {r['peak'] / MIB:9.0f} {(r['peak'] - r['baseline']) / MIB:8.0f}"
+        f"{r['baseline'] / MIB:9.0f} {r['peak'] / MIB:9.0f} "
+        f"{(r['peak'] - r['baseline']) / MIB:8.0f}"
     )
 
 
@@ -222,7 +223,8 @@ def main() -> None:
         return
 
     print(
-        f"{'what':<38} {'GB':>8} {'s':>8} {'GB/s':>7} {'speed':>7} {'RSS0 MiB':>9} {'peak MiB':>9} {'+MiB':>8}"
+        f"{'what':<38} {'GB':>8} {'s':>8} {'GB/s':>7} {'speed':>7} "
+        f"{'RSS0 MiB':>9} {'peak MiB':>9} {'+MiB':>8}"
     )
     failures = []
     started = time.perf_counter()
@@ -254,7 +256,8 @@ def main() -> None:
         growth = windowed["peak"] - windowed["baseline"]
         if growth > WINDOW_GROWTH_LIMIT:
             failures.append(
-                f"file: RSS grew by {growth / MIB:.0f} MiB, more than {WINDOW_GROWTH_LIMIT / MIB:.0f} "
+                f"file: RSS grew by {growth / MIB:.0f} MiB, "
+                f"more than {WINDOW_GROWTH_LIMIT / MIB:.0f} "
                 "MiB (four windows + 64 MiB)"
             )
     print(

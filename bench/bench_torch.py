@@ -1,6 +1,7 @@
 """uint8 → float32 normalization of an image batch: normlab's fused apply vs the usual ways.
 
-Run: ``.venv/bin/python bench/bench_torch.py`` (``--quick``: a batch of 32), or ``bench/run.py --only torch``.
+Run: ``.venv/bin/python bench/bench_torch.py`` (``--quick``: a batch of 32), or
+``bench/run.py --only torch``.
 
 * ``float-div-then-normalize``: ``x.float().div(255)``, then ``(y − m) / s`` (new tensors);
 * ``torchvision-way``: ``ToDtype(scale=True)`` + ``F.normalize`` as torchvision does them,
@@ -32,7 +33,7 @@ STD = [0.229, 0.224, 0.225]
 def best_times(runs: dict[str, Callable[[], torch.Tensor]], repeat: int) -> dict[str, float]:
     """Best of ``repeat`` per method, the methods interleaved so that load drift hits all alike."""
     times = {name: float("inf") for name in runs}
-    for name, fn in runs.items():
+    for fn in runs.values():
         fn()  # warm-up (allocator, thread pool)
     for _ in range(repeat):
         for name, fn in runs.items():
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     batch = 32 if args.quick else args.batch
     torch.manual_seed(0)
     print(
-        f"uint8 -> float32 normalize, batch {batch}x3x224x224, {torch.get_num_threads()} threads, best of {args.repeat}"
+        f"uint8 -> float32 normalize, batch {batch}x3x224x224, "
+        f"{torch.get_num_threads()} threads, best of {args.repeat}"
     )
     print(f"{'layout':<7}{'method':<27}{'seconds':>9}{'GB/s out':>10}{'normlab is':>12}")
     for layout in ("CHW", "HWC"):
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, seconds in times.items():
             gbs = x.numel() * 4 / seconds / 1e9
             print(
-                f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}{seconds / times['normlab']:>11.2f}x"
+                f"{layout:<7}{name:<27}{seconds:>9.4f}{gbs:>10.2f}"
+                f"{seconds / times['normlab']:>11.2f}x"
             )
 
 

@@ -48,7 +48,10 @@ class SlowRows:
 def slow_source(path: str, n_tasks: int, *, delay: float, marker: str | None = None) -> Source:
     n = np.load(path, mmap_mode="r").shape[0]
     bounds = np.linspace(0, n, n_tasks + 1).astype(int)
-    tasks = [SlowRows(str(path), int(a), int(b), delay, marker) for a, b in zip(bounds, bounds[1:])]
+    tasks = [
+        SlowRows(str(path), int(a), int(b), delay, marker)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
     return Source(tasks, f"{path} (slow)")
 
 

@@ -1,5 +1,6 @@
 """Engines: serial, a local process pool and Dask give the same bits; errors name the task;
-Dask workers that die are replaced and their tasks rerun; bad schedulers and versions are refused."""
+Dask workers that die are replaced and their tasks rerun; bad schedulers and versions are
+refused."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ DTYPES = [np.uint8, np.int8, np.uint16, np.int16]
 def assert_same(x: np.ndarray) -> None:
     got = kernels.reduce_integer(x)
     want = kernels._reduce_numpy(x)
-    for name, g, w in zip(("sum", "sum of squares", "min", "max", "nnz"), got, want):
+    for name, g, w in zip(("sum", "sum of squares", "min", "max", "nnz"), got, want, strict=True):
         assert g.dtype == np.int64, name
         np.testing.assert_array_equal(g, w, err_msg=f"{name} of {x.dtype} {x.shape}")
 

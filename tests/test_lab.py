@@ -1,4 +1,5 @@
-"""The convergence lab: datasets, probes against numpy references, the LR-grid rule, training, CLI."""
+"""The convergence lab: datasets, probes against numpy references, the LR-grid rule, training,
+CLI."""
 
 from __future__ import annotations
 

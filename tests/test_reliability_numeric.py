@@ -71,7 +71,7 @@ def split_and_order(draw, dtype):
     x = draw(hnp.arrays(dtype, (n, features), elements=elements_for(dtype)))
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
     bounds = [0, *cuts, n]
-    parts = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     order = draw(st.permutations(range(len(parts))))
     tree = draw(st.booleans())
     return x, [parts[i] for i in order], tree
@@ -107,7 +107,7 @@ def assert_float_close(m: Moments, x: np.ndarray) -> None:
     rtol, atol = float_tolerance(n)
     means, variances = exact_column_stats(x)
     magnitude = np.abs(x.astype(np.float64)).max(axis=0)
-    for j, (mean, var) in enumerate(zip(means, variances)):
+    for j, (mean, var) in enumerate(zip(means, variances, strict=True)):
         got_var, got_mean = Fraction(float(m.var()[j])), Fraction(float(m.mean[j]))
         assert abs(got_var - var) <= rtol * var + Fraction(atol), (j, float(got_var), float(var))
         assert abs(got_mean - mean) <= Fraction(rtol) * Fraction(float(magnitude[j])) + Fraction(

@@ -1,4 +1,5 @@
-"""The lab's HTML report: self-contained, rendered by headless Chromium, holding the summary table."""
+"""The lab's HTML report: self-contained, rendered by headless Chromium, holding the summary
+table."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_table_matches_the_results(report):
     table = re.search(r'<table id="summary">.*?</table>', text, re.S).group(0)
     rows = re.findall(r"<tr><td>(.*?)</td>", table)
     assert rows == list(SCHEMES)
-    for row, scheme in zip(summary_rows(results), SCHEMES):
+    for row, scheme in zip(summary_rows(results), SCHEMES, strict=True):
         info = results["schemes"][scheme]
         assert row["scheme"] == scheme
         assert float(row["chosen LR"].split()[0]) == pytest.approx(info["best_lr"], rel=5e-3)
