@@ -1,21 +1,24 @@
-"""``compute_stats`` vs numpy ``mean``+``var``, scikit-learn ``partial_fit`` and a bandwidth reference.
+"""``compute_stats`` against numpy, scikit-learn, polars, DuckDB and a bandwidth reference.
 
-Cases (issue "normlab core I", section Speed):
+Integer cases (issue "normlab core I", section Speed): per-feature uint8 60000×784
+(MNIST-sized); per-channel uint8 2000×224×224×3 (ImageNet-sized crops, HWC), the same images
+as CHW and global, for information.
 
-* per-feature statistics of uint8 60000×784 (MNIST-sized), also as float32 for information;
-* per-channel statistics of uint8 2000×224×224×3 (ImageNet-sized crops, HWC), and of the
-  same images as CHW for information;
-* global statistics of the same images, for information.
+Float cases (issue 20): float32 and float64 per feature (60000×784 and 1,000,000×32, also
+with 1 % NaN under ``nan_policy="omit"``) and global (1,000,000×32); float32 per channel and
+global over the 2000×224×224×3 HWC images. Every float case runs numpy ``mean``+``var``,
+scikit-learn ``partial_fit``, polars and DuckDB on the same data (the columns a user would
+hand them: the features, the pixels' channels, or all values as one column).
 
-Every row times the whole public call (``normlab.compute_stats(x, ...)``, which chunks,
-dispatches and merges), not an inner kernel. ``np.sum(x.reshape(-1).view(np.int64))`` reads
-every byte once and is the memory-bandwidth reference. normlab runs with 1 and with 2 numba
-threads (``normlab.kernels.set_threads``); numpy and scikit-learn run as they come (one thread
-for these reductions). Times are the best of at least ``--repeat`` runs (more for fast calls,
-see ``best_time``) after one warm-up run.
+Every normlab row times the whole public call (``normlab.compute_stats(x, ...)``, which
+chunks, dispatches and merges), not an inner kernel. ``np.sum(x.reshape(-1).view(np.int64))``
+reads every byte once and is the memory-bandwidth reference. normlab runs with 1 and with 2
+threads (``normlab.kernels.set_threads``); numpy and scikit-learn run as they come (one
+thread for these reductions), polars and DuckDB on all cores. Times are the best of at least
+``--repeat`` runs (more for fast calls, see ``best_time``) after one warm-up run.
 
-Run: ``python bench/run.py --only moments`` (``python bench/bench_moments.py --quick`` for a
-200-image per-channel set).
+Run: ``python bench/run.py --only moments`` (``python bench/bench_moments.py --quick`` for
+200 images; ``--only float`` or ``--only integer`` for one half).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +64,7 @@ def _partial_fit(x: np.ndarray, batch: int) -> None:
         scaler.partial_fit(x[start : start + batch])
 
 
-def _normlab(x: np.ndarray, axis: str, threads: int, **options: object) -> Callable[[], object]:
+def _normlab(x: np.ndarray, axis: str, threads: int, **options: Any) -> Callable[[], object]:
     import normlab
     from normlab import kernels
 
@@ -120,29 +124,101 @@ def per_feature(repeat: int, rng: np.random.Generator) -> list[str]:
     ]
 
 
-def per_feature_float(repeat: int, rng: np.random.Generator) -> None:
-    x = rng.integers(0, 256, (60000, 784), dtype=np.uint8).astype(np.float32)
-    t_np = best_time(lambda: (x.mean(axis=0), x.var(axis=0)), repeat)
-    t_sk = best_time(lambda: _partial_fit(x, 1000), max(1, repeat // 2))
+def _polars_frame(columns: np.ndarray) -> Any:
+    import polars as pl
+
+    return pl.DataFrame({f"c{i}": columns[:, i] for i in range(columns.shape[1])})
+
+
+def _polars(frame: Any) -> Callable[[], object]:
+    import polars as pl
+
+    return lambda: frame.select(pl.all().mean().name.suffix("_mean"), pl.all().var(ddof=0))
+
+
+def _duckdb(frame: Any) -> Callable[[], object]:
+    import duckdb
+
+    query = "select " + ", ".join(f"avg({c}), var_pop({c})" for c in frame.columns)
+    query += " from frame"
+    con = duckdb.connect()
+    con.register("frame", frame)
+    return lambda: con.execute(query).fetchall()
+
+
+def float_case(
+    title: str,
+    x: np.ndarray,
+    axis: str,
+    repeat: int,
+    columns: np.ndarray,
+    nan_ratio: bool = False,
+) -> list[str]:
+    """One float case: normlab (1 and 2 threads) against every tool a user would pick.
+
+    ``columns`` is the 2-d view the other tools reduce per column (the features, the pixels'
+    channels, or every value as one column); numpy, polars and DuckDB run with their own
+    defaults (polars and DuckDB on all cores), scikit-learn's ``partial_fit`` on ~1 MB batches.
+    """
+    batch = max(1000, (1 << 20) // max(1, columns.shape[1] * columns.itemsize))
+    t_bw = best_time(lambda: np.sum(x.reshape(-1).view(np.int64)), repeat)
+    t_np = best_time(lambda: (columns.mean(axis=0), columns.var(axis=0)), repeat)
+    t_sk = best_time(lambda: _partial_fit(columns, batch), 1)
+    frame = _polars_frame(columns)
+    t_pl = best_time(_polars(frame), repeat)
+    t_db = best_time(_duckdb(frame), repeat)
+    del frame
+    t_1 = best_time(_normlab(x, axis, 1), repeat)
+    t_2 = best_time(_normlab(x, axis, 2), repeat)
     rows = [
-        ("x.mean(0) + x.var(0)  [numpy]", "1", t_np),
-        ("StandardScaler.partial_fit, 1000-row batches", "1", t_sk),
-        (
-            "normlab.compute_stats(x)  [float path]",
-            "1",
-            best_time(_normlab(x, "feature", 1), repeat),
-        ),
-        (
-            "normlab.compute_stats(x)  [float path]",
-            "2",
-            best_time(_normlab(x, "feature", 2), repeat),
-        ),
+        ("np.sum(x.view(int64))  [bandwidth reference]", "1", t_bw),
+        ("mean + var  [numpy]", "1", t_np),
+        (f"StandardScaler.partial_fit, {batch}-row batches", "1", t_sk),
+        ("mean + var(ddof=0)  [polars]", "all", t_pl),
+        ("avg + var_pop  [DuckDB]", "all", t_db),
+        ("normlab.compute_stats  [+min, max, nnz, non-finite]", "1", t_1),
+        ("normlab.compute_stats  [+min, max, nnz, non-finite]", "2", t_2),
     ]
-    _print_case(
-        "per-feature, float32 60000×784 (188 MB), for information",
-        rows,
-        {"numpy": t_np, "partial_fit": t_sk},
+    refs = {"bandwidth": t_bw, "numpy": t_np, "partial_fit": t_sk, "polars": t_pl, "duckdb": t_db}
+    _print_case(f"{title} ({x.nbytes / 1e6:.0f} MB)", rows, refs)
+    best = min(t_1, t_2)
+    others = min(t_np, t_sk, t_pl, t_db)
+    checks = [
+        _check(f"{title}, 1 thread, of the bandwidth reference", t_bw / t_1, 0.35),
+        _check(f"{title}, 2 threads, of the bandwidth reference", t_bw / t_2, 0.6),
+        _check(f"{title}, best of normlab vs the fastest other tool", others / best, 1.0),
+    ]
+    if nan_ratio:
+        dirty = x.copy()
+        dirty.reshape(-1)[::100] = np.nan  # 1 % NaN
+        t_nan = best_time(_normlab(dirty, axis, 1, nan_policy="omit"), repeat)
+        del dirty
+        print(f"{'  same data, 1 % NaN, nan_policy=omit':<52} {'1':>7} {t_nan * 1e3:>9.1f}")
+        checks.append(_check(f"{title}, 1 % NaN omitted vs clean (1 thread)", t_1 / t_nan, 1 / 1.5))
+    return checks
+
+
+def floats(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
+    """float32 and float64 per feature, per channel and global (issue 20)."""
+    checks = []
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        for n, f in ((60000, 784), (1_000_000, 32)):
+            x = rng.normal(100, 20, (n, f)).astype(dtype)
+            checks += float_case(
+                f"per-feature, {name} {n}×{f}", x, "feature", repeat, x, nan_ratio=True
+            )
+        x = rng.normal(100, 20, (1_000_000, 32)).astype(dtype)
+        checks += float_case(f"global, {name} 1000000×32", x, "global", repeat, x.reshape(-1, 1))
+    x = rng.random((n_images, 224, 224, 3), dtype=np.float32)
+    label = f"{n_images}×224×224×3 HWC"
+    checks += float_case(
+        f"per-channel, float32 {label}", x, "channel", max(1, repeat // 2), x.reshape(-1, 3)
     )
+    checks += float_case(
+        f"global, float32 {label}", x, "global", max(1, repeat // 2), x.reshape(-1, 1)
+    )
+    return checks
 
 
 def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
@@ -177,7 +253,6 @@ def images(repeat: int, rng: np.random.Generator, n_images: int) -> list[str]:
         rows,
         {"bandwidth": t_bw, "numpy": t_cnp},
     )
-    del chw
     t_gnp = best_time(lambda: (x.mean(), x.var()), 1)
     rows = [
         ("x.mean() + x.var()  [numpy]", "1", t_gnp),
@@ -205,17 +280,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 images instead of 2000")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per row (best is shown)")
+    parser.add_argument("--only", choices=("integer", "float"), help="one half of the cases")
     args = parser.parse_args(argv)
     from normlab import kernels
 
     threads_before = kernels.get_threads()
     rng = np.random.default_rng(0)
     print(f"normlab moments benchmark; numba kernels: {kernels.HAVE_NUMBA}")
-    checks = per_feature(args.repeat, rng)
-    per_feature_float(max(1, args.repeat // 2), rng)
-    checks += images(max(1, args.repeat // 2), rng, 200 if args.quick else 2000)
+    n_images = 200 if args.quick else 2000
+    checks = []
+    if args.only in (None, "integer"):
+        checks += per_feature(args.repeat, rng)
+        checks += images(max(1, args.repeat // 2), rng, n_images)
+    if args.only in (None, "float"):
+        checks += floats(max(1, args.repeat // 2), rng, n_images)
     kernels.set_threads(threads_before)
-    print("\ntargets (issue 'normlab core I', 2-core machine):")
+    print("\ntargets (issues 'normlab core I' and 20, 2-core machine):")
     print("\n".join(checks))
 
 

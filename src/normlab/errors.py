@@ -20,6 +20,10 @@ class NonFiniteError(NormlabError):
     """NaN or inf values met under ``nan_policy="raise"``."""
 
 
+class FloatOverflowError(NormlabError):
+    """Finite float input so large (near ±1e308) that float64 sums overflow; not NaN input."""
+
+
 class ShapeError(NormlabError):
     """Sample shape, channel count or rank does not match."""
 

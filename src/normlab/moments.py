@@ -29,6 +29,7 @@ from .errors import (
     DTypeError,
     EmptyDataError,
     FileFormatError,
+    FloatOverflowError,
     MergeError,
     NonFiniteError,
     NormlabError,
@@ -66,7 +67,10 @@ def value_scale_of(dtype: np.dtype) -> dict[str, Any]:
 def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
     """A numpy view of a batch ``(n, *sample_shape)``; torch tensors without a copy when on CPU."""
     if type(batch).__module__.startswith("torch"):
-        batch = batch.detach().cpu().numpy()
+        batch = batch.detach().cpu()
+        if str(batch.dtype) == "torch.bfloat16":  # numpy has no bfloat16: float32 holds it exactly
+            batch = batch.float()
+        batch = batch.numpy()
     try:
         arr = np.asarray(batch)
     except (TypeError, ValueError) as exc:
@@ -423,64 +427,35 @@ class Moments(Statistic):
         acb = self._as_acb(arr)
         if self._count is None:
             self._init_state(self._reduced_from(arr.shape[1:]))
-        rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1])  # (A·B, C)
-        if self._update_float_kernel(rows):
-            return
-        finite = np.isfinite(rows)
-        n_bad = rows.size - int(np.count_nonzero(finite))
+        part = load_kernels().reduce_float(acb)  # blocks, shifts, merge: see kernels.py
+        if part.n_overflow.any():
+            raise FloatOverflowError(self._overflow_message(part))
+        n_bad = int(part.n_nonfinite.sum())
         if n_bad and self.nan_policy == "raise":
             raise NonFiniteError(self._nonfinite_message(arr, n_bad))
         shape = self._count.shape
-        if n_bad:
-            counts = finite.sum(axis=0)
-            first = np.argmax(finite, axis=0)
-            k_new = np.where(counts > 0, rows[first, np.arange(rows.shape[1])], np.nan)
-        else:
-            counts = np.full(rows.shape[1], rows.shape[0], np.int64)
-            k_new = rows[0].astype(np.float64)
-        shift = self._shift.reshape(-1)
-        shift = np.where(np.isnan(shift), k_new, shift)  # first value seen per element
-        y = rows.astype(np.float64) - shift
-        if n_bad:
-            y = np.where(finite, y, 0.0)
-            safe = np.maximum(counts, 1)
-            mean_c = y.sum(axis=0) / safe
-            m2_c = (np.where(finite, y - mean_c, 0.0) ** 2).sum(axis=0)
-            masked = np.where(finite, rows, np.nan)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mn, mx = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
-            nz = np.count_nonzero(finite & (rows != 0), axis=0)
-        else:
-            mean_c = y.mean(axis=0)
-            m2_c = ((y - mean_c) ** 2).sum(axis=0)
-            mn, mx = rows.min(axis=0), rows.max(axis=0)
-            nz = np.count_nonzero(rows, axis=0)
-        self._shift = shift.reshape(shape)
+        shift_b = part.shift.reshape(shape)
+        self._shift = np.where(np.isnan(self._shift), shift_b, self._shift)  # first value seen
         self._merge_float(
-            counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape)
+            part.count.reshape(shape),
+            shift_b,
+            part.mean_shifted.reshape(shape),
+            part.m2.reshape(shape),
         )
-        self._min = np.fmin(self._min, mn.reshape(shape))
-        self._max = np.fmax(self._max, mx.reshape(shape))
-        self._nnz += nz.reshape(shape)
-        self._nonfinite += (rows.shape[0] - counts).reshape(shape)
+        self._min = np.fmin(self._min, part.min.reshape(shape))
+        self._max = np.fmax(self._max, part.max.reshape(shape))
+        self._nnz += part.n_nonzero.reshape(shape)
+        self._nonfinite += part.n_nonfinite.reshape(shape)
 
-    def _update_float_kernel(self, rows: np.ndarray) -> bool:
-        """The fast path for finite rows with many columns: two compensated passes in numba."""
-        shape = self._count.shape
-        shift = self._shift.reshape(-1)
-        shift = np.where(np.isnan(shift), rows[0], shift)  # first value seen per element
-        found = load_kernels().float_rows(rows, shift)
-        if found is None:
-            return False
-        mean_c, m2_c, mn, mx, nz = found
-        self._shift = shift.reshape(shape)
-        counts = np.full(shape, rows.shape[0], np.int64)
-        self._merge_float(counts, self._shift, mean_c.reshape(shape), m2_c.reshape(shape))
-        self._min = np.fmin(self._min, mn.reshape(shape))
-        self._max = np.fmax(self._max, mx.reshape(shape))
-        self._nnz += nz.reshape(shape)
-        return True
+    def _overflow_message(self, part: Any) -> str:
+        where = np.unravel_index(int(np.argmax(part.n_overflow)), self._count.shape)
+        largest = float(np.nanmax(np.maximum(np.abs(part.min), np.abs(part.max))))
+        return (
+            f"float64 sums overflow at statistic {tuple(int(i) for i in where)} (axis="
+            f"{self.axis!r}): the values are finite (up to {largest:.3g}), not NaN/inf, but "
+            "their squared deviations exceed the float64 range. Rescale the data first, "
+            "e.g. x / 1e150"
+        )
 
     def _merge_float(self, n_b, shift_b, mean_b, m2_b) -> None:
         """Chan et al.'s merge, with both sides measured from their own shift."""
