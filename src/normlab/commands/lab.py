@@ -5,9 +5,12 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+# The summary's columns kept at any terminal width (the others show while they fit).
+SUMMARY_KEYS = frozenset({"scheme", "chosen LR", "samples to target", "final test acc"})
 
 
 def register(app: typer.Typer) -> None:
@@ -21,13 +24,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--out", "-o", help="Folder for results.json, plots and report.html."),
         ],
         dataset: Annotated[
-            Optional[str], typer.Option(help="digits (default), mnist5k or lecun-gauss.")
+            str | None, typer.Option(help="digits (default), mnist5k or lecun-gauss.")
         ] = None,
         data: Annotated[
-            Optional[Path], typer.Option(help="Own inputs: X.npy of shape (n, *sample).")
+            Path | None, typer.Option(help="Own inputs: X.npy of shape (n, *sample).")
         ] = None,
         labels: Annotated[
-            Optional[Path], typer.Option(help="Own labels: y.npy of n integers.")
+            Path | None, typer.Option(help="Own labels: y.npy of n integers.")
         ] = None,
         model: Annotated[str, typer.Option(help="linear, lsq, mlp or cnn.")] = "mlp",
         schemes: Annotated[
@@ -51,7 +54,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="lecun-gauss: shift added to every input.")
         ] = 0.0,
         n_samples: Annotated[
-            Optional[int],
+            int | None,
             typer.Option(
                 "--n-samples", help="lecun-gauss: samples to draw; others: keep the first n."
             ),
@@ -119,13 +122,22 @@ def register(app: typer.Typer) -> None:
         if quiet:
             typer.echo(str(out / REPORT_FILE))
             return
-        from rich.table import Table
+        from .tables import Column, fitted_table
 
         rows = summary_rows(results)
-        table = Table(title=f"{results['dataset']['name']} / {model} / {optimizer}")
-        for key in rows[0] if rows else []:
-            table.add_column(key, justify="left" if key == "scheme" else "right")
-        for row in rows:
-            table.add_row(*row.values())
-        console().print(table)
+        columns = [
+            Column(name, key=name in SUMMARY_KEYS, justify="left" if name == "scheme" else "right")
+            for name in (rows[0] if rows else [])
+        ]
+        out_console = console()
+        table, note = fitted_table(
+            f"{results['dataset']['name']} / {model} / {optimizer}",
+            columns,
+            rows,
+            width=out_console.width,
+            rest=f"every column in {out / REPORT_FILE}",
+        )
+        out_console.print(table)
+        if note:
+            out_console.print(note, markup=False)
         typer.echo(f"report: {out / REPORT_FILE}")

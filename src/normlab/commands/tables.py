@@ -53,6 +53,7 @@ def fitted_table(
     *,
     width: int,
     wide: bool = False,
+    rest: str = "--wide or --json for all",
 ) -> tuple[Any, str | None]:
     """A rich ``Table`` that fits ``width``, and a note naming the columns left out (or None)."""
     from rich.markup import escape
@@ -67,5 +68,5 @@ def fitted_table(
     left_out = [c.name for c in columns if c not in shown]
     note = None
     if left_out:
-        note = f"(not shown at this width: {', '.join(left_out)}; --wide or --json for all)"
+        note = f"(not shown at this width: {', '.join(left_out)}; {rest})"
     return table, note
