@@ -81,6 +81,8 @@ def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
         raise DTypeError(
             f"{what}: expected numeric data (bool, integer or float), got dtype {arr.dtype}"
         )
+    if arr.dtype == np.bool_ and arr.size and arr.view(np.uint8).max() > 1:
+        arr = arr.view(np.uint8) != 0  # bytes other than 0 and 1 (from frombuffer, views): True
     if arr.ndim < 2:
         raise ShapeError(
             f"{what}: expected a batch of shape (n_samples, *sample_shape), got a {arr.ndim}-d "

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .affine import apply_affine
 from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError
 from .io import register
 from .moments import AXES, Moments, as_batch
@@ -358,20 +359,11 @@ class AffineNormalizer(Normalizer):
         x = self._check_input(X)
         out_dtype = self._out_dtype(x)
         ndim = x.ndim - 1
-        # float16 outputs are computed in float32: its 1/scale overflows already at scale < 1.5e-5
-        work = np.dtype(np.float32) if out_dtype == np.float16 else out_dtype
-        fused = self._fused_factors(work)
-        if fused is None:
-            out = np.subtract(x, self._broadcast(self.shift_, ndim), dtype=np.float64)
-            np.divide(out, self._broadcast(self.scale_, ndim), out=out)
-            return out.astype(out_dtype, copy=False)
-        if work == np.float64:
-            # (x − shift)·(1/scale): within an ulp of (x − mean)/std, as scikit-learn computes it
-            out = np.subtract(x, self._broadcast(self.shift_, ndim), dtype=np.float64)
-            np.multiply(out, self._broadcast(fused[0], ndim), out=out)
-            return out
-        out = np.multiply(x, self._broadcast(fused[0], ndim), dtype=work)
-        np.subtract(out, self._broadcast(fused[1], ndim), out=out)
+        shift, scale = self._broadcast(self.shift_, ndim), self._broadcast(self.scale_, ndim)
+        if out_dtype.kind == "f":  # subtract in float64, round once (see normlab.affine)
+            return apply_affine(x, shift, scale, out_dtype)
+        out = np.subtract(x, shift, dtype=np.float64)
+        np.divide(out, scale, out=out)
         return out.astype(out_dtype, copy=False)
 
     def inverse_transform(self, X: Any) -> np.ndarray:

@@ -152,6 +152,18 @@ def _declared_pixels(data: bytes) -> int | None:
         return None
 
 
+def _pillow_mode(data: bytes) -> str | None:
+    """The mode Pillow reads from the header (nothing decoded), or None."""
+    Image = _optional("PIL.Image")
+    if Image is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return str(img.mode)
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's error to report
+        return None
+
+
 def _decode_cv2(data: bytes, what: str) -> np.ndarray | None:
     cv2 = _cv2()
     if cv2 is None:
@@ -210,8 +222,12 @@ def decode_image(
         arr = _decode_jpeg(data, mode, into)
     elif data.startswith(_PNG_MAGIC):
         arr = _decode_cv2(data, "PNG")
+        if arr is not None and len(data) > 25 and data[25] == 4 and arr.shape[2] == 4:
+            arr = np.ascontiguousarray(arr[:, :, [0, 3]])  # grey+alpha stored: OpenCV made BGRA
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         arr = _decode_cv2(data, "TIFF")
+        if arr is not None and arr.shape[2] in (1, 3) and _pillow_mode(data) in ("LA", "RGBA"):
+            arr = None  # OpenCV drops a TIFF's alpha channel: Pillow keeps what is stored
     if arr is None:
         arr = _decode_pillow(data, path)
     if arr.ndim != 3 or arr.shape[2] not in _CHANNEL_NAMES or arr.dtype.kind not in "uif":
