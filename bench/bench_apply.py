@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> None:
         shift, scale = z._broadcast(z.shift_, ndim), z._broadcast(z.scale_, ndim)
         mult, offset = (1.0 / scale).astype(np.float32), (shift / scale).astype(np.float32)
 
-        def kernel() -> np.ndarray:
+        def kernel(x: np.ndarray = x, shift: np.ndarray = shift, scale: np.ndarray = scale):
             return apply_affine(x, shift, scale, np.dtype(np.float32))
 
-        def old() -> np.ndarray:
+        def old(x: np.ndarray = x, mult: np.ndarray = mult, offset: np.ndarray = offset):
             out = np.multiply(x, mult, dtype=np.float32)
             np.subtract(out, offset, out=out)
             return out
 
-        def plain() -> np.ndarray:
+        def plain(x: np.ndarray = x, shift: np.ndarray = shift, scale: np.ndarray = scale):
             return ((x - shift) / scale).astype(np.float32)
 
         exact = (x.astype(np.float64) - shift) / scale
