@@ -211,3 +211,23 @@ def test_missing_extra_names_it(stores, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(MissingExtraError, match=r"normlab\[hdf5\]"):
         resolve(str(stores / "data.h5"), key="images")
+
+
+def test_zarr_and_hdf5_at_fsspec_urls(stores, ints):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/normlab-chunked/data.h5", (stores / "data.h5").read_bytes())
+    reference = normlab.compute_stats(ints, axis="channel")
+    remote = normlab.compute_stats("memory://normlab-chunked/data.h5", axis="channel", key="images")
+    assert same(remote, reference)
+    z = zarr.open(
+        "memory://normlab-chunked/ints.zarr",
+        mode="w",
+        shape=ints.shape,
+        chunks=(64, 6, 5, 3),
+        dtype=ints.dtype,
+    )
+    z[:] = ints
+    assert same(
+        normlab.compute_stats("memory://normlab-chunked/ints.zarr", axis="channel"), reference
+    )

@@ -9,8 +9,9 @@ keeps one task per row-chunk (its blocks may live on different workers).
   and its statistics are taken there (the data never passes through this process); with the
   other engines the blocks are computed in order, in this process or in the pool's workers.
 * **Zarr** (a ``zarr.Array``, or a ``.zarr`` store path or URL; ``key=`` picks an array of
-  a group) and **HDF5** (an ``h5py.Dataset``, or a ``.h5``/``.hdf5`` path with ``key=`` the
-  dataset): read directly, in windows of whole storage chunks.
+  a group) and **HDF5** (an ``h5py.Dataset``, or a ``.h5``/``.hdf5`` path or URL with ``key=``
+  the dataset): read directly, in windows of whole storage chunks. URLs take
+  ``storage_options`` (see :mod:`normlab.sources.fs`); workers open the data themselves.
 
 Integer statistics are bit-identical to those of the same array in memory; float statistics
 are identical for the same task split and agree to about 1e-15 across splits. A chunk that
@@ -20,6 +21,7 @@ index and rows.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -34,6 +36,7 @@ from ..errors import DTypeError, NormlabError, ShapeError, SourceError, require
 from ..moments import as_batch
 from . import Source, register_source
 from .arrays import rows_per_chunk
+from .fs import Location, is_path_like, location
 
 TASK_BYTES = 8 * 1024 * 1024  # consecutive row-chunks are grouped into tasks of at least this
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -279,7 +282,12 @@ def _is_zarr_path(source: Any) -> bool:
 
 
 def zarr_source(
-    source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any
+    source: Any,
+    *,
+    key: str | None = None,
+    chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **_: Any,
 ) -> Source | None:
     module = type(source).__module__
     if module.startswith("zarr") and hasattr(source, "chunks"):
@@ -289,8 +297,10 @@ def zarr_source(
         node = source
         where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else str(source)
         if not module.startswith("zarr"):
+            loc = location(source, storage_options)
+            opened = {"storage_options": loc.storage_options} if loc.options else {}
             try:
-                node = zarr.open(os.fspath(source), mode="r")
+                node = zarr.open(loc.url if loc.options else loc.path, mode="r", **opened)
             except FileNotFoundError:
                 raise SourceError(f"{where}: no Zarr array or group there") from None
             except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on bad metadata
@@ -327,14 +337,26 @@ def zarr_source(
 class H5Reader:
     """An HDF5 dataset by file and dataset name: h5py handles do not pickle, paths do."""
 
-    path: str
+    path: str  # a local path or an fsspec URL
     dataset: str
     name: str
+    storage_options: tuple[tuple[str, Any], ...] = ()
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        h5py = require("h5py", "hdf5")
-        with h5py.File(self.path, "r") as handle:
+        with open_hdf5(Location(self.path, self.storage_options)) as handle:
             return np.asarray(handle[self.dataset][start:stop])
+
+
+@contextlib.contextmanager
+def open_hdf5(loc: Location) -> Iterator[Any]:
+    """An HDF5 file: a local one by name, a remote one through its fsspec file object."""
+    h5py = require("h5py", "hdf5")
+    if loc.is_local:
+        with h5py.File(loc.path, "r") as handle:
+            yield handle
+        return
+    with loc.open() as raw, h5py.File(raw, "r") as handle:
+        yield handle
 
 
 def _h5_datasets(handle: Any) -> list[str]:
@@ -344,19 +366,22 @@ def _h5_datasets(handle: Any) -> list[str]:
 
 
 def hdf5_source(
-    source: Any, *, key: str | None = None, chunk_size: int | None = None, **_: Any
+    source: Any,
+    *,
+    key: str | None = None,
+    chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **_: Any,
 ) -> Source | None:
     if type(source).__module__.startswith("h5py") and hasattr(source, "dtype"):
-        path, key = str(source.file.filename), str(source.name)
-    elif isinstance(source, (str, os.PathLike)) and os.fspath(source).lower().endswith(
-        HDF5_SUFFIXES
-    ):
-        path = os.fspath(source)
+        loc, key = location(str(source.file.filename)), str(source.name)
+    elif is_path_like(source) and os.fspath(source).lower().endswith(HDF5_SUFFIXES):
+        loc = location(source, storage_options)
     else:
         return None
-    h5py = require("h5py", "hdf5")
+    path = loc.path
     try:
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(loc) as handle:
             names = _h5_datasets(handle)
             if key is None:
                 if len(names) != 1:
@@ -374,7 +399,7 @@ def hdf5_source(
     row_bytes = dtype.itemsize * math.prod(shape[1:])
     chunk_rows = int(chunks[0]) if chunks else rows_per_chunk(row_bytes, None)
     return _chunked_source(
-        H5Reader(path, key, name),
+        H5Reader(loc.url, key, name, loc.options),
         shape,
         dtype,
         ChunkGrid.regular(shape[0] if shape else 0, chunk_rows),
