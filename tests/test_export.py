@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before keras is imported anywhere
@@ -186,14 +185,15 @@ def test_unexpressible_exports_say_what_to_use(images):
     for export in (to_keras, to_json):
         with pytest.raises(NormlabError, match="per-image"):
             export(per_image)
-    rng = np.random.default_rng(3)
-    for plugin in {"zca", "pca", "clip-percentile"} & set(schemes.names()):  # matrix maps, clipping
-        n = fitted(plugin, {}, images if plugin == "clip-percentile" else rng.normal(size=(50, 4)))
-        with pytest.raises(NormlabError, match=rf"InputScaler\(scheme='{plugin}'\)"):
-            to_sklearn(n)
-        for export in (to_keras, to_json, to_torchvision):
-            with pytest.raises(NormlabError, match="not one per-feature affine map"):
-                export(n)
+    clip = fitted("clip-percentile", {}, images)  # clipping: not one affine or linear map
+    with pytest.raises(NormlabError, match=r"InputScaler\(scheme='clip-percentile'\)"):
+        to_sklearn(clip)
+    for export in (to_keras, to_json, to_torchvision):
+        with pytest.raises(NormlabError, match="not one per-feature affine map"):
+            export(clip)
+    zca = fitted("zca", {}, np.random.default_rng(3).normal(size=(50, 4)))
+    with pytest.raises(NormlabError, match="not one per-feature affine map"):
+        to_torchvision(zca)  # one mean/std per channel cannot whiten
     with pytest.raises(NormlabError, match="Normalize.from_normalizer"):
         to_torchvision(fitted("feature", {}, images))
     with pytest.raises(NormlabError, match="nothing to export"):
@@ -215,42 +215,98 @@ def saved(images, tmp_path):
     return path
 
 
-def test_cli_sklearn_writes_json_and_a_working_snippet(images, saved, tmp_path, monkeypatch):
-    out = tmp_path / "scaler.json"
-    result = runner.invoke(app, ["export", str(saved), "--to", "sklearn", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    monkeypatch.chdir(tmp_path)  # the snippet opens the JSON beside it
-    scaler = runpy.run_path(str(tmp_path / "scaler.py"))["scaler"]
-    n = normlab.load(saved)
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    assert rel_close(
-        scaler.transform(flat),
-        n.transform(images.astype(np.float64)).reshape(len(images), -1),
-        1e-12,
+SNIPPET_DRIVER = """
+import json, runpy, sys
+import numpy as np
+
+kind = sys.argv[1]
+x = np.load("x.npy")
+for index, snippet in enumerate(json.loads(sys.argv[2])):
+    namespace = runpy.run_path(snippet, run_name="__main__")
+    if kind == "sklearn":
+        y = namespace["scaler"].transform(x.reshape(len(x), -1).astype(np.float64))
+    elif kind == "keras":
+        import keras
+
+        y = keras.ops.convert_to_numpy(namespace["layer"](x.astype(np.float32)))
+    else:
+        import torch
+
+        function = namespace.get("whiten") or namespace["normalize"]
+        y = function(torch.from_numpy(x)).numpy()
+    np.save(f"y{index}.npy", np.asarray(y, dtype=np.float64))
+"""
+
+
+def run_snippets(snippets, x, kind, tmp_path):
+    """Run generated snippets in one fresh interpreter, from another folder; their outputs."""
+    import subprocess
+    import sys
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "driver.py").write_text(SNIPPET_DRIVER)
+    np.save(elsewhere / "x.npy", x)
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run(
+        [sys.executable, "driver.py", kind, json.dumps([str(p) for p in snippets])],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [np.load(elsewhere / f"y{i}.npy") for i in range(len(snippets))]
 
 
-def test_cli_torch_writes_state_dict_and_a_working_snippet(images, saved, tmp_path, monkeypatch):
-    import torch
+def close_at_output_scale(got, expected, tol):
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape
+    return float(np.abs(got - expected).max()) <= tol * max(1.0, float(np.abs(expected).max()))
 
-    out = tmp_path / "norm_torch.safetensors"
-    result = runner.invoke(
-        app, ["export", str(saved), "--to", "torch", "--layout", "CHW", "-o", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    monkeypatch.chdir(tmp_path)
-    normalize = runpy.run_path(str(tmp_path / "norm_torch.py"))["normalize"]
-    chw = torch.from_numpy(images).permute(0, 3, 1, 2)
-    expected = normlab.load(saved).transform(images.astype(np.float64))
-    assert rel_close(normalize(chw).permute(0, 2, 3, 1).numpy(), expected, 1e-6)
-    from normlab.torch import Normalize
 
-    assert rel_close(Normalize.from_file(out)(chw).permute(0, 2, 3, 1).numpy(), expected, 1e-6)
+@pytest.mark.parametrize("target", ["sklearn", "torch", "keras"])
+def test_cli_snippets_run_from_another_folder(images, tmp_path, target):
+    """Each snippet: a name no package has, its data found beside it, normlab's numbers."""
+    import importlib.util
+
+    data = tmp_path / "exported"
+    data.mkdir()
+    suffix = ".safetensors" if target == "torch" else ".json"
+    snippets, expected = [], []
+    for scheme in ("channel", "zca", "pca"):
+        n = fitted(scheme, {}, images)
+        saved = data / f"{scheme}.safetensors"
+        n.save(saved)
+        # channel: the output named after the target, the name that used to shadow it
+        out = data / f"{target if scheme == 'channel' else scheme + '_' + target}{suffix}"
+        result = runner.invoke(app, ["export", str(saved), "--to", target, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        snippet = data / f"load_{out.stem}_normalizer.py"
+        assert snippet.exists() and not out.with_suffix(".py").exists()
+        assert importlib.util.find_spec(snippet.stem) is None  # shadows no installed package
+        snippets.append(snippet)
+        y = n.transform(images.astype(np.float64))
+        expected.append(y.reshape(len(images), -1) if target == "sklearn" else y)
+    outputs = run_snippets(snippets, images, target, tmp_path)  # HWC uint8, as fitted
+    for scheme, got, want in zip(("channel", "zca", "pca"), outputs, expected, strict=True):
+        assert close_at_output_scale(got, want, 1e-5), scheme
+
+
+def test_cli_snippet_names_cannot_shadow(tmp_path):
+    from normlab.commands.export import snippet_path
+
+    for name in ("keras.json", "torch.safetensors", "sklearn.json", "numpy.json", "my norm.json"):
+        stem = snippet_path(tmp_path / name).stem
+        assert stem.startswith("load_") and stem.endswith("_normalizer") and stem.isidentifier()
+    with pytest.raises(NormlabError, match="load_x_normalizer.py"):
+        snippet_path(tmp_path / "x.py")
 
 
 @pytest.mark.parametrize("target", ["keras", "torchvision", "json"])
 def test_cli_other_targets(images, saved, tmp_path, target):
-    out = tmp_path / f"{target}.json"
+    out = tmp_path / f"{target}.json"  # keras.json: its snippet no longer shadows keras
     result = runner.invoke(app, ["export", str(saved), "--to", target, "-o", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -258,18 +314,6 @@ def test_cli_other_targets(images, saved, tmp_path, target):
         normlab.load(saved)
     )
     assert data == json.loads(json.dumps(expected))
-
-
-def test_cli_keras_snippet_builds_the_layer(images, saved, tmp_path, monkeypatch):
-    keras = pytest.importorskip("keras")
-    out = tmp_path / "keras.json"
-    assert (
-        runner.invoke(app, ["export", str(saved), "--to", "keras", "-o", str(out)]).exit_code == 0
-    )
-    monkeypatch.chdir(tmp_path)
-    layer = runpy.run_path(str(tmp_path / "keras.py"))["layer"]
-    got = keras.ops.convert_to_numpy(layer(images.astype(np.float32)))
-    assert rel_close(got, normlab.load(saved).transform(images.astype(np.float64)), 1e-6)
 
 
 def test_cli_errors_are_one_line(images, tmp_path):

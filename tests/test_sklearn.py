@@ -150,8 +150,8 @@ def test_registry_schemes_for_feature_matrices():
 
 def test_errors_say_what_is_wrong():
     x = np.random.default_rng(1).normal(size=(20, 3))
-    with pytest.raises(ValueError, match="NaN"):
-        InputScaler().fit(np.where(x > 1, np.nan, x))
+    with pytest.raises(ValueError, match="infinity"):  # NaN is StandardScaler's "missing"
+        InputScaler().fit(np.where(x > 1, np.inf, x))
     with pytest.raises(NormlabError, match="channel"):
         InputScaler(scheme="channel").fit(x)
     with pytest.raises(NormlabError, match="unknown scheme"):
@@ -166,3 +166,82 @@ def test_constant_feature_warns_and_stays_finite():
     with pytest.warns(NormlabWarning, match="1 of 2 features"):
         out = InputScaler().fit_transform(x)
     np.testing.assert_array_equal(out[:, 1], 0.0)  # not StandardScaler's old −1 (sklearn#17794)
+
+
+# ---------------------------------------------------------------- StandardScaler parity
+ATTRIBUTES = ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_")
+
+
+def assert_same_fitted_attributes(ours: InputScaler, ref: StandardScaler) -> None:
+    for name in ATTRIBUTES:
+        a, b = getattr(ours, name), getattr(ref, name)
+        if b is None:
+            assert a is None, name
+        else:
+            assert np.shape(a) == np.shape(b), name
+            assert rel_close(np.asarray(a, np.float64), np.asarray(b, np.float64)), name
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"with_mean": False}, {"with_std": False}, {"with_mean": False, "with_std": False}],
+    ids=str,
+)
+def test_swapping_the_class_name_is_enough(cancer, options):
+    ours = InputScaler(**options, copy=True).fit(cancer)
+    ref = StandardScaler(**options, copy=True).fit(cancer)
+    assert_same_fitted_attributes(ours, ref)
+    assert rel_close(ours.transform(cancer), ref.transform(cancer))
+
+
+def test_feature_names_in_from_dataframes(cancer):
+    frame = pd.DataFrame(cancer[:, :4], columns=["a", "b", "c", "d"])
+    ours, ref = InputScaler().fit(frame), StandardScaler().fit(frame)
+    np.testing.assert_array_equal(ours.feature_names_in_, ref.feature_names_in_)
+    assert ours.get_feature_names_out().tolist() == ["a", "b", "c", "d"]
+
+
+def test_nan_is_ignored_in_fit_and_passed_through_in_transform(cancer):
+    x = cancer.copy()
+    x[::7, 3] = np.nan
+    x[::11, 5] = np.nan
+    ours, ref = InputScaler().fit(x), StandardScaler().fit(x)
+    assert_same_fitted_attributes(ours, ref)  # n_samples_seen_: per feature, as scikit-learn's
+    out = ours.transform(x)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
+    assert rel_close(np.nan_to_num(out), np.nan_to_num(ref.transform(x)))
+    assert rel_close(np.nan_to_num(ours.inverse_transform(out)), np.nan_to_num(x))
+
+
+@pytest.mark.parametrize("kind", ["fractional", "whole"])
+def test_sample_weight_equals_standard_scaler(cancer, kind):
+    rng = np.random.default_rng(7)
+    w = rng.random(len(cancer)) * 4 if kind == "fractional" else rng.integers(0, 5, len(cancer))
+    ours = InputScaler().fit(cancer, sample_weight=w)
+    ref = StandardScaler().fit(cancer, sample_weight=w)
+    assert_same_fitted_attributes(ours, ref)
+    assert rel_close(ours.transform(cancer), ref.transform(cancer))
+    if kind == "whole":  # integer data stay exact: the same bits as the repeated rows
+        counts = (cancer * 10).clip(0, 65535).astype(np.uint16)
+        weighted = InputScaler().fit(counts, sample_weight=w)
+        repeated = InputScaler().fit(np.repeat(counts, w, axis=0))
+        np.testing.assert_array_equal(weighted.mean_, repeated.mean_)
+        np.testing.assert_array_equal(weighted.var_, repeated.var_)
+        assert weighted.n_samples_seen_ == repeated.n_samples_seen_ == w.sum()
+
+
+def test_partial_fit_with_weights_merges_like_fit(cancer):
+    w = np.random.default_rng(8).random(len(cancer))
+    split = InputScaler().partial_fit(cancer[:200], sample_weight=w[:200])
+    split.partial_fit(cancer[200:], sample_weight=w[200:])
+    whole = InputScaler().fit(cancer, sample_weight=w)
+    assert rel_close(split.mean_, whole.mean_) and rel_close(split.var_, whole.var_)
+    assert split.n_samples_seen_ == pytest.approx(w.sum(), rel=1e-12)
+
+
+def test_pca_output_names_are_components_not_input_columns(cancer):
+    frame = pd.DataFrame(cancer[:, :5], columns=list("abcde"))
+    scaler = InputScaler(scheme="pca").set_output(transform="pandas").fit(frame)
+    assert scaler.transform(frame).columns.tolist() == ["pca0", "pca1", "pca2", "pca3", "pca4"]
+    zca = InputScaler(scheme="zca").set_output(transform="pandas").fit(frame)
+    assert zca.transform(frame).columns.tolist() == list("abcde")  # ZCA keeps the coordinates

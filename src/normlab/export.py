@@ -1,20 +1,24 @@
 """Exports: one fitted normalizer, the same numbers in scikit-learn, PyTorch, Keras, torchvision, JSON.
 
-Every affine scheme is ``y = (x − shift) / scale``; each target gets that map in its own
-terms, and tests prove the outputs equal on the same input:
+Every affine scheme is ``y = (x − shift) / scale`` and every whitening (ZCA, PCA) is
+``y = W (x − mean)`` on the flattened sample; each target gets that map in its own terms, and
+tests prove the outputs equal on the same input:
 
 * :func:`to_sklearn` — a fitted ``StandardScaler`` / ``MinMaxScaler`` / ``MaxAbsScaler``
   (channel and global statistics expanded to per-feature ones) for inputs flattened to
-  ``(n_samples, n_features)``;
-* :func:`to_torch` — a :class:`normlab.torch.Normalize` module;
+  ``(n_samples, n_features)``; a fitted ``PCA(whiten=True)`` for PCA whitening, and
+  ``InputScaler(scheme="zca")`` carrying the fitted state for ZCA;
+* :func:`to_torch` — a :class:`normlab.torch.Normalize` module, or a
+  :class:`normlab.torch.Whitening` module (mean subtraction + one ``nn.Linear``);
 * :func:`to_torchvision` — ``{"mean": [...], "std": [...]}`` for ``transforms.Normalize``
   on the 0..1 scale of ``ToTensor`` (or the 0..255 one);
-* :func:`to_keras` — keyword arguments of ``keras.layers.Normalization``;
+* :func:`to_keras` — keyword arguments of ``keras.layers.Normalization`` (whitening: the
+  mean and matrix of a small block); :func:`keras_layer` builds the layer from either;
 * :func:`to_json` — plain numbers for anything else.
 
 A scheme the target cannot express (per-image standardization anywhere, per-pixel statistics
-in torchvision's per-channel ``Normalize``, a matrix whitening in a per-feature scaler) raises
-a :class:`~normlab.NormlabError` that says what to use instead.
+or a whitening in torchvision's per-channel ``Normalize``) raises a
+:class:`~normlab.NormlabError` that says what to use instead.
 
 >>> import numpy as np
 >>> from normlab.normalizers import ZScore
@@ -33,8 +37,10 @@ import numpy as np
 from .errors import NormlabError, NotFittedError
 from .moments import Moments
 from .normalizers import AffineNormalizer, Identity, MaxAbs, MaxScale, MinMax, Normalizer, ZScore
+from .whitening import Whiten
 
 TORCHVISION_SCALES = ("0..1", "0..255")
+SCALES_HELP = "'0..1' (after ToTensor or Rescaling(1/255)) or '0..255'"
 
 
 def _fitted(normalizer: Any, target: str) -> Normalizer:
@@ -47,6 +53,38 @@ def _fitted(normalizer: Any, target: str) -> Normalizer:
             f"this {type(normalizer).__name__} is not fitted yet: fit it before exporting to {target}"
         )
     return normalizer
+
+
+def fitted_whitening(normalizer: Any, target: str) -> Whiten:
+    """The fitted :class:`~normlab.Whiten`, or an error saying what ``target`` needs."""
+    normalizer = _fitted(normalizer, target)
+    if not isinstance(normalizer, Whiten):
+        raise NormlabError(
+            f"{target} takes a ZCA or PCA whitening (normlab.Whiten); got scheme "
+            f"{normalizer.scheme!r} ({type(normalizer).__name__}): use "
+            "normlab.torch.Normalize.from_normalizer for per-feature schemes"
+        )
+    return normalizer
+
+
+def _whitening_or_none(normalizer: Any, target: str) -> Whiten | None:
+    normalizer = _fitted(normalizer, target)
+    return normalizer if isinstance(normalizer, Whiten) else None
+
+
+def _divisor(value_scale: dict[str, Any] | None, scale: str | None) -> float:
+    """Data units per unit of the target's input: 255 for uint8 data fed on the 0..1 scale.
+
+    ``None`` keeps the data's own units; ``"0..1"`` divides integer data by the dtype's
+    maximum (float data are taken to be on that scale already); ``"0..255"`` is the 0..1
+    scale times 255.
+    """
+    if scale is None:
+        return 1.0
+    if scale not in TORCHVISION_SCALES:
+        raise NormlabError(f"scale must be {SCALES_HELP}; got {scale!r}")
+    top = float((value_scale or {}).get("max_value") or 1.0)
+    return top / 255.0 if scale == "0..255" else top
 
 
 def _affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
@@ -96,11 +134,15 @@ def to_sklearn(normalizer: Normalizer) -> Any:
     ``StandardScaler``, ``minmax`` a ``MinMaxScaler``, ``maxabs`` and ``max`` a
     ``MaxAbsScaler``. Channel and global statistics are expanded to one value per feature, so
     the scaler takes samples flattened to ``(n_samples, n_features)`` (``x.reshape(n, -1)``).
+    PCA whitening becomes a fitted ``PCA(whiten=True)`` (``explained_variance_`` holds
+    ``λ + ε``, so its whitening divides by normlab's ``√(λ + ε)``); ZCA, which scikit-learn
+    has no class for, becomes :class:`normlab.sklearn.InputScaler` ``(scheme="zca")`` carrying
+    a copy of the fitted state.
 
     Raises
     ------
     NormlabError
-        For schemes that are not a per-feature affine map (``per-image``, whitening):
+        For schemes that are not a per-feature affine map (``per-image``, clipping):
         :class:`normlab.sklearn.InputScaler` wraps any scheme in a scikit-learn transformer.
 
     Examples
@@ -114,6 +156,9 @@ def to_sklearn(normalizer: Normalizer) -> Any:
     """
     from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
+    whitening = _whitening_or_none(normalizer, "scikit-learn")
+    if whitening is not None:
+        return _sklearn_whitening(whitening)
     n = _affine(
         normalizer,
         "a scikit-learn scaler",
@@ -151,11 +196,49 @@ def to_sklearn(normalizer: Normalizer) -> Any:
     return est
 
 
+def _sklearn_whitening(w: Whiten) -> Any:
+    import copy
+
+    from .sklearn import InputScaler
+
+    if w.method == "zca":
+        return InputScaler.from_normalizer(copy.deepcopy(w))
+    from sklearn.decomposition import PCA
+
+    k, d = w.matrix_.shape
+    cov_eigenvalues = np.asarray(w.eigenvalues_, np.float64)
+    est = PCA(n_components=k, whiten=True)
+    est.mean_ = np.asarray(w.mean_, np.float64).copy()
+    # rows normlab zeroes (directions without variance, see Whiten) are zero here too
+    no_variance = ~np.asarray(w.matrix_).any(axis=1)
+    est.components_ = np.where(no_variance[:, None], 0.0, np.asarray(w.components_, np.float64))
+    est.explained_variance_ = cov_eigenvalues + w.eps_  # PCA divides by its square root
+    total = float(np.trace(w.stats_.cov()))
+    est.explained_variance_ratio_ = cov_eigenvalues / total if total > 0 else cov_eigenvalues * 0
+    n = int(w.n_samples_seen_)
+    est.singular_values_ = np.sqrt(cov_eigenvalues * max(n - 1, 1))
+    est.noise_variance_ = float((total - cov_eigenvalues.sum()) / (d - k)) if d > k else 0.0
+    est.n_components_ = k
+    est.n_features_in_ = d
+    est.n_samples_ = n
+    return est
+
+
 def sklearn_state(estimator: Any) -> dict[str, Any]:
     """A fitted scaler as JSON-ready data: class, parameters and fitted attributes (no pickle).
 
     :func:`sklearn_from_state` rebuilds it; so does the snippet ``normlab export`` writes.
+    An :class:`~normlab.sklearn.InputScaler` (ZCA) carries its normlab normalizer as plain
+    metadata and tensors (:func:`normlab.io.to_plain`).
     """
+    from .io import to_plain
+
+    if type(estimator).__name__ == "InputScaler":
+        return {
+            "class": "InputScaler",
+            "params": estimator.get_params(),
+            "normalizer": to_plain(estimator.normalizer_),
+        }
     attributes = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v)
         for k, v in vars(estimator).items()
@@ -169,13 +252,19 @@ def sklearn_state(estimator: Any) -> dict[str, Any]:
 
 def sklearn_from_state(state: dict[str, Any]) -> Any:
     """Rebuild a scaler written by :func:`sklearn_state`."""
-    from sklearn import preprocessing
+    from sklearn import decomposition, preprocessing
 
-    allowed = {"StandardScaler", "MinMaxScaler", "MaxAbsScaler"}
+    allowed = {"StandardScaler", "MinMaxScaler", "MaxAbsScaler", "PCA", "InputScaler"}
     if state.get("class") not in allowed:
         raise NormlabError(f"expected one of {sorted(allowed)}; got class {state.get('class')!r}")
+    if state["class"] == "InputScaler":
+        from .io import from_plain
+        from .sklearn import InputScaler
+
+        return InputScaler.from_normalizer(from_plain(state["normalizer"]))
     params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["params"].items()}
-    est = getattr(preprocessing, state["class"])(**params)
+    module = decomposition if state["class"] == "PCA" else preprocessing
+    est = getattr(module, state["class"])(**params)
     for k, v in state["attributes"].items():
         setattr(est, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
     return est
@@ -184,28 +273,44 @@ def sklearn_from_state(state: dict[str, Any]) -> Any:
 SKLEARN_SNIPPET = """\
 # Rebuild the fitted scikit-learn scaler exported by normlab (no pickle involved).
 import json
+from pathlib import Path
 
 import numpy as np
-from sklearn import preprocessing
+from sklearn import decomposition, preprocessing
 
-with open({path!r}) as f:
+with open(Path(__file__).resolve().with_name({path!r})) as f:  # the file beside this one
     state = json.load(f)
-params = {{k: tuple(v) if isinstance(v, list) else v for k, v in state["params"].items()}}
-scaler = getattr(preprocessing, state["class"])(**params)
-for name, value in state["attributes"].items():
-    setattr(scaler, name, np.asarray(value, dtype=np.float64) if isinstance(value, list) else value)
+if state["class"] == "InputScaler":  # ZCA whitening: scikit-learn has no class for it
+    from normlab.export import sklearn_from_state
+
+    scaler = sklearn_from_state(state)
+else:
+    params = {{k: tuple(v) if isinstance(v, list) else v for k, v in state["params"].items()}}
+    module = decomposition if state["class"] == "PCA" else preprocessing
+    scaler = getattr(module, state["class"])(**params)
+    for name, value in state["attributes"].items():
+        setattr(scaler, name, np.asarray(value, np.float64) if isinstance(value, list) else value)
 # scaler.transform(x.reshape(len(x), -1)) now equals normlab's transform
 """
 
 
 # ---------------------------------------------------------------- PyTorch / torchvision
 def to_torch(normalizer: Normalizer, *, layout: str | None = None) -> Any:
-    """A :class:`normlab.torch.Normalize` module (see there); needs the ``torch`` extra."""
+    """A :class:`normlab.torch.Normalize` module, or :class:`normlab.torch.Whitening` for ZCA
+    and PCA (samples in the shape they were fitted on); needs the ``torch`` extra."""
     from .errors import require
 
     require("torch", "torch")
-    from .torch import Normalize
+    from .torch import Normalize, Whitening
 
+    if _whitening_or_none(normalizer, "PyTorch") is not None:
+        if layout is not None:
+            raise NormlabError(
+                f"a whitening module takes samples of the shape they were fitted on "
+                f"({tuple(normalizer.sample_shape_)}); layout={layout!r} is for per-feature "
+                "schemes: permute the tensor instead (x.permute(0, 2, 3, 1) for CHW → HWC)"
+            )
+        return Whitening.from_normalizer(normalizer)
     return Normalize.from_normalizer(normalizer, layout=layout)
 
 
@@ -223,7 +328,7 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
     samples with ≥ 2 dims, else global).
     """
     if scale not in TORCHVISION_SCALES:
-        raise NormlabError(f"scale must be '0..1' or '0..255'; got {scale!r}")
+        raise NormlabError(f"scale must be {SCALES_HELP}; got {scale!r}")
     if isinstance(source, Moments):
         stats = source
         if stats.axis == "feature":
@@ -247,24 +352,41 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
                 "scheme 'channel'"
             )
         value_scale, mean, std = n.value_scale_, n.shift_, n.scale_
-    divisor = float((value_scale or {}).get("max_value") or 1.0)
-    factor = 255.0 if scale == "0..255" else 1.0
-    mean = np.asarray(mean, np.float64).reshape(-1) / divisor * factor
-    std = np.asarray(std, np.float64).reshape(-1) / divisor * factor
+    divisor = _divisor(value_scale, scale)
+    mean = np.asarray(mean, np.float64).reshape(-1) / divisor
+    std = np.asarray(std, np.float64).reshape(-1) / divisor
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 # ---------------------------------------------------------------- Keras
-def to_keras(normalizer: Normalizer) -> dict[str, Any]:
+def to_keras(normalizer: Normalizer, *, scale: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``keras.layers.Normalization`` giving normlab's outputs.
 
     ``axis`` has Keras's meaning: the axes of the *batch* that keep their own mean and
     variance (``None``: one scalar; ``-1``: channels last; a tuple for per-feature
     statistics of n-d samples). ``variance`` is ``scale_**2``, the variance after the
     zero-variance policy, so Keras's ``max(sqrt(variance), 1e-7)`` never divides a constant
-    pixel by 1e-7 (keras-team/keras#20011). Values are in the data's own units (feed the layer
-    what you fitted on).
+    pixel by 1e-7 (keras-team/keras#20011).
+
+    ``scale`` is the scale of what the layer is fed: ``None`` (default) the data's own units
+    (feed it what you fitted on); ``"0..1"`` for uint8 data after ``Rescaling(1/255)`` (as
+    :func:`to_torchvision`; float data are taken to be on that scale already); ``"0..255"``.
+
+    ZCA and PCA whitening give ``{"kind": "whitening", "method", "sample_shape", "mean",
+    "matrix"}`` (``y = matrix @ (x − mean)`` per flattened sample): :func:`keras_layer`
+    builds the layer from either form.
     """
+    whitening = _whitening_or_none(normalizer, "Keras")
+    if whitening is not None:
+        mean, matrix = whitening.linear_map()
+        divisor = _divisor(whitening.value_scale_, scale)
+        return {
+            "kind": "whitening",
+            "method": whitening.method,
+            "sample_shape": list(whitening.sample_shape_),
+            "mean": _plain(mean / divisor),
+            "matrix": _plain(matrix * divisor),
+        }
     n = _affine(
         normalizer,
         "keras.layers.Normalization",
@@ -278,7 +400,46 @@ def to_keras(normalizer: Normalizer) -> dict[str, Any]:
         axis = -1 if channel == ndim - 1 else 1 + channel
     else:
         axis = -1 if ndim == 1 else tuple(range(1, ndim + 1))
-    return {"mean": _plain(n.shift_), "variance": _plain(n.scale_**2), "axis": axis}
+    divisor = _divisor(n.value_scale_, scale)
+    return {
+        "mean": _plain(n.shift_ / divisor),
+        "variance": _plain((n.scale_ / divisor) ** 2),
+        "axis": axis,
+    }
+
+
+def keras_layer(source: Normalizer | dict[str, Any], *, scale: str | None = None) -> Any:
+    """The Keras layer itself: ``Normalization`` for affine schemes; for ZCA/PCA a small
+    ``Sequential`` block — flatten, ``Normalization(mean, variance=1)`` (the mean
+    subtraction), ``Dense(use_bias=False)`` holding the matrix, and (ZCA) reshape back.
+
+    ``source`` is a fitted normalizer or what :func:`to_keras` returned (e.g. read back from
+    the JSON file ``normlab export --to keras`` writes). Needs ``keras``.
+    """
+    import keras
+
+    spec = source if isinstance(source, dict) else to_keras(source, scale=scale)
+    if spec.get("kind") != "whitening":
+        kwargs = dict(spec)
+        if isinstance(kwargs["axis"], list):
+            kwargs["axis"] = tuple(kwargs["axis"])
+        return keras.layers.Normalization(**kwargs)
+    shape = tuple(spec["sample_shape"])
+    mean = np.asarray(spec["mean"], np.float64).reshape(-1)
+    matrix = np.asarray(spec["matrix"], np.float64)
+    dense = keras.layers.Dense(matrix.shape[0], use_bias=False)
+    block = keras.Sequential(
+        [
+            keras.Input(shape=shape),
+            keras.layers.Reshape((mean.size,)),
+            keras.layers.Normalization(mean=mean, variance=np.ones_like(mean)),
+            dense,
+            *([keras.layers.Reshape(shape)] if spec["method"] == "zca" else []),
+        ],
+        name=f"normlab_{spec['method']}",
+    )
+    dense.set_weights([matrix.T])
+    return block
 
 
 # ---------------------------------------------------------------- JSON
@@ -287,7 +448,9 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
 
     A normalizer gives ``shift``/``scale`` of its reduced shape with the formula
     ``y = (x − shift) / scale`` and where they broadcast (``stats_axis``, ``channel_axis``,
-    ``sample_shape``); statistics give count, mean, std (ddof 0), min and max.
+    ``sample_shape``); a whitening gives ``mean``, ``matrix`` (``y = matrix @ (x − mean)``
+    per flattened sample), ``eps`` (absolute, in squared data units) and ``method``;
+    statistics give count, mean, std (ddof 0), min and max.
     """
     if isinstance(source, Moments):
         return {
@@ -302,6 +465,22 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
             "std": _plain(source.std()),
             "min": _plain(source.min),
             "max": _plain(source.max),
+        }
+    whitening = _whitening_or_none(source, "JSON")
+    if whitening is not None:
+        mean, matrix = whitening.linear_map()
+        return {
+            "kind": "whitening",
+            "method": whitening.method,
+            "formula": "y = matrix @ (x - mean), x flattened per sample",
+            "sample_shape": list(whitening.sample_shape_),
+            "value_scale": whitening.value_scale_,
+            "n_samples_seen": int(whitening.n_samples_seen_),
+            "eps": float(whitening.eps_),
+            "eps_param": float(whitening.eps),
+            "eps_mode": whitening.eps_mode,
+            "mean": _plain(mean),
+            "matrix": _plain(matrix),
         }
     n = _affine(normalizer=source, target="JSON", instead="apply it with normlab itself")
     return {

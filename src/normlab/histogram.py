@@ -26,7 +26,7 @@ import numpy as np
 from . import schemes
 from .errors import DTypeError, MergeError, NormlabError, ShapeError
 from .io import register
-from .moments import AXES, Moments, as_batch
+from .moments import AXES, Moments, as_batch, repeat_by_weight
 from .normalizers import AffineNormalizer, safe_scale
 
 BINS = {"uint8": 256, "uint16": 65536}
@@ -256,8 +256,18 @@ class ClipPercentile(AffineNormalizer):
     def stats_axis(self) -> str:  # type: ignore[override]
         return self.axis
 
-    def partial_fit(self, X: Any, y: Any = None) -> ClipPercentile:
+    def partial_fit(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
+    ) -> ClipPercentile:
         from .imagestats import ImageStats
+
+        if nan_policy != "raise":
+            raise NormlabError(
+                "clip-percentile needs histograms of finite data: drop or impute the samples "
+                "with NaN first"
+            )
+        if sample_weight is not None:
+            X = repeat_by_weight(X, sample_weight, "clip-percentile")
 
         batch = ImageStats(
             self.stats_axis, channel_axis=self.channel_axis, histogram=self.stats_axis

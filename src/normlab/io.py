@@ -316,6 +316,43 @@ def load(path: str | os.PathLike) -> Any:
         ) from None
 
 
+def from_parts(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Any:
+    """The registered object that ``metadata()`` and ``to_tensors()`` describe."""
+    _import_savable_classes()
+    cls_name = meta.get("class")
+    if not isinstance(cls_name, str) or cls_name not in _REGISTRY:
+        raise FileFormatError(f"an object of class {cls_name!r}, which this normlab does not know")
+    return _REGISTRY[cls_name](meta, tensors)
+
+
+def to_plain(obj: Any) -> dict[str, Any]:
+    """A savable normlab object as JSON-ready data: its metadata, and each tensor's dtype,
+    shape and values (exact: integers stay integers, floats round-trip through ``repr``)."""
+    return {
+        "meta": obj.metadata(),
+        "tensors": {
+            name: {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": arr.ravel().tolist()}
+            for name, arr in ((k, np.asarray(v)) for k, v in obj.to_tensors().items())
+        },
+    }
+
+
+def from_plain(data: dict[str, Any]) -> Any:
+    """Rebuild what :func:`to_plain` wrote; malformed data is a :class:`FileFormatError`."""
+    try:
+        tensors = {
+            name: np.asarray(t["data"], dtype=np.dtype(t["dtype"])).reshape(t["shape"])
+            for name, t in data["tensors"].items()
+        }
+        return from_parts(data["meta"], tensors)
+    except NormlabError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise FileFormatError(
+            f"corrupt normlab object data ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def load_as(path: str | os.PathLike, cls: type, hint: Callable[[Any], str] | None = None) -> Any:
     """:func:`load`, refusing a file that holds something else than a ``cls``.
 

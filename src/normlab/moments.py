@@ -123,6 +123,22 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
     return w.astype(np.int64) if whole else w
 
 
+def repeat_by_weight(X: Any, sample_weight: Any, what: str) -> np.ndarray:
+    """Whole-number weights as copies of the samples, for statistics without a weighted form.
+
+    Frequency weights mean exactly that; fractional weights have no such reading and are
+    refused, naming ``what`` needs them whole.
+    """
+    arr = as_batch(X, "X")
+    weights = check_sample_weight(sample_weight, arr.shape[0])
+    if weights.dtype.kind == "f":
+        raise NormlabError(
+            f"{what} takes whole-number sample weights only (as copies of the samples); got "
+            "fractional ones: round them, or use a per-feature scheme, which takes any weight"
+        )
+    return np.repeat(arr, weights, axis=0)
+
+
 def _exact_dtype(arr: np.ndarray) -> np.ndarray:
     """Map integer input onto the dtypes of the exact path; wide ints must fit int32."""
     if arr.dtype.kind == "b":

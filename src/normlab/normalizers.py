@@ -151,17 +151,27 @@ class Normalizer:
         for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
             delattr(self, name)
 
-    def fit(self, X: Any, y: Any = None) -> Normalizer:
-        """Fit on ``X`` of shape ``(n_samples, *sample_shape)``; returns ``self``."""
-        self._reset()
-        return self.partial_fit(X)
+    def fit(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
+    ) -> Normalizer:
+        """Fit on ``X`` of shape ``(n_samples, *sample_shape)``; returns ``self``.
 
-    def partial_fit(self, X: Any, y: Any = None) -> Normalizer:
+        ``sample_weight`` and ``nan_policy`` are those of :meth:`Moments.update` and
+        :class:`Moments`.
+        """
+        self._reset()
+        return self.partial_fit(X, sample_weight=sample_weight, nan_policy=nan_policy)
+
+    def partial_fit(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
+    ) -> Normalizer:
         """Add ``X`` to the statistics seen so far and refit; returns ``self``."""
         if not self.needs_fit:
             as_batch(X, "X")
             return self
-        batch = Moments(self.stats_axis, channel_axis=self.channel_axis).update(X)
+        batch = Moments(
+            self.stats_axis, channel_axis=self.channel_axis, nan_policy=nan_policy
+        ).update(X, sample_weight=sample_weight)
         stats = self.stats_ + batch if hasattr(self, "stats_") else batch
         return self._fit_from(stats)
 

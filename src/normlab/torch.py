@@ -18,21 +18,56 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import DTypeError, FileFormatError, NormlabError, ShapeError
+from .errors import DTypeError, FileFormatError, NormlabError, NormlabWarning, ShapeError
 
 LAYOUTS = ("CHW", "HWC", "HW", "F")
 _SAMPLE_NDIM = {"CHW": 3, "HWC": 3, "HW": 2, "F": 1}
 _CHANNEL_DIM = {"CHW": -3, "HWC": -1}
 _META_KEY = "normlab_torch_normalize"
+_WHITEN_META_KEY = "normlab_torch_whitening"
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+# a float input whose maximum passes this is taken to be still on the 0..value_max scale
+_UNSCALED_MAX = 1.5
 
 
-class Normalize(nn.Module):
+class _FloatScale(nn.Module):
+    """What both modules share: integer input is divided by ``value_max``, float is 0..1."""
+
+    value_max: float
+    _warned_unscaled: bool = False
+
+    def _warn_if_unscaled(self, x: torch.Tensor) -> None:
+        """Warn once per module when float input looks like unscaled integer values (0..255).
+
+        The numpy normalizers warn about the opposite mistake (dividing twice); here float
+        input is taken to be on the 0..1 scale, so a maximum above 1.5 with ``value_max=255``
+        means the ``/255`` was forgotten. Skipped while compiling or exporting (a
+        data-dependent branch cannot be traced).
+        """
+        if self._warned_unscaled or self.value_max <= _UNSCALED_MAX or x.numel() == 0:
+            return
+        if torch.compiler.is_compiling():
+            return
+        top = float(x.detach().max())
+        if top > _UNSCALED_MAX:
+            self._warned_unscaled = True
+            warnings.warn(
+                f"{type(self).__name__} got a float {x.dtype} input with values up to {top:.4g}, "
+                "but takes float input on the 0..1 scale (integer input is divided by "
+                f"{self.value_max:g}): pass the integer tensor itself, or x / {self.value_max:g}",
+                NormlabWarning,
+                stacklevel=3,
+            )
+
+
+class Normalize(_FloatScale):
     """Normalize images or feature vectors: ``(x / value_max − mean) / std``.
 
     Parameters
@@ -150,27 +185,14 @@ class Normalize(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, layout: str | None = None) -> Normalize:
         """From a saved normlab normalizer, or from a state dict written by ``normlab export --to torch``."""
-        from safetensors import safe_open
-
-        from .io import check_regular
-
-        check_regular(path, error=FileFormatError)
-        try:
-            with safe_open(os.fspath(path), framework="pt") as f:
-                meta = (f.metadata() or {}).get(_META_KEY)
-                tensors = {k: f.get_tensor(k) for k in f.keys()} if meta else {}
-        except FileNotFoundError:
-            raise FileFormatError(f"{path}: no such file") from None
-        except Exception as exc:  # safetensors' own error types for files that are not safetensors
-            raise FileFormatError(f"{path}: not a safetensors file ({exc})") from None
-        if meta is None:
+        config, tensors = _read_state(path, _META_KEY)
+        if config is None:
             from .io import load
 
             return cls.from_normalizer(load(path), layout=layout)
         try:
-            config = json.loads(meta)
             layout_saved, value_max = config["layout"], config["value_max"]
-        except (ValueError, KeyError, TypeError):
+        except KeyError:
             raise FileFormatError(
                 f"{path}: corrupt state dict metadata (need layout and value_max)"
             ) from None
@@ -182,17 +204,7 @@ class Normalize(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state dict as safetensors (atomically), with layout and value_max as metadata."""
-        from safetensors.torch import save
-
-        from .io import atomic_write
-
-        config = json.dumps({"layout": self.layout, "value_max": self.value_max})
-        payload = save(
-            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-            metadata={_META_KEY: config},
-        )
-        with atomic_write(path) as handle:
-            handle.write(payload)
+        _write_state(self, path, _META_KEY, {"layout": self.layout, "value_max": self.value_max})
 
     def extra_repr(self) -> str:
         shape = tuple(self.mean.shape)
@@ -238,16 +250,10 @@ class Normalize(nn.Module):
         """Normalize one sample or a batch; integer input → ``dtype``, float input keeps its dtype."""
         self._sample_shape(x)
         if x.dtype.is_floating_point:
+            self._warn_if_unscaled(x)
             mult, neg_offset = self._factors(1.0, x.dtype)
             return torch.addcmul(neg_offset, x, mult)
-        if x.dtype not in (
-            torch.uint8,
-            torch.int8,
-            torch.int16,
-            torch.int32,
-            torch.int64,
-            torch.bool,
-        ):
+        if x.dtype not in _INTEGER_DTYPES:
             raise DTypeError(f"expected an integer or float tensor; got {x.dtype}")
         out = torch.empty(x.shape, dtype=self.out_dtype, device=x.device)
         out.copy_(x)  # the one conversion, straight into the output buffer
@@ -259,6 +265,182 @@ class Normalize(nn.Module):
         self._sample_shape(y)
         mult, neg_offset = self._factors(1.0, y.dtype)
         return (y - neg_offset) / mult
+
+
+class Whitening(_FloatScale):
+    """ZCA or PCA whitening as a module: subtract the mean, then one matrix multiply.
+
+    ``y = (x − mean) Wᵀ`` on each flattened sample, with ``W`` the weight of an
+    ``nn.Linear`` without bias (``mean`` a float64 buffer). ZCA outputs keep the sample's
+    shape; PCA outputs are ``(N, n_components)``. As for :class:`Normalize`, integer input
+    (uint8 images) is converted once into the float32 output buffer, the mean (in integer
+    units) is subtracted in place there, and the matrix multiply reads that buffer; float
+    input is taken to be on the 0..1 scale (``x / value_max``).
+
+    Parameters
+    ----------
+    mean : sequence or tensor, shape (d,)
+        On the 0..1 scale when ``value_max=255``.
+    matrix : sequence or tensor, shape (k, d)
+        ``y = matrix @ (x − mean)`` per flattened sample, on the same scale.
+    sample_shape : tuple of int
+        The shape of one sample (``d`` values); inputs are one sample or a batch of them.
+    method : {"zca", "pca"}
+    value_max : float
+        Integer inputs are divided by it (the statistics' integer scale; 1 for float data).
+    """
+
+    mean: torch.Tensor
+
+    def __init__(
+        self,
+        mean: Any,
+        matrix: Any,
+        *,
+        sample_shape: tuple[int, ...],
+        method: str = "zca",
+        value_max: float = 255.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float64).reshape(-1).clone()
+        matrix_t = torch.as_tensor(matrix, dtype=torch.float64)
+        d = math.prod(sample_shape)
+        if method not in ("zca", "pca"):
+            raise NormlabError(f"method must be 'zca' or 'pca'; got {method!r}")
+        if mean_t.numel() != d or matrix_t.ndim != 2 or matrix_t.shape[1] != d:
+            raise ShapeError(
+                f"samples of shape {tuple(sample_shape)} ({d} values) need a mean of {d} values "
+                f"and a (k, {d}) matrix; got {tuple(mean_t.shape)} and {tuple(matrix_t.shape)}"
+            )
+        if method == "zca" and matrix_t.shape[0] != d:
+            raise ShapeError(f"a ZCA matrix is square ({d} x {d}); got {tuple(matrix_t.shape)}")
+        if not (bool(torch.isfinite(mean_t).all()) and bool(torch.isfinite(matrix_t).all())):
+            raise NormlabError("mean and matrix must be finite everywhere")
+        if not (math.isfinite(value_max) and value_max > 0):
+            raise NormlabError(f"value_max must be a positive number; got {value_max}")
+        self.sample_shape = tuple(int(v) for v in sample_shape)
+        self.method = method
+        self.value_max = float(value_max)
+        self.out_dtype = dtype
+        self.register_buffer("mean", mean_t)
+        self.linear = nn.Linear(d, matrix_t.shape[0], bias=False, dtype=dtype)
+        with torch.no_grad():
+            self.linear.weight.copy_(matrix_t)
+        self.linear.weight.requires_grad_(False)
+
+    @classmethod
+    def from_normalizer(cls, normalizer: Any, *, dtype: torch.dtype = torch.float32) -> Whitening:
+        """The module of a fitted :class:`normlab.Whiten` (ZCA or PCA), same outputs."""
+        from .export import fitted_whitening
+
+        w = fitted_whitening(normalizer, "normlab.torch.Whitening")
+        mean, matrix = w.linear_map()
+        divisor = float((w.value_scale_ or {}).get("max_value") or 1.0)
+        return cls(
+            mean / divisor,
+            matrix * divisor,
+            sample_shape=tuple(w.sample_shape_),
+            method=w.method,
+            value_max=divisor,
+            dtype=dtype,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Whitening:
+        """From a state dict written by ``normlab export --to torch`` or a saved ``Whiten``."""
+        config, tensors = _read_state(path, _WHITEN_META_KEY)
+        if config is None:
+            from .io import load
+
+            return cls.from_normalizer(load(path))
+        try:
+            shape, method, value_max = config["sample_shape"], config["method"], config["value_max"]
+            mean, matrix = tensors["mean"], tensors["linear.weight"]
+        except (KeyError, TypeError):
+            raise FileFormatError(
+                f"{path}: corrupt whitening state dict (need sample_shape, method, value_max, "
+                "mean and linear.weight)"
+            ) from None
+        return cls(mean, matrix, sample_shape=tuple(shape), method=method, value_max=value_max)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state dict as safetensors (atomically), with the shape as metadata."""
+        config = {
+            "sample_shape": list(self.sample_shape),
+            "method": self.method,
+            "value_max": self.value_max,
+        }
+        _write_state(self, path, _WHITEN_META_KEY, config)
+
+    def extra_repr(self) -> str:
+        return (
+            f"method={self.method}, sample_shape={self.sample_shape}, value_max={self.value_max:g}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whiten one sample or a batch; integer input → ``dtype``, float keeps its dtype."""
+        nd = len(self.sample_shape)
+        if x.ndim not in (nd, nd + 1) or tuple(x.shape[x.ndim - nd :]) != self.sample_shape:
+            raise ShapeError(
+                f"expected one sample of shape {self.sample_shape} or a batch (N, "
+                f"{', '.join(map(str, self.sample_shape))}); got shape {tuple(x.shape)}"
+            )
+        batch = tuple(x.shape[: x.ndim - nd])
+        flat = x.reshape(*batch, -1)
+        if x.dtype.is_floating_point:
+            self._warn_if_unscaled(x)
+            centered = flat - self.mean.to(x.dtype)
+            out = nn.functional.linear(centered, self.linear.weight.to(x.dtype))
+        elif x.dtype in _INTEGER_DTYPES:
+            centered = torch.empty(flat.shape, dtype=self.out_dtype, device=x.device)
+            centered.copy_(flat)  # the one conversion, straight into the float buffer
+            centered.sub_((self.mean * self.value_max).to(self.out_dtype))  # in integer units
+            out = self.linear(centered).div_(self.value_max)
+        else:
+            raise DTypeError(f"expected an integer or float tensor; got {x.dtype}")
+        return out.reshape(*batch, *self.sample_shape) if self.method == "zca" else out
+
+
+def _read_state(
+    path: str | os.PathLike, key: str
+) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """``(config, tensors)`` of a state dict written by ``save``; config None for other files."""
+    from safetensors import safe_open
+
+    from .io import check_regular
+
+    check_regular(path, error=FileFormatError)
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get(key)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if meta else {}
+    except FileNotFoundError:
+        raise FileFormatError(f"{path}: no such file") from None
+    except Exception as exc:  # safetensors' own error types for files that are not safetensors
+        raise FileFormatError(f"{path}: not a safetensors file ({exc})") from None
+    if meta is None:
+        return None, {}
+    try:
+        config = json.loads(meta)
+    except ValueError:
+        raise FileFormatError(f"{path}: corrupt state dict metadata") from None
+    if not isinstance(config, dict):
+        raise FileFormatError(f"{path}: corrupt state dict metadata")
+    return config, tensors
+
+
+def _write_state(module: nn.Module, path: str | os.PathLike, key: str, config: Any) -> None:
+    from safetensors.torch import save
+
+    from .io import atomic_write
+
+    payload = save(
+        {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+        metadata={key: json.dumps(config)},
+    )
+    with atomic_write(path) as handle:
+        handle.write(payload)
 
 
 def _fitted_layout(shape: tuple[int, ...], channel_axis: int) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from .comoments import MAX_FEATURES, CoMoments
 from .errors import NormlabError, ShapeError
 from .io import register
-from .moments import Moments, as_batch
+from .moments import Moments, as_batch, repeat_by_weight
 from .normalizers import Normalizer
 
 METHODS = ("zca", "pca")
@@ -111,9 +111,22 @@ class Whiten(Normalizer):
             )
 
     # ------------------------------------------------------------- fitting
-    def partial_fit(self, X: Any, y: Any = None) -> Whiten:
-        """Add ``X`` to the co-moments seen so far and refit; returns ``self``."""
+    def partial_fit(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
+    ) -> Whiten:
+        """Add ``X`` to the co-moments seen so far and refit; returns ``self``.
+
+        Whole-number ``sample_weight`` counts as copies of the samples; ``nan_policy="omit"``
+        leaves out every sample with a NaN (a covariance needs whole samples).
+        """
         self._check_params()
+        if sample_weight is not None:
+            X = repeat_by_weight(X, sample_weight, f"{self.method} whitening")
+        if nan_policy == "omit":  # a covariance needs whole samples: drop those with NaN/inf
+            x = as_batch(X, "X")
+            X = x[np.isfinite(x.reshape(len(x), -1)).all(axis=1)] if x.dtype.kind == "f" else x
+        elif nan_policy != "raise":
+            raise NormlabError(f"nan_policy must be 'raise' or 'omit'; got {nan_policy!r}")
         batch = CoMoments().update(as_batch(X, "X"))
         stats = self.stats_ + batch if hasattr(self, "stats_") else batch
         return self._fit_from(stats)
@@ -168,6 +181,10 @@ class Whiten(Normalizer):
                 f"mean eigenvalue) or n_components ≤ {k - zero}"
             )
         root = np.sqrt(lam_k + eps)
+        # eigh's signs are arbitrary: make each eigenvector's largest entry positive (as
+        # scikit-learn's svd_flip), so refits on reordered or reweighted rows agree
+        biggest = np.abs(vecs_k).argmax(axis=0)
+        vecs_k = vecs_k * np.where(vecs_k[biggest, np.arange(k)] < 0, -1.0, 1.0)
         self.mean_ = stats.mean
         self.eigenvalues_ = lam_k
         self.components_ = vecs_k.T  # (k, d): rows are eigenvectors, largest first
@@ -176,8 +193,12 @@ class Whiten(Normalizer):
             self.matrix_ = (vecs_k / root) @ vecs_k.T
             self.inverse_matrix_ = (vecs_k * root) @ vecs_k.T
         else:
-            self.matrix_ = vecs_k.T / root[:, None]
-            self.inverse_matrix_ = vecs_k * root
+            # Directions without variance (λ below numpy's matrix_rank tolerance) form a
+            # degenerate eigenspace: any basis of it is an eigenbasis, so its components are
+            # rounding noise. PCA outputs 0 there rather than an arbitrary projection.
+            null = lam_k <= lam[0] * d * np.finfo(np.float64).eps
+            self.matrix_ = np.where(null[:, None], 0.0, vecs_k.T / root[:, None])
+            self.inverse_matrix_ = np.where(null[None, :], 0.0, vecs_k * root)
 
     def fitted_values(self) -> dict[str, np.ndarray]:
         return {"mean_": self.mean_, "eigenvalues_": self.eigenvalues_, "matrix_": self.matrix_}

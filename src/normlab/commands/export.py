@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,11 +16,12 @@ TARGETS = ("sklearn", "torch", "keras", "torchvision", "json")
 TORCH_SNIPPET = """\
 # Load the normalization exported by normlab: a safetensors state dict (no pickle).
 import json
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-PATH = {path!r}
+PATH = Path(__file__).resolve().with_name({path!r})  # the file beside this snippet
 with safe_open(PATH, framework="pt") as f:
     config = json.loads(f.metadata()["normlab_torch_normalize"])  # layout, value_max
     state = {{name: f.get_tensor(name) for name in f.keys()}}  # "mean", "std" (float64)
@@ -40,26 +42,83 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return ((x - mean) / std).to(x.dtype)
 """
 
-KERAS_SNIPPET = """\
-# Build the keras.layers.Normalization exported by normlab.
+TORCH_WHITENING_SNIPPET = """\
+# Load the {method} whitening exported by normlab: a safetensors state dict (no pickle).
 import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+PATH = Path(__file__).resolve().with_name({path!r})  # the file beside this snippet
+with safe_open(PATH, framework="pt") as f:
+    config = json.loads(f.metadata()["normlab_torch_whitening"])  # sample_shape, method, ...
+    state = {{name: f.get_tensor(name) for name in f.keys()}}  # "mean", "linear.weight"
+
+# With normlab installed (fused uint8 -> float32 apply):
+#     from normlab.torch import Whitening
+#     whiten = Whitening.from_file(PATH)
+# Without normlab, the same numbers: y = W (x - mean) per flattened sample
+shape, value_max = tuple(config["sample_shape"]), config["value_max"]  # {shape!r}, {value_max!r}
+mean, weight = state["mean"], state["linear.weight"].to(torch.float64)
+
+
+def whiten(x: torch.Tensor) -> torch.Tensor:
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.float64) / value_max  # integer input (uint8 images) onto the 0..1 scale
+    batch = x.shape[: x.ndim - len(shape)]
+    y = (x.reshape(*batch, -1).to(torch.float64) - mean) @ weight.T
+    return (y.reshape(*batch, *shape) if config["method"] == "zca" else y).float()
+"""
+
+KERAS_SNIPPET = """\
+# Build the Keras layer exported by normlab (KERAS_BACKEND as you use it).
+import json
+from pathlib import Path
 
 import keras
+import numpy as np
 
-with open({path!r}) as f:
-    kwargs = json.load(f)
-if isinstance(kwargs["axis"], list):
-    kwargs["axis"] = tuple(kwargs["axis"])
-layer = keras.layers.Normalization(**kwargs)
+with open(Path(__file__).resolve().with_name({path!r})) as f:  # the file beside this snippet
+    spec = json.load(f)
+if spec.get("kind") != "whitening":  # an affine scheme: one Normalization layer
+    if isinstance(spec["axis"], list):
+        spec["axis"] = tuple(spec["axis"])
+    layer = keras.layers.Normalization(**spec)
+else:  # ZCA/PCA: y = matrix @ (x - mean) per flattened sample
+    shape = tuple(spec["sample_shape"])
+    mean, matrix = np.asarray(spec["mean"]), np.asarray(spec["matrix"])
+    dense = keras.layers.Dense(matrix.shape[0], use_bias=False)
+    layer = keras.Sequential(
+        [
+            keras.Input(shape=shape),
+            keras.layers.Reshape((mean.size,)),
+            keras.layers.Normalization(mean=mean, variance=np.ones_like(mean)),
+            dense,
+            *([keras.layers.Reshape(shape)] if spec["method"] == "zca" else []),
+        ]
+    )
+    dense.set_weights([matrix.T])
 """
 
 
 def snippet_path(output: Path) -> Path:
+    """``load_<name>_normalizer.py`` beside ``output``: a module name no package has.
+
+    Naming it after the output (``keras.json`` → ``keras.py``) shadowed the very package it
+    imports, for the snippet and for every script run from that folder.
+    """
     if output.suffix == ".py":
         raise NormlabError(
-            f"{output}: the output is data; its loading snippet goes beside it as .py"
+            f"{output}: the output is data; its loading snippet goes beside it as "
+            f"{_snippet_name(output)}"
         )
-    return output.with_suffix(".py")
+    return output.with_name(_snippet_name(output))
+
+
+def _snippet_name(output: Path) -> str:
+    stem = re.sub(r"\W", "_", output.stem).strip("_").lower() or "exported"
+    return f"load_{stem}_normalizer.py"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -79,11 +138,12 @@ def export_file(
     output: Path,
     *,
     layout: str | None = None,
-    scale: str = "0..1",
+    scale: str | None = None,
 ) -> list[Path]:
     """Export a saved normalizer to ``target``; returns the paths written."""
     from .. import export
     from ..io import load
+    from ..whitening import Whiten
 
     if target not in TARGETS:
         raise NormlabError(f"--to must be one of {', '.join(TARGETS)}; got {target!r}")
@@ -97,18 +157,24 @@ def export_file(
         module = export.to_torch(normalizer, layout=layout)
         module.save(output)
         written.append(snippet_path(output))
-        _write_text(
-            written[1],
-            TORCH_SNIPPET.format(
+        if isinstance(normalizer, Whiten):
+            text = TORCH_WHITENING_SNIPPET.format(
+                path=output.name,
+                method=module.method,
+                shape=module.sample_shape,
+                value_max=module.value_max,
+            )
+        else:
+            text = TORCH_SNIPPET.format(
                 path=output.name, layout=module.layout, value_max=module.value_max
-            ),
-        )
+            )
+        _write_text(written[1], text)
     elif target == "keras":
-        _write_json(output, export.to_keras(normalizer))
+        _write_json(output, export.to_keras(normalizer, scale=scale))
         written.append(snippet_path(output))
         _write_text(written[1], KERAS_SNIPPET.format(path=output.name))
     elif target == "torchvision":
-        _write_json(output, export.to_torchvision(normalizer, scale=scale))
+        _write_json(output, export.to_torchvision(normalizer, scale=scale or "0..1"))
     else:
         _write_json(output, export.to_json(normalizer))
     return written
@@ -135,11 +201,15 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         layout: Annotated[
-            Optional[str], typer.Option(help="torch: CHW, HWC, HW or F (default: as fitted).")
+            str | None, typer.Option(help="torch: CHW, HWC, HW or F (default: as fitted).")
         ] = None,
         scale: Annotated[
-            str, typer.Option(help="torchvision: 0..1 (ToTensor's) or 0..255.")
-        ] = "0..1",
+            str | None,
+            typer.Option(
+                help="torchvision: 0..1 (ToTensor's, the default) or 0..255; keras: the scale "
+                "the layer is fed, 0..1 after Rescaling(1/255) (default: the data's units)."
+            ),
+        ] = None,
     ) -> None:
         """Write NORMALIZER_FILE for scikit-learn, PyTorch, Keras, torchvision or as plain JSON."""
         from ..io import refuse_overwrite
