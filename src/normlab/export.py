@@ -30,10 +30,11 @@ or a whitening in torchvision's per-channel ``Normalize``) raises a
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from .comoments import CoMoments
 from .errors import NormlabError, NotFittedError
 from .moments import Moments
 from .normalizers import AffineNormalizer, Identity, MaxAbs, MaxScale, MinMax, Normalizer, ZScore
@@ -210,10 +211,10 @@ def _sklearn_whitening(w: Whiten) -> Any:
     est = PCA(n_components=k, whiten=True)
     est.mean_ = np.asarray(w.mean_, np.float64).copy()
     # rows normlab zeroes (directions without variance, see Whiten) are zero here too
-    no_variance = ~np.asarray(w.matrix_).any(axis=1)
+    no_variance = np.asarray(~np.asarray(w.matrix_).any(axis=1))
     est.components_ = np.where(no_variance[:, None], 0.0, np.asarray(w.components_, np.float64))
     est.explained_variance_ = cov_eigenvalues + w.eps_  # PCA divides by its square root
-    total = float(np.trace(w.stats_.cov()))
+    total = float(np.sum(cast(CoMoments, w.stats_).cov().diagonal()))
     est.explained_variance_ratio_ = cov_eigenvalues / total if total > 0 else cov_eigenvalues * 0
     n = int(w.n_samples_seen_)
     est.singular_values_ = np.sqrt(cov_eigenvalues * max(n - 1, 1))

@@ -216,7 +216,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         normalizer, d = self.normalizer_, self.n_features_in_
         stats = getattr(normalizer, "stats_", None)
         self.mean_ = self.var_ = self.scale_ = None
-        self.n_samples_seen_ = rows_seen
+        self.n_samples_seen_: Any = rows_seen
         if isinstance(stats, Moments):
             count = _per_feature(stats.count, d)
             self.n_samples_seen_ = _collapse(count)
@@ -235,7 +235,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """The input's names, one per feature; ``pca0, pca1, …`` for PCA whitening."""
         check_is_fitted(self)
         if self.normalizer_.scheme == "pca":
-            k = self.normalizer_.matrix_.shape[0]
+            k = getattr(self.normalizer_, "matrix_").shape[0]  # noqa: B009 (Whiten only)
             return np.asarray([f"pca{i}" for i in range(k)], dtype=object)
         return super().get_feature_names_out(input_features)
 

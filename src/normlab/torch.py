@@ -340,7 +340,7 @@ class Whitening(_FloatScale):
         return cls(
             mean / divisor,
             matrix * divisor,
-            sample_shape=tuple(w.sample_shape_),
+            sample_shape=tuple(w.sample_shape_ or ()),
             method=w.method,
             value_max=divisor,
             dtype=dtype,
