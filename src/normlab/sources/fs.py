@@ -107,8 +107,11 @@ class Location:
             fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
         return fs, path
 
-    def open(self) -> IO[bytes]:
+    def open(self, **remote: Any) -> IO[bytes]:
         """The file opened for binary reading (seekable; remote files read in blocks).
+
+        ``remote``: options of fsspec's ``open`` for remote files (``block_size``,
+        ``cache_type``), ignored for local ones.
 
         Only opening is translated to SourceError here: what goes wrong while reading is the
         reader's to name (a corrupt archive is not an unreachable bucket).
@@ -121,7 +124,7 @@ class Location:
                 return open(self.path, "rb")
         fs, path = self.filesystem()
         with errors_named(self):
-            handle: IO[bytes] = fs.open(path, "rb")
+            handle: IO[bytes] = fs.open(path, "rb", **remote)
         return handle
 
     def read_bytes(self) -> bytes:

@@ -34,6 +34,7 @@ from .arrays import TASK_CHUNKS, rows_per_chunk
 from .fs import Location, errors_named, expand, has_magic, is_path_like, location
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+REMOTE_BLOCK_BYTES = 64 * 1024 * 1024
 INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -149,10 +150,13 @@ def plan_dtype(types: list[Any], exact: bool) -> str:
 def to_matrix(batch: Any, plan: ColumnPlan) -> np.ndarray:
     """The selected columns of an Arrow record batch or table as an ``(n, k)`` array.
 
-    Nulls become NaN (float plans only: an integer plan is chosen only without nulls).
+    Nulls become NaN (float plans only: an integer plan is chosen only without nulls). The
+    columns are copied into the rows of a ``(k, n)`` array (contiguous writes), then one
+    blocked transpose makes the row-major batch the kernels want: writing the columns into a
+    row-major array directly (strided writes) measured about 2.5x slower than both together.
     """
     pa = _pa()
-    out = np.empty((batch.num_rows, len(plan.names)), dtype=plan.dtype)
+    out = np.empty((len(plan.names), batch.num_rows), dtype=plan.dtype)
     target = pa.from_numpy_dtype(np.dtype(plan.dtype))
     for j, name in enumerate(plan.names):
         column = batch.column(name)
@@ -162,8 +166,8 @@ def to_matrix(batch: Any, plan: ColumnPlan) -> np.ndarray:
             column = column.combine_chunks()
         if plan.dtype != "float64" and column.null_count:
             raise SourceError(f"column {name!r} holds nulls although its statistics said none")
-        out[:, j] = column.to_numpy(zero_copy_only=False)
-    return out
+        out[j] = column.to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(out.T)
 
 
 # ---------------------------------------------------------------------- Parquet files
@@ -187,9 +191,12 @@ class ParquetTask:
 
     def chunks(self) -> Iterator[np.ndarray]:
         loc = Location(self.path, self.storage_options)
-        with loc.open() as handle:
+        # a task reads its row groups front to back: large read-ahead blocks, and pyarrow
+        # coalesces each row group's column chunks into few reads (pre_buffer); measured on
+        # the moto server, about 10x faster than fsspec's default 5 MiB blocks
+        with loc.open(block_size=REMOTE_BLOCK_BYTES, cache_type="readahead") as handle:
             with errors_named(loc):
-                parquet = _pq().ParquetFile(handle)
+                parquet = _pq().ParquetFile(handle, pre_buffer=not loc.is_local)
             for group in self.row_groups:
                 try:
                     batches = [
@@ -198,7 +205,7 @@ class ParquetTask:
                             batch_size=self.chunk_rows,
                             row_groups=[group],
                             columns=list(self.plan.names),
-                            use_threads=False,
+                            use_threads=True,  # pyarrow's pool decodes columns in parallel
                         )
                     ]
                 except Exception as exc:  # noqa: BLE001 - pyarrow and network clients' own errors
