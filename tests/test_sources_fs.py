@@ -148,3 +148,43 @@ def test_location_reads(memory: Any) -> None:
     with loc.open() as handle:
         handle.seek(3)
         assert handle.read(2) == b"34"
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_folders_lists_and_files_from_urls(
+    memory: Any, s3: dict[str, Any], tmp_path: Path
+) -> None:
+    pytest.importorskip("PIL")
+    import s3fs
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(7)]
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("images")
+    for k, img in enumerate(images):
+        name = f"{'cats' if k % 2 else 'dogs'}/{k}.png"
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(_png_bytes(img))
+        memory.pipe(f"/nl/img/{name}", _png_bytes(img))
+        fs.pipe(f"images/{name}", _png_bytes(img))
+    memory.pipe("/nl/img/readme.md", b"not an image")
+    memory.pipe("/nl/list.txt", b"img/cats/1.png\nimg/dogs/0.png\n")
+    local = normlab.compute_stats(tmp_path, axis="channel")
+    for url, options in (("memory://nl/img", None), ("s3://images", s3)):
+        remote = normlab.compute_stats(url, axis="channel", storage_options=options)
+        assert remote.n_samples_seen == 7
+        assert np.array_equal(remote.mean, local.mean) and np.array_equal(remote.var(), local.var())
+    listed = normlab.compute_stats("memory://nl/list.txt", axis="channel")
+    both = np.stack([images[1], images[0]])
+    assert np.array_equal(listed.mean, both.reshape(-1, 3).mean(axis=0))
+    one = normlab.compute_stats("s3://images/cats/1.png", storage_options=s3)
+    assert one.n_samples_seen == 1
+    with pytest.raises(SourceError, match=r"s3://images/cats/9\.png: no such file"):
+        normlab.compute_stats(["s3://images/cats/9.png"], storage_options=s3)

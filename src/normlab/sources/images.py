@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import EmptyDataError, MissingExtraError, NormlabError, SourceError, require
 from ..imagestats import Note
 from . import Source, register_source
+from .fs import Location, expand, is_path_like, is_url, location
 
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .png .tif .tiff .bmp .gif .webp .ppm .pgm .pbm .pnm .tga .jp2 .ico".split()
@@ -310,6 +311,19 @@ def load_image(
     return decode_member(read_bytes(path), path, options, into)
 
 
+def read_file(path: str, storage_options: tuple[tuple[str, Any], ...] = ()) -> bytes:
+    """:func:`read_bytes` for a local path; an fsspec URL is fetched (its errors: BadImage)."""
+    if not is_url(path):
+        return read_bytes(path)
+    try:
+        data = Location(path, storage_options).read_bytes()
+    except SourceError as exc:
+        raise BadImage(str(exc).removeprefix(f"{path}: ")) from None
+    if not data:
+        raise BadImage("empty file")
+    return data
+
+
 def decode_member(
     data: bytes, name: str, options: ImageOptions, into: np.ndarray | None = None
 ) -> tuple[np.ndarray, str, bool]:
@@ -396,6 +410,7 @@ class ImageTask(ImageBatches):
     start: int
     options: ImageOptions
     label: str
+    storage_options: tuple[tuple[str, Any], ...] = ()  # of URLs: workers open them themselves
 
     @property
     def n_items(self) -> int:  # type: ignore[override]
@@ -403,7 +418,7 @@ class ImageTask(ImageBatches):
 
     def members(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
         for path in self.files:
-            yield path, functools.partial(read_bytes, path)
+            yield path, functools.partial(read_file, path, self.storage_options)
 
 
 def _released(
@@ -452,6 +467,38 @@ def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
 
 def _has_image_suffix(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _url_files(loc: Location, glob: str | None) -> tuple[list[str], int, str] | None:
+    """``(files, ignored, what)`` for an image URL, a ``.txt`` list URL or a folder URL."""
+    if loc.suffix == ".txt":
+        try:
+            text = loc.read_bytes().decode()
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{loc.path}: cannot read the file list ({exc})") from None
+        base = loc.url.rpartition("/")[0]
+        entries = [e.strip() for e in text.splitlines() if e.strip() and not e.startswith("#")]
+        files = [e if "://" in e or e.startswith("/") else f"{base}/{e}" for e in entries]
+        return files, 0, f"images listed in {loc.path}"
+    if _is_image_path(loc.url):
+        return [loc.url], 0, loc.path
+    if not loc.is_dir():
+        return None
+    root = loc.url.rstrip("/") + "/"
+    files, ignored = [], 0
+    for found in expand(loc):
+        relative = found.url.partition(root)[2] or found.name
+        if glob is not None and "/" in glob:
+            chosen = fnmatch.fnmatchcase(relative, glob)
+        elif glob is not None:
+            chosen = fnmatch.fnmatchcase(found.name, glob)
+        else:
+            chosen = _has_image_suffix(found.name)
+        if chosen:
+            files.append(found.url)
+        else:
+            ignored += 1
+    return files, ignored, f"images under {loc.path}" + (f" matching {glob!r}" if glob else "")
 
 
 def _read_list_file(path: Path) -> list[str]:
@@ -518,11 +565,25 @@ def image_source(
     interpolation: str = "bilinear",
     skip_bad: bool = False,
     chunk_size: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     **_: Any,
 ) -> Source | None:
-    """An image folder, a list of image paths, or a ``.txt`` list of them; None for other input."""
+    """An image folder, a list of image paths, or a ``.txt`` list of them; None for other input.
+
+    Each may be a local path or an fsspec URL (``s3://bucket/images/``) with
+    ``storage_options``; tasks hold the URLs, and workers fetch the files themselves.
+    """
     ignored = 0
-    if isinstance(source, (str, os.PathLike)):
+    remote = location(source, storage_options) if is_path_like(source) else None
+    if remote is not None and not remote.is_local:
+        listed = _url_files(remote, glob)
+        if listed is None:
+            return None
+        files, ignored, what = listed
+        if not files:
+            raise EmptyDataError(f"{remote.path}: no images found ({ignored} other file(s))")
+    elif isinstance(source, (str, os.PathLike)):
+        source = remote.path if remote is not None else source  # file:// URLs are local paths
         path = Path(source)
         if path.is_dir():
             files, ignored = _list_folder(path, glob)
@@ -546,12 +607,14 @@ def image_source(
     else:
         return None
     options = image_options(mode, resize, interpolation, skip_bad, chunk_size)
+    where = location(files[0], storage_options)
     tasks = [
         ImageTask(
             files[s : s + FILES_PER_TASK],
             s,
             options,
             f"{what} [{s}:{min(s + FILES_PER_TASK, len(files))}]",
+            where.options,
         )
         for s in range(0, len(files), FILES_PER_TASK)
     ]
