@@ -56,6 +56,7 @@ WRITING_COMMANDS = [
     ("export", ["export", "{norm}", "--to", "json", "-o", "{out}"], "norm"),
     ("export-torch", ["export", "{norm}", "--to", "torch", "-o", "{out}"], "norm"),
     ("diagnose", ["diagnose", "{data}", "--save-comoments", "{out}", "-q"], "data"),
+    ("comoments", ["comoments", "{data}", "-o", "{out}", "-q"], "data"),
     ("stats-checkpoint", ["stats", "{data}", "-o", "x.st", "--checkpoint", "{out}", "-q"], "data"),
 ]
 

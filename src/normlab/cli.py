@@ -151,13 +151,15 @@ def _paths_of(kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
     outputs: list[str] = []
     inputs: list[str] = []
     for name, value in kwargs.items():
-        if not isinstance(value, (str, os.PathLike)):
-            continue
-        path = os.fspath(value)
-        if name in OUTPUT_PARAMETERS:
-            outputs.append(path)
-        elif path and os.path.lexists(path):
-            inputs.append(path)
+        values = value if isinstance(value, (list, tuple)) else [value]  # several DATA paths
+        for item in values:
+            if not isinstance(item, (str, os.PathLike)):
+                continue
+            path = os.fspath(item)
+            if name in OUTPUT_PARAMETERS:
+                outputs.append(path)
+            elif path and os.path.lexists(path):
+                inputs.append(path)
     return outputs, inputs
 
 
