@@ -188,3 +188,22 @@ def test_image_folders_lists_and_files_from_urls(
     assert one.n_samples_seen == 1
     with pytest.raises(SourceError, match=r"s3://images/cats/9\.png: no such file"):
         normlab.compute_stats(["s3://images/cats/9.png"], storage_options=s3)
+
+
+def test_http_single_files(tmp_path: Path) -> None:
+    """``http(s)://`` URLs of single files, from a real HTTP server in a subprocess."""
+    pytest.importorskip("aiohttp")
+    from object_store import http_server
+
+    x = np.arange(300, dtype=np.int16).reshape(100, 3)
+    np.save(tmp_path / "x.npy", x)
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    pq.write_table(pa.table({"a": x[:, 0]}), tmp_path / "t.parquet", row_group_size=30)
+    with http_server(str(tmp_path)) as url:
+        got = normlab.compute_stats(f"{url}/x.npy", chunk_size=7)
+        assert np.array_equal(got.mean, x.mean(axis=0)) and got.n_samples_seen == 100
+        table = normlab.compute_stats(f"{url}/t.parquet")
+        assert table.exact and np.array_equal(table.mean, got.mean[:1])
+        with pytest.raises(SourceError, match=r"/missing\.npy: no such file"):
+            normlab.compute_stats(f"{url}/missing.npy")
