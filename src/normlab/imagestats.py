@@ -335,6 +335,9 @@ class ImageStats(Moments):
         if hist_meta is not None:
             counts = field(tensors, "histogram", np.int64) if "histogram" in tensors else None
             out.histogram = Histogram.from_parts(hist_meta, counts)
+            from .invariants import check_histogram
+
+            check_histogram(out, out.histogram)
         pis = meta.get("per_image_std_average") or {}
         out.per_image_std_average_requested = bool(pis.get("requested"))
         out._n_images = int(pis.get("n_images") or 0)

@@ -872,6 +872,9 @@ class Moments(Statistic):
             m._m2 = field(tensors, "m2", np.float64, shape)
         if min(m._count.min(initial=0), m._nnz.min(initial=0), m._nonfinite.min(initial=0)) < 0:
             raise FileFormatError("negative counts in the statistics")
+        from .invariants import check_moments
+
+        check_moments(m)
         return m
 
     @classmethod
@@ -1035,6 +1038,7 @@ def _wide_int_sums(acb: np.ndarray):
 
 
 _LIMB_BITS = 62
+_MAX_LIMBS = 4  # |Σx²| < 2**63 · 2**64 (int64 counts of int32 squares): 3 limbs, one spare
 
 
 def _encode_bigints(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -1063,6 +1067,11 @@ def _decode_bigints(
     sign = field(tensors, f"{name}_sign", np.int8, (size,))
     if limbs.ndim != 2 or limbs.shape[0] != size or (limbs < 0).any():
         raise NormlabError(f"corrupt exact sums {name!r} in the stats file")
+    if limbs.shape[1] > _MAX_LIMBS:  # decoding is quadratic in the limbs: bound them first
+        raise NormlabError(
+            f"exact sums {name!r} of {limbs.shape[1]} limbs; sums of int32 data over int64 "
+            f"counts need at most {_MAX_LIMBS}: corrupt stats file"
+        )
     out = np.empty(size, dtype=object)
     for i in range(size):
         v = 0

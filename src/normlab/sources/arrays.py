@@ -291,8 +291,15 @@ def npz_source(
                 raise SourceError(f"{path}: no array {key!r}; it holds {names}")
             with zf.open(key + ".npy") as handle:
                 header = read_npy_header(handle, f"{path}[{key}]")
+            declared = header.offset + math.prod(header.shape) * header.dtype.itemsize
+            stored = zf.getinfo(key + ".npy").file_size
     except _ZIP_ERRORS as exc:
         raise SourceError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
+    if declared > stored:  # read in windows, but a lying header must not size one
+        raise SourceError(
+            f"{path}[{key}]: corrupt: the header declares {declared} bytes, the archive holds "
+            f"{stored}"
+        )
     if len(header.shape) < 2:
         raise SourceError(
             f"{path}[{key}]: shape {header.shape}; expected (n_samples, *sample_shape)"

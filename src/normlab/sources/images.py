@@ -56,6 +56,28 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # claim 30000 × 30000 and make a decoder allocate gigabytes): 2**28 pixels, 3× Pillow's own
 # decompression-bomb threshold.
 MAX_PIXELS = 1 << 28
+# Decoded bytes per byte of file a real image reaches (deflate tops out near 1032:1; JPEG
+# needs bits for every 8x8 block): a header declaring more is refused before decoding.
+MAX_EXPANSION = 2048
+_SLACK_BYTES = 1 << 20
+
+
+def check_declared(width: int, height: int, bytes_per_pixel: int, data: bytes, what: str) -> None:
+    """Refuse a header whose declared size is impossible or larger than allowed, before decoding."""
+    pixels = int(width) * int(height)
+    if width <= 0 or height <= 0:
+        raise BadImage(f"{what} header declares a size of {width} x {height}")
+    if pixels > MAX_PIXELS:
+        raise BadImage(
+            f"{what} header declares {width} x {height} = {pixels} pixels, more than the "
+            f"{MAX_PIXELS} allowed"
+        )
+    decoded = pixels * bytes_per_pixel
+    if decoded > MAX_EXPANSION * len(data) + _SLACK_BYTES:
+        raise BadImage(
+            f"{what} header declares {width} x {height} pixels ({decoded} bytes decoded) in a "
+            f"file of {len(data)} bytes: more than any real image compresses to; corrupt file"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,7 @@ def _decode_jpeg(
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        check_declared(width, height, 1 if colorspace == "Gray" else 3, data, "JPEG")
         if colorspace not in ("Gray", "YCbCr", "RGB"):
             return None  # CMYK/YCCK: Pillow converts those
         gray = mode == "L" or (mode in (None, "keep") and colorspace == "Gray")
@@ -139,16 +162,16 @@ def _decode_jpeg(
         raise BadImage(f"corrupt or truncated JPEG ({exc})") from None
 
 
-def _declared_pixels(data: bytes) -> int | None:
-    """Width × height from the header alone (PNG's IHDR; Pillow's lazy open otherwise)."""
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone (PNG's IHDR; Pillow's lazy open otherwise)."""
     if data.startswith(_PNG_MAGIC) and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     Image = _optional("PIL.Image")
     if Image is None:
         return None
     try:
         with Image.open(io.BytesIO(data)) as img:  # reads the header, decodes nothing
-            return img.size[0] * img.size[1]
+            return int(img.size[0]), int(img.size[1])
     except Exception:  # noqa: BLE001 - an unreadable header is the decoder's error to report
         return None
 
@@ -169,11 +192,9 @@ def _decode_cv2(data: bytes, what: str) -> np.ndarray | None:
     cv2 = _cv2()
     if cv2 is None:
         return None
-    pixels = _declared_pixels(data)
-    if pixels is not None and pixels > MAX_PIXELS:
-        raise BadImage(
-            f"{what} header declares {pixels} pixels, more than the {MAX_PIXELS} allowed"
-        )
+    size = _declared_size(data)
+    if size is not None:
+        check_declared(*size, 1, data, what)
     try:
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -195,6 +216,7 @@ def _decode_pillow(data: bytes, path: str) -> np.ndarray:
         )
     try:
         with Image.open(io.BytesIO(data)) as img:
+            check_declared(img.size[0], img.size[1], 1, data, img.format or "image")
             img.load()
             if img.mode == "1":
                 img = img.convert("L")
@@ -541,6 +563,11 @@ def _check_options(resize: Any, interpolation: str) -> tuple[int, int] | None:
         raise NormlabError(f"resize must be (height, width); got {resize!r}") from None
     if height < 1 or width < 1:
         raise NormlabError(f"resize must be two positive sizes (height, width); got {resize!r}")
+    if height * width > MAX_PIXELS:
+        raise NormlabError(
+            f"resize={resize!r} asks for {height * width} pixels per image, more than the "
+            f"{MAX_PIXELS} allowed"
+        )
     return height, width
 
 

@@ -1,0 +1,138 @@
+"""Load-time checks: every invariant a statistics file has, so that a file no data can produce
+is a :class:`~normlab.errors.FileFormatError` at load, not a wrong number later.
+
+Checked, per reduced element (feature, channel or the one global value):
+
+* counts: ``0 ≤ n_nonzero ≤ count``, ``n_nonfinite ≥ 0``, and (unweighted) ``count`` at most
+  the samples seen times the values each sample gives the element;
+* an element with count 0 has sums 0; one with values has ``min ≤ max``, both finite
+  (integers: whole numbers);
+* exact sums (integer data): ``count·min ≤ Σx ≤ count·max`` and
+  ``count·Σx² − (Σx)² ≥ 0`` (Cauchy–Schwarz: the variance is not negative), ``Σx² ≥ 0``;
+* float moments: ``m2 ≥ 0`` and ``min ≤ mean ≤ max`` up to rounding.
+
+All checks are vectorised or linear in the number of elements: load time stays linear in the
+file size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import FileFormatError
+
+_ROUNDING = 64 * np.finfo(np.float64).eps  # mean within [min, max] up to this relative slack
+
+
+def _first(mask: np.ndarray) -> str:
+    idx = np.argwhere(np.asarray(mask))
+    where = tuple(int(i) for i in idx[0]) if idx.size else ()
+    return f"{int(np.count_nonzero(mask))} element(s), first at {where or 'the only one'}"
+
+
+def check_moments(m: Any) -> None:
+    """Raise FileFormatError when the loaded statistics ``m`` break an invariant."""
+    if m._count is None:
+        return
+    count = m._count
+    weighted = count.dtype.kind == "f"
+    if weighted and not np.isfinite(count).all():
+        raise FileFormatError("non-finite sample weights in the statistics")
+    nnz, nonfinite = m._nnz, m._nonfinite
+    if (count < 0).any() or (nnz < 0).any() or (nonfinite < 0).any():
+        raise FileFormatError("negative counts in the statistics")
+    if m.n_samples_seen < 0:
+        raise FileFormatError(f"negative n_samples_seen ({m.n_samples_seen})")
+    if not weighted:
+        if (nnz > count).any():
+            raise FileFormatError(
+                f"more non-zero values than values ({_first(nnz > count)}): corrupt statistics"
+            )
+        per_sample = math.prod(m.sample_shape) // max(1, math.prod(count.shape))
+        limit = m.n_samples_seen * max(1, per_sample)
+        if (count > limit).any():
+            raise FileFormatError(
+                f"counts up to {int(count.max())} from {m.n_samples_seen} samples of "
+                f"{per_sample} value(s) each ({_first(count > limit)}): corrupt statistics"
+            )
+    seen = count > 0
+    lo, hi = m._min, m._max
+    if not (np.isfinite(lo[seen]).all() and np.isfinite(hi[seen]).all()):
+        raise FileFormatError("non-finite min or max of features that saw values")
+    if (lo[seen] > hi[seen]).any():
+        raise FileFormatError(f"min > max ({_first(seen & (lo > hi))}): corrupt statistics")
+    if m.exact:
+        _check_exact(m, count, lo, hi, seen)
+    else:
+        _check_float(m, lo, hi, seen)
+
+
+def _check_exact(m: Any, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
+    if not (np.floor(lo[seen]) == lo[seen]).all() or not (np.floor(hi[seen]) == hi[seen]).all():
+        raise FileFormatError("integer statistics with a min or max that is not a whole number")
+    s1, s2 = m._cold1.reshape(-1), m._cold2.reshape(-1)
+    n = count.reshape(-1)
+    lo_f, hi_f, seen_f = lo.reshape(-1), hi.reshape(-1), np.asarray(seen).reshape(-1)
+    for i in range(n.size):  # Python ints: exact, linear in the number of elements
+        a, b, k = int(s1[i]), int(s2[i]), int(n[i])
+        if not seen_f[i]:
+            if a or b:
+                raise FileFormatError(f"element {i}: sums {a}, {b} without any value")
+            continue
+        low, high = int(lo_f[i]), int(hi_f[i])
+        if b < 0 or not k * low <= a <= k * high or k * b - a * a < 0:
+            raise FileFormatError(
+                f"element {i}: exact sums Σx={a}, Σx²={b} of {k} values in [{low}, {high}] "
+                "are impossible (mean outside [min, max] or negative variance): corrupt statistics"
+            )
+        if b > k * max(low * low, high * high):
+            raise FileFormatError(
+                f"element {i}: Σx²={b} exceeds {k}·max(min², max²): corrupt statistics"
+            )
+
+
+def _check_float(m: Any, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
+    m2, shift, mean_shifted = m._m2, m._shift, m._mean_shifted
+    with np.errstate(invalid="ignore", over="ignore"):
+        if (m2[seen] < 0).any() or np.isnan(m2[seen]).any():
+            raise FileFormatError(f"negative variance sums ({_first(seen & ~(m2 >= 0))})")
+        mean = shift + mean_shifted
+        slack = _ROUNDING * np.fmax(np.abs(lo), np.abs(hi))
+        bad = seen & ((mean < lo - slack) | (mean > hi + slack) | ~np.isfinite(mean))
+    if bad.any():
+        raise FileFormatError(f"mean outside [min, max] ({_first(bad)}): corrupt statistics")
+
+
+def check_histogram(stats: Any, hist: Any) -> None:
+    """A histogram kept beside the statistics: its shape and totals match them.
+
+    When both describe the same elements (same axis and channel axis), each element's
+    counts sum to its count and no value is counted below its min or above its max.
+    """
+    counts = hist.counts
+    if counts is None or stats._count is None:
+        return
+    if counts.ndim < 1:
+        raise FileFormatError(f"histogram of shape {counts.shape}")
+    same = hist.axis == stats.axis and (
+        stats.axis != "channel" or hist.channel_axis == stats.channel_axis
+    )
+    if not same:
+        return
+    if counts.shape[:-1] != tuple(stats._count.shape):
+        raise FileFormatError(
+            f"histogram of shape {counts.shape} for statistics of shape {stats._count.shape}"
+        )
+    if stats._count.dtype.kind == "i" and (counts.sum(axis=-1) != stats._count).any():
+        raise FileFormatError("histogram totals differ from the statistics' counts")
+    if hist.dtype in ("uint8", "uint16"):  # bin i counts the value i
+        seen = stats._count > 0
+        bins = np.arange(counts.shape[-1])
+        lo = np.where(seen, stats._min, 0)[..., None]
+        hi = np.where(seen, stats._max, -1)[..., None]
+        outside = (counts > 0) & ((bins < lo) | (bins > hi))
+        if outside.any():
+            raise FileFormatError("histogram counts values outside the statistics' [min, max]")
