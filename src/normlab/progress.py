@@ -68,12 +68,12 @@ def _columns() -> list[Any]:
 def progress_bar(
     total: int | None, what: str, *, enabled: bool | None = None, console: Any = None
 ) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(n_items, n_bytes=0)``; shows items/s, MB/s and ETA when enabled.
+    """Yields ``advance(n_items, n_bytes=0, more=0)``; shows items/s, MB/s and ETA when enabled.
 
     ``console`` is a ``rich.console.Console`` (default: standard error).
     """
     if not wanted(enabled):
-        yield lambda n_items, n_bytes=0: None
+        yield lambda n_items, n_bytes=0, more=0: None
         return
     from rich.progress import Progress
 
@@ -81,9 +81,13 @@ def progress_bar(
         task_id = bar.add_task(what, total=total, n_bytes=0)
         n_bytes_total = 0
 
-        def advance(n_items: int, n_bytes: int = 0) -> None:
+        def advance(n_items: int, n_bytes: int = 0, more: int = 0) -> None:
+            """``more`` adds items to the total (work discovered on the way)."""
             nonlocal n_bytes_total
             n_bytes_total += n_bytes
+            total_now = bar.tasks[0].total
+            if more and total_now is not None:
+                bar.update(task_id, total=total_now + more)
             bar.update(task_id, advance=n_items, n_bytes=n_bytes_total)
 
         yield advance

@@ -1,20 +1,26 @@
 """Compare normalization schemes on real training runs: the lab's entry point, :func:`compare`.
 
 For each scheme: fit the normalizer on the training split, measure the Hessian proxy
-``E[x xᵀ]`` of the normalized inputs, then train every seed over a log grid of learning
-rates centred on ``2/λ_max`` — the largest rate plain gradient descent tolerates on a linear
-unit (Efficient BackProp §5) — and widen the grid until the best rate lies strictly inside.
+``E[z zᵀ]`` of the normalized inputs with the bias input included (``z = (x, 1)``), then
+train every seed over a log grid of learning rates centred on ``2/λ_max`` of it — the
+largest rate plain gradient descent tolerates on a linear unit with a bias (Efficient
+BackProp §5) — and widen the grid until the best rate lies strictly inside. The schemes
+progress together (grid point by grid point), so a stopped run still compares all of them,
+and ``resume=True`` continues it from its ``results.json``. Before training, the
+predictions of :mod:`normlab.lab.theory` are made from the statistics alone; they are
+stored beside the measured values under ``results["theory"]``.
 One fixed grid for all schemes would mostly measure the grid: on raw 0..255 MNIST
 λ_max ≈ 2.5e6, so any rate above 1e-6 diverges there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +30,17 @@ from .. import schemes as scheme_registry
 from ..errors import NormlabError, NormlabWarning
 from ..io import atomic_write
 from ..progress import progress_bar
+from . import theory
 from .datasets import Dataset, load_dataset
 from .models import MODELS, build_model
 from .probes import PROBES, diagonal_spread, second_moment_spectrum, single_signed_samples
-from .train import TrainConfig, train_run
+from .train import TrainConfig, batch_size_of, train_run
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
+_EVERY_STEP_LIMIT = 2_000_000  # train samples × features up to which targets are checked every step
+_AGREE = 1.25  # predicted and measured agree within this factor
 _ADAM_CENTER = 1e-3  # Adam rescales gradients, so its grid is centred on its usual rate instead
 _SIGNIFICANT_DIGITS = 7
 
@@ -54,6 +63,8 @@ def compare(
     lr_factor: float = 2.0,
     max_extensions: int = 12,
     checkpoints_per_epoch: int = 10,
+    every_step: bool | None = None,
+    epsilon: float = 0.01,
     test_fraction: float = 0.2,
     offset: float = 0.0,
     n_samples: int | None = None,
@@ -61,10 +72,12 @@ def compare(
     labels: str | Path | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     threads: int = 1,
     progress: bool | None = None,
     report: bool = True,
     command: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` under each normalization scheme and compare how fast it learns.
 
@@ -85,10 +98,15 @@ def compare(
     target : float
         Train accuracy whose first crossing gives ``samples_to_target``.
     checkpoints_per_epoch : int
-        How often per epoch the whole training split is evaluated (the resolution of
-        ``samples_to_target``).
-    optimizer : {"sgd", "momentum", "adam"}
-        Plain SGD by default, where the effect is cleanest.
+        How often per epoch the learning curve is stored.
+    every_step : bool, optional
+        Check the target after every step, so that ``samples_to_target`` is exact (default:
+        when training samples × features is at most 2 million); otherwise at checkpoints.
+    epsilon : float
+        ``lsq`` only: the absolute excess loss over the optimum whose first crossing gives
+        ``steps_to_epsilon``, the metric the theory predicts (and ranks the rates by).
+    optimizer : {"sgd", "momentum", "adam", "gd"}
+        Plain SGD by default, where the effect is cleanest; ``gd`` is full-batch descent.
     lr_min, lr_max, lr_factor : float
         The initial grid: ``2/λ_max`` times ``lr_factor**k`` from ``lr_min`` to ``lr_max``.
     max_extensions : int
@@ -96,7 +114,12 @@ def compare(
     out : path, optional
         Folder for ``results.json`` (rewritten atomically after every finished run, so an
         interrupt keeps them), ``timings.json``, the plots and ``report.html``. It must not
-        exist unless ``overwrite``; only these files are ever replaced.
+        exist unless ``overwrite`` or ``resume``; only these files are ever replaced.
+    resume : bool
+        Continue a stopped run in ``out`` from its ``results.json``: finished runs are kept,
+        the rest trained; refused if any option differs from the stopped run's.
+    log : callable, optional
+        Receives the plan, the time estimate and one line per finished run.
     threads : int
         ``torch.set_num_threads``; results are deterministic for a seed and thread count.
 
@@ -133,9 +156,19 @@ def compare(
         checkpoints_per_epoch=checkpoints_per_epoch,
     )
     config.check()
-    if out is not None and Path(out).exists() and not overwrite:
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise NormlabError(f"epsilon must be a positive excess loss; got {epsilon}")
+    if resume and overwrite:
+        raise NormlabError("--resume continues a run and --overwrite replaces it: pass one")
+    if resume and (out is None or not (Path(out) / RESULTS_FILE).is_file()):
         raise NormlabError(
-            f"output folder {out} exists; pass --overwrite to replace its report files"
+            f"--resume needs the folder of a stopped run holding {RESULTS_FILE}; "
+            f"{out} has none: run without --resume"
+        )
+    if out is not None and Path(out).exists() and not (overwrite or resume):
+        raise NormlabError(
+            f"output folder {out} exists; pass --overwrite to replace its report files, or "
+            "--resume to continue the run in it"
         )
     ds = load_dataset(
         dataset,
@@ -154,8 +187,14 @@ def compare(
         hidden=hidden,
         activation=activation,
     )
-    prepared = {name: _prepare_scheme(name, ds, torch) for name in names}  # so do unfit schemes
-    out_dir = _prepare_out(out, overwrite)
+    prepared = {
+        name: _prepare_scheme(name, ds, torch, model) for name in names
+    }  # so do unfit schemes
+    if every_step is None:
+        every_step = len(ds.y_train) * ds.n_features <= _EVERY_STEP_LIMIT
+    config = dataclasses.replace(
+        config, every_step=every_step, epsilon=epsilon if model == "lsq" else None
+    )
     torch.set_num_threads(threads)
 
     k_low = round(math.log(lr_min) / math.log(lr_factor))
@@ -182,6 +221,8 @@ def compare(
             "lr_factor": lr_factor,
             "max_extensions": max_extensions,
             "checkpoints_per_epoch": checkpoints_per_epoch,
+            "every_step": every_step,
+            "epsilon": epsilon,
             "test_fraction": test_fraction,
             "offset": offset,
             "n_samples": n_samples,
@@ -189,12 +230,23 @@ def compare(
         },
         "dataset": ds.summary(),
         "diagnosis": _diagnosis(ds),
+        "theory": _predict(prepared, ds, config, seeds=seeds, seed=seed),
         "schemes": {},
         "runs": [],
     }
     timings: dict[str, Any] = {"runs": []}
+    done: dict[tuple[str, int, int], dict[str, Any]] = {}
+    if resume:
+        done, timings = _previous(Path(str(out)), results)
+    out_dir = _prepare_out(out, overwrite or resume)
     started = time.perf_counter()
     planned = len(names) * (k_high - k_low + 1) * seeds
+    say = log or (lambda text: None)
+    say(
+        f"plan: {len(names)} scheme(s) × {k_high - k_low + 1} learning rates × {seeds} seed(s) = "
+        f"{planned} runs, more while a best rate sits at a grid edge"
+        + (f"; {len(done)} already finished in {out}" if done else "")
+    )
     try:
         with progress_bar(
             planned, f"{ds.name}/{model}: training runs", enabled=progress
@@ -208,6 +260,8 @@ def compare(
                 started,
                 out_dir,
                 advance,
+                done=done,
+                say=say,
                 optimizer=optimizer,
                 seeds=seeds,
                 seed=seed,
@@ -254,6 +308,8 @@ def _search(
     out_dir: Path | None,
     advance: Any,
     *,
+    done: dict[tuple[str, int, int], dict[str, Any]],
+    say: Callable[[str], None],
     optimizer: str,
     seeds: int,
     seed: int,
@@ -262,39 +318,144 @@ def _search(
     lr_factor: float,
     max_extensions: int,
 ) -> None:
-    """Per scheme: train the grid and widen it until the best LR is inside."""
+    """All schemes together, grid point by grid point; widen each grid until its best is inside.
+
+    The initial grid is visited from its centre outwards, every scheme at each point before
+    the next, so that a stopped run compares all schemes on the rates tried so far.
+    """
+    states: dict[str, dict[str, Any]] = {}
+    middle = (k_low + k_high) / 2
+    initial = sorted(range(k_low, k_high + 1), key=lambda k: (abs(k - middle), k))
     for name, scheme in prepared.items():
         info = scheme["info"]
         results["schemes"][name] = info
         center = _ADAM_CENTER if optimizer == "adam" else info["lr_bound"]
         if center is None:
-            info["skipped"] = "E[x xᵀ] is zero: nothing to learn from"
+            info["skipped"] = "E[z zᵀ] is zero: nothing to learn from"
+            advance(0, more=-(k_high - k_low + 1) * seeds)
             continue
-        by_k: dict[int, list[dict[str, Any]]] = {}
-        pending = list(range(k_low, k_high + 1))
-        extensions = 0
-        while pending:
-            for k in pending:
-                lr = float(center * lr_factor**k)
-                by_k[k] = []
+        states[name] = {"center": center, "by_k": {}, "pending": list(initial), "extensions": 0}
+    first_runs: list[float] = []
+    n_done = 0
+    while any(state["pending"] for state in states.values()):
+        longest = max(len(state["pending"]) for state in states.values())
+        for i in range(longest):
+            for name, state in states.items():
+                if i >= len(state["pending"]):
+                    continue
+                k = state["pending"][i]
+                lr = float(state["center"] * lr_factor**k)
+                state["by_k"][k] = []
                 for s in range(seed, seed + seeds):
                     t0 = time.perf_counter()
-                    run = train_run(
-                        scheme["tensors"], config=config, lr=lr, seed=s, n_classes=ds.n_classes
-                    )
-                    timings["runs"].append(
-                        {"scheme": name, "lr": lr, "seed": s, "seconds": time.perf_counter() - t0}
-                    )
-                    by_k[k].append(run)
-                    results["runs"].append({"scheme": name, **run})
+                    run = done.get((name, k, s))
+                    fresh = run is None
+                    if run is None:
+                        run = _rounded(
+                            train_run(
+                                prepared[name]["tensors"],
+                                config=config,
+                                lr=lr,
+                                seed=s,
+                                n_classes=ds.n_classes,
+                                quadratic=prepared[name].get("quadratic"),
+                            )
+                        )
+                        run = {"scheme": name, "grid_index": k, **run}
+                        timings["runs"].append(
+                            {
+                                "scheme": name,
+                                "lr": lr,
+                                "seed": s,
+                                "seconds": time.perf_counter() - t0,
+                            }
+                        )
+                    state["by_k"][k].append(run)
+                    results["runs"].append(run)
                     _write(out_dir, results, timings, started)
                     advance(1)
-            best = _best(by_k)
-            pending = []
-            if extensions < max_extensions and best in (min(by_k), max(by_k)):
-                pending = [best - 1 if best == min(by_k) else best + 1]
-                extensions += 1
-        _summarize(info, by_k, center, lr_factor)
+                    n_done += 1
+                    say(_run_line(run, n_done, fresh))
+                    if fresh:
+                        first_runs.append(time.perf_counter() - t0)
+                        if len(first_runs) == len(states):
+                            per_run = sum(first_runs) / len(first_runs)
+                            left = sum(len(st["pending"]) for st in states.values()) * seeds
+                            say(
+                                f"estimate: {per_run:.2g} s per run from the first "
+                                f"{len(first_runs)}, about {_duration(per_run * left)} in all"
+                            )
+        for name, state in states.items():
+            if not state["pending"]:
+                continue
+            by_k = state["by_k"]
+            best = _best(by_k, config.model)
+            state["pending"] = []
+            if state["extensions"] < max_extensions and best in (min(by_k), max(by_k)):
+                state["pending"] = [best - 1 if best == min(by_k) else best + 1]
+                state["extensions"] += 1
+                advance(0, more=seeds)
+            else:
+                _summarize(results["schemes"][name], by_k, state["center"], lr_factor, config.model)
+                _measured(results, prepared, name, config, ds)
+
+
+def _run_line(run: dict[str, Any], index: int, fresh: bool) -> str:
+    if run["diverged"]:
+        outcome = "diverged"
+    elif "steps_to_epsilon" in run:
+        outcome = (
+            f"steps to ε {run['steps_to_epsilon']}"
+            if run["steps_to_epsilon"] is not None
+            else "ε not reached"
+        )
+    else:
+        outcome = (
+            f"samples to target {run['samples_to_target']:,}"
+            if run["samples_to_target"] is not None
+            else "target not reached"
+        )
+    where = "" if fresh else " (from the stopped run)"
+    return f"run {index}: {run['scheme']} lr {run['lr']:.4g} seed {run['seed']}: {outcome}{where}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _previous(
+    out_dir: Path, results: dict[str, Any]
+) -> tuple[dict[tuple[str, int, int], dict[str, Any]], dict[str, Any]]:
+    """The finished runs of a stopped run in ``out_dir``, if its options match this one's."""
+    path = out_dir / RESULTS_FILE
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NormlabError(f"--resume: cannot read {path} ({exc}); run with --overwrite") from None
+    if old.get("format") != "normlab-lab-results" or old.get("version") != RESULTS_VERSION:
+        raise NormlabError(
+            f"--resume: {path} is not a results file of this normlab version; run with --overwrite"
+        )
+    mine, theirs = _rounded(results["config"]), old.get("config", {})
+    differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if _rounded(results["dataset"]) != old.get("dataset"):
+        differ.append("dataset")
+    if differ:
+        changes = ", ".join(f"{k}: {theirs.get(k)!r} then, {mine.get(k)!r} now" for k in differ)
+        raise NormlabError(
+            f"--resume: the options differ from the stopped run in {out_dir} ({changes}); "
+            "rerun with the same options, or use --overwrite to start again"
+        )
+    done = {(r["scheme"], r["grid_index"], r["seed"]): r for r in old.get("runs", [])}
+    try:
+        timings = json.loads((out_dir / TIMINGS_FILE).read_text())
+    except (OSError, ValueError):
+        timings = {"runs": []}
+    return done, timings
 
 
 def _torch() -> Any:
@@ -317,8 +478,8 @@ def _prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
     return out_dir
 
 
-def _prepare_scheme(name: str, ds: Dataset, torch: Any) -> dict[str, Any]:
-    """Fit on the training split only; float32 tensors once; data probes of the normalized inputs."""
+def _prepare_scheme(name: str, ds: Dataset, torch: Any, model: str = "mlp") -> dict[str, Any]:
+    """Fit on the training split only; float32 tensors once; probes of the normalized inputs."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NormlabWarning)
         normalizer = scheme_registry.get(name)
@@ -326,10 +487,11 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any) -> dict[str, Any]:
         x_train = normalizer.transform(ds.x_train)
         x_test = normalizer.transform(ds.x_test)
     spectrum = second_moment_spectrum(x_train)
-    lam = spectrum["lambda_max"]
+    lam = theory.augmented_lambda_max(x_train)
     info = {
         "normalizer": repr(normalizer),
-        "lambda_max": lam,
+        "lambda_max": spectrum["lambda_max"],
+        "lambda_max_augmented": lam,
         "lambda_min": spectrum["lambda_min"],
         "trace": spectrum["trace"],
         "lr_bound": 2.0 / lam if lam > 0 else None,
@@ -346,21 +508,164 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any) -> dict[str, Any]:
         "x_test": torch.as_tensor(np.ascontiguousarray(x_test, dtype=np.float32)),
         "y_test": torch.as_tensor(ds.y_test),
     }
-    return {"info": info, "tensors": tensors}
+    prepared: dict[str, Any] = {"info": info, "tensors": tensors, "x_train": x_train}
+    if model == "lsq" and lam > 0:
+        problem = theory.lsq_problem(x_train, ds.y_train, ds.n_classes)
+        prepared["problem"] = problem
+        prepared["quadratic"] = {
+            "hessian": torch.as_tensor(problem.hessian),
+            "w_star": torch.as_tensor(problem.w_star),
+        }
+    return prepared
 
 
-def _score(runs: list[dict[str, Any]]) -> tuple[float, float, float, float]:
-    """Lower is better: most seeds reaching the target, fewest samples, fewest divergences, lowest loss."""
-    reached = [r["samples_to_target"] for r in runs if r["samples_to_target"] is not None]
+def _initial_layer(
+    ds: Dataset, config: TrainConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first dense layer's weight and bias as ``train_run`` initializes them for ``seed``."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = build_model(
+        config.model,
+        sample_shape=ds.sample_shape,
+        n_classes=ds.n_classes,
+        hidden=config.hidden,
+        activation=config.activation,
+    )
+    first = next(m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    if not isinstance(first, torch.nn.Linear):
+        return None
+    return first.weight.detach().double().numpy(), first.bias.detach().double().numpy()
+
+
+def _predict(
+    prepared: dict[str, dict[str, Any]], ds: Dataset, config: TrainConfig, *, seeds: int, seed: int
+) -> dict[str, Any]:
+    """The predictions made from the statistics (and the seeds' initial weights) alone."""
+    batch = batch_size_of(config, len(ds.y_train))
+    inits = [_initial_layer(ds, config, s) for s in range(seed, seed + seeds)]
+    per_scheme: dict[str, Any] = {}
+    for name, scheme in prepared.items():
+        lam = scheme["info"]["lambda_max_augmented"]
+        entry: dict[str, Any] = {
+            "lambda_max_augmented": lam,
+            "lr_gd_max": 2.0 / lam if lam > 0 else None,
+        }
+        problem = scheme.get("problem")
+        if problem is not None:
+            entry["kappa99"] = theory.kappa99(problem.lam)
+            entry["loss_star"] = problem.loss_star
+            if config.optimizer in ("sgd", "gd"):
+                entry["lr_sgd_max_predicted"] = theory.sgd_stable_lr(problem, batch)
+                entry["lr_sgd_max_top_direction"] = theory.sgd_top_direction_lr(problem, batch)
+        elif lam > 0:
+            z = theory.augmented(scheme["x_train"])
+            entry["kappa99"] = theory.kappa99(np.linalg.eigvalsh(z.T @ z / len(z)))
+        if config.model in ("mlp", "cnn") and all(i is not None for i in inits):
+            found = [theory.saturation(scheme["x_train"], w, b) for w, b in inits]  # type: ignore[misc]
+            entry["saturation"] = {k: float(np.mean([f[k] for f in found])) for k in found[0]}
+            key = "tanh_saturated" if config.activation == "tanh" else "relu_dead"
+            entry["saturated_share"] = entry["saturation"][f"{key}_predicted"]
+        if config.model != "lsq":
+            entry["ranking_cost"] = theory.ranking_cost(
+                entry.get("kappa99"), entry.get("saturated_share", 0.0)
+            )
+        per_scheme[name] = entry
+    out: dict[str, Any] = {
+        "formulas": theory.describe(),
+        "batch_size": batch,
+        "epsilon": config.epsilon,
+        "schemes": per_scheme,
+    }
+    if config.model == "lsq":
+        out["initial_components"] = "per seed, from the seed's initial weights"
+    return out
+
+
+def _measured(
+    results: dict[str, Any],
+    prepared: dict[str, dict[str, Any]],
+    name: str,
+    config: TrainConfig,
+    ds: Dataset,
+) -> None:
+    """Once a scheme's search is over: the prediction at its chosen rate beside the measurement."""
+    info = results["schemes"][name]
+    entry = results["theory"]["schemes"][name]
+    runs = [r for r in results["runs"] if r["scheme"] == name and r["lr"] == info["best_lr"]]
+    problem = prepared[name].get("problem")
+    if problem is not None and config.epsilon is not None and config.optimizer in ("sgd", "gd"):
+        batch = batch_size_of(config, len(ds.y_train))
+        predicted = []
+        for run in runs:
+            layer = _initial_layer(ds, config, run["seed"])
+            assert layer is not None
+            s0 = problem.components(*layer)
+            predicted.append(
+                theory.sgd_steps_to_epsilon(problem, s0, info["best_lr"], batch, config.epsilon)
+            )
+        reached_p = [p for p in predicted if p is not None]
+        reached_m = [r["steps_to_epsilon"] for r in runs if r.get("steps_to_epsilon") is not None]
+        mean_p = sum(reached_p) / len(reached_p) if reached_p else None
+        mean_m = sum(reached_m) / len(reached_m) if reached_m else None
+        ratio = mean_m / mean_p if mean_p and mean_m is not None else None
+        entry.update(
+            {
+                "lr": info["best_lr"],
+                "steps_to_epsilon_predicted": mean_p,
+                "steps_to_epsilon_predicted_per_seed": predicted,
+                "steps_to_epsilon_measured": mean_m,
+                "steps_to_epsilon_measured_per_seed": [r.get("steps_to_epsilon") for r in runs],
+                "ratio_measured_to_predicted": ratio,
+                "agrees": None if ratio is None else bool(1 / _AGREE <= ratio <= _AGREE),
+            }
+        )
+    summary = info["summary"]
+    entry["samples_to_target_measured"] = summary["samples_to_target_mean"]
+    _ranking(results)
+
+
+def _ranking(results: dict[str, Any]) -> None:
+    """Predicted against measured order of the finished schemes, and Spearman's ρ."""
+    th = results["theory"]
+    finished = [s for s, info in results["schemes"].items() if "summary" in info]
+    key = "steps_to_epsilon_predicted" if results["config"]["model"] == "lsq" else "ranking_cost"
+    measured_key = (
+        "steps_to_epsilon_measured"
+        if results["config"]["model"] == "lsq"
+        else "samples_to_target_measured"
+    )
+    pred = [th["schemes"][s].get(key) for s in finished]
+    meas = [th["schemes"][s].get(measured_key) for s in finished]
+    pred_v = [math.inf if v is None else float(v) for v in pred]
+    meas_v = [math.inf if v is None else float(v) for v in meas]
+    th["ranking"] = {
+        "rule": theory.describe()["ranking"]
+        if results["config"]["model"] != "lsq"
+        else "fewest predicted SGD steps to ε",
+        "predicted": [finished[i] for i in sorted(range(len(finished)), key=lambda i: pred_v[i])],
+        "measured": [finished[i] for i in sorted(range(len(finished)), key=lambda i: meas_v[i])],
+        "spearman": theory.spearman(pred_v, meas_v),
+    }
+
+
+def _score(runs: list[dict[str, Any]], model: str = "mlp") -> tuple[float, float, float, float]:
+    """Lower is better: most seeds reaching the target, fewest samples, divergences, lowest loss.
+
+    For ``lsq`` the target is the excess loss ε and the count is steps.
+    """
+    key = "steps_to_epsilon" if model == "lsq" else "samples_to_target"
+    reached = [r[key] for r in runs if r.get(key) is not None]
     losses = [r["final_train_loss"] for r in runs if r["final_train_loss"] is not None]
     mean_samples = sum(reached) / len(reached) if reached else math.inf
     mean_loss = sum(losses) / len(losses) if losses else math.inf
     return (-len(reached), mean_samples, sum(r["diverged"] for r in runs), mean_loss)
 
 
-def _best(by_k: dict[int, list[dict[str, Any]]]) -> int:
+def _best(by_k: dict[int, list[dict[str, Any]]], model: str = "mlp") -> int:
     """The best grid index; on a full tie (e.g. every rate diverged) the smallest rate."""
-    return min(sorted(by_k), key=lambda k: _score(by_k[k]))
+    return min(sorted(by_k), key=lambda k: _score(by_k[k], model))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -371,14 +676,18 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _summarize(
-    info: dict[str, Any], by_k: dict[int, list[dict[str, Any]]], center: float, factor: float
+    info: dict[str, Any],
+    by_k: dict[int, list[dict[str, Any]]],
+    center: float,
+    factor: float,
+    model: str = "mlp",
 ) -> None:
     ks = sorted(by_k)
-    best = _best(by_k)
+    best = _best(by_k, model)
     runs = by_k[best]
     reached = [r["samples_to_target"] for r in runs if r["samples_to_target"] is not None]
-    info["grid"] = [float(center * factor**k) for k in ks]
-    info["best_lr"] = float(center * factor**best)
+    info["grid"] = [by_k[k][0]["lr"] for k in ks]
+    info["best_lr"] = by_k[best][0]["lr"]
     info["best_lr_inside_grid"] = ks[0] < best < ks[-1]
     info["grid_center"] = center
     summary: dict[str, Any] = {
@@ -387,6 +696,10 @@ def _summarize(
         "n_diverged": sum(r["diverged"] for r in runs),
     }
     summary["samples_to_target_mean"], summary["samples_to_target_std"] = _mean_std(reached)
+    if model == "lsq":
+        steps = [r["steps_to_epsilon"] for r in runs if r.get("steps_to_epsilon") is not None]
+        summary["n_reached_epsilon"] = len(steps)
+        summary["steps_to_epsilon_mean"], summary["steps_to_epsilon_std"] = _mean_std(steps)
     finals = [r["final_test_acc"] for r in runs if r["final_test_acc"] is not None]
     summary["final_test_acc_mean"], summary["final_test_acc_std"] = _mean_std(finals)
     for probe in PROBES:

@@ -15,7 +15,7 @@ from ..errors import NormlabError
 from .models import build_model, first_layer_weight, loss_function
 from .probes import PROBES, UpdateProbe
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "gd")  # gd: plain SGD on the full batch
 _DIVERGENCE_FACTOR = 10.0  # train loss above 10x its initial value counts as diverged
 _MOMENTUM = 0.9
 
@@ -32,6 +32,8 @@ class TrainConfig:
     hidden: int = 64
     target: float = 0.9
     checkpoints_per_epoch: int = 10
+    every_step: bool = False  # check targets after every step (checkpoints are still stored)
+    epsilon: float | None = None  # lsq: also record steps to this absolute excess loss
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +63,22 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def batch_size_of(config: TrainConfig, n: int) -> int:
+    """The effective mini-batch size: ``gd`` always uses the whole training split."""
+    return n if config.optimizer == "gd" else min(config.batch_size, n)
+
+
+def _excess(quadratic: dict[str, Any], model: Any) -> float:
+    """``½ tr(E H Eᵀ)`` in float64 for the lsq model's error ``E = [W b] − W*``."""
+    import torch
+
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
+    with torch.no_grad():
+        w = torch.cat([linear.weight, linear.bias[:, None]], dim=1).to(torch.float64)
+        err = w - quadratic["w_star"]
+        return float(0.5 * ((err @ quadratic["hessian"]) * err).sum())
+
+
 def train_run(
     data: dict[str, Any],
     *,
@@ -68,12 +86,17 @@ def train_run(
     lr: float,
     seed: int,
     n_classes: int,
+    quadratic: dict[str, Any] | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train once; ``data`` holds float32 tensors ``x_train, y_train, x_test, y_test``.
 
     Returns a JSON-ready dict: per-epoch ``epochs`` records (samples seen, train/test loss and
     accuracy, probe means), ``checkpoints`` ``[samples, train_loss, train_acc]``,
-    ``samples_to_target`` (``None`` if never reached) and ``diverged``.
+    ``samples_to_target`` (``None`` if never reached) and ``diverged``. With ``quadratic``
+    (float64 tensors ``hessian`` and ``w_star`` of the lsq problem) and ``config.epsilon``,
+    also ``steps_to_epsilon``: the first step whose excess loss over the optimum is at most ε.
+    ``max_steps`` stops training after that many steps (a divergence probe).
     """
     import torch
 
@@ -97,8 +120,10 @@ def train_run(
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)
     probe = UpdateProbe(mean_direction=x_train.reshape(n, -1).mean(dim=0))
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    batch_size = batch_size_of(config, n)
+    steps_per_epoch = math.ceil(n / batch_size)
     check_every = max(1, steps_per_epoch // config.checkpoints_per_epoch)
+    track = quadratic is not None and config.epsilon is not None
 
     initial_loss, initial_acc = _evaluate(model, loss_fn, x_train, y_train)
     checkpoints: list[list[float]] = [[0, initial_loss, initial_acc]]
@@ -107,20 +132,26 @@ def train_run(
     samples_to_target = 0 if initial_acc >= config.target else None
     diverged = not math.isfinite(initial_loss)
     limit = _DIVERGENCE_FACTOR * max(initial_loss, 1e-12)
+    steps = 0
+    steps_to_epsilon = None
+    if track and _excess(quadratic, model) <= config.epsilon:  # type: ignore[arg-type]
+        steps_to_epsilon = 0
 
     for epoch in range(1, config.epochs + 1):
-        if diverged:
+        if diverged or (max_steps is not None and steps >= max_steps):
             break
         order = torch.randperm(n, generator=generator)
         for step in range(steps_per_epoch):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if max_steps is not None and steps >= max_steps:
+                break
+            index = order[step * batch_size : (step + 1) * batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x_train[index]), y_train[index])
             if not torch.isfinite(loss):
                 diverged = True
                 break
             loss.backward()
-            if config.optimizer == "sgd":
+            if config.optimizer in ("sgd", "gd"):
                 probe.observe(-weight.grad)
                 optimizer.step()
             else:
@@ -128,8 +159,22 @@ def train_run(
                 optimizer.step()
                 probe.observe(weight.detach() - before)
             samples += len(index)
+            steps += 1
+            if track and steps_to_epsilon is None:
+                if _excess(quadratic, model) <= config.epsilon:  # type: ignore[arg-type,operator]
+                    steps_to_epsilon = steps
             last = step == steps_per_epoch - 1
-            if (step + 1) % check_every == 0 or last:
+            stored = (step + 1) % check_every == 0 or last
+            if config.every_step and not stored and samples_to_target is None:
+                with torch.no_grad():
+                    out = model(x_train)
+                    acc = float((out.argmax(dim=1) == y_train).to(torch.float64).mean())
+                    if not math.isfinite(float(out.abs().max())):
+                        diverged = True
+                        break
+                if acc >= config.target:
+                    samples_to_target = samples
+            if stored:
                 train_loss, train_acc = _evaluate(model, loss_fn, x_train, y_train)
                 checkpoints.append([samples, _finite(train_loss), train_acc])
                 if not math.isfinite(train_loss) or train_loss > limit:
@@ -154,15 +199,79 @@ def train_run(
     for name in PROBES:
         values = [e[name] for e in epochs if e[name] is not None]
         probe_means[name] = sum(values) / len(values) if values else None
+    extra = {"steps_to_epsilon": None if diverged else steps_to_epsilon} if track else {}
     return {
         "lr": lr,
         "seed": seed,
         "diverged": diverged,
         "samples_to_target": None if diverged else samples_to_target,
+        **extra,
+        "steps": steps,
         "final_train_loss": None if diverged or not epochs else epochs[-1]["train_loss"],
         "final_train_acc": None if diverged or not epochs else epochs[-1]["train_acc"],
         "final_test_acc": None if diverged or not epochs else epochs[-1]["test_acc"],
         "probes": probe_means,
         "epochs": epochs,
         "checkpoints": checkpoints,
+    }
+
+
+def measure_stable_lr(
+    data: dict[str, Any],
+    *,
+    config: TrainConfig,
+    n_classes: int,
+    guess: float,
+    seed: int = 0,
+    min_steps: int = 500,
+    min_epochs: int = 2,
+    rtol: float = 0.02,
+) -> dict[str, Any]:
+    """The divergence threshold of ``config``'s optimizer, measured by bisection.
+
+    A rate diverges if a run of ``max(min_steps, min_epochs epochs)`` steps hits a non-finite
+    loss or a train loss ten times its initial value. Returns the largest stable and smallest
+    diverging rate found, their geometric mean ``threshold`` and the horizon in steps.
+    """
+    n = len(data["y_train"])
+    per_epoch = math.ceil(n / batch_size_of(config, n))
+    steps = max(min_steps, min_epochs * per_epoch)
+    probe = TrainConfig(
+        model=config.model,
+        epochs=math.ceil(steps / per_epoch),
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        activation=config.activation,
+        hidden=config.hidden,
+        target=1.0,
+        checkpoints_per_epoch=max(1, min(per_epoch, 50)),
+    )
+
+    def diverges(lr: float) -> bool:
+        run = train_run(data, config=probe, lr=lr, seed=seed, n_classes=n_classes, max_steps=steps)
+        return bool(run["diverged"])
+
+    low, high = guess, guess
+    runs = 0
+    while diverges(low):
+        runs += 1
+        high, low = low, low / 2.0
+        if runs > 60:
+            raise NormlabError(f"every learning rate down to {low:g} diverges")
+    while not diverges(high):
+        runs += 1
+        low, high = high, high * 2.0
+        if runs > 60:
+            raise NormlabError(f"no learning rate up to {high:g} diverges")
+    while high / low > 1.0 + rtol:
+        mid = math.sqrt(low * high)
+        if diverges(mid):
+            high = mid
+        else:
+            low = mid
+    return {
+        "largest_stable": low,
+        "smallest_diverging": high,
+        "threshold": math.sqrt(low * high),
+        "steps": steps,
     }

@@ -1,0 +1,366 @@
+"""Predictions from the statistics alone, made before training, that the lab then measures.
+
+Least squares (``--model lsq``) is the one model whose Hessian is known exactly: with the bias
+folded in as a constant input, ``z = (x, 1)``, the loss ``½·mean ‖W z − y‖²`` has Hessian
+``H = E[z zᵀ]`` (the *augmented* second moment) for every output row. Write the error of each
+row in the eigenbasis of ``H`` (``λ_k``, ``v_k``) and let ``s_k`` be the second moment of the
+error along ``v_k`` summed over output rows; the excess loss over the optimum is
+``½ Σ_k λ_k s_k``.
+
+* **Full-batch gradient descent** (:func:`gd_steps_to_epsilon`): each component shrinks by
+  ``(1 − η λ_k)`` per step, so ``excess(t) = ½ Σ_k λ_k (1 − η λ_k)^{2t} s_k(0)``: the exact
+  step count to an excess ``ε`` follows from the eigen-decomposition and the initial error.
+* **Mini-batch SGD** (:func:`sgd_stable_lr`, :func:`sgd_steps_to_epsilon`): a batch of ``B``
+  samples drawn without replacement from ``n`` has Hessian ``H_B`` with
+  ``E[H_B] = H`` and covariance ``c·(E[h X h] − H X H)`` for ``h = z zᵀ`` and
+  ``c = (n − B) / (B (n − 1))``. Keeping the diagonal of the error's second moment in the
+  eigenbasis (the closure) gives the linear recursion
+  ``s ← A s + η² c N`` with ``A = diag((1 − η λ)² − c η² λ²) + c η² K``,
+  ``K_kj = E[(v_kᵀz)² (v_jᵀz)²]`` (the fourth moments of the inputs along the eigenvectors)
+  and ``N_k = Σ_o E[(v_kᵀz)² r_o²]`` (the residuals ``r`` at the optimum: the noise floor).
+  SGD is stable in mean square while the spectral radius of ``A`` is below 1; heavy tails
+  enter through ``K``: a pixel that only a few samples light up has a huge
+  ``E[(v_kᵀz)⁴]`` along its own direction, and that — not the top eigenvalue — then
+  limits the rate (the top-direction bound ``2/(λ(1−c) + c E[(v₁ᵀz)⁴]/λ)`` misses it).
+
+Non-linear models (:func:`saturation`): the first layer's pre-activations ``a = W x + b`` at
+initialization have, per unit, mean ``wᵀμ + b`` and variance ``wᵀ Σ w`` (μ, Σ: the data's mean
+and covariance after the scheme); under a Gaussian approximation this gives the share of tanh
+pre-activations with ``|a| > 2`` (gradient below 7 % of its peak, Efficient BackProp §4.6) and
+of ReLU units dead on at least 99 % of the samples.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> x = rng.standard_normal((200, 3)) + 4.0
+>>> problem = lsq_problem(x, rng.integers(0, 2, 200), n_classes=2)
+>>> round(float(problem.lam[-1]), 1)  # the mean adds one large eigenvalue: 1 + 3·4² ≈ 50
+50.1
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_NULL = 1e-12  # eigenvalues below this fraction of λ_max are null directions (nothing moves)
+_MAX_STEPS = 1_000_000
+_LONGEST = 64  # the longest samples whose directions test for heavy tails
+
+
+def augmented(x: np.ndarray) -> np.ndarray:
+    """Flattened float64 inputs with the bias input, a column of ones, appended."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return np.concatenate([flat, np.ones((len(flat), 1))], axis=1)
+
+
+def augmented_lambda_max(x: np.ndarray) -> float:
+    """λ_max of ``E[z zᵀ]`` for ``z = (x, 1)``: the curvature a model with a bias sees."""
+    z = augmented(x)
+    if z.shape[1] <= 4096:
+        return float(np.linalg.eigvalsh(z.T @ z / len(z))[-1])
+    v = np.ones(z.shape[1]) / math.sqrt(z.shape[1])
+    lam = 0.0
+    for _ in range(300):
+        w = z.T @ (z @ v) / len(z)
+        new = float(np.linalg.norm(w))
+        if new == 0.0:
+            return 0.0
+        v = w / new
+        if abs(new - lam) <= 1e-10 * new:
+            return new
+        lam = new
+    return lam
+
+
+@dataclass
+class LsqProblem:
+    """Linear least squares on one-hot targets, in the eigenbasis of the augmented moment.
+
+    ``lam`` (ascending) and ``vecs`` diagonalize ``H = E[z zᵀ]``; ``w_star`` (outputs × inputs+1,
+    the bias last) is the minimum-norm optimum and ``loss_star`` its loss; ``fourth`` is
+    ``K``, ``noise`` is ``N`` (see the module text); ``n`` the number of samples.
+    """
+
+    lam: np.ndarray
+    vecs: np.ndarray
+    w_star: np.ndarray
+    loss_star: float
+    fourth: np.ndarray
+    noise: np.ndarray
+    n: int
+    directions: np.ndarray  # (q, m4) of test directions: every input axis, the longest samples
+
+    @property
+    def lambda_max(self) -> float:
+        return float(self.lam[-1])
+
+    @property
+    def hessian(self) -> np.ndarray:
+        return (self.vecs * self.lam) @ self.vecs.T
+
+    def components(self, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """``s_k``: the squared initial error along each eigenvector, summed over outputs."""
+        w = np.concatenate(
+            [np.asarray(weight, np.float64), np.asarray(bias, np.float64)[:, None]], 1
+        )
+        return (((w - self.w_star) @ self.vecs) ** 2).sum(axis=0)
+
+    def excess(self, weight: np.ndarray, bias: np.ndarray) -> float:
+        """Loss minus the optimum's loss, ``½ Σ λ_k s_k``, for a model's weight and bias."""
+        return float(0.5 * self.lam.clip(min=0.0) @ self.components(weight, bias))
+
+    def noise_factor(self, batch_size: int) -> float:
+        """``c``: variance of a batch mean relative to one sample (drawn without replacement)."""
+        b = min(max(batch_size, 1), self.n)
+        return 0.0 if self.n <= 1 else (self.n - b) / (b * (self.n - 1))
+
+
+def lsq_problem(x: np.ndarray, y: np.ndarray, n_classes: int) -> LsqProblem:
+    """Everything the predictions need, from the (normalized) training inputs and labels."""
+    z = augmented(x)
+    n, p = z.shape
+    targets = np.zeros((n, n_classes))
+    targets[np.arange(n), np.asarray(y, dtype=np.int64)] = 1.0
+    lam, vecs = np.linalg.eigh(z.T @ z / n)
+    lam = lam.clip(min=0.0)
+    w_star = np.linalg.lstsq(z, targets, rcond=None)[0].T
+    residual = targets - z @ w_star.T
+    loss_star = float(0.5 * (residual**2).sum(axis=1).mean())
+    proj2 = (z @ vecs) ** 2
+    fourth = proj2.T @ proj2 / n
+    noise = proj2.T @ (residual**2).sum(axis=1) / n
+    # test directions for heavy tails: each input axis (a rare pixel lives on its own axis) and
+    # the directions of the longest samples; q = uᵀHu and m4 = E[(uᵀz)⁴] for unit u
+    axes = np.stack([(z**2).mean(axis=0), (z**4).mean(axis=0)], axis=1)
+    norms = np.sqrt((z**2).sum(axis=1))
+    longest = np.argsort(norms)[::-1][: min(n, _LONGEST)]
+    u = z[longest] / norms[longest, None]
+    along = z @ u.T
+    samples = np.stack([(along**2).mean(axis=0), (along**4).mean(axis=0)], axis=1)
+    directions = np.concatenate([axes, samples])
+    directions = directions[directions[:, 0] > _NULL * lam[-1]]
+    return LsqProblem(lam, vecs, w_star, loss_star, fourth, noise, n, directions)
+
+
+def gd_steps_to_epsilon(
+    problem: LsqProblem, s0: np.ndarray, lr: float, epsilon: float
+) -> int | None:
+    """The exact number of full-batch GD steps until the excess loss is at most ``epsilon``.
+
+    ``None`` if it never gets there (a component with ``|1 − η λ_k| ≥ 1`` carries error).
+    """
+
+    def excess(t: int) -> float:
+        return float(0.5 * np.sum(problem.lam * (1.0 - lr * problem.lam) ** (2 * t) * s0))
+
+    if excess(0) <= epsilon:
+        return 0
+    moving = (problem.lam > _NULL * problem.lambda_max) & (s0 > 0)
+    if np.any(np.abs(1.0 - lr * problem.lam[moving]) >= 1.0):
+        return None
+    high = 1
+    while excess(high) > epsilon:  # monotone: every factor is below 1 in absolute value
+        high *= 2
+        if high > _MAX_STEPS:
+            return None
+    low = high // 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        if excess(mid) > epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _transition(problem: LsqProblem, lr: float, c: float) -> tuple[np.ndarray, np.ndarray]:
+    keep = problem.lam > _NULL * problem.lambda_max
+    lam = problem.lam[keep]
+    a = c * lr**2 * problem.fourth[np.ix_(keep, keep)]
+    a[np.diag_indices_from(a)] += (1.0 - lr * lam) ** 2 - c * lr**2 * lam**2
+    return a, keep
+
+
+def sgd_radius(problem: LsqProblem, lr: float, batch_size: int) -> float:
+    """Spectral radius of the mean-square transition ``A``: SGD is stable below 1."""
+    a, _ = _transition(problem, lr, problem.noise_factor(batch_size))
+    eig = np.linalg.eigvalsh(a)
+    return float(max(abs(eig[0]), abs(eig[-1])))
+
+
+def direction_bound(q: np.ndarray, m4: np.ndarray, c: float) -> np.ndarray:
+    """Mean-square bound along unit directions u: ``2q / (q²(1 − c) + c·m4)``.
+
+    From the Rayleigh quotient of the (self-adjoint) mean-square operator at ``u uᵀ``:
+    ``(1 − ηq)² + cη²(m4 − q²) < 1`` with ``q = uᵀHu`` and ``m4 = E[(uᵀz)⁴]``.
+    """
+    return 2.0 * q / (q**2 * (1.0 - c) + c * m4)
+
+
+def sgd_stable_lr(problem: LsqProblem, batch_size: int, rtol: float = 1e-3) -> float:
+    """The largest learning rate at which mini-batch SGD stays stable in mean square.
+
+    At full batch this is ``2/λ_max``; smaller batches lower it through the fourth moments:
+    the smaller of the closure's threshold and the bounds along every input axis and the
+    longest samples' directions (where heavy tails live: see the module text).
+    """
+    high = 2.0 / problem.lambda_max
+    c = problem.noise_factor(batch_size)
+    if c == 0.0:
+        return high
+    tails = direction_bound(problem.directions[:, 0], problem.directions[:, 1], c)
+    return min(_closure_lr(problem, batch_size, rtol), float(tails.min()) if tails.size else high)
+
+
+def _closure_lr(problem: LsqProblem, batch_size: int, rtol: float) -> float:
+    high = 2.0 / problem.lambda_max
+    low = high
+    while sgd_radius(problem, low, batch_size) >= 1.0:
+        low /= 2.0
+    while high / low > 1.0 + rtol:
+        mid = math.sqrt(low * high)
+        if sgd_radius(problem, mid, batch_size) < 1.0:
+            low = mid
+        else:
+            high = mid
+    return math.sqrt(low * high)
+
+
+def sgd_top_direction_lr(problem: LsqProblem, batch_size: int) -> float:
+    """The mean-square bound along the top eigenvector alone: blind to heavy tails."""
+    c = problem.noise_factor(batch_size)
+    lam = problem.lambda_max
+    return 2.0 / (lam * (1.0 - c) + c * problem.fourth[-1, -1] / lam)
+
+
+def sgd_steps_to_epsilon(
+    problem: LsqProblem,
+    s0: np.ndarray,
+    lr: float,
+    batch_size: int,
+    epsilon: float,
+    max_steps: int = 100_000,
+) -> int | None:
+    """Predicted SGD steps until the mean excess loss is at most ``epsilon`` (``None``: never).
+
+    Iterates ``s ← A s + η² c N``; stops early when the noise floor lies above ``epsilon``.
+    """
+    c = problem.noise_factor(batch_size)
+    if c == 0.0:
+        return gd_steps_to_epsilon(problem, s0, lr, epsilon)
+    a, keep = _transition(problem, lr, c)
+    lam = problem.lam[keep]
+    drive = lr**2 * c * problem.noise[keep]
+    s = np.asarray(s0, dtype=np.float64)[keep]
+    if 0.5 * lam @ s <= epsilon:
+        return 0
+    radius = float(np.abs(np.linalg.eigvalsh(a)).max())
+    if radius >= 1.0:
+        return None
+    floor = np.linalg.solve(np.eye(len(lam)) - a, drive)
+    if 0.5 * lam @ floor >= epsilon:
+        return None
+    for step in range(1, max_steps + 1):
+        s = a @ s + drive
+        if 0.5 * lam @ s <= epsilon:
+            return step
+    return None
+
+
+# ------------------------------------------------------------------------ non-linear models
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    from math import erf, sqrt
+
+    return np.vectorize(lambda v: 0.5 * (1.0 + erf(v / sqrt(2.0))))(x)
+
+
+def saturation(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> dict[str, float]:
+    """First-layer pre-activations at initialization: predicted from moments, and measured.
+
+    ``weight`` (units × inputs) and ``bias`` are the initial first layer. Predicted values use
+    only the mean and covariance of ``x`` (Gaussian approximation per unit); measured ones
+    evaluate ``a = W x + b`` on the samples.
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    w = np.asarray(weight, dtype=np.float64).reshape(len(weight), -1)
+    b = np.asarray(bias, dtype=np.float64)
+    mean = flat.mean(axis=0)
+    centered = flat - mean
+    cov_w = (centered.T @ (centered @ w.T)) / len(flat)  # Σ wᵀ without forming Σ twice
+    m = w @ mean + b
+    s = np.sqrt(np.maximum((w * cov_w.T).sum(axis=1), 1e-300))
+    tanh_pred = float(np.mean(_normal_cdf((-2.0 - m) / s) + 1.0 - _normal_cdf((2.0 - m) / s)))
+    dead_pred = float(np.mean(_normal_cdf(m / s) <= 0.01))
+    a = flat @ w.T + b
+    return {
+        "tanh_saturated_predicted": tanh_pred,
+        "tanh_saturated_measured": float(np.mean(np.abs(a) > 2.0)),
+        "relu_dead_predicted": dead_pred,
+        "relu_dead_measured": float(np.mean(np.mean(a > 0, axis=0) <= 0.01)),
+        "preactivation_std": float(np.sqrt(np.mean(s**2 + m**2))),
+    }
+
+
+def kappa99(lam: np.ndarray) -> float | None:
+    """``λ_max / λ_k99``: ``k99`` eigenvalues (largest first) hold 99 % of the trace."""
+    desc = np.sort(np.asarray(lam, dtype=np.float64).clip(min=0.0))[::-1]
+    total = float(desc.sum())
+    if total <= 0:
+        return None
+    k = int(np.searchsorted(np.cumsum(desc) / total, 0.99) + 1)
+    return float(desc[0] / desc[min(k, len(desc)) - 1])
+
+
+def ranking_cost(kappa: float | None, saturated: float) -> float:
+    """The ranking rule for non-linear models: conditioning divided by the unsaturated share.
+
+    ``cost = κ₉₉(E[z zᵀ]) / max(1 − saturated, 0.01)``; lower is predicted faster.
+    """
+    k = kappa if kappa is not None else math.inf
+    return k / max(1.0 - saturated, 0.01)
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Ranks 1..n (average ranks for ties; ``inf`` ties last)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's ρ: Pearson correlation of the (tie-averaged) ranks; ``None`` if undefined.
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40])
+    1.0
+    >>> spearman([1, 2, 3], [3, 2, float("inf")])
+    0.5
+    """
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    ra, rb = np.asarray(ranks(list(a))), np.asarray(ranks(list(b)))
+    da, db = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float(da @ da) * float(db @ db))
+    return None if denom == 0 else float(da @ db / denom)
+
+
+def describe() -> dict[str, Any]:
+    """The formulas, as recorded under ``results.json["theory"]["formulas"]``."""
+    return {
+        "excess": "½ Σ_k λ_k s_k over the eigenpairs of E[z zᵀ], z = (x, 1)",
+        "gd_steps": "smallest t with ½ Σ λ_k (1 − ηλ_k)^{2t} s_k(0) ≤ ε",
+        "sgd_stable_lr": "largest η with ρ(diag((1−ηλ)² − cη²λ²) + cη²K) < 1, "
+        "c = (n − B)/(B(n − 1)), K_kj = E[(v_kᵀz)²(v_jᵀz)²]",
+        "sgd_steps": "iterate s ← A s + η²c N, N_k = Σ_o E[(v_kᵀz)² r_o²]; first t with ½ λ·s ≤ ε",
+        "ranking": "cost = κ₉₉(E[z zᵀ]) / max(1 − saturated share, 0.01); lower ranks first",
+    }

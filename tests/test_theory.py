@@ -1,0 +1,161 @@
+"""Predictions from the statistics (normlab.lab.theory) against what the lab measures."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from normlab import schemes  # noqa: E402
+from normlab.lab import (  # noqa: E402
+    compare,
+    load_dataset,
+    theory,  # noqa: E402
+)
+from normlab.lab.train import TrainConfig, measure_stable_lr  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _data(name: str, ds):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        norm = schemes.get(name).fit(ds.x_train)
+        xtr, xte = norm.transform(ds.x_train), norm.transform(ds.x_test)
+    tensors = {
+        "x_train": torch.as_tensor(np.asarray(xtr, dtype=np.float32)),
+        "y_train": torch.as_tensor(ds.y_train),
+        "x_test": torch.as_tensor(np.asarray(xte, dtype=np.float32)),
+        "y_test": torch.as_tensor(ds.y_test),
+    }
+    return xtr, tensors
+
+
+def test_excess_is_loss_minus_optimum():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 4)) * [1.0, 3.0, 0.1, 2.0] + 5.0
+    y = rng.integers(0, 3, 120)
+    problem = theory.lsq_problem(x, y, 3)
+    w, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    onehot = np.eye(3)[y]
+    loss = 0.5 * ((x @ w.T + b - onehot) ** 2).sum(axis=1).mean()
+    assert problem.excess(w, b) == pytest.approx(loss - problem.loss_star, rel=1e-9)
+    assert problem.lambda_max == pytest.approx(theory.augmented_lambda_max(x), rel=1e-12)
+
+
+@pytest.mark.parametrize("scheme, epsilon", [("raw", 2.0), ("center", 0.1), ("feature", 0.05)])
+def test_gd_closed_form_equals_the_measured_step_count(scheme, epsilon):
+    """Checks the trainer and the bias handling: the count is exact, not approximately right."""
+    ds = load_dataset("digits", seed=0, n_samples=600)
+    results = compare(
+        "digits",
+        schemes=(scheme,),
+        model="lsq",
+        optimizer="gd",
+        n_samples=600,
+        seeds=2,
+        epochs=400,
+        epsilon=epsilon,
+        lr_min=1 / 4,
+        lr_max=1 / 2,
+        max_extensions=0,
+        progress=False,
+    )
+    entry = results["theory"]["schemes"][scheme]
+    measured = [r["steps_to_epsilon"] for r in results["runs"] if r["lr"] == entry["lr"]]
+    assert None not in measured and len(measured) == 2
+    assert entry["steps_to_epsilon_predicted_per_seed"] == measured
+    assert entry["ratio_measured_to_predicted"] == 1.0 and entry["agrees"] is True
+    # the grid is centred on 2/λ_max of the augmented moment
+    assert results["schemes"][scheme]["grid_center"] == pytest.approx(entry["lr_gd_max"])
+    x, _ = _data(scheme, ds)
+    assert entry["lr_gd_max"] == pytest.approx(2.0 / theory.augmented_lambda_max(x), rel=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["raw", "feature"])
+def test_sgd_stability_prediction_within_25_percent_at_batch_32(scheme):
+    """feature: rare pixels give a few samples a huge norm, which the top direction misses."""
+    ds = load_dataset("digits", seed=0)
+    x, tensors = _data(scheme, ds)
+    problem = theory.lsq_problem(x, ds.y_train, ds.n_classes)
+    predicted = theory.sgd_stable_lr(problem, 32)
+    assert predicted < 2.0 / problem.lambda_max  # the noise of small batches lowers it
+    measured = measure_stable_lr(
+        tensors,
+        config=TrainConfig(model="lsq", batch_size=32),
+        n_classes=ds.n_classes,
+        guess=predicted,
+    )
+    assert measured["steps"] >= 500
+    assert 0.8 <= measured["threshold"] / predicted <= 1.25
+    if scheme == "feature":  # the heavy-tail correction is what makes it agree
+        top = theory.sgd_top_direction_lr(problem, 32)
+        assert measured["threshold"] / top < 0.5
+
+
+def test_full_batch_stability_is_two_over_lambda_max():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 3)) + 2.0
+    problem = theory.lsq_problem(x, rng.integers(0, 2, 50), 2)
+    assert theory.sgd_stable_lr(problem, 50) == pytest.approx(2.0 / problem.lambda_max)
+    assert theory.sgd_stable_lr(problem, 1) < theory.sgd_stable_lr(problem, 10)
+
+
+def test_spearman_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        a = rng.integers(0, 5, 7).astype(float)
+        b = rng.integers(0, 5, 7).astype(float)
+        if len(set(a)) < 2 or len(set(b)) < 2:
+            continue
+        assert theory.spearman(list(a), list(b)) == pytest.approx(stats.spearmanr(a, b)[0])
+    assert theory.spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == -1.0
+    assert theory.spearman([1.0, 1.0], [1.0, 2.0]) is None  # undefined, not NaN
+    assert theory.ranks([2.0, float("inf"), 1.0, float("inf")]) == [2.0, 3.5, 1.0, 3.5]
+
+
+def test_saturation_from_moments_matches_the_data():
+    ds = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 64)
+    w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+    raw = ds.x_train.reshape(len(ds.x_train), -1)
+    got = theory.saturation(raw, w, b)
+    assert got["tanh_saturated_measured"] > 0.3  # 0..16 inputs: many units saturate
+    assert got["tanh_saturated_predicted"] == pytest.approx(
+        got["tanh_saturated_measured"], abs=0.05
+    )
+    z, _ = _data("feature", ds)
+    low = theory.saturation(z, w, b)
+    assert low["tanh_saturated_predicted"] < 0.05 and low["tanh_saturated_measured"] < 0.05
+
+
+def test_lsq_runs_are_deterministic_and_record_the_theory(tmp_path):
+    options = dict(
+        schemes=("raw", "global"),
+        model="lsq",
+        seeds=1,
+        epochs=2,
+        n_samples=500,
+        lr_min=1 / 4,
+        lr_max=1 / 2,
+        max_extensions=1,
+        progress=False,
+        report=False,
+    )
+    compare("digits", out=tmp_path / "a", **options)
+    compare("digits", out=tmp_path / "b", **options)
+    a = (tmp_path / "a" / "results.json").read_bytes()
+    assert a == (tmp_path / "b" / "results.json").read_bytes()
+    th = json.loads(a)["theory"]
+    for name in ("raw", "global"):
+        entry = th["schemes"][name]
+        assert entry["lr_sgd_max_predicted"] <= entry["lr_gd_max"] * (1 + 1e-6)
+        assert "steps_to_epsilon_predicted" in entry and "steps_to_epsilon_measured" in entry
+    assert set(th["ranking"]["predicted"]) == {"raw", "global"}
