@@ -171,7 +171,10 @@ def console():
 
 AxisOpt = Annotated[str, typer.Option("--axis", help="feature (per pixel), channel or global.")]
 ChannelAxisOpt = Annotated[
-    int, typer.Option("--channel-axis", help="Channel axis of a sample: -1 for HWC, 0 for CHW.")
+    int | None,
+    typer.Option(
+        "--channel-axis", help="Channel axis of a sample: -1 for HWC (default), 0 for CHW."
+    ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 KeyOpt = Annotated[
@@ -293,7 +296,7 @@ def stats(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the statistics.")],
     axis: AxisOpt = "feature",
-    channel_axis: ChannelAxisOpt = -1,
+    channel_axis: ChannelAxisOpt = None,
     key: KeyOpt = None,
     nan_policy: Annotated[str, typer.Option(help="raise or omit")] = "raise",
     quiet: QuietOpt = False,
@@ -453,7 +456,7 @@ def fit(
     stats_file: Annotated[
         Path | None, typer.Option("--stats", help="Fit from a saved stats file instead of data.")
     ] = None,
-    channel_axis: ChannelAxisOpt = -1,
+    channel_axis: ChannelAxisOpt = None,
     axis: Annotated[
         str | None,
         typer.Option("--axis", help="minmax, maxabs, clip-percentile: feature, channel or global."),
@@ -535,7 +538,7 @@ def fit(
         "n_components": n_components,
         "dtype": output_dtype(dtype),
     }
-    normalizer = scheme_normalizer(scheme, given, channel_axis=channel_axis)
+    normalizer = scheme_normalizer(scheme, {**given, "channel_axis": channel_axis})
     if normalizer.needs_fit:
         from .comoments import CoMoments, compute_comoments
 
@@ -611,7 +614,7 @@ def scheme_parameters(scheme: str) -> list[str]:
     ]
 
 
-def scheme_normalizer(scheme: str, given: dict[str, Any], *, channel_axis: int) -> Any:
+def scheme_normalizer(scheme: str, given: dict[str, Any]) -> Any:
     """An unfitted normalizer of ``scheme`` with the options the user gave (None: not given).
 
     An option the scheme does not take, or one that turns it into another scheme
@@ -628,8 +631,6 @@ def scheme_normalizer(scheme: str, given: dict[str, Any], *, channel_axis: int) 
             f"{', '.join(_flag(k) for k in wrong)}: not an option of scheme {scheme!r} "
             f"(it takes {takes})"
         )
-    if "channel_axis" in accepted:
-        chosen["channel_axis"] = channel_axis
     normalizer = schemes.get(scheme, **chosen)
     if normalizer.scheme != schemes.get(scheme).scheme:
         raise NormlabError(
