@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import normlab
 from normlab import Moments, kernels
 from normlab.errors import FloatOverflowError, NonFiniteError
 
@@ -183,6 +184,9 @@ def test_float16_and_bfloat16_accumulate_in_float64():
     assert m.value_scale["dtype"] == "float"
     bf = torch.tensor(x).to(torch.bfloat16)
     b = Moments().update(bf)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bf), batch_size=700)
+    from_loader = normlab.compute_stats(loader, progress=False)
+    np.testing.assert_allclose(from_loader.var(), b.var(), rtol=1e-12)
     stored = bf.float().numpy().astype(np.float64)
     np.testing.assert_allclose(b.var(), stored.var(0), rtol=1e-12)
     np.testing.assert_allclose(b.mean, stored.mean(0), rtol=1e-14)

@@ -64,13 +64,21 @@ def value_scale_of(dtype: np.dtype) -> dict[str, Any]:
     return {"dtype": "float", "min_value": None, "max_value": None}
 
 
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor as numpy, without a copy on CPU; bfloat16 (which numpy lacks) as float32.
+
+    float32 holds every bfloat16 value exactly, so statistics see the stored numbers.
+    """
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
 def as_batch(batch: Any, what: str = "batch") -> np.ndarray:
     """A numpy view of a batch ``(n, *sample_shape)``; torch tensors without a copy when on CPU."""
     if type(batch).__module__.startswith("torch"):
-        batch = batch.detach().cpu()
-        if str(batch.dtype) == "torch.bfloat16":  # numpy has no bfloat16: float32 holds it exactly
-            batch = batch.float()
-        batch = batch.numpy()
+        batch = tensor_to_numpy(batch)
     try:
         arr = np.asarray(batch)
     except (TypeError, ValueError) as exc:

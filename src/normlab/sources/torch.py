@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import NormlabError, SourceError
 from ..imagestats import Note
+from ..moments import tensor_to_numpy
 from . import Source, register_source
 
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -43,7 +44,7 @@ def sample_array(item: Any, where: str) -> np.ndarray:
             "the input tensor, or (input, label)"
         )
     if type(item).__module__.startswith("torch"):
-        item = item.detach().cpu().numpy()
+        item = tensor_to_numpy(item)
     elif type(item).__module__.startswith("PIL"):
         item = np.asarray(item)
     arr = np.asarray(item)
