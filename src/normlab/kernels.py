@@ -672,6 +672,8 @@ def reduce_float(x: np.ndarray) -> FloatSums:
     else:  # rows of C values, folded into rows of about _FOLD_WIDTH values when narrow
         rows = x.reshape(n, n_channels)
         group = max(1, _FOLD_WIDTH // n_channels)
+        if group >= 16:  # folded rows of a multiple of 16 values start on 64-byte lines
+            group -= group % 16
         main = n - n % group
         pieces = [(rows[:main].reshape(main // group, 1, group * n_channels), group)]
         pieces.append((rows[main:].reshape(n - main, 1, n_channels), 1))
