@@ -102,6 +102,9 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             with warnings.catch_warnings(), reading(*inputs):
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)
+        except BrokenPipeError:  # the reader of stdout left (`normlab stats ... | head`)
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except (NormlabError, OSError) as exc:
             if _state["debug"]:
                 raise
@@ -137,6 +140,17 @@ def as_options(message: str) -> str:
         return f"{flag} {value}" if value else flag
 
     return _KEYWORD.sub(replace, message)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit raises nothing."""
+    import os
+
+    try:
+        fileno = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fileno)
 
 
 def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
