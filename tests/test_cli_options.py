@@ -200,3 +200,14 @@ def test_error_messages_name_options_of_the_command_the_user_ran(floats, tmp_pat
             assert flag in where, (argv, message)
         for name in re.findall(r"(?<![\w.])([a-z][a-z0-9_]*)=", message):
             assert name not in command_options(str(argv[0])), (argv, message)
+
+
+def test_every_keyword_of_apply_file_is_an_apply_option():
+    from normlab.apply import apply_file
+
+    options = command_options("apply")
+    renamed = {"progress": "quiet"}  # a progress bar unless --quiet
+    for name, parameter in inspect.signature(apply_file).parameters.items():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            assert renamed.get(name, name) in options, name
+    assert "dtype" in options  # the normalizer's output dtype, for this file
