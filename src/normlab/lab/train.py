@@ -42,8 +42,8 @@ class TrainConfig:
             )
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoints_per_epoch < 1:
             raise NormlabError(
-                f"epochs, batch_size and checkpoints_per_epoch must be positive; got {self.epochs}, "
-                f"{self.batch_size}, {self.checkpoints_per_epoch}"
+                "epochs, batch_size and checkpoints_per_epoch must be positive; got "
+                f"{self.epochs}, {self.batch_size}, {self.checkpoints_per_epoch}"
             )
         if not 0.0 < self.target <= 1.0:
             raise NormlabError(f"target train accuracy must lie in (0, 1]; got {self.target}")
