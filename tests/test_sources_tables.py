@@ -71,6 +71,31 @@ def test_integer_columns_take_the_exact_path(parquet_file: Path) -> None:
         assert np.array_equal(m.mean, want.mean) and np.array_equal(m.var(), want.var())
 
 
+def test_mixed_tables_read_integer_columns_exactly(parquet_file: Path, tmp_path: Path) -> None:
+    table = pq.read_table(parquet_file)
+    ints = np.stack([table.column("i").to_numpy(), table.column("u").to_numpy()], axis=1)
+    exact = normlab.compute_stats(ints.astype(np.int32))
+    src = resolve(parquet_file, columns="f,i,g,u")
+    assert [p.info["positions"] for p in src.parts] == [[1, 3], [0, 2]]
+    runs = [
+        normlab.compute_stats(parquet_file, columns="f,i,g,u", chunk_size=chunk_size, **engine)
+        for chunk_size, engine in ((None, {}), (211, {}), (211, {"engine": "local", "workers": 2}))
+    ]
+    for m in runs:
+        assert np.array_equal(m.mean[[1, 3]], exact.mean)
+        assert np.array_equal(m.var()[[1, 3]], exact.var())
+        assert np.array_equal(m.min[[1, 3]], exact.min) and m.count.tolist() == [5000] * 4
+    assert np.array_equal(runs[1].mean, runs[2].mean)  # same task split: same float bits
+    floats = normlab.compute_stats(parquet_file, columns="f,g")
+    np.testing.assert_allclose(runs[0].var()[[0, 2]], floats.var(), rtol=1e-14)
+    frame = normlab.compute_stats(table.to_pandas(), columns=["f", "i", "g", "u"])
+    assert np.array_equal(frame.mean[[1, 3]], exact.mean)
+    ckpt = normlab.compute_stats(
+        parquet_file, columns="f,i,g,u", checkpoint=tmp_path / "ckpt", checkpoint_every=1
+    )
+    assert np.array_equal(ckpt.mean, runs[0].mean)
+
+
 def test_int64_beyond_int32_and_nullable_ints_go_to_float(tmp_path: Path) -> None:
     big = pa.table({"big": np.array([1, 2, 3 * 2**40], dtype=np.int64)})
     pq.write_table(big, tmp_path / "big.parquet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,24 @@ def compute_stats(
             )
         return _weighted(src, sample_weight, axis, channel_axis, nan_policy)
     extras = bool(histogram or quantiles or per_image_std_average)
+    if src.parts and axis == "feature" and not extras:  # integer and float columns read apart
+        from .sources.tables import join_columns
+
+        each = [
+            compute_stats(
+                part,
+                axis,
+                nan_policy=nan_policy,
+                progress=progress,
+                engine=engine,
+                workers=workers,
+                scheduler=scheduler,
+                checkpoint=None if checkpoint is None else Path(checkpoint) / f"columns-{k}",
+                checkpoint_every=checkpoint_every,
+            )
+            for k, part in enumerate(src.parts)
+        ]
+        return join_columns(each, [part.info["positions"] for part in src.parts])
     if extras or src.info.get("stats_class") == "ImageStats":
         from .imagestats import ImageStats
 

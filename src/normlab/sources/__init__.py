@@ -30,6 +30,9 @@ class Source:
     tasks: list[Any]
     description: str
     info: dict[str, Any] = field(default_factory=dict)
+    # column groups read apart (tables: integer columns exact, float columns float): each
+    # part's info["positions"] says where its features go; `tasks` read every column at once
+    parts: list[Source] = field(default_factory=list)
 
     @property
     def n_items(self) -> int:

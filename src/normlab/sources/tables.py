@@ -8,11 +8,11 @@ and datasets, pandas and polars DataFrames.
   up to ``TASK_CHUNKS`` chunks of rows; a task reads its row groups with pyarrow in
   batches of ``chunk_size`` rows (default: about 32 MiB), never a whole file. A task holds the
   file's URL and ``storage_options``: a Dask worker opens the file itself.
-* **Types**: when every selected column is an integer (or bool) column without nulls whose
-  values fit int32 (Parquet's row-group statistics or Arrow's min/max tell), the batches are
-  integers and the statistics take the exact integer path; otherwise they are float64 (an
-  integer up to 2**53 converts exactly) and nulls become NaN, counted per column under
-  ``nan_policy="omit"`` and refused under ``"raise"``.
+* **Types**: integer and bool columns without nulls whose values fit int32 (Parquet's
+  row-group statistics or Arrow's min/max tell) travel as integers and take the exact path;
+  the others as float64 (an integer up to 2**53 converts exactly), nulls as NaN, counted per
+  column under ``nan_policy="omit"`` and refused under ``"raise"``. When both kinds are
+  chosen, the source's ``parts`` read each group apart (see :func:`split_source`).
 * **Errors** name the file's URL and the row group: a missing column, a corrupt row group, an
   unreachable bucket or a denied key is a :class:`~normlab.errors.SourceError`; with
   ``skip_bad=True`` an unreadable row group is skipped and listed in the statistics.
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from ..errors import DTypeError, NormlabError, NormlabWarning, SourceError, requ
 from . import Source, register_source
 from .arrays import TASK_CHUNKS, rows_per_chunk
 from .fs import Location, errors_named, expand, has_magic, is_path_like, location
+
+if TYPE_CHECKING:
+    from ..moments import Moments
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 REMOTE_BLOCK_BYTES = 64 * 1024 * 1024
@@ -236,7 +239,7 @@ class _FileInfo:
     loc: Location
     schema: Any
     rows: list[int]
-    exact: bool
+    exact: dict[str, bool]  # per column: fits the exact path in this file
 
 
 def _read_footer(
@@ -329,21 +332,25 @@ def parquet_source(
             names = select_columns(schema, wanted, loc.path)
         else:
             select_columns_in(schema, names, loc.path, files[0].path)
-        infos.append(_FileInfo(loc, schema, rows, all(exact.get(n, False) for n in names)))
+        infos.append(_FileInfo(loc, schema, rows, exact))
     assert first_schema is not None  # files is never empty here
-    types = [first_schema.field(n).type for n in names]
-    plan = ColumnPlan(tuple(names), plan_dtype(types, all(info.exact for info in infos)))
-    chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
-    task_rows = chunk_rows * TASK_CHUNKS
-    tasks = [
-        ParquetTask(info.loc.path, groups, plan, chunk_rows, n, info.loc.options, bool(skip_bad))
-        for info in infos
-        for groups, n in _row_group_runs(info.rows, task_rows)
-    ]
+    types = {n: first_schema.field(n).type for n in names}
+    exact_columns = {n for n in names if all(info.exact.get(n, False) for info in infos)}
     where = (
         files[0].path if len(files) == 1 else f"{len(files)} Parquet files ({files[0].path}, ...)"
     )
-    return Source(tasks, where, _info(plan, sum(sum(i.rows) for i in infos)))
+    n_rows = sum(sum(info.rows) for info in infos)
+
+    def read(plan: ColumnPlan) -> Source:
+        chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
+        tasks = [
+            ParquetTask(info.loc.path, runs, plan, chunk_rows, n, info.loc.options, bool(skip_bad))
+            for info in infos
+            for runs, n in _row_group_runs(info.rows, chunk_rows * TASK_CHUNKS)
+        ]
+        return Source(tasks, where, _info(plan, n_rows))
+
+    return split_source(names, types, exact_columns, read)
 
 
 def select_columns_in(schema: Any, names: list[str], where: str, first: str) -> None:
@@ -374,6 +381,69 @@ def _row_group_runs(rows: list[int], task_rows: int) -> Iterator[tuple[tuple[int
         count += n
     if run:
         yield tuple(run), count
+
+
+def split_source(
+    names: list[str],
+    types: dict[str, Any],
+    exact_columns: set[str],
+    read: Callable[[ColumnPlan], Source],
+) -> Source:
+    """The source of every column and, when integer and float columns mix, its two parts.
+
+    The whole source reads every column as float64 (what co-moments need: one array per
+    sample); its ``parts`` read the integer columns (exact path) and the float columns apart,
+    each only its own columns, so ``compute_stats`` gives integer columns exact statistics.
+    """
+    if len(exact_columns) == len(names):
+        return read(ColumnPlan(tuple(names), plan_dtype([types[n] for n in names], True)))
+    whole = read(ColumnPlan(tuple(names), "float64"))
+    if not exact_columns:
+        return whole
+    for exact in (True, False):
+        group = [n for n in names if (n in exact_columns) == exact]
+        part = read(ColumnPlan(tuple(group), plan_dtype([types[n] for n in group], exact)))
+        part.info["positions"] = [names.index(n) for n in group]
+        whole.parts.append(part)
+    return whole
+
+
+def join_columns(parts: list[Moments], positions: list[list[int]]) -> Moments:
+    """Per-feature statistics of column groups read apart, as one ``Moments`` in column order.
+
+    The result is in the float representation: an exact part gives its correctly rounded
+    mean as the shift and its variance times the count as M2, so its means are the exact
+    path's bits and its variances agree within an ulp.
+    """
+    from ..moments import Moments
+
+    n_features = sum(len(p) for p in positions)
+    order = np.empty(n_features, dtype=np.int64)
+    order[np.concatenate(positions)] = np.arange(n_features)
+    pieces: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        count = part.count
+        values = {
+            "count": count,
+            "min": part.min,
+            "max": part.max,
+            "n_nonzero": part.n_nonzero,
+            "n_nonfinite": part.n_nonfinite,
+        }
+        if part.exact:
+            values.update(
+                shift=part.mean, mean_shifted=np.zeros_like(part.mean), m2=part.var() * count
+            )
+        else:
+            values.update(
+                {k: v for k, v in part.to_tensors().items() if k in ("shift", "mean_shifted", "m2")}
+            )
+        for key, value in values.items():
+            pieces.setdefault(key, []).append(np.asarray(value))
+    tensors = {k: np.concatenate(v)[order] for k, v in pieces.items()}
+    floats = next(p for p in parts if not p.exact)
+    meta = {**floats.metadata(), "sample_shape": [n_features], "exact": False}
+    return Moments.from_tensors(meta, tensors)
 
 
 def _info(plan: ColumnPlan, n_rows: int) -> dict[str, Any]:
@@ -438,29 +508,34 @@ def table_source(
     if any(not isinstance(name, str) for name in table.column_names):
         raise DTypeError(f"{what}: column names must be strings; got {table.column_names}")
     names = select_columns(table.schema, parse_columns(columns), what)
-    pc = _pa().compute
-    exact = True
+    pa = _pa()
+    exact_columns = set()
     for name in names:
         column = table.column(name)
         lo = hi = None
-        if column.type.id != _pa().bool_().id and _pa().types.is_integer(column.type):
-            bounds = pc.min_max(column)
+        if pa.types.is_integer(column.type):
+            bounds = pa.compute.min_max(column)
             lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        exact = exact and _fits_exact(column.type, lo, hi, column.null_count)
-    plan = ColumnPlan(tuple(names), plan_dtype([table.schema.field(n).type for n in names], exact))
-    table = table.select(list(names))
-    chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
-    per_task = chunk_rows * TASK_CHUNKS
-    tasks = [
-        TableTask(
-            table.slice(s, per_task),
-            plan,
-            chunk_rows,
-            f"{what} rows {s}:{min(s + per_task, table.num_rows)}",
-        )
-        for s in range(0, table.num_rows, per_task)
-    ]
-    return Source(tasks, f"{what} of {table.num_rows} rows", _info(plan, table.num_rows))
+        if _fits_exact(column.type, lo, hi, column.null_count):
+            exact_columns.add(name)
+
+    def read(plan: ColumnPlan) -> Source:
+        chosen = table.select(list(plan.names))
+        chunk_rows = rows_per_chunk(plan.row_bytes, chunk_size)
+        per_task = chunk_rows * TASK_CHUNKS
+        tasks = [
+            TableTask(
+                chosen.slice(s, per_task),
+                plan,
+                chunk_rows,
+                f"{what} rows {s}:{min(s + per_task, table.num_rows)}",
+            )
+            for s in range(0, table.num_rows, per_task)
+        ]
+        return Source(tasks, f"{what} of {table.num_rows} rows", _info(plan, table.num_rows))
+
+    types = {n: table.schema.field(n).type for n in names}
+    return split_source(names, types, exact_columns, read)
 
 
 def dataset_source(source: Any, **options: Any) -> Source | None:
