@@ -229,3 +229,51 @@ def test_a_live_writers_temporary_is_kept(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["n.safetensors"]
     assert dest.read_bytes() == b"first"  # the child's rename came last
+
+
+# ---- checkpoints never mix two inputs -----------------------------------------------------
+
+
+def test_a_generator_cannot_be_checkpointed_without_a_key(tmp_path):
+    def batches(value: float):
+        yield np.full((5, 2), value)
+
+    ck = tmp_path / "ck"
+    with pytest.raises(NormlabError, match="checkpoint_key"):
+        normlab.compute_stats(batches(1.0), checkpoint=ck)
+    first = normlab.compute_stats(batches(1.0), checkpoint=ck, checkpoint_key="ones")
+    with pytest.raises(NormlabError, match="checkpoint_key"):
+        normlab.compute_stats(batches(2.0), checkpoint=ck, checkpoint_key="twos")
+    assert first.mean.tolist() == [1.0, 1.0]
+
+
+def test_in_memory_arrays_are_fingerprinted_by_content(tmp_path):
+    ck = tmp_path / "ck"
+    a = np.zeros((20, 3))
+    normlab.compute_stats(a, checkpoint=ck)
+    with pytest.raises(NormlabError, match="other inputs"):
+        normlab.compute_stats(a + 1, checkpoint=ck)
+
+
+@pytest.mark.parametrize("mode", ["auto", "sample", "content"])
+def test_a_file_rewritten_with_same_size_and_mtime_is_refused(tmp_path, mode):
+    path = tmp_path / "x.npy"
+    x = np.arange(60000, dtype=np.float64).reshape(20000, 3)
+    np.save(path, x)
+    ck = tmp_path / "ck"
+    normlab.compute_stats(path, checkpoint=ck, checkpoint_fingerprint=mode, chunk_size=1000)
+    stat = os.stat(path)
+    y = x.copy()
+    y[:, 0] = -1  # every block changes; same size
+    np.save(path, y)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p / rsync -t do
+    with pytest.raises(NormlabError, match="same size and modification time"):
+        normlab.compute_stats(path, checkpoint=ck, checkpoint_fingerprint=mode, chunk_size=1000)
+
+
+def test_checkpoint_options_are_validated(tmp_path):
+    x = np.zeros((4, 2))
+    with pytest.raises(NormlabError, match="checkpoint_fingerprint"):
+        normlab.compute_stats(x, checkpoint=tmp_path / "a", checkpoint_fingerprint="md5")
+    with pytest.raises(NormlabError, match="checkpoint_every"):
+        normlab.compute_stats(x, checkpoint=tmp_path / "b", checkpoint_every="3")

@@ -353,6 +353,20 @@ def stats(
         int | None,
         typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10)."),
     ] = None,
+    checkpoint_key: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-key",
+            help="A name for data without an identity of its own, to allow a checkpoint.",
+        ),
+    ] = None,
+    checkpoint_fingerprint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint-fingerprint",
+            help="How input files are recognised: auto, stat, sample or content.",
+        ),
+    ] = "auto",
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .display import stats_lines
@@ -382,6 +396,8 @@ def stats(
         per_image_std_average=per_image_std_average,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        checkpoint_key=checkpoint_key,
+        checkpoint_fingerprint=checkpoint_fingerprint,
         **reading,
     )
     m.save(output)

@@ -33,6 +33,8 @@ def compute_stats(
     scheduler: Any = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_key: str | None = None,
+    checkpoint_fingerprint: str = "auto",
     sample_weight: Any = None,
     **source_options: Any,
 ) -> Moments:
@@ -73,6 +75,12 @@ def compute_stats(
         A folder where the merged state and the finished tasks are saved every
         ``checkpoint_every`` tasks (default 10). Rerun with the same arguments to resume;
         a checkpoint made for other inputs or options is refused.
+    checkpoint_key, checkpoint_fingerprint
+        ``checkpoint_key`` names data that has no identity of its own (a generator, an
+        iterable of batches, a PyTorch dataset): without it such inputs cannot be
+        checkpointed. ``checkpoint_fingerprint``: how files are recognised — ``"stat"``
+        (size and modification time), ``"sample"`` (also a hash of 17 blocks),
+        ``"content"`` (a hash of every byte) or ``"auto"`` (sample up to 1000 files).
     sample_weight
         One weight ≥ 0 per sample, in the order the source yields them (see
         :meth:`Moments.update`): whole-number weights keep integer data exact. Weighted
@@ -159,6 +167,8 @@ def compute_stats(
         progress=progress,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        checkpoint_key=checkpoint_key,
+        checkpoint_fingerprint=checkpoint_fingerprint,
     )
     skipped = getattr(stats, "n_skipped", 0)
     if stats.n_samples_seen == 0:

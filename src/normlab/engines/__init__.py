@@ -44,6 +44,8 @@ def run_tasks(
     progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_key: str | None = None,
+    checkpoint_fingerprint: str = "auto",
 ) -> Any:
     """Map every task to a statistic and merge them in task order.
 
@@ -80,7 +82,14 @@ def run_tasks(
     total = make_empty()
     done: set[int] = set()
     if checkpoint is not None:
-        ckpt = Checkpoint(checkpoint, tasks, make_empty, every=checkpoint_every)
+        ckpt = Checkpoint(
+            checkpoint,
+            tasks,
+            make_empty,
+            every=checkpoint_every,
+            key=checkpoint_key,
+            fingerprint_mode=checkpoint_fingerprint,
+        )
         total, done = ckpt.resume(total)
     todo = [(i, t) for i, t in enumerate(tasks) if i not in done]
     if engine != "serial" and todo:

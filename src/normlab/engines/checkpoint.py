@@ -7,7 +7,13 @@ kind, label, size and chunking, and every input file's path, size and modificati
 Tasks are merged in task order, so the finished tasks are always the first ones, and a
 resumed run that merges the rest ends with the same bits as a run never interrupted. A
 checkpoint whose fingerprint differs from the run's is refused, saying what changed.
-In-memory arrays are fingerprinted by shape and dtype only.
+In-memory arrays are fingerprinted by a hash of their contents. Inputs with no identity —
+generators, iterables of batches, PyTorch datasets — are refused unless the caller names
+the data with a ``key``. Files are fingerprinted by size and modification time, plus a hash
+of their contents: ``"sample"`` hashes 17 blocks of 4 KiB spread over the file (cheap;
+default for runs of at most 1000 files), ``"content"`` hashes every byte, ``"stat"`` none
+(``"auto"``: sample, or stat above 1000 files). A file rewritten with the same size and a
+restored modification time (``cp -p``, ``rsync -t``) is caught by its content hash.
 """
 
 from __future__ import annotations
@@ -39,12 +45,48 @@ def _task_files(task: Any) -> list[str]:
     return found
 
 
-def _file_state(path: str) -> list[int] | None:
+FINGERPRINTS = ("auto", "stat", "sample", "content")
+_AUTO_SAMPLE_FILES = 1000
+_BLOCK = 4096
+_BLOCKS = 16
+# Task kinds whose data has no identity normlab can check (a generator, a dataset object).
+_UNIDENTIFIED = frozenset({"IterableTask", "MapDatasetTask"})
+
+
+def _file_state(path: str, mode: str = "stat") -> list[Any] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    state: list[Any] = [st.st_size, st.st_mtime_ns]
+    if mode in ("sample", "content"):
+        from ..io import check_regular
+
+        check_regular(path)
+        digest = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as handle:
+                if mode == "content" or st.st_size <= _BLOCK * (_BLOCKS + 1):
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                else:
+                    for i in range(_BLOCKS + 1):
+                        handle.seek(min(i * st.st_size // _BLOCKS, st.st_size - _BLOCK))
+                        digest.update(handle.read(_BLOCK))
+        except OSError:
+            return None
+        state.append(f"{mode}:{digest.hexdigest()}")
+    return state
+
+
+def _array_digest(task: Any) -> str:
+    import numpy as np
+
+    rows = np.ascontiguousarray(task.array[task.start : task.stop])
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str((rows.shape, rows.dtype.str)).encode())
+    digest.update(memoryview(rows.reshape(-1).view(np.uint8)))
+    return digest.hexdigest()
 
 
 def _task_description(task: Any) -> str:
@@ -58,14 +100,45 @@ def _task_description(task: Any) -> str:
     return " ".join(parts)
 
 
-def fingerprint(tasks: list[Any], make_empty: Callable[[], Any]) -> dict[str, Any]:
-    """What identifies a run's inputs and options (JSON)."""
-    files: dict[str, list[int] | None] = {}
+def fingerprint(
+    tasks: list[Any],
+    make_empty: Callable[[], Any],
+    *,
+    key: str | None = None,
+    mode: str = "auto",
+) -> dict[str, Any]:
+    """What identifies a run's inputs and options (JSON).
+
+    Raises :class:`NormlabError` for inputs that cannot be identified when no ``key`` names
+    them: a checkpoint must never combine two different inputs.
+    """
+    if mode not in FINGERPRINTS:
+        raise NormlabError(f"checkpoint_fingerprint must be one of {FINGERPRINTS}; got {mode!r}")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise NormlabError(f"checkpoint_key must be a non-empty string; got {key!r}")
+    if mode == "auto":
+        n_files = sum(len(_task_files(t)) for t in tasks)
+        mode = "sample" if n_files <= _AUTO_SAMPLE_FILES else "stat"
+    files: dict[str, list[Any] | None] = {}
     task_digests = []
     for task in tasks:
         digest = hashlib.sha256()
-        for path in _task_files(task):
-            state = files.setdefault(path, _file_state(path))
+        paths = _task_files(task)
+        own = getattr(task, "fingerprint", None)
+        if callable(own):
+            digest.update(str(own()).encode())
+        elif type(task).__name__ == "ArrayTask":
+            digest.update(_array_digest(task).encode())
+        elif not paths and type(task).__name__ in _UNIDENTIFIED and key is None:
+            raise NormlabError(
+                f"checkpoint: {task.label} has no identity normlab can check (a generator, "
+                "an iterable of batches or a dataset object may hold other data in a later run, "
+                "and resuming would mix the two). Pass checkpoint_key='a name for this data' "
+                "(--checkpoint-key), changing it whenever the data changes, or run without a "
+                "checkpoint"
+            )
+        for path in paths:
+            state = files.setdefault(path, _file_state(path, mode))
             digest.update(json.dumps([path, state]).encode())
         task_digests.append(digest.hexdigest()[:16])
     return {
@@ -73,6 +146,8 @@ def fingerprint(tasks: list[Any], make_empty: Callable[[], Any]) -> dict[str, An
         "tasks": [_task_description(t) for t in tasks],
         "task_files": task_digests,
         "files": files if len(files) <= _LISTED_FILES else None,
+        "key": key,
+        "fingerprint": mode,
     }
 
 
@@ -87,6 +162,13 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for key in sorted(set(old_stat) | set(new_stat)):
         if old_stat.get(key) != new_stat.get(key):
             changes.append(f"{key}: {old_stat.get(key)!r} then, {new_stat.get(key)!r} now")
+    if old.get("key") != new.get("key"):
+        changes.append(f"checkpoint_key: {old.get('key')!r} then, {new.get('key')!r} now")
+    if old.get("fingerprint", "stat") != new.get("fingerprint"):
+        changes.append(
+            f"checkpoint_fingerprint: {old.get('fingerprint', 'stat')!r} then, "
+            f"{new.get('fingerprint')!r} now"
+        )
     old_tasks, new_tasks = old.get("tasks", []), new["tasks"]
     if old_tasks != new_tasks:
         first = next(
@@ -108,19 +190,20 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 changes.append(f"{path} is a new input")
             elif old_files[path] != new_files[path]:
                 a, b = old_files[path], new_files[path]
-                how = (
-                    f"{_describe_file(a)} then, {_describe_file(b)} now"
-                    if a is None or b is None or a[0] != b[0]
-                    else "modified since (same size, new modification time)"
-                )
+                if a is None or b is None or a[0] != b[0]:
+                    how = f"{_describe_file(a)} then, {_describe_file(b)} now"
+                elif a[1] == b[1]:
+                    how = "other contents (same size and modification time)"
+                else:
+                    how = "modified since (same size, new modification time)"
                 changes.append(f"{path} changed: {how}")
-    elif old.get("task_files") != new["task_files"] and old_tasks == new_tasks:
+    if not changes and old.get("task_files") != new["task_files"] and old_tasks == new_tasks:
         changed = [
             new_tasks[i]
             for i, (a, b) in enumerate(zip(old["task_files"], new["task_files"]))
             if a != b
         ]
-        changes.append(f"files of {len(changed)} task(s) changed, the first: [{changed[0]}]")
+        changes.append(f"the data of {len(changed)} task(s) changed, the first: [{changed[0]}]")
     return changes
 
 
@@ -152,15 +235,19 @@ class Checkpoint:
         make_empty: Callable[[], Any],
         *,
         every: int | None = None,
+        key: str | None = None,
+        fingerprint_mode: str = "auto",
     ) -> None:
-        if every is not None and int(every) < 1:
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
             raise NormlabError(f"checkpoint_every must be a positive number of tasks; got {every}")
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise NormlabError(f"{self.folder}: the checkpoint must be a folder; this is a file")
         self.path = self.folder / FILE_NAME
         self.every = int(every or DEFAULT_EVERY)
-        self.fingerprint = fingerprint(tasks, make_empty)
+        self.fingerprint = fingerprint(tasks, make_empty, key=key, mode=fingerprint_mode)
         self.n_tasks = len(tasks)
         self.done: set[int] = set()
         self._unsaved = 0
