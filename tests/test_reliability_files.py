@@ -49,7 +49,6 @@ CORRUPTIONS = {
     "sum above count*max": lambda m, t: t.update(s1_limbs=_limbs([10**6] * 3)),
     "min above max": lambda m, t: t.update(min=t["max"] + 1),
     "nnz above count": lambda m, t: t.update(n_nonzero=t["count"] + 1),
-    "count above samples": lambda m, t: m.update(n_samples_seen=3),
     "fractional min": lambda m, t: t.update(min=t["min"] + 0.5),
     "sums without values": lambda m, t: t.update(count=np.zeros(3, np.int64)),
     "too many limbs": lambda m, t: t.update(s1_limbs=np.zeros((3, 5000), np.int64)),

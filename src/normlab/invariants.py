@@ -3,8 +3,7 @@ is a :class:`~normlab.errors.FileFormatError` at load, not a wrong number later.
 
 Checked, per reduced element (feature, channel or the one global value):
 
-* counts: ``0 ≤ n_nonzero ≤ count``, ``n_nonfinite ≥ 0``, and (unweighted) ``count`` at most
-  the samples seen times the values each sample gives the element;
+* counts: ``0 ≤ n_nonzero ≤ count`` (unweighted), ``n_nonfinite ≥ 0``;
 * an element with count 0 has sums 0; one with values has ``min ≤ max``, both finite
   (integers: whole numbers);
 * exact sums (integer data): ``count·min ≤ Σx ≤ count·max`` and
@@ -17,7 +16,6 @@ file size.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -50,13 +48,6 @@ def check_moments(m: Any) -> None:
         if (nnz > count).any():
             raise FileFormatError(
                 f"more non-zero values than values ({_first(nnz > count)}): corrupt statistics"
-            )
-        per_sample = math.prod(m.sample_shape) // max(1, math.prod(count.shape))
-        limit = m.n_samples_seen * max(1, per_sample)
-        if (count > limit).any():
-            raise FileFormatError(
-                f"counts up to {int(count.max())} from {m.n_samples_seen} samples of "
-                f"{per_sample} value(s) each ({_first(count > limit)}): corrupt statistics"
             )
     seen = count > 0
     lo, hi = m._min, m._max
