@@ -159,6 +159,26 @@ def test_dask_engine_computes_each_block_on_a_worker(client):
     assert stats.n_samples_seen == 150 and stats.mean[0] == 2.0
 
 
+def _broken_block(i: int) -> np.ndarray:
+    if i == 2:
+        raise ValueError("checksum mismatch in block 2")
+    return np.zeros((10, 3), np.uint8)
+
+
+def test_a_failing_dask_block_is_named_on_every_engine(client):
+    import dask
+
+    x = da.concatenate(
+        [
+            da.from_delayed(dask.delayed(_broken_block)(i), shape=(10, 3), dtype=np.uint8)
+            for i in range(4)
+        ]
+    )
+    for engine, scheduler in (("serial", None), ("dask", client)):
+        with pytest.raises(SourceError, match=r"chunk 2 \(rows 20:30\).*checksum mismatch"):
+            normlab.compute_stats(x, engine=engine, scheduler=scheduler)
+
+
 def test_dask_engine_runs_statistics_where_persisted_blocks_live(client, ints):
     x = client.persist(da.from_array(ints, chunks=(60, 6, 5, 3)))
     distributed.wait(x)

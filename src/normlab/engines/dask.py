@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import NormlabError, require
+from ..errors import NormlabError, SourceError, require
 from . import TaskResult, execute, in_order
 
 
 def run_on_worker(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
-    """:func:`~normlab.engines.execute` with one numba thread (a Dask worker runs one task per thread)."""
+    """:func:`~normlab.engines.execute` with one numba thread (one task per worker thread)."""
     from .. import kernels
 
     kernels.set_threads(1)
@@ -159,4 +159,12 @@ def _outcome(future: Any, task: Any) -> TaskResult:
     except KilledWorker as exc:
         raise NormlabError(
             f"{task.label}: Dask workers died while running this task, too often to retry ({exc})"
+        ) from None
+    except NormlabError:
+        raise
+    except Exception as exc:  # a task's Dask block failed to compute, before its statistics
+        if getattr(task, "dask_inputs", None) is None:
+            raise
+        raise SourceError(
+            f"{task.label}: cannot compute this block ({type(exc).__name__}: {exc})"
         ) from None

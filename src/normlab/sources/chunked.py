@@ -191,10 +191,19 @@ def _computed_block(
     stop: int,
     chunk_size: int | None,
     row_bytes: int,
-    data: np.ndarray,
+    blocks: Any,
 ) -> ChunkedTask:
-    reader = MemoryReader(np.asarray(data), start, name)
+    data = np.block(blocks) if _n_blocks(blocks) > 1 else np.asarray(_first_block(blocks))
+    reader = MemoryReader(data, start, name)
     return ChunkedTask(reader, grid, start, stop, chunk_size, row_bytes)
+
+
+def _n_blocks(blocks: Any) -> int:
+    return sum(_n_blocks(b) for b in blocks) if isinstance(blocks, list) else 1
+
+
+def _first_block(blocks: Any) -> Any:
+    return _first_block(blocks[0]) if isinstance(blocks, list) else blocks
 
 
 def _chunked_source(
@@ -237,7 +246,10 @@ class DaskReader:
         return np.asarray(self.array[start:stop].compute(scheduler="sync"))
 
     def dask_block(self, start: int, stop: int) -> Any:
-        return self.array[start:stop]
+        """The blocks of rows ``start:stop`` as nested lists of ``Delayed`` (one per chunk of
+        the other axes): the worker gets the blocks themselves, with no concatenating task
+        (and copy) in between when the row-chunk is one block."""
+        return self.array[start:stop].to_delayed(optimize_graph=False).tolist()
 
 
 def dask_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
