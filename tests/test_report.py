@@ -136,9 +136,14 @@ def test_chromium_renders_the_page(report, tmp_path):
         timeout=180,
     ).stdout
     assert '<table id="summary">' in dom
+    # the first paragraph is the verdict: the winner and a ratio against the other scheme
+    first = re.search(r'<p id="verdict">(.*?)</p>', dom, re.S).group(1)
+    assert dom.index('id="verdict"') < dom.index('<table id="summary">')
+    assert "feature trained fastest" in first and re.search(r"\d+\.\d\d× fewer than raw", first)
     for scheme in SCHEMES:
         assert f"<td>{scheme}</td>" in dom
     assert dom.count("<img") == 5
+    assert dom.index("<h2>Probes of the mechanism</h2>") < dom.index('<figure id="probes">')
 
 
 def test_report_holds_the_diagnosis_of_the_training_split(report):

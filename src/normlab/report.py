@@ -252,6 +252,7 @@ def _diagonal(results: dict[str, Any]) -> Any:
 
     fig, ax = plt.subplots(figsize=(11, 4))
     drawn = False
+    floor = _diagonal_floor(results)
     for scheme in results["schemes"]:
         info = results["schemes"][scheme]
         quantiles = info["diagonal"]["quantiles"]
@@ -260,7 +261,7 @@ def _diagonal(results: dict[str, Any]) -> Any:
         steps = [i / (len(quantiles) - 1) for i in range(len(quantiles))]
         ax.plot(
             steps,
-            quantiles,
+            [max(q, floor) for q in quantiles],
             marker="o",
             ms=3,
             color=_color(results, scheme),
@@ -272,6 +273,7 @@ def _diagonal(results: dict[str, Any]) -> Any:
         return None
     ax.set(
         yscale="log",
+        ylim=(floor / 2, None),
         xlabel="quantile over inputs (nonzero entries)",
         ylabel="E[x_k²]",
         title="per-input diagonal of E[x xᵀ] on the normalized training data",
@@ -279,6 +281,18 @@ def _diagonal(results: dict[str, Any]) -> Any:
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+_DIAGONAL_DECADES = 6  # the diagonal plot shows six decades below the largest entry
+
+
+def _diagonal_floor(results: dict[str, Any]) -> float:
+    tops = [
+        max(i["diagonal"]["quantiles"])
+        for i in results["schemes"].values()
+        if i["diagonal"]["quantiles"]
+    ]
+    return max(tops) * 10.0**-_DIAGONAL_DECADES if tops else 0.0
 
 
 def _caption_curves(results: dict[str, Any]) -> str:
@@ -294,7 +308,7 @@ def _caption_curves(results: dict[str, Any]) -> str:
 def _caption_sweep(results: dict[str, Any]) -> str:
     return (
         "The learning-rate search. Each scheme's grid is centred on its own 2/λ_max (dashed line), "
-        "where λ_max is the largest eigenvalue of E[x xᵀ] of its normalized training inputs — the "
+        "where λ_max is the largest eigenvalue of E[z zᵀ], z = (x, 1), of its normalized inputs — the "
         "largest step plain gradient descent can take on a linear unit. The pale thick line marks "
         "the chosen rate; the grid was widened until that rate lay strictly inside it. Schemes with "
         "a large input mean have a huge λ_max, so they are only stable at tiny rates."
@@ -330,6 +344,16 @@ def _caption_diagonal(results: dict[str, Any]) -> str:
         "descent's effective learning rate for weight k scales with this value, so a spread-out "
         "curve means some weights learn much faster than others; per-feature z-scoring makes it "
         "flat (1 for every non-constant input)."
+        + (
+            f" Values more than {_DIAGONAL_DECADES} decades below the largest are drawn at that "
+            "floor (e.g. ZCA's near-zero constant pixels)."
+            if any(
+                min(i["diagonal"]["quantiles"]) < _diagonal_floor(results)
+                for i in results["schemes"].values()
+                if i["diagonal"]["quantiles"]
+            )
+            else ""
+        )
     )
 
 
@@ -354,9 +378,14 @@ code { background: #f4f4f4; }
 """
 
 
+def _is_lsq(results: dict[str, Any]) -> bool:
+    return results["config"]["model"] == "lsq"
+
+
 def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
     """One row of formatted strings per scheme: the report's (and the CLI's) summary table."""
     rows = []
+    theory = results.get("theory", {}).get("schemes", {})
     for scheme, info in results["schemes"].items():
         if "summary" not in info:
             continue
@@ -364,18 +393,52 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
         if s["samples_to_target_mean"] is None:
             to_target = f"not reached (0/{s['n_seeds']})"
         else:
-            to_target = f"{s['samples_to_target_mean']:,.0f} ± {s['samples_to_target_std']:,.0f} ({s['n_reached']}/{s['n_seeds']})"
+            to_target = (
+                f"{s['samples_to_target_mean']:,.0f} ± {s['samples_to_target_std']:,.0f} "
+                f"({s['n_reached']}/{s['n_seeds']})"
+            )
         acc = s["final_test_acc_mean"]
+        row = {
+            "scheme": scheme,
+            "chosen LR": _fmt(info["best_lr"])
+            + ("" if info["best_lr_inside_grid"] else " (grid edge)"),
+            "2/λ_max": _fmt(info["lr_bound"]),
+            "samples to target": to_target,
+        }
+        if _is_lsq(results):
+            t = theory.get(scheme, {})
+            row["steps to ε"] = _fmt(s.get("steps_to_epsilon_mean"), 4)
+            row["predicted"] = _fmt(t.get("steps_to_epsilon_predicted"), 4)
+            ratio = t.get("ratio_measured_to_predicted")
+            row["measured/predicted"] = (
+                "—" if ratio is None else f"{ratio:.2f}" + ("" if t.get("agrees") else " (!)")
+            )
+        row["final test acc"] = "—" if acc is None else f"{acc:.3f} ± {s['final_test_acc_std']:.3f}"
+        rows.append(row)
+    return rows
+
+
+_PROBE_SENTENCES = {
+    "single-signed rows": "share of hidden units whose whole incoming-weight update had one sign",
+    "sign agreement": "share of a unit's update (by magnitude) carrying its majority sign; "
+    "0.5 is balanced",
+    "zigzag cosine": "mean cosine between a unit's successive updates; below 0 it zigzags",
+    "reversed steps": "share of successive updates of a unit that pointed backwards",
+    "batch-1 single-signed": "from the inputs alone: with one sample per step a row is "
+    "single-signed exactly when the input's nonzero values share a sign",
+}
+
+
+def probe_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The mechanism probes per scheme (means over seeds and steps at the chosen rate)."""
+    rows = []
+    for scheme, info in results["schemes"].items():
+        if "summary" not in info:
+            continue
+        s = info["summary"]
         rows.append(
             {
                 "scheme": scheme,
-                "chosen LR": _fmt(info["best_lr"])
-                + ("" if info["best_lr_inside_grid"] else " (grid edge)"),
-                "2/λ_max": _fmt(info["lr_bound"]),
-                "samples to target": to_target,
-                "final test acc": "—"
-                if acc is None
-                else f"{acc:.3f} ± {s['final_test_acc_std']:.3f}",
                 "single-signed rows": _fmt(s["single_signed"], 2),
                 "sign agreement": _fmt(s["sign_agreement"], 2),
                 "zigzag cosine": _fmt(s["cosine"], 2),
@@ -386,8 +449,92 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _table(results: dict[str, Any]) -> str:
-    rows = summary_rows(results)
+# ----------------------------------------------------------------- the verdict
+def _metric(results: dict[str, Any]) -> tuple[str, str, str]:
+    """(run key, summary key, words) of the speed measure: steps to ε for lsq, else samples."""
+    if _is_lsq(results):
+        eps = results["config"].get("epsilon")
+        return "steps_to_epsilon", "steps_to_epsilon_mean", f"steps to an excess loss of {eps:g}"
+    target = results["config"]["target"]
+    return "samples_to_target", "samples_to_target_mean", f"samples to {target:g} train accuracy"
+
+
+def _why_not(results: dict[str, Any], scheme: str) -> str:
+    """The reason a scheme never reached the target, where the data explain it."""
+    info = results["schemes"][scheme]
+    runs = [r for r in results["runs"] if r["scheme"] == scheme]
+    low, high = info.get("input_range", [None, None])
+    data_low, data_high = info.get("data_range", [None, None])
+    if high is not None and low is not None and max(abs(low), abs(high)) < 0.1:
+        return (
+            f"its inputs span only [{low:.3g}, {high:.3g}]: the scale divides by far more than "
+            f"the data's range [{data_low:g}, {data_high:g}] (a value scale far above the data)"
+        )
+    if runs and all(r["diverged"] for r in runs):
+        return "every rate tried diverged"
+    entry = results.get("theory", {}).get("schemes", {}).get(scheme, {})
+    saturated = entry.get("saturated_share")
+    if saturated is not None and saturated > 0.5:
+        what = (
+            "tanh pre-activations |a| > 2"
+            if results["config"]["activation"] == "tanh"
+            else ("ReLU units dead")
+        )
+        return f"{saturated:.0%} of the first layer's {what} at initialization (saturation)"
+    constant = [w for w in info.get("warnings", []) if "constant" in w]
+    if constant:
+        return f"{constant[0]}; and within {results['config']['epochs']} epochs at every rate tried"
+    return f"not within {results['config']['epochs']} epochs at any rate tried"
+
+
+def verdict(results: dict[str, Any]) -> list[str]:
+    """Plain sentences: the winner, by how much against each other scheme, who never got there."""
+    run_key, mean_key, words = _metric(results)
+    finished = [s for s, i in results["schemes"].items() if "summary" in i]
+    if not finished:
+        return ["No scheme has finished its learning-rate search yet."]
+    means = {s: results["schemes"][s]["summary"].get(mean_key) for s in finished}
+    reached = sorted((m, s) for s, m in means.items() if m is not None)
+    lines = []
+    if not reached:
+        lines.append(f"No scheme reached the target ({words}).")
+    else:
+        best_mean, best = reached[0]
+        best_runs = _best_runs(results, best)
+        lines.append(
+            f"{best} trained fastest: {best_mean:,.0f} {words} (mean over "
+            f"{sum(r.get(run_key) is not None for r in best_runs)} seeds)."
+        )
+        versus = []
+        for mean, other in reached[1:]:
+            ratios = _paired_ratios(best_runs, _best_runs(results, other), run_key)
+            spread = f" (seeds {min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+            versus.append(f"{mean / best_mean:.2f}× fewer than {other}{spread}")
+        if versus:
+            lines.append(f"{best} needed " + "; ".join(versus) + ".")
+    for scheme in finished:
+        if means[scheme] is None:
+            lines.append(f"{scheme} never reached it: {_why_not(results, scheme)}.")
+    if not results.get("complete"):
+        lines.append("The run was interrupted: this compares the rates tried so far.")
+    return lines
+
+
+def _paired_ratios(
+    best: list[dict[str, Any]], other: list[dict[str, Any]], key: str
+) -> list[float]:
+    by_seed = {r["seed"]: r.get(key) for r in best}
+    return [
+        r[key] / by_seed[r["seed"]]
+        for r in other
+        if r.get(key) is not None and by_seed.get(r["seed"])
+    ]
+
+
+def _table(
+    results: dict[str, Any], rows: list[dict[str, str]] | None = None, ident: str = "summary"
+) -> str:
+    rows = summary_rows(results) if rows is None else rows
     if not rows:
         return "<p>No scheme has finished a learning-rate search yet.</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
@@ -395,7 +542,106 @@ def _table(results: dict[str, Any]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>"
         for row in rows
     )
-    return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table id="{ident}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _measured_speedups(results: dict[str, Any]) -> dict[str, str]:
+    """Measured speed-up over raw in the report's metric, beside the diagnosis' prediction."""
+    _, mean_key, _ = _metric(results)
+    means = {s: i["summary"].get(mean_key) for s, i in results["schemes"].items() if "summary" in i}
+    raw = means.get("raw")
+    out = {}
+    for scheme, mean in means.items():
+        if mean is None:
+            out[scheme] = "never reached"
+        elif raw is None:
+            out[scheme] = "raw never reached" if "raw" in means else "raw not run"
+        else:
+            out[scheme] = f"{raw / mean:.3g}" if mean else "—"
+    return out
+
+
+def _theory_section(results: dict[str, Any]) -> list[str]:
+    """Predictions from the statistics alone (made before training) beside the measurements."""
+    th = results.get("theory")
+    if not th:
+        return []
+    e = html.escape
+    cfg = results["config"]
+    parts = ["<h2>Theory against measurement</h2>"]
+    if _is_lsq(results):
+        parts.append(
+            "<p>Least squares has Hessian E[z zᵀ], z = (x, 1): the bias input is included. "
+            f"Speed is counted in steps until the loss is within ε = {th['epsilon']:g} of its "
+            "optimum (an absolute excess: the one-hot targets are the same under every scheme, "
+            "so ε means the same for all). Steps are predicted from the eigen-decomposition, "
+            "the fourth moments of the inputs and each seed's initial weights, before training; "
+            "exact for full-batch gradient descent. Samples to a target accuracy, the headline "
+            "for non-linear models, is also shown: accuracy crosses its target somewhere along "
+            "the same loss curve, so the two orders usually agree but the ratios need not. "
+            "(!) marks a disagreement beyond 25 %.</p>"
+        )
+        head = (
+            "<tr><th>scheme</th><th>2/λ_max (GD)</th><th>largest stable SGD rate at batch "
+            f"{th['batch_size']} (predicted)</th><th>top direction only</th><th>chosen rate</th>"
+            "<th>steps to ε predicted</th><th>measured</th><th>measured/predicted</th></tr>"
+        )
+        rows = []
+        for scheme, t in th["schemes"].items():
+            if "summary" not in results["schemes"].get(scheme, {}):
+                continue
+            ratio = t.get("ratio_measured_to_predicted")
+            flag = "" if ratio is None else f"{ratio:.2f}" + ("" if t.get("agrees") else " (!)")
+            rows.append(
+                f"<tr><td>{e(scheme)}</td><td>{_fmt(t.get('lr_gd_max'))}</td>"
+                f"<td>{_fmt(t.get('lr_sgd_max_predicted'))}</td>"
+                f"<td>{_fmt(t.get('lr_sgd_max_top_direction'))}</td><td>{_fmt(t.get('lr'))}</td>"
+                f"<td>{_fmt(t.get('steps_to_epsilon_predicted'), 5)}</td>"
+                f"<td>{_fmt(t.get('steps_to_epsilon_measured'), 5)}</td><td>{flag or '—'}</td></tr>"
+            )
+        parts.append(f'<table id="theory">{head}{"".join(rows)}</table>')
+        disagree = [s for s, t in th["schemes"].items() if t.get("agrees") is False]
+        if disagree:
+            parts.append(
+                f"<p>Prediction and measurement disagree by more than 25 % for "
+                f"{e(', '.join(disagree))}: see the ratio column.</p>"
+            )
+    else:
+        act = cfg.get("activation", "tanh")
+        what = "tanh |a| > 2" if act == "tanh" else "ReLU dead on ≥ 99 % of samples"
+        parts.append(
+            "<p>The spectrum cannot see saturation. The first layer's pre-activations at "
+            "initialization follow from each scheme's mean and covariance and the seeds' initial "
+            f"weights (predicted), and from the data (measured): share {e(what)}. Ranking rule, "
+            f"stated before measuring: {e(th['formulas']['ranking'])}.</p>"
+        )
+        head = (
+            "<tr><th>scheme</th><th>κ₉₉ of E[z zᵀ]</th><th>saturated, predicted</th>"
+            "<th>saturated, measured</th><th>cost (rule)</th><th>samples to target</th></tr>"
+        )
+        key = "tanh_saturated" if act == "tanh" else "relu_dead"
+        rows = []
+        for scheme, t in th["schemes"].items():
+            if "summary" not in results["schemes"].get(scheme, {}):
+                continue
+            sat = t.get("saturation", {})
+            rows.append(
+                f"<tr><td>{e(scheme)}</td><td>{_fmt(t.get('kappa99'))}</td>"
+                f"<td>{_fmt(sat.get(key + '_predicted'), 2)}</td>"
+                f"<td>{_fmt(sat.get(key + '_measured'), 2)}</td>"
+                f"<td>{_fmt(t.get('ranking_cost'))}</td>"
+                f"<td>{_fmt(t.get('samples_to_target_measured'), 5)}</td></tr>"
+            )
+        parts.append(f'<table id="theory">{head}{"".join(rows)}</table>')
+    ranking = th.get("ranking")
+    if ranking:
+        rho = ranking.get("spearman")
+        parts.append(
+            f"<p>Predicted order: {e(' < '.join(ranking['predicted']))}; measured order: "
+            f"{e(' < '.join(ranking['measured']))}; Spearman ρ = "
+            f"{'undefined' if rho is None else f'{rho:.2f}'} (1: the same order).</p>"
+        )
+    return parts
 
 
 def _diagnosis_section(results: dict[str, Any]) -> list[str]:
@@ -409,18 +655,20 @@ def _diagnosis_section(results: dict[str, Any]) -> list[str]:
     predictions = diagnosis["predictions"]["schemes"]
     rows = [
         "<tr><th>scheme</th><th>λ_max</th><th>λ_max/λ_2</th><th>largest stable LR 2/λ_max</th>"
-        "<th>κ₉₉</th><th>predicted speed-up vs raw</th></tr>"
+        "<th>κ₉₉</th><th>predicted speed-up vs raw</th><th>measured speed-up vs raw</th></tr>"
     ]
+    measured = _measured_speedups(results)
     for scheme, spectrum in diagnosis["spectrum"].items():
         head = f'<tr><th scope="row">{e(scheme)}</th>'
         if "skipped" in spectrum:
-            rows.append(f'{head}<td colspan="5">not applicable: {e(spectrum["skipped"])}</td></tr>')
+            rows.append(f'{head}<td colspan="6">not applicable: {e(spectrum["skipped"])}</td></tr>')
             continue
         pred = predictions.get(scheme, {})
         rows.append(
             f"{head}<td>{_fmt(spectrum.get('lambda_max'))}</td>"
             f"<td>{_fmt(spectrum.get('ratio_max_2'))}</td><td>{_fmt(pred.get('lr_max'))}</td>"
-            f"<td>{_fmt(pred.get('kappa99'))}</td><td>{_fmt(pred.get('speedup_vs_raw'))}</td></tr>"
+            f"<td>{_fmt(pred.get('kappa99'))}</td><td>{_fmt(pred.get('speedup_vs_raw'))}</td>"
+            f"<td>{e(measured.get(scheme, 'not run'))}</td></tr>"
         )
     advice = "".join(f"<li>{e(text)}</li>" for text in diagnosis["recommendation"])
     return [
@@ -451,12 +699,14 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
         f"epochs, {cfg['seeds']} seeds, target train accuracy {cfg['target']:g}. Every normalizer was "
         "fitted on the training split only."
     )
+    lines = verdict(results)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>normlab convergence lab: {e(ds['name'])} / {e(cfg['model'])}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Convergence lab: {e(ds['name'])}, {e(cfg['model'])}, {e(cfg['optimizer'])}</h1>",
+        f'<p id="verdict"><b>{e(lines[0])}</b> {e(" ".join(lines[1:]))}</p>',
         f"<p>{setup}</p>",
     ]
     if results.get("command"):
@@ -468,19 +718,31 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
     parts += [
         "<h2>Summary</h2>",
         _table(results),
-        "<p>Chosen LR: the learning rate, per scheme, that reached the target in the most seeds with "
-        "the fewest samples (then: lowest final train loss). Samples to target: mean ± std over "
-        "the seeds that reached it. The probe columns are means over seeds and steps at the chosen "
-        f"LR and the run's batch size ({cfg['batch_size']}); batch-1 single-signed is an "
-        "illustration computed from the inputs alone (see the probe figure).</p>",
+        "<p>Chosen LR: the learning rate, per scheme, that reached the target in the most seeds "
+        "with the fewest samples (for lsq: steps to ε), then the lowest final train loss. "
+        "Samples to target: mean ± std over the seeds that reached it.</p>",
     ]
+    parts += _theory_section(results)
     parts += _diagnosis_section(results)
-    for name, png, caption in figures:
+
+    def figure(name: str, png: bytes, caption: str) -> str:
         data = base64.b64encode(png).decode("ascii")
-        parts.append(
+        return (
             f'<figure id="{name}"><img alt="{e(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{e(caption)}</figcaption></figure>"
         )
+
+    probe_figures = ("probes", "probes_per_epoch")
+    parts += [figure(*f) for f in figures if f[0] not in probe_figures]
+    parts.append("<h2>Probes of the mechanism</h2>")
+    parts.append(
+        "<p>How the first layer's updates moved at the chosen rate and the run's batch size "
+        f"({cfg['batch_size']}), means over seeds and steps. One sentence each: "
+        + "; ".join(f"<b>{e(k)}</b>: {e(v)}" for k, v in _PROBE_SENTENCES.items())
+        + ".</p>"
+    )
+    parts.append(_table(results, probe_rows(results), "probes"))
+    parts += [figure(*f) for f in figures if f[0] in probe_figures]
     parts.append("<h2>Schemes</h2><ul>")
     for scheme, info in results["schemes"].items():
         notes = "; ".join(info.get("warnings", []))

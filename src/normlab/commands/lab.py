@@ -155,8 +155,11 @@ def register(app: typer.Typer) -> None:
         if quiet:
             typer.echo(str(out / REPORT_FILE))
             return
+        from ..report import verdict
         from .tables import Column, fitted_table
 
+        for line in verdict(results):
+            typer.echo(line)
         rows = summary_rows(results)
         columns = [
             Column(name, key=name in SUMMARY_KEYS, justify="left" if name == "scheme" else "right")

@@ -496,6 +496,8 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any, model: str = "mlp") -> d
         "trace": spectrum["trace"],
         "lr_bound": 2.0 / lam if lam > 0 else None,
         "input_mean_abs": float(np.abs(np.asarray(x_train, dtype=np.float64).mean())),
+        "input_range": [float(np.min(x_train)), float(np.max(x_train))],
+        "data_range": [float(np.min(ds.x_train)), float(np.max(ds.x_train))],
         "diagonal": diagonal_spread(x_train),
         "batch1_single_signed": single_signed_samples(x_train),
         "warnings": sorted(
