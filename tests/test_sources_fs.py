@@ -30,16 +30,6 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, Any]]:
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto")
-    from object_store import s3_server
-
-    with s3_server() as options:
-        yield options
-
-
 @pytest.fixture
 def memory() -> Iterator[Any]:
     fs = fsspec.filesystem("memory")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,16 +228,6 @@ def test_cli_stats_columns_over_expanded_glob(tmp_path: Path) -> None:
     assert m.n_samples_seen == 2000 and m.mean.shape == (2,)
     result = CliRunner().invoke(app, ["stats", files[0], "--columns", "zz", "-o", str(out)])
     assert result.exit_code == 1 and "no column 'zz'" in result.output
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, Any]]:
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto")
-    from object_store import s3_server
-
-    with s3_server() as options:
-        yield options
 
 
 def test_s3_parquet_matches_local_and_dask_workers_read_it(

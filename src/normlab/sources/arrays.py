@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SourceError
 from ..moments import as_batch
 from . import Source, is_iterable_of_batches, register_source
-from .fs import Location, errors_named, is_path_like, location
+from .fs import Location, errors_named, location_of
 
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # a window: big enough for the kernels, small for RAM
 TASK_CHUNKS = 8  # chunks per task: tasks are the unit of parallel work and of checkpoints
@@ -191,10 +191,8 @@ def npy_source(
     storage_options: dict[str, Any] | None = None,
     **_: Any,
 ) -> Source | None:
-    if not is_path_like(source):
-        return None
-    loc = location(source, storage_options)
-    if loc.suffix != ".npy":
+    loc = location_of(source, storage_options, (".npy",))
+    if loc is None:
         return None
     path = loc.path
     with loc.open() as handle:
@@ -274,10 +272,8 @@ def npz_source(
     storage_options: dict[str, Any] | None = None,
     **_: Any,
 ) -> Source | None:
-    if not is_path_like(source):
-        return None
-    loc = location(source, storage_options)
-    if loc.suffix != ".npz":
+    loc = location_of(source, storage_options, (".npz",))
+    if loc is None:
         return None
     path = loc.path
     try:

@@ -175,6 +175,15 @@ def location(source: str | os.PathLike[str] | Location, storage_options: Any = N
     return Location(text, options)
 
 
+def location_of(source: Any, storage_options: Any, suffixes: tuple[str, ...]) -> Location | None:
+    """The :class:`Location` of a path or URL ending in one of ``suffixes``; None otherwise
+    (how an adapter of one file format says "not mine")."""
+    if not is_path_like(source):
+        return None
+    loc = location(source, storage_options)
+    return loc if loc.suffix in suffixes else None
+
+
 def has_magic(url: str) -> bool:
     """Whether a path or URL holds glob characters."""
     if protocol_of(url) in ("http", "https"):
