@@ -251,3 +251,18 @@ def test_zarr_and_hdf5_at_fsspec_urls(stores, ints):
     assert same(
         normlab.compute_stats("memory://normlab-chunked/ints.zarr", axis="channel"), reference
     )
+
+
+def test_checkpoints_notice_a_changed_store(tmp_path, ints):
+    path = str(tmp_path / "ckpt.zarr")
+    z = zarr.open(path, mode="w", shape=ints.shape, chunks=(64, 6, 5, 3), dtype=ints.dtype)
+    z[:] = ints
+    first = normlab.compute_stats(path, checkpoint=tmp_path / "ckpt")
+    assert same(normlab.compute_stats(path, checkpoint=tmp_path / "ckpt"), first)
+    z[:64] = 0
+    with pytest.raises(normlab.NormlabError, match="made for other inputs"):
+        normlab.compute_stats(path, checkpoint=tmp_path / "ckpt")
+    x = da.from_array(ints, chunks=(100, 6, 5, 3))
+    normlab.compute_stats(x, checkpoint=tmp_path / "ckpt-dask")
+    with pytest.raises(normlab.NormlabError, match="made for other inputs"):
+        normlab.compute_stats(x + 1, checkpoint=tmp_path / "ckpt-dask")

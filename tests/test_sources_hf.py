@@ -124,3 +124,12 @@ def test_numeric_columns_as_for_tables(tmp_path):
     assert same(again, stats)
     with pytest.raises(SourceError, match="no column 'z'"):
         normlab.compute_stats(dataset, columns=["z"])
+
+
+def test_checkpoints_tell_datasets_apart(corpus, tmp_path):
+    _, dataset, _ = corpus
+    first = normlab.compute_stats(dataset, "channel", checkpoint=tmp_path / "ckpt")
+    assert same(normlab.compute_stats(dataset, "channel", checkpoint=tmp_path / "ckpt"), first)
+    other = dataset.select(list(reversed(range(len(dataset)))))
+    with pytest.raises(normlab.NormlabError, match="made for other inputs"):
+        normlab.compute_stats(other, "channel", checkpoint=tmp_path / "ckpt")

@@ -199,3 +199,19 @@ def test_shards_at_an_fsspec_url(tmp_path):
         memory.pipe(f"/normlab-wds/{shard}", (tmp_path / shard).read_bytes())
     remote = normlab.compute_stats("memory://normlab-wds/shard-{000..001}.tar", "channel")
     assert same(remote, normlab.compute_stats(folder, "channel"))
+
+
+def test_checkpoints_notice_a_changed_shard(tmp_path):
+    rng = np.random.default_rng(8)
+    images = [encode(a, "png") for a in rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)]
+    _, pattern = write_corpus(tmp_path / "data", images, "png", 2)
+    first = normlab.compute_stats(pattern, checkpoint=tmp_path / "ckpt")
+    assert same(normlab.compute_stats(pattern, checkpoint=tmp_path / "ckpt"), first)
+    shard = tmp_path / "data" / "shard-001.tar"
+    with tarfile.open(shard, "w") as tar:  # other images under the same names
+        for i, data in enumerate(images[:3]):
+            info = tarfile.TarInfo(f"sample{i + 3:05d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(normlab.NormlabError, match="made for other inputs"):
+        normlab.compute_stats(pattern, checkpoint=tmp_path / "ckpt")

@@ -50,6 +50,8 @@ class ChunkReader(Protocol):
 
     def read(self, start: int, stop: int) -> np.ndarray: ...
 
+    def identity(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class ChunkGrid:
@@ -150,6 +152,10 @@ class ChunkedTask:
             f"{self.reader.name}: cannot read rows {begin}:{end}: {type(exc).__name__}: {exc}"
         )
 
+    def fingerprint(self) -> str:
+        """What identifies this task's data for checkpoints (see the readers' ``identity``)."""
+        return f"{self.reader.identity()} rows {self.start}:{self.stop}"
+
     @property
     def dask_inputs(self) -> Any:
         """The task's block of a Dask array (None for other arrays): see the Dask engine."""
@@ -182,6 +188,9 @@ class MemoryReader:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.data[start - self.offset : stop - self.offset]
+
+    def identity(self) -> str:
+        return f"{self.name} computed"
 
 
 def _computed_block(
@@ -245,6 +254,10 @@ class DaskReader:
         # synchronous: in a worker process (local engine) this task is the parallel unit
         return np.asarray(self.array[start:stop].compute(scheduler="sync"))
 
+    def identity(self) -> str:
+        """Dask names a collection by a token of its graph (a hash of how it is made)."""
+        return f"dask {self.array.name} {self.array.shape} {self.array.dtype}"
+
     def dask_block(self, start: int, stop: int) -> Any:
         """The blocks of rows ``start:stop`` as nested lists of ``Delayed`` (one per chunk of
         the other axes): the worker gets the blocks themselves, with no concatenating task
@@ -282,6 +295,18 @@ class ZarrReader:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[start:stop])
+
+    def identity(self) -> str:
+        """The store, the array's metadata, and (for a local store) when its chunks last
+        changed: the newest modification time of the files and folders under the store."""
+        store = str(getattr(self.array, "store", ""))
+        newest = 0
+        local = store.removeprefix("file://")
+        if store.startswith("file://") and os.path.isdir(local):
+            for folder, _, names in os.walk(local):  # folders too: a chunk may be deleted
+                for name in [".", *names]:
+                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+        return f"zarr {store} {self.array.name} {self.array.shape} {self.array.dtype} {newest}"
 
 
 def _is_zarr_path(source: Any) -> bool:
@@ -357,6 +382,14 @@ class H5Reader:
     def read(self, start: int, stop: int) -> np.ndarray:
         with open_hdf5(Location(self.path, self.storage_options)) as handle:
             return np.asarray(handle[self.dataset][start:stop])
+
+    def identity(self) -> str:
+        loc = Location(self.path, self.storage_options)
+        state = ""
+        if loc.is_local and os.path.exists(loc.path):
+            info = os.stat(loc.path)
+            state = f"{info.st_size} {info.st_mtime_ns}"
+        return f"hdf5 {self.path}[{self.dataset}] {state}"
 
 
 @contextlib.contextmanager

@@ -122,6 +122,10 @@ class HFImageTask(ImageBatches):
     column: str
     options: ImageOptions
     name: str
+    dataset_fingerprint: str = ""  # what datasets hashes every transform into
+
+    def fingerprint(self) -> str:
+        return f"{self.name} {self.dataset_fingerprint} rows {self.start}:{self.stop}"
 
     @property
     def n_items(self) -> int:  # type: ignore[override]
@@ -199,7 +203,8 @@ def _image_source(
     for start in range(0, n, FILES_PER_TASK):
         stop = min(start + FILES_PER_TASK, n)
         rows = Rows(folder, split, None if arrow is None else arrow[start:stop].select([column]))
-        tasks.append(HFImageTask(rows, start, stop, column, options, name))
+        identity = str(getattr(dataset, "_fingerprint", ""))
+        tasks.append(HFImageTask(rows, start, stop, column, options, name, identity))
     info = {"kind": "images", "n_files": n, "ignored_files": 0, "stats_class": "ImageStats"}
     return Source(tasks, f"{n} images in column {column!r} of {name}", info)
 
