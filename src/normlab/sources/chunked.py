@@ -16,7 +16,9 @@ keeps one task per row-chunk (its blocks may live on different workers).
 Integer statistics are bit-identical to those of the same array in memory; float statistics
 are identical for the same task split and agree to about 1e-15 across splits. A chunk that
 cannot be read or decoded raises a :class:`~normlab.errors.SourceError` naming its chunk
-index and rows.
+index and rows; with ``skip_bad=True`` the unreadable chunks are skipped and listed beside the
+statistics (on ``engine="dask"``, a Dask block that fails to compute on a worker still fails
+the run, naming its chunk).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class ChunkedTask:
     stop: int
     chunk_size: int | None
     row_bytes: int
+    skip_bad: bool = False
 
     @property
     def label(self) -> str:
@@ -126,7 +129,32 @@ class ChunkedTask:
 
     def chunks(self) -> Iterator[np.ndarray]:
         for begin, end in self.windows():
-            yield self.read(begin, end)
+            try:
+                data = self.read(begin, end)
+            except SourceError:
+                if not self.skip_bad:
+                    raise
+                yield from self._readable_chunks(begin, end)
+                continue
+            yield data
+
+    def _readable_chunks(self, begin: int, end: int) -> Iterator[np.ndarray]:
+        """``skip_bad``: rows ``begin:end`` chunk by chunk, the unreadable chunks recorded."""
+        from .tables import skipped
+
+        for k in range(self.grid.chunk_of(begin), self.grid.chunk_of(end - 1) + 1):
+            lo, hi = self.grid.rows_of(k)
+            lo, hi = max(lo, begin), min(hi, end)
+            try:
+                data = as_batch(self.reader.read(lo, hi), self.reader.name)
+            except (NormlabError, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported with its chunk
+                skipped(
+                    f"{self.reader.name} chunk {k} (rows {lo}:{hi})", f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            yield data
 
     def read(self, begin: int, end: int) -> np.ndarray:
         try:
@@ -224,6 +252,7 @@ def _chunked_source(
     description: str,
     *,
     group: bool = True,
+    skip_bad: bool = False,
 ) -> Source:
     if dtype.kind not in "buif":
         raise DTypeError(f"{reader.name}: expected numeric data, got dtype {dtype}")
@@ -236,7 +265,9 @@ def _chunked_source(
         rows_per_chunk(1, chunk_size)  # validates it
     row_bytes = dtype.itemsize * math.prod(shape[1:])
     tasks = [
-        ChunkedTask(reader, grid.within(start, stop), start, stop, chunk_size, row_bytes)
+        ChunkedTask(
+            reader, grid.within(start, stop), start, stop, chunk_size, row_bytes, bool(skip_bad)
+        )
         for start, stop in grid.tasks(row_bytes, group)
         if stop > start
     ]
@@ -265,7 +296,9 @@ class DaskReader:
         return self.array[start:stop].to_delayed(optimize_graph=False).tolist()
 
 
-def dask_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Source | None:
+def dask_source(
+    source: Any, *, chunk_size: int | None = None, skip_bad: bool = False, **_: Any
+) -> Source | None:
     if not type(source).__module__.startswith("dask.array") or not hasattr(source, "chunks"):
         return None
     if any(math.isnan(n) for n in source.shape):
@@ -284,6 +317,7 @@ def dask_source(source: Any, *, chunk_size: int | None = None, **_: Any) -> Sour
         f"dask array of shape {shape} and dtype {source.dtype} in {len(grid.bounds) - 1} "
         "row-chunks",
         group=False,  # blocks may live on different workers: one task each, computed there
+        skip_bad=skip_bad,
     )
 
 
@@ -324,6 +358,7 @@ def zarr_source(
     key: str | None = None,
     chunk_size: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    skip_bad: bool = False,
     **_: Any,
 ) -> Source | None:
     module = type(source).__module__
@@ -366,6 +401,7 @@ def zarr_source(
         grid,
         chunk_size,
         f"{name} of shape {shape} and dtype {array.dtype}",
+        skip_bad=skip_bad,
     )
 
 
@@ -416,6 +452,7 @@ def hdf5_source(
     key: str | None = None,
     chunk_size: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    skip_bad: bool = False,
     **_: Any,
 ) -> Source | None:
     if type(source).__module__.startswith("h5py") and hasattr(source, "dtype"):
@@ -450,6 +487,7 @@ def hdf5_source(
         ChunkGrid.regular(shape[0] if shape else 0, chunk_rows),
         chunk_size,
         f"{name} of shape {shape} and dtype {dtype}",
+        skip_bad=skip_bad,
     )
 
 
