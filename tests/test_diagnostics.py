@@ -119,7 +119,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(NonFiniteError):
         diagnose(np.array([[1.0, np.nan], [2.0, 3.0]]))
     normlab.Moments().update(np.zeros((3, 2), np.uint8)).save(tmp_path / "m.safetensors")
-    with pytest.raises(NormlabError, match="save-comoments"):
+    with pytest.raises(NormlabError, match="normlab comoments DATA -o FILE"):
         diagnose(str(tmp_path / "m.safetensors"))
     with pytest.raises(NormlabError, match="labels"):
         diagnose(CoMoments().update(np.eye(3)), measure=True)
