@@ -112,9 +112,12 @@ def test_fit_prints_what_it_fitted(two_images, tmp_path):
 def test_every_line_fits_80_columns(tmp_path):
     x = np.random.default_rng(0).normal(1e5, 3e4, (30, 20))
     np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "img.npy", np.random.default_rng(1).integers(0, 256, (5, 4, 4, 3), np.uint8))
     for args in (
         ["stats", tmp_path / "x.npy", "-o", tmp_path / "s", "-q"],
         ["stats", tmp_path / "x.npy", "--axis", "global", "-o", tmp_path / "g", "-q"],
+        ["stats", tmp_path / "img.npy", "--axis", "channel", "--per-image-std-average", "-q"]
+        + ["--percentiles", "0.5,99.5", "-o", tmp_path / "p"],
         ["fit", tmp_path / "x.npy", "--scheme", "zca", "-o", tmp_path / "z", "-q"],
         ["fit", tmp_path / "x.npy", "--scheme", "minmax", "-o", tmp_path / "m", "-q"],
     ):

@@ -120,7 +120,7 @@ def _line(label: str, text: str) -> str:
     pad = " " * LABEL_WIDTH
     head = [f"{label:<{LABEL_WIDTH}}{body[0]}"]
     if len(label) >= LABEL_WIDTH:
-        head = [label, pad + body[0]]
+        head = [*textwrap.wrap(label, LINE_WIDTH), pad + body[0]]
     return "\n".join([*head, *(pad + b for b in body[1:])])
 
 
