@@ -264,3 +264,12 @@ def test_s3_parquet_matches_local_and_dask_workers_read_it(
     assert exact.exact and np.array_equal(exact.var(), ints.var())
     with pytest.raises(SourceError, match=r"s3://tables/data/part9\.parquet: no such file"):
         normlab.compute_stats("s3://tables/data/part9.parquet", storage_options=s3)
+
+
+def test_skip_bad_skips_and_lists_row_groups(parquet_file: Path) -> None:
+    pytest.importorskip("normlab.provenance")  # the record beside the statistics
+    _corrupt_row_group(parquet_file, 2)
+    m = normlab.compute_stats(parquet_file, columns="f,i", chunk_size=500, skip_bad=True)
+    assert m.n_samples_seen == 4000
+    assert m.n_skipped == 1 and m.skipped[0]["item"].endswith("t.parquet row group 2")
+    assert "cannot read" in m.skipped[0]["reason"]

@@ -350,6 +350,10 @@ def parquet_source(
         ]
         return Source(tasks, where, _info(plan, n_rows))
 
+    # with skip_bad the groups are not read apart: a corrupt column chunk would skip a row
+    # group for one group only, and the joined columns would cover different rows
+    if skip_bad and len(exact_columns) < len(names):
+        exact_columns = set()
     return split_source(names, types, exact_columns, read)
 
 
