@@ -5,8 +5,8 @@ The file: ``--rows`` rows (default 1,000,000) of 32 float64 columns (normal) and
 columns (0..999), snappy-compressed, row groups of 131,072 rows, in a temporary folder.
 Every contender computes mean, population variance, min and max of all 40 columns:
 
-* normlab: ``compute_stats(path)`` (serial engine; the table mixes int and float columns,
-  so every column takes the float path);
+* normlab: ``compute_stats(path)`` (serial engine; the 8 integer columns take the exact
+  path and the 32 float columns the float path, each group reading only its own columns);
 * polars: ``scan_parquet`` + ``mean``, ``var(ddof=0)``, ``min``, ``max`` in one ``select``;
 * DuckDB: ``avg``, ``var_pop``, ``min``, ``max`` over ``read_parquet``;
 * pyarrow: ``read_table`` + ``pyarrow.compute.mean``/``variance``/``min_max`` per column.
