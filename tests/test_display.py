@@ -35,7 +35,7 @@ def test_channel_stats_print_values_and_the_lines_to_paste(two_images, tmp_path)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[2:] == [
-        "axis         channel (3 on axis -1 of samples (2, 2, 3))",
+        "axis         channel (3 of HWC samples (2, 2, 3))",
         "samples      2",
         "count        8 values per channel",
         "value scale  uint8 0..255",
@@ -94,7 +94,7 @@ def test_feature_stats_print_a_summary_with_where_the_extremes_are(tmp_path):
         in flat
     )
     assert "rare         1 of 12 features (non-zero in 1..5 samples) at (2, 3, 0)" in out
-    assert "per channel (axis -1, exact from these):" in out
+    assert "per channel (HWC, exact from these):" in out
 
 
 def test_fit_prints_what_it_fitted(two_images, tmp_path):

@@ -438,16 +438,23 @@ def test_float_kernel_path_matches_fraction_reference():
     assert omitted.count[16] == 699 and omitted.count[0] == 700
 
 
-def test_channel_axis_spellings_and_relayout():
-    """-1 and 2 name the same axis of HWC samples; another axis cannot be re-laid silently."""
+def test_layout_spellings_and_relayout():
+    """'HWC' and 'NHWC' name the last axis of HWC samples; another cannot be re-laid silently.
+
+    The deprecated positive channel_axis (2 for HWC) is refused as ambiguous: counted on the
+    sample shape, channel_axis=1 named H of an NCHW batch.
+    """
     from normlab.normalizers import ZScore
 
     x = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 3), dtype=np.uint8)
     stats = Moments("channel").update(x)
-    z = ZScore(axis="channel", channel_axis=2).from_stats(stats)
-    np.testing.assert_allclose(z.shift_, x.reshape(-1, 3).mean(axis=0), rtol=1e-15)
+    for layout in ("HWC", "NHWC"):
+        z = ZScore(axis="channel", layout=layout).fit_stats(stats)
+        np.testing.assert_allclose(z.shift_, x.reshape(-1, 3).mean(axis=0), rtol=1e-15)
+    with pytest.raises(NormlabError, match="ambiguous"):
+        ZScore(axis="channel", channel_axis=2).fit_stats(stats)
     with pytest.raises(NormlabError, match="re-laid"):
-        stats.reduce("channel", channel_axis=0)
+        stats.reduce("channel", layout="CHW")
 
 
 def test_omit_merge_takes_the_shift_of_the_side_that_saw_values():

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import NormlabError
+from .schemes import CHOSEN_BY_NAME as CHOSEN_BY_SCHEME_NAME  # noqa: F401 (the CLI option tests)
 
 
 class _Group(TyperGroup):
@@ -184,10 +185,17 @@ def console():
 
 
 AxisOpt = Annotated[str, typer.Option("--axis", help="feature (per pixel), channel or global.")]
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layout",
+        help="Dimension letters of the samples, C for channels: HWC (default), CHW, NCHW.",
+    ),
+]
 ChannelAxisOpt = Annotated[
     int | None,
     typer.Option(
-        "--channel-axis", help="Channel axis of a sample: -1 for HWC (default), 0 for CHW."
+        "--channel-axis", help="Deprecated: use --layout (0 is CHW, -1 HWC).", hidden=True
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -310,6 +318,7 @@ def stats(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to save the statistics.")],
     axis: AxisOpt = "feature",
+    layout: LayoutOpt = None,
     channel_axis: ChannelAxisOpt = None,
     key: KeyOpt = None,
     nan_policy: Annotated[str, typer.Option(help="raise or omit")] = "raise",
@@ -387,6 +396,7 @@ def stats(
     m = compute_stats(
         data_argument(data),
         axis,
+        layout=layout,
         channel_axis=channel_axis,
         nan_policy=nan_policy,
         key=key,
@@ -486,6 +496,7 @@ def fit(
     stats_file: Annotated[
         Path | None, typer.Option("--stats", help="Fit from a saved stats file instead of data.")
     ] = None,
+    layout: LayoutOpt = None,
     channel_axis: ChannelAxisOpt = None,
     axis: Annotated[
         str | None,
@@ -548,15 +559,18 @@ def fit(
     scheduler: SchedulerOpt = None,
 ) -> None:
     """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
+    from . import schemes
+    from .comoments import CoMoments
     from .display import normalizer_lines
     from .io import load
     from .moments import Moments
-    from .stats import compute_stats
 
     if (data is None) == (stats_file is None):
         raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
+    entry = schemes.entry(scheme)
     given = {
         "axis": axis,
+        "layout": layout,
         "std_floor": std_floor,
         "ddof": ddof,
         "max_value": max_value,
@@ -570,13 +584,8 @@ def fit(
     }
     normalizer = scheme_normalizer(scheme, {**given, "channel_axis": channel_axis})
     if normalizer.needs_fit:
-        from .comoments import CoMoments, compute_comoments
-
-        whitening = scheme in ("zca", "pca")  # fitted from co-moments, not per-feature moments
         if stats_file is not None:
-            stats = load(stats_file)
-            if isinstance(stats, CoMoments) and not whitening:
-                stats = stats.moments
+            stats = entry.statistics_from(load(stats_file))  # the layout comes from the file
             if not isinstance(stats, (Moments, CoMoments)):
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
         else:
@@ -592,34 +601,30 @@ def fit(
                 columns=columns,
                 storage_options=storage_options,
             )
-            if whitening:
-                if nan_policy != "raise":
-                    raise NormlabError(
-                        f"--nan-policy {nan_policy}: co-moments ({scheme}) need finite data; "
-                        "clean the data first"
-                    )
-                stats = compute_comoments(data, key=key, progress=progress_flag(quiet), **reading)
-            else:
-                stats = compute_stats(
-                    data,
-                    getattr(normalizer, "stats_axis", "feature"),
-                    channel_axis=channel_axis,
-                    nan_policy=nan_policy,
-                    key=key,
-                    progress=progress_flag(quiet),
-                    **getattr(normalizer, "stats_options", {}),
-                    **reading,
+            if "comoments" in entry.needs and nan_policy != "raise":
+                raise NormlabError(
+                    f"--nan-policy {nan_policy}: co-moments ({scheme}) need finite data; "
+                    "clean the data first"
                 )
+            if "comoments" not in entry.needs:
+                reading["nan_policy"] = nan_policy
+            layout_options = {"layout": layout, "channel_axis": channel_axis}
+            stats = entry.compute_statistics(
+                normalizer,
+                data,
+                key=key,
+                progress=progress_flag(quiet),
+                **{k: v for k, v in layout_options.items() if v is not None},
+                **reading,
+            )
         print_skipped(stats)
-        normalizer.from_stats(stats)
+        normalizer.fit_stats(stats)
     normalizer.save(output)
     print_lines(f"fitted {scheme}\nsaved to {output}", normalizer_lines(normalizer))
 
 
-# Constructor parameters that the scheme's name chooses (``center`` is ZScore(with_std=False),
-# ``zca`` is Whiten(method="zca")): every other parameter of every scheme is an option of `fit`
-# named after it (tests/test_cli_options.py checks that they never drift apart).
-CHOSEN_BY_SCHEME_NAME: frozenset[str] = frozenset({"method", "with_mean", "with_std"})
+# Every option of every scheme (the registry entry's) is an option of `fit` named after it
+# (tests/test_cli_options.py checks that they never drift apart).
 OUTPUT_DTYPES = ("float32", "float64", "float16")
 
 
@@ -631,17 +636,10 @@ def output_dtype(dtype: str | None) -> str | None:
 
 
 def scheme_parameters(scheme: str) -> list[str]:
-    """The constructor parameters of ``scheme``'s normalizer that a user may set."""
-    import inspect
-
+    """The options of ``scheme`` that a user may set (the registry entry's)."""
     from . import schemes
 
-    signature = inspect.signature(type(schemes.get(scheme)).__init__)
-    return [
-        name
-        for name, p in signature.parameters.items()
-        if p.kind is p.KEYWORD_ONLY and name not in CHOSEN_BY_SCHEME_NAME
-    ]
+    return list(schemes.entry(scheme).options)
 
 
 def scheme_normalizer(scheme: str, given: dict[str, Any]) -> Any:

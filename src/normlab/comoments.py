@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ import numpy as np
 from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
 from .io import register
 from .moments import FLOAT64_EXACT, INT64_LIMIT, Moments, Statistic, as_batch
+from .provenance import Provenance
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
 SKETCH_SIZE = 64  # columns of Ω in sketch mode; top-eigenvalue estimates use about half
@@ -156,6 +158,17 @@ class CoMoments(Statistic):
         # sketch state: Σ x xᵀ Ω (float64, n_features × sketch_size)
         self._sketch: np.ndarray | None = None
         self._cache: dict[str, np.ndarray] = {}
+        # what the source recorded (skipped items, modes): set by compute_comoments, not merged
+        self.provenance = Provenance("feature")
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Items the source skipped as unreadable (``skip_bad``), the first 1000."""
+        return self.provenance.skips
+
+    @property
+    def n_skipped(self) -> int:
+        return self.provenance.n_skipped
 
     # ------------------------------------------------------------------ properties
     @property
@@ -486,12 +499,16 @@ def compute_comoments(
     engine: str = "serial",
     workers: int | None = None,
     scheduler: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
     **source_options: Any,
 ) -> CoMoments:
     """Co-moments of a whole data set in one streamed pass (any source, any engine).
 
-    Accepts what :func:`~normlab.compute_stats` accepts; NaN/inf raise
-    :class:`~normlab.errors.NonFiniteError`.
+    Accepts what :func:`~normlab.compute_stats` accepts — arrays, ``.npy``/``.npz``, image
+    folders and lists (with ``mode``, ``resize``, ``skip_bad``, ...), PyTorch datasets,
+    iterables — and runs on the same runner: engines, progress, ``checkpoint`` and resume work
+    as for moments. NaN/inf raise :class:`~normlab.errors.NonFiniteError`.
 
     >>> import numpy as np, normlab
     >>> x = np.random.default_rng(0).integers(0, 256, (50, 6), dtype=np.uint8)
@@ -499,21 +516,26 @@ def compute_comoments(
     >>> c == normlab.CoMoments().update(x)
     True
     """
-    from .engines import run_tasks
+    from .engines import run
     from .sources import resolve
 
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
     make_empty = functools.partial(
         CoMoments, max_features=max_features, sketch_size=sketch_size, seed=seed
     )
-    result = run_tasks(
+    result = run(
         src.tasks,
         make_empty,
         engine=engine,
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
-    if result.n_samples_seen == 0:
-        raise EmptyDataError(f"{src.description}: no samples")
-    return result
+    stats, record = result.stats, result.provenance
+    if stats.n_samples_seen == 0:
+        more = f" ({record.n_skipped} unreadable item(s) skipped)" if record.n_skipped else ""
+        raise EmptyDataError(f"{src.description}: no samples{more}")
+    stats.provenance = record
+    return stats

@@ -23,7 +23,7 @@ def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
     """Fit every scheme from one pass of per-feature statistics (and co-moments for zca/pca)."""
     from .comoments import compute_comoments
 
-    stats = compute_stats(x, "feature", channel_axis=-1, progress=False)
+    stats = compute_stats(x, "feature", progress=False)
     second_order = compute_comoments(x, progress=False)  # zca/pca: co-moments, also one pass
     rows = []
     for name in schemes.names():
@@ -32,7 +32,7 @@ def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
             continue  # gray images have no channel axis; clip-percentile needs histograms
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NormlabWarning)
-            normalizer.from_stats(second_order if name in ("zca", "pca") else stats)
+            normalizer.fit_stats(second_order if name in ("zca", "pca") else stats)
             y = normalizer.transform(x).astype(np.float64)
         per_feature_std = y.reshape(len(y), -1).std(axis=0)
         rows.append(

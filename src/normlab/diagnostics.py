@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from . import schemes
 from .comoments import MAX_FEATURES, SKETCH_SIZE, CoMoments, compute_comoments
 from .errors import EmptyDataError, NormlabError, NormlabWarning, ShapeError
 from .moments import Moments
@@ -70,6 +71,7 @@ def diagnose(
     sketch_size: int = SKETCH_SIZE,
     mask_png: str | os.PathLike | None = None,
     progress: bool | None = None,
+    **source_options: Any,
 ) -> dict[str, Any]:
     """Diagnose data (or saved co-moments) for gradient descent; returns a JSON-able dict.
 
@@ -91,6 +93,9 @@ def diagnose(
         A feature non-zero in at most this many samples is rare.
     mask_png
         For image-shaped samples, write a PNG of the constant (red) and rare (orange) pixels.
+    source_options
+        How to read ``source`` and where to run, as for :func:`~normlab.compute_comoments`:
+        image folders take ``mode``, ``resize``, ``skip_bad``, ...; ``engine``, ``workers``.
 
     Examples
     --------
@@ -103,7 +108,7 @@ def diagnose(
     1.0
     """
     data, targets, comoments = _inputs(
-        source, dataset, labels, key, max_features, sketch_size, progress
+        source, dataset, labels, key, max_features, sketch_size, progress, source_options
     )
     n = comoments.n_samples_seen
     if n < 2:
@@ -144,6 +149,7 @@ def _inputs(
     max_features: int,
     sketch_size: int,
     progress: bool | None,
+    source_options: dict[str, Any],
 ) -> tuple[np.ndarray | None, np.ndarray | None, CoMoments]:
     """``(data or None, targets or None, comoments)`` from whatever was given."""
     if (source is None) == (dataset is None):
@@ -190,7 +196,12 @@ def _inputs(
                 f"{'unknown' if data is None else len(data)} samples"
             )
     comoments = compute_comoments(
-        source, key=key, max_features=max_features, sketch_size=sketch_size, progress=progress
+        source,
+        key=key,
+        max_features=max_features,
+        sketch_size=sketch_size,
+        progress=progress,
+        **source_options,
     )
     return data, targets, comoments
 
@@ -204,8 +215,6 @@ _NO_SECOND_MOMENTS = (
 
 def _fit_schemes(comoments: CoMoments) -> tuple[dict[str, Any], dict[str, str]]:
     """Every registry scheme fitted from the co-moments; the rest with the reason why not."""
-    from . import schemes
-    from .whitening import Whiten
 
     fitted: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -213,18 +222,15 @@ def _fit_schemes(comoments: CoMoments) -> tuple[dict[str, Any], dict[str, str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NormlabWarning)
         for name in schemes.names():
-            if name == "channel" and len(shape or ()) != 3:
-                skipped[name] = (
-                    f"samples of shape {shape} have no channel axis (H, W, C): per-channel "
-                    "statistics would z-score each column"
-                )
+            entry = schemes.entry(name)
+            why = entry.unusable_for(shape)
+            if why is not None:
+                skipped[name] = why
                 continue
             try:
                 norm = schemes.get(name)
-                if isinstance(norm, Whiten):
-                    norm.from_stats(comoments)
-                else:
-                    norm.from_stats(comoments.moments)
+                norm.fit_stats(entry.statistics_from(comoments))
+                if "comoments" not in entry.needs:
                     norm.affine(shape)
                 fitted[name] = norm
             except NormlabError as exc:
@@ -438,7 +444,7 @@ def _holdout(m: Moments, holdout: Any, key: str | None) -> dict[str, Any]:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NormlabWarning)
-        zscore = ZScore(axis="feature").from_stats(m)
+        zscore = ZScore(axis="feature").fit_stats(m)
     shift, scale = zscore.affine(m.sample_shape)
     dev = np.fmax(np.abs(test.max.reshape(-1) - shift), np.abs(test.min.reshape(-1) - shift))
     z = dev / scale
@@ -570,7 +576,9 @@ def _recommend(report: dict[str, Any]) -> list[str]:
             f"The raw data's E[xxᵀ] has one dominant eigenvalue {raw['lambda_max']:.4g}, "
             f"{raw['ratio_max_2']:.3g}× the next: the mean spike. Centering removes it."
         )
-    affine = {k: v for k, v in preds.items() if k not in ("zca", "pca") and v["kappa99"]}
+    affine = {
+        k: v for k, v in preds.items() if "comoments" not in schemes.entry(k).needs and v["kappa99"]
+    }
     if affine:
         best = min(affine, key=lambda k: affine[k]["kappa99"])
         p = affine[best]

@@ -130,7 +130,7 @@ def _units(stats: Any) -> str:
     if axis == "global":
         return "global (one value over all features)"
     if axis == "channel":
-        return f"channel ({size} on axis {stats.channel_axis} of samples {shape})"
+        return f"channel ({size} of {stats.layout.letters} samples {shape})"
     return f"feature ({size} features: samples {shape})"
 
 
@@ -204,7 +204,7 @@ def stats_lines(stats: Any) -> list[str]:
         ]
         per_channel = _per_channel(stats)
         if per_channel is not None:
-            lines += ["", f"per channel (axis {per_channel.channel_axis}, exact from these):"]
+            lines += ["", f"per channel ({per_channel.layout.letters}, exact from these):"]
             lines += _value_lines(per_channel, per_channel.std())
             lines += paste_lines(per_channel.mean, per_channel.std(), stats.value_scale)
         return lines
@@ -254,7 +254,7 @@ def _per_channel(stats: Any) -> Any:
     shape = tuple(stats.sample_shape or ())
     if len(shape) < 2 or shape[stats.channel_axis] > 16:
         return None
-    return stats.reduce("channel", channel_axis=stats.channel_axis)
+    return stats.reduce("channel")
 
 
 def comoments_lines(comoments: Any) -> list[str]:

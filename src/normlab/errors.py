@@ -7,6 +7,12 @@ what was expected, what was found and where.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 class NormlabError(ValueError):
     """Base class of every error normlab raises on bad input."""
@@ -54,6 +60,30 @@ class MissingExtraError(NormlabError, ImportError):
 
 class NormlabWarning(UserWarning):
     """Warnings normlab emits (zero variance, suspicious value range, ...)."""
+
+
+def warn(message: str, category: type[Warning] = NormlabWarning) -> None:
+    """Warn at the user's line: the first caller outside the normlab package, whatever the path.
+
+    ``stacklevel`` counted by hand breaks as soon as an entry point (``fit``, ``partial_fit``,
+    ``fit_stats``, the CLI) reaches the warning through another number of frames.
+    """
+    frame = sys._getframe(1)
+    level = 2  # 1 would be this function's own line
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def optional_import_failed(exc: ImportError) -> bool:
+    """Whether ``exc`` says an optional third-party dependency is missing (not a bug in normlab).
+
+    Registries skip a plugin whose dependency is absent, and re-raise every other ImportError,
+    so a real error inside normlab never makes schemes or sources vanish without a trace.
+    """
+    missing = exc.name or ""
+    return bool(missing) and missing.split(".")[0] != "normlab"
 
 
 def require(module: str, extra: str):

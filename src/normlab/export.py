@@ -325,7 +325,7 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
 
     ``source`` is a fitted per-channel or global normalizer (any affine scheme: ``channel``,
     ``global``, ``max``, channel-wise ``minmax``/``maxabs``), or statistics: per-feature
-    statistics are reduced exactly to per-channel ones (per-channel on ``channel_axis`` of
+    statistics are reduced exactly to per-channel ones (on the channels of their layout for
     samples with ≥ 2 dims, else global).
     """
     if scale not in TORCHVISION_SCALES:
@@ -393,14 +393,7 @@ def to_keras(normalizer: Normalizer, *, scale: str | None = None) -> dict[str, A
         "keras.layers.Normalization",
         "apply normlab's transform to the data before Keras instead",
     )
-    ndim = len(n.sample_shape_)
-    if n.stats_axis == "global":
-        axis: Any = None
-    elif n.stats_axis == "channel":
-        channel = n.channel_axis % ndim
-        axis = -1 if channel == ndim - 1 else 1 + channel
-    else:
-        axis = -1 if ndim == 1 else tuple(range(1, ndim + 1))
+    axis = n.layout_.keras_axis
     divisor = _divisor(n.value_scale_, scale)
     return {
         "mean": _plain(n.shift_ / divisor),
@@ -457,6 +450,7 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
         return {
             "kind": "statistics",
             "axis": source.axis,
+            "layout": source.layout.letters,
             "channel_axis": source.channel_axis,
             "sample_shape": list(source.sample_shape or ()),
             "value_scale": source.value_scale,
@@ -490,7 +484,8 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
         "class": type(n).__name__,
         "formula": "y = (x - shift) / scale",
         "stats_axis": n.stats_axis,
-        "channel_axis": n.channel_axis,
+        "layout": n.layout_.letters,
+        "channel_axis": n.layout_.channel_axis,
         "sample_shape": list(n.sample_shape_),
         "value_scale": n.value_scale_,
         "shift": _plain(n.shift_),

@@ -33,10 +33,11 @@ from .errors import (
     MergeError,
     NonFiniteError,
     NormlabError,
-    NormlabWarning,
     ShapeError,
+    warn,
 )
 from .io import register
+from .layout import GRANULARITIES, Layout, check_granularity
 
 
 def load_kernels() -> Any:
@@ -47,7 +48,7 @@ def load_kernels() -> Any:
 
 
 Axis = Literal["feature", "channel", "global"]
-AXES = ("feature", "channel", "global")
+AXES = GRANULARITIES
 NAN_POLICIES = ("raise", "omit")
 INT64_LIMIT = 2**63 - 1  # the largest int64: hot integer sums must stay below it
 FLOAT64_EXACT = 2**53  # every integer up to this converts to float64 exactly
@@ -222,11 +223,14 @@ class Moments(Statistic):
     ----------
     axis : {"feature", "channel", "global"}
         ``feature``: one statistic per element of the sample shape (per pixel for images).
-        ``channel``: one per channel (``channel_axis`` of the sample shape).
+        ``channel``: one per channel (the ``C`` of ``layout``; default: the last dim).
         ``global``: one over every value.
-    channel_axis : int
-        Index into the *sample* shape (batches are ``(n, *sample_shape)``): ``-1`` for HWC
-        images, ``0`` for CHW. Only used with ``axis="channel"``.
+    layout : str or Layout, optional
+        Dimension letters of the samples, ``C`` for channels, an optional leading ``N`` for the
+        batch: ``"HWC"``, ``"CHW"``, ``"NCHW"``. Default: channels last. See
+        :mod:`normlab.layout`.
+    channel_axis : int, optional
+        Deprecated: ``0`` means ``layout="CHW"``, ``-1`` channels last.
     nan_policy : {"raise", "omit"}
         ``raise`` stops at the first batch with NaN/inf; ``omit`` leaves them out per
         element (counts become per element).
@@ -246,14 +250,16 @@ class Moments(Statistic):
     """
 
     def __init__(
-        self, axis: Axis = "feature", *, channel_axis: int = -1, nan_policy: str = "raise"
+        self,
+        axis: Axis = "feature",
+        *,
+        layout: str | Layout | None = None,
+        channel_axis: int | None = None,
+        nan_policy: str = "raise",
     ) -> None:
-        if axis not in AXES:
-            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
+        self.layout: Layout = Layout.parse(axis, layout=layout, channel_axis=channel_axis)
         if nan_policy not in NAN_POLICIES:
             raise NormlabError(f"nan_policy must be 'raise' or 'omit'; got {nan_policy!r}")
-        self.axis: str = axis
-        self.channel_axis = int(channel_axis)
         self.nan_policy = nan_policy
         self.sample_shape: tuple[int, ...] | None = None
         self.value_scale: dict[str, Any] | None = None
@@ -284,43 +290,15 @@ class Moments(Statistic):
             raise EmptyDataError("no data has been seen yet")
         return self._count.shape
 
-    def _channel_index(self, ndim: int, sample: tuple[int, ...] | None = None) -> int:
-        if ndim < 2:
-            raise ShapeError(
-                f"axis='channel' needs samples with a channel dimension; these samples have "
-                f"shape {sample if sample is not None else self.sample_shape}. Use "
-                "axis='feature' or 'global', or add a channel axis (x[..., None])"
-            )
-        if not -ndim <= self.channel_axis < ndim:
-            raise ShapeError(
-                f"channel_axis={self.channel_axis} is out of range for samples of {ndim} dims"
-            )
-        return self.channel_axis % ndim
+    @property
+    def axis(self) -> str:
+        """The granularity: ``"feature"``, ``"channel"`` or ``"global"``."""
+        return self.layout.granularity
 
-    def same_channel_axis(self, channel_axis: int) -> bool:
-        """Whether ``channel_axis`` names the same axis of these samples (``-1`` vs ``2`` of 3-d)."""
-        ndim = len(self.sample_shape or ())
-        if ndim == 0:
-            return channel_axis == self.channel_axis
-        return channel_axis % ndim == self.channel_axis % ndim
-
-    def _as_acb(self, arr: np.ndarray) -> np.ndarray:
-        """View ``(n, *sample)`` as ``(A, C, B)`` with statistics kept per C."""
-        n, sample = arr.shape[0], arr.shape[1:]
-        if self.axis == "feature":
-            return arr.reshape(n, -1, 1)
-        if self.axis == "global":
-            return arr.reshape(n, 1, -1)
-        ca = self._channel_index(len(sample))
-        pre = n * math.prod(sample[:ca])
-        return arr.reshape(pre, sample[ca], math.prod(sample[ca + 1 :]))
-
-    def _reduced_from(self, sample: tuple[int, ...]) -> tuple[int, ...]:
-        if self.axis == "feature":
-            return sample
-        if self.axis == "global":
-            return ()
-        return (sample[self._channel_index(len(sample))],)
+    @property
+    def channel_axis(self) -> int:
+        """Position of the channels in the sample shape (see :attr:`layout`)."""
+        return self.layout.channel_axis
 
     # ------------------------------------------------------------------ update
     def update(self, batch: Any, sample_weight: Any = None) -> Moments:
@@ -355,15 +333,16 @@ class Moments(Statistic):
     def _check_batch(self, arr: np.ndarray, sample: tuple[int, ...]) -> None:
         scale = value_scale_of(arr.dtype)
         if self.value_scale is None or self._count is None:
-            if self.axis == "channel":
-                ca = self._channel_index(len(sample), sample)
+            declared = self.layout.bound
+            self.layout = self.layout.bind(sample)
+            if self.axis == "channel" and not declared:
+                ca = self.layout.channel_index(sample)
                 if sample[ca] > 64:
-                    warnings.warn(
-                        f"axis='channel' with {sample[ca]} channels (channel_axis="
-                        f"{self.channel_axis} of sample shape {sample}); is this really the "
-                        "channel axis? Gray images (n, H, W) have none: use x[..., None]",
-                        NormlabWarning,
-                        stacklevel=3,
+                    warn(
+                        f"axis='channel' with {sample[ca]} channels (the last dim of sample "
+                        f"shape {sample}); is this really the channel axis? Gray images "
+                        "(n, H, W) have none: use x[..., None]; say layout='NCHW' for "
+                        "channels-first batches"
                     )
             self.value_scale = scale
             self.exact = arr.dtype.kind in "bui"
@@ -386,9 +365,9 @@ class Moments(Statistic):
                 raise ShapeError(
                     f"samples of shape {sample} after samples of shape {self.sample_shape}"
                 )
-            if self._reduced_from(sample) != self.reduced_shape:
+            if self.layout.reduced_shape(sample) != self.reduced_shape:
                 raise ShapeError(
-                    f"{self._reduced_from(sample)[0]} channels in sample shape {sample}, "
+                    f"{self.layout.reduced_shape(sample)[0]} channels in sample shape {sample}, "
                     f"expected {self.reduced_shape[0]} as in {self.sample_shape}"
                 )
         self.sample_shape = sample if self.axis == "feature" else self.sample_shape
@@ -418,9 +397,9 @@ class Moments(Statistic):
             self._hot_count = 0
 
     def _update_exact(self, arr: np.ndarray) -> None:
-        acb = self._as_acb(arr)
+        acb = self.layout.kernel_view(arr)
         if self._count is None:
-            self._init_state(self._reduced_from(arr.shape[1:]))
+            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
         per_element = acb.shape[0] * acb.shape[2]
         if arr.dtype.itemsize > 2:
             sums = _wide_int_sums(acb)
@@ -450,9 +429,9 @@ class Moments(Statistic):
         self._count += per_element
 
     def _update_float(self, arr: np.ndarray) -> None:
-        acb = self._as_acb(arr)
+        acb = self.layout.kernel_view(arr)
         if self._count is None:
-            self._init_state(self._reduced_from(arr.shape[1:]))
+            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
         part = load_kernels().reduce_float(acb)  # blocks, shifts, merge: see kernels.py
         if part.n_overflow.any():
             raise FloatOverflowError(self._overflow_message(part))
@@ -511,9 +490,9 @@ class Moments(Statistic):
 
     def _update_exact_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
         """Exact ``Σw·x`` and ``Σw·x²``: int64 where the bound allows, Python ints elsewhere."""
-        acb = self._as_acb(arr)
+        acb = self.layout.kernel_view(arr)
         if self._count is None:
-            self._init_state(self._reduced_from(arr.shape[1:]))
+            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
         shape = self._count.shape
         w = np.repeat(weights, acb.shape[0] // arr.shape[0])  # one weight per row of acb
         added = float(w.sum(dtype=np.float64)) * acb.shape[2]
@@ -544,9 +523,9 @@ class Moments(Statistic):
 
     def _update_float_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
         """Weighted shifted two-pass mean and M2 of the batch, merged with Chan's formula."""
-        acb = self._as_acb(arr)
+        acb = self.layout.kernel_view(arr)
         if self._count is None:
-            self._init_state(self._reduced_from(arr.shape[1:]))
+            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
         shape = self._count.shape
         rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1]).astype(np.float64)  # (A·B, C)
         finite = np.isfinite(rows)
@@ -611,6 +590,9 @@ class Moments(Statistic):
             )
         if self._count is None or other._count is None:
             return
+        self.layout.check_mergeable(
+            other.layout, f" (samples {self.sample_shape})", f" (samples {other.sample_shape})"
+        )
         if self.value_scale != other.value_scale:
             raise MergeError(
                 f"cannot merge statistics of value scale {_scale_str(self.value_scale)} with "
@@ -754,34 +736,43 @@ class Moments(Statistic):
         return (self._count > 0) & (self._min == self._max)
 
     # ------------------------------------------------------------------ coarsening
-    def reduce(self, axis: Axis, *, channel_axis: int | None = None) -> Moments:
-        """Coarsen exactly: per-feature → per-channel → global, with no pass over the data."""
-        if axis not in AXES:
-            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
-        if AXES.index(axis) < AXES.index(self.axis):
+    def reduce(
+        self,
+        axis: Axis,
+        *,
+        layout: str | Layout | None = None,
+        channel_axis: int | None = None,
+    ) -> Moments:
+        """Coarsen exactly: per-feature → per-channel → global, with no pass over the data.
+
+        ``layout`` (default: this one's) says where the channels are for per-feature
+        statistics reduced to per-channel ones.
+        """
+        check_granularity(axis)
+        if layout is None and channel_axis is None:
+            target = Layout(axis, self.layout.channel, self.layout.sample_ndim)
+        else:
+            target = Layout.parse(axis, layout=layout, channel_axis=channel_axis)
+        if target.rank < self.layout.rank:
             raise NormlabError(f"cannot refine {self.axis!r} statistics into {axis!r} ones")
         self._require()
+        assert self.sample_shape is not None
+        target = target.bind(self.sample_shape)
         out = copy.deepcopy(self)
         if axis == self.axis:
-            if axis == "channel" and channel_axis is not None:
-                if not self.same_channel_axis(channel_axis):
-                    raise NormlabError(
-                        f"these per-channel statistics were kept along channel_axis="
-                        f"{self.channel_axis} of samples {self.sample_shape}; they cannot be "
-                        f"re-laid along channel_axis={channel_axis}: compute per-feature "
-                        "statistics (axis='feature') to choose the channel axis later"
-                    )
-                out.channel_axis = int(channel_axis)
+            if axis == "channel" and not self.layout.same_channels(target):
+                raise NormlabError(
+                    f"these per-channel statistics were kept over {self.layout.letters} samples "
+                    f"{self.sample_shape}; they cannot be re-laid as {target.letters}: compute "
+                    "per-feature statistics (axis='feature') to choose the channel axis later"
+                )
             return out
-        out.axis = axis
-        if channel_axis is not None:
-            out.channel_axis = int(channel_axis)
+        out.layout = target
         if self.axis == "channel":  # channel -> global: everything in one group
             groups = self._count.reshape(1, -1)
             group_of = lambda a: a.reshape(1, -1)  # noqa: E731
         else:
-            assert self.sample_shape is not None
-            acb_shape = out._as_acb(np.empty((1, *self.sample_shape), np.uint8)).shape
+            acb_shape = target.group_shape(self.sample_shape)
             group_of = lambda a: np.moveaxis(
                 a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0
             ).reshape(acb_shape[1], -1)  # noqa: E731
@@ -850,8 +841,12 @@ class Moments(Statistic):
         from .io import field
 
         _check_loaded_meta(meta)
-        m = cls(meta["axis"], channel_axis=meta["channel_axis"], nan_policy=meta["nan_policy"])
+        m = cls(meta["axis"], nan_policy=meta["nan_policy"])
         m.sample_shape = tuple(meta["sample_shape"]) if meta["sample_shape"] is not None else None
+        try:
+            m.layout = Layout.from_saved(meta["axis"], meta["channel_axis"], m.sample_shape)
+        except NormlabError as exc:
+            raise FileFormatError(f"invalid statistics layout: {exc}") from None
         m.value_scale = meta["value_scale"]
         m.exact = meta["exact"]
         m.n_samples_seen = int(meta["n_samples_seen"])
@@ -860,7 +855,7 @@ class Moments(Statistic):
         weighted = not m.exact and getattr(tensors.get("count"), "dtype", None) == np.float64
         m._count = field(tensors, "count", np.float64 if weighted else np.int64)  # Σ weights
         shape = m._count.shape
-        if m.sample_shape is None or m._reduced_from(m.sample_shape) != shape:
+        if m.sample_shape is None or m.layout.reduced_shape(m.sample_shape) != shape:
             raise FileFormatError(
                 f"statistics of shape {shape} do not fit samples of shape {m.sample_shape} "
                 f"with axis={m.axis!r}"
@@ -887,10 +882,16 @@ class Moments(Statistic):
 
     @classmethod
     def from_array(
-        cls, x: Any, axis: Axis = "feature", *, channel_axis: int = -1, nan_policy: str = "raise"
+        cls,
+        x: Any,
+        axis: Axis = "feature",
+        *,
+        layout: str | Layout | None = None,
+        channel_axis: int | None = None,
+        nan_policy: str = "raise",
     ) -> Moments:
         """Statistics of one array ``(n_samples, *sample_shape)``."""
-        return cls(axis, channel_axis=channel_axis, nan_policy=nan_policy).update(x)
+        return cls(axis, layout=layout, channel_axis=channel_axis, nan_policy=nan_policy).update(x)
 
     def summary(self) -> dict[str, Any]:
         """Plain numbers for printing."""

@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .affine import apply_affine
-from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError
+from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError, warn
 from .io import register
-from .moments import AXES, Moments, as_batch
+from .layout import Layout, check_granularity
+from .moments import Moments, as_batch, repeat_by_weight
 
 _NEAR_CONSTANT_ULPS = 16  # spreads within a few ulps of the values are rounding noise
 
@@ -36,7 +37,6 @@ def safe_scale(
     *,
     floor: float | None = None,
     what: str = "zero variance",
-    stacklevel: int = 3,
 ) -> np.ndarray:
     """The one zero-scale policy: ``zero`` entries get scale 1 (or ``floor``), with one warning.
 
@@ -63,11 +63,9 @@ def safe_scale(
         )
         more = f" and {len(idx) - 8} more" if len(idx) > 8 else ""
         replacement = f"std_floor={floor}" if floor is not None else "1"
-        warnings.warn(
+        warn(
             f"{int(zero.sum())} of {zero.size} features have {what} (at {shown}{more}); their "
-            f"scale is set to {replacement}, so their outputs stay finite",
-            NormlabWarning,
-            stacklevel=stacklevel,
+            f"scale is set to {replacement}, so their outputs stay finite"
         )
     return out
 
@@ -91,9 +89,32 @@ class Normalizer:
     has_inverse: ClassVar[bool] = True  # False where inverse_transform cannot exist
     stats_axis: str = "feature"
 
-    def __init__(self, *, channel_axis: int = -1, dtype: Any = None) -> None:
+    def __init__(
+        self, *, layout: str | None = None, channel_axis: int | None = None, dtype: Any = None
+    ) -> None:
+        self.layout = layout
         self.channel_axis = channel_axis
         self.dtype = dtype
+
+    # ------------------------------------------------------------- validation
+    def _validate_params(self) -> None:
+        """Check the parameters, at one moment for every normalizer: when fitting starts."""
+        check_granularity(self.stats_axis)
+        self._requested_layout()
+        if self.dtype is not None:
+            try:
+                kind = np.dtype(self.dtype).kind
+            except TypeError:
+                raise NormlabError(f"dtype must be a float dtype; got {self.dtype!r}") from None
+            if kind != "f":
+                raise NormlabError(f"dtype must be a float dtype; got {self.dtype!r}")
+
+    def _requested_layout(self) -> Layout | None:
+        """The layout the parameters ask for; None: the statistics' own (channels last on data)."""
+        layout, channel_axis = getattr(self, "layout", None), getattr(self, "channel_axis", None)
+        if layout is None and channel_axis is None:
+            return None
+        return Layout.parse(self.stats_axis, layout=layout, channel_axis=channel_axis)
 
     # ------------------------------------------------------------- parameters
     def get_params(self) -> dict[str, Any]:
@@ -144,7 +165,7 @@ class Normalizer:
         if not self.is_fitted:
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet: call fit(X), partial_fit(X) or "
-                "from_stats(moments) first"
+                "fit_stats(moments) first"
             )
 
     def _reset(self) -> None:
@@ -162,45 +183,66 @@ class Normalizer:
         self._reset()
         return self.partial_fit(X, sample_weight=sample_weight, nan_policy=nan_policy)
 
+    def _empty_stats(self, nan_policy: str) -> Moments:
+        """Empty statistics for ``partial_fit``: the fitted layout and NaN policy, else the
+        requested ones (so statistics fitted with ``nan_policy="omit"`` keep taking batches)."""
+        fitted = getattr(self, "stats_", None)
+        if fitted is not None:
+            return Moments(self.stats_axis, layout=fitted.layout, nan_policy=fitted.nan_policy)
+        return Moments(self.stats_axis, layout=self._requested_layout(), nan_policy=nan_policy)
+
     def partial_fit(
         self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
     ) -> Normalizer:
         """Add ``X`` to the statistics seen so far and refit; returns ``self``."""
+        self._validate_params()
         if not self.needs_fit:
             as_batch(X, "X")
             return self
-        batch = Moments(
-            self.stats_axis, channel_axis=self.channel_axis, nan_policy=nan_policy
-        ).update(X, sample_weight=sample_weight)
+        batch = self._empty_stats(nan_policy).update(X, sample_weight=sample_weight)
         stats = self.stats_ + batch if hasattr(self, "stats_") else batch
         return self._fit_from(stats)
 
-    def from_stats(self, stats: Moments) -> Normalizer:
-        """Fit from saved statistics (coarsened exactly when they are finer than needed)."""
+    def fit_stats(self, stats: Moments) -> Normalizer:
+        """Fit from computed or saved statistics (coarsened exactly when finer than needed).
+
+        The layout (granularity aside) is the statistics' own unless ``layout`` was given.
+        """
         if not isinstance(stats, Moments):
             raise NormlabError(
-                f"{type(self).__name__}.from_stats needs a Moments object, got {type(stats).__name__}"
+                f"{type(self).__name__}.fit_stats needs a Moments object, got {type(stats).__name__}"
             )
+        self._validate_params()
         if not self.needs_fit:
             return self
         self._reset()
         return self._fit_from(stats)
 
+    def from_stats(self, stats: Moments) -> Normalizer:
+        """Deprecated name of :meth:`fit_stats` (it fits this instance; it builds no new one)."""
+        warn(
+            f"{type(self).__name__}.from_stats is deprecated: use .fit_stats(stats)",
+            DeprecationWarning,
+        )
+        return self.fit_stats(stats)
+
     def _coarsen(self, stats: Moments) -> Moments:
+        target = self._requested_layout()
         if stats.axis == self.stats_axis and (
-            self.stats_axis != "channel" or stats.same_channel_axis(self.channel_axis)
+            target is None or self.stats_axis != "channel" or stats.layout.same_channels(target)
         ):
             return stats
-        if stats.axis != "feature" and AXES.index(stats.axis) > AXES.index(self.stats_axis):
+        if stats.layout.coarser_than(self.stats_axis):
             raise NormlabError(
                 f"{type(self).__name__} needs {self.stats_axis!r} statistics, but these are "
                 f"{stats.axis!r}: compute statistics with axis='feature' to fit every scheme"
             )
-        return stats.reduce(self.stats_axis, channel_axis=self.channel_axis)
+        return stats.reduce(self.stats_axis, layout=target)
 
     def _fit_from(self, stats: Moments) -> Normalizer:
         stats = self._coarsen(stats)
         self.stats_ = stats
+        self.layout_ = getattr(stats, "layout", None)  # co-moments: the flattened sample
         self.n_samples_seen_ = stats.n_samples_seen
         self.value_scale_ = stats.value_scale
         self.sample_shape_ = stats.sample_shape
@@ -229,11 +271,12 @@ class Normalizer:
                 f"samples of shape {sample}"
             )
         if self.stats_axis == "channel":
-            ca = self.channel_axis % len(expected)
+            ca = self.layout_.channel_index(tuple(expected))
             if len(sample) != len(expected) or sample[ca] != expected[ca]:
                 raise ShapeError(
-                    f"{type(self).__name__} was fitted on {expected[ca]} channels (axis "
-                    f"{self.channel_axis} of samples {tuple(expected)}); got samples of shape {sample}"
+                    f"{type(self).__name__} was fitted on {expected[ca]} channels (dim {ca} of "
+                    f"{self.layout_.letters} samples {tuple(expected)}); got samples of shape "
+                    f"{sample}"
                 )
         self._warn_double_normalization(x)
         return x
@@ -245,12 +288,10 @@ class Normalizer:
             return
         lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
         if lo >= -1.0 and hi <= 1.0:
-            warnings.warn(
+            warn(
                 f"these values lie within [{lo:.3g}, {hi:.3g}], but the normalizer was fitted on "
                 f"{scale['dtype']} data (0..{top}): is the input already normalized (divided by "
-                f"{top} twice)?",
-                NormlabWarning,
-                stacklevel=4,
+                f"{top} twice)?"
             )
 
     def transform(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
@@ -281,6 +322,8 @@ class Normalizer:
     @classmethod
     def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Normalizer:
         params = dict(meta["params"])
+        if "channel_axis" in params:  # files before layouts: the statistics carry the layout
+            params["channel_axis"] = None
         if isinstance(params.get("feature_range"), list):
             params["feature_range"] = tuple(params["feature_range"])
         obj = cls(**params)
@@ -346,11 +389,7 @@ class AffineNormalizer(Normalizer):
 
     def _broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
-        if self.stats_axis == "channel":
-            shape = [1] * (sample_ndim + 1)
-            shape[1 + self.channel_axis % sample_ndim] = arr.shape[0]
-            return arr.reshape(shape)
-        return arr[None] if self.stats_axis == "feature" else arr
+        return self.layout_.broadcast(arr, sample_ndim)
 
     def _fused_factors(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
         """``1/scale`` and ``shift/scale`` in ``dtype``, or None where they would overflow it.
@@ -403,8 +442,11 @@ class ZScore(AffineNormalizer):
     ----------
     axis : {"feature", "channel", "global"}
         Which z-score: one mean/std per feature (per pixel), per channel, or over all values.
-    channel_axis : int
-        Channel axis of a sample (``-1`` HWC, ``0`` CHW), for ``axis="channel"``.
+    layout : str, optional
+        Dimension letters of the samples (``"HWC"``, ``"CHW"``, ``"NCHW"``) for
+        ``axis="channel"``; default: the statistics' own layout (channels last on data).
+    channel_axis : int, optional
+        Deprecated spelling of ``layout`` (``0``: CHW, ``-1``: channels last).
     with_mean, with_std : bool
         Center and/or scale (``center`` and ``scale`` in the scheme registry).
     ddof : int
@@ -432,16 +474,15 @@ class ZScore(AffineNormalizer):
         self,
         *,
         axis: str = "feature",
-        channel_axis: int = -1,
+        layout: str | None = None,
+        channel_axis: int | None = None,
         with_mean: bool = True,
         with_std: bool = True,
         ddof: int = 0,
         std_floor: float | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(channel_axis=channel_axis, dtype=dtype)
-        if axis not in AXES:
-            raise NormlabError(f"axis must be one of {', '.join(AXES)}; got {axis!r}")
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
         self.axis = axis
         self.with_mean = with_mean
         self.with_std = with_std
@@ -455,7 +496,7 @@ class ZScore(AffineNormalizer):
     @property
     def scheme(self) -> str:  # type: ignore[override]
         if not self.with_std:
-            return "center"
+            return "center" if self.with_mean else "raw"
         if not self.with_mean:
             return "scale"
         return self.axis
@@ -467,7 +508,7 @@ class ZScore(AffineNormalizer):
         if self.with_std:
             zero = constant_mask(stats)
             self.zero_variance_ = zero
-            scale = safe_scale(np.sqrt(self.var_), zero, floor=self.std_floor, stacklevel=6)
+            scale = safe_scale(np.sqrt(self.var_), zero, floor=self.std_floor)
         else:
             scale = np.ones_like(self.mean_)
         self._set_affine(np.where(stats.count > 0, shift, 0.0), scale)
@@ -485,7 +526,7 @@ class MaxScale(AffineNormalizer):
     stats_axis = "global"
 
     def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
-        super().__init__(channel_axis=-1, dtype=dtype)
+        super().__init__(dtype=dtype)
         self.max_value = max_value
 
     def _compute(self, stats: Moments) -> None:
@@ -499,11 +540,9 @@ class MaxScale(AffineNormalizer):
             raise NormlabError(f"max_value must be positive; got {top}")
         data_max = float(np.nanmax(stats.max))
         if data_max > top:  # e.g. 16-bit images about to be divided by 255
-            warnings.warn(
+            warn(
                 f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are divided "
-                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as 8-bit?",
-                NormlabWarning,
-                stacklevel=6,
+                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as 8-bit?"
             )
         self._set_affine(np.zeros(()), np.full((), float(top)))
 
@@ -518,8 +557,15 @@ class MaxAbs(AffineNormalizer):
 
     scheme = "maxabs"
 
-    def __init__(self, *, axis: str = "feature", channel_axis: int = -1, dtype: Any = None) -> None:
-        super().__init__(channel_axis=channel_axis, dtype=dtype)
+    def __init__(
+        self,
+        *,
+        axis: str = "feature",
+        layout: str | None = None,
+        channel_axis: int | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
         self.axis = axis
 
     @property
@@ -528,7 +574,7 @@ class MaxAbs(AffineNormalizer):
 
     def _compute(self, stats: Moments) -> None:
         self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
-        scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0", stacklevel=6)
+        scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0")
         self._set_affine(np.zeros_like(scale), scale)
 
 
@@ -543,10 +589,11 @@ class MinMax(AffineNormalizer):
         *,
         feature_range: tuple[float, float] = (0.0, 1.0),
         axis: str = "feature",
-        channel_axis: int = -1,
+        layout: str | None = None,
+        channel_axis: int | None = None,
         dtype: Any = None,
     ) -> None:
-        super().__init__(channel_axis=channel_axis, dtype=dtype)
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
         self.feature_range = tuple(feature_range)
         self.axis = axis
 
@@ -560,9 +607,7 @@ class MinMax(AffineNormalizer):
             raise NormlabError(f"feature_range must be increasing; got {self.feature_range}")
         self.data_min_, self.data_max_ = stats.min, stats.max
         span = self.data_max_ - self.data_min_
-        span = safe_scale(
-            span, constant_mask(stats), what="a zero range (max == min)", stacklevel=6
-        )
+        span = safe_scale(span, constant_mask(stats), what="a zero range (max == min)")
         scale = span / (high - low)
         self._set_affine(np.where(stats.count > 0, self.data_min_, 0.0) - low * scale, scale)
 
@@ -619,3 +664,105 @@ class PerImage(Normalizer):
 
     def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         raise NormlabError("per-image standardization is not one affine map for all samples")
+
+
+@register
+class ClipPercentile(AffineNormalizer):
+    """Clip to the ``[low, high]`` percentiles per channel, then map that range onto ``[0, 1]``.
+
+    Percentiles are exact (nearest rank, from the 256-bin histograms of uint8 data or the
+    65,536-bin ones of uint16 data): fit from data (``fit``) or from statistics computed with
+    ``histogram=`` or ``percentiles=`` (``compute_stats(..., percentiles=(0.5, 99.5))``).
+    ``inverse_transform`` maps back inside ``[low, high]``; clipped values are not recovered, and
+    the clipping makes this scheme not affine (``affine()`` raises).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(200, dtype=np.uint8).reshape(200, 1)
+    >>> c = ClipPercentile(low=1, high=99, axis="global").fit(x)
+    >>> float(c.low_), float(c.high_)
+    (1.0, 197.0)
+    >>> c.transform(np.array([[0], [99], [255]], dtype=np.uint8)).ravel()
+    array([0. , 0.5, 1. ], dtype=float32)
+    """
+
+    scheme = "clip-percentile"
+
+    def __init__(
+        self,
+        *,
+        low: float = 0.5,
+        high: float = 99.5,
+        axis: str = "channel",
+        layout: str | None = None,
+        channel_axis: int | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
+        self.low = low
+        self.high = high
+        self.axis = axis
+
+    @property
+    def stats_axis(self) -> str:  # type: ignore[override]
+        return self.axis
+
+    def partial_fit(
+        self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
+    ) -> ClipPercentile:
+        from .imagestats import ImageStats
+
+        self._validate_params()
+        if nan_policy != "raise":
+            raise NormlabError(
+                "clip-percentile needs histograms of finite data: drop or impute the samples "
+                "with NaN first"
+            )
+        if sample_weight is not None:
+            X = repeat_by_weight(X, sample_weight, "clip-percentile")
+        fitted = getattr(self, "stats_", None)
+        layout = fitted.layout if fitted is not None else self._requested_layout()
+        batch = ImageStats(self.stats_axis, layout=layout, histogram=self.stats_axis).update(X)
+        stats = self.stats_ + batch if hasattr(self, "stats_") else batch
+        self._fit_from(stats)
+        return self
+
+    def _compute(self, stats: Moments) -> None:
+        if not 0 <= self.low < self.high <= 100:
+            raise NormlabError(f"need 0 ≤ low < high ≤ 100; got low={self.low}, high={self.high}")
+        histogram = getattr(stats, "histogram", None)
+        if histogram is None:
+            raise NormlabError(
+                "clip-percentile needs exact histograms: compute the statistics with "
+                "histogram=True or percentiles=(...) (CLI: --percentiles 0.5,99.5), or fit on data"
+            )
+        if histogram.axis != self.axis:
+            if histogram.layout.coarser_than(self.axis):
+                raise NormlabError(
+                    f"clip-percentile with axis={self.axis!r} needs {self.axis} histograms or "
+                    f"finer; these statistics keep {histogram.axis} ones: compute them with "
+                    f"histogram={self.axis!r}, or use axis={histogram.axis!r}"
+                )
+            histogram = histogram.reduce(
+                self.axis, sample_shape=tuple(stats.sample_shape), layout=self._requested_layout()
+            )
+        self.low_ = histogram.percentile(self.low)
+        self.high_ = histogram.percentile(self.high)
+        span = self.high_ - self.low_
+        scale = safe_scale(span, ~(span > 0), what="equal low and high percentiles")
+        self._set_affine(np.where(np.isnan(self.low_), 0.0, self.low_), scale)
+        self._upper = np.where(span > 0, 1.0, 0.0)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Clip to ``[low_, high_]`` and scale onto ``[0, 1]``."""
+        out = super().transform(X)
+        upper = self._broadcast(self._upper.astype(out.dtype), out.ndim - 1)
+        np.clip(out, 0, upper, out=out)
+        return out
+
+    def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise NormlabError(
+            "clip-percentile clips before scaling, so it is not one affine map: use its low_ and "
+            "high_ (the clip bounds) and transform()"
+        )

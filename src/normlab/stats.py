@@ -10,16 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from .engines import run_tasks
+from .engines import run
 from .errors import EmptyDataError, NormlabError, ShapeError
+from .layout import Layout
 from .moments import Axis, Moments
-from .sources import resolve
+from .sources import Source, resolve
 
 
 def compute_stats(
     source: Any,
     axis: Axis = "feature",
     *,
+    layout: str | Layout | None = None,
     channel_axis: int | None = None,
     nan_policy: str = "raise",
     key: str | None = None,
@@ -49,9 +51,11 @@ def compute_stats(
         Also an image folder, a list of image files or a ``.txt`` list of them, and a PyTorch
         ``Dataset``/``IterableDataset``/``DataLoader`` (see :mod:`normlab.sources.images` and
         :mod:`normlab.sources.torch`).
-    axis, channel_axis, nan_policy
-        As for :class:`~normlab.Moments`. ``channel_axis`` defaults to ``-1`` (HWC), except for
-        PyTorch inputs with ``axis="channel"``: there it must be given (``0`` for CHW).
+    axis, layout, nan_policy
+        As for :class:`~normlab.Moments`. ``layout`` (``"HWC"``, ``"CHW"``, ``"NCHW"``, ...)
+        defaults to channels last, except for PyTorch inputs with ``axis="channel"``: there it
+        must be given (``"CHW"`` for the usual tensors). ``channel_axis`` is its deprecated
+        spelling.
     histogram
         Keep exact value counts of uint8/uint16 data: ``True`` or ``"channel"``, ``"global"``,
         ``"feature"`` (per pixel; large). The result is an :class:`~normlab.imagestats.ImageStats`.
@@ -99,14 +103,9 @@ def compute_stats(
         from .io import refuse_overwrite
 
         refuse_overwrite([checkpoint], [source])
+    lay = Layout.parse(axis, layout=layout, channel_axis=channel_axis)
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
-    if channel_axis is None:
-        if axis == "channel" and src.info.get("needs_channel_axis"):
-            raise ShapeError(
-                f"{src.description}: PyTorch samples are usually CHW but may be HWC; pass "
-                "channel_axis=0 (CHW) or channel_axis=-1 (HWC) for per-channel statistics"
-            )
-        channel_axis = -1
+    _check_layout_given(src, lay, layout, channel_axis)
     if sample_weight is not None:
         refused = [
             name
@@ -122,7 +121,7 @@ def compute_stats(
                 f"sample_weight works with the serial engine and plain Moments; drop "
                 f"{', '.join(refused)} or compute unweighted statistics"
             )
-        return _weighted(src, sample_weight, axis, channel_axis, nan_policy)
+        return _weighted(src, sample_weight, lay, nan_policy)
     extras = bool(histogram or quantiles or per_image_std_average)
     if src.parts and axis == "feature" and not extras:  # integer and float columns read apart
         from .sources.tables import join_columns
@@ -142,23 +141,22 @@ def compute_stats(
             for k, part in enumerate(src.parts)
         ]
         return join_columns(each, [part.info["positions"] for part in src.parts])
-    if extras or src.info.get("stats_class") == "ImageStats":
+    make_empty: Callable[[], Moments]
+    if extras:
         from .imagestats import ImageStats
 
-        make_empty: Callable[[], Moments] = functools.partial(
+        make_empty = functools.partial(
             ImageStats,
             axis,
-            channel_axis=channel_axis,
+            layout=lay,
             nan_policy=nan_policy,
             histogram=histogram or bool(quantiles),
             per_image_std_average=per_image_std_average,
         )
     else:  # a partial, not a closure: the local and Dask engines pickle it
-        make_empty = functools.partial(
-            Moments, axis, channel_axis=channel_axis, nan_policy=nan_policy
-        )
+        make_empty = functools.partial(Moments, axis, layout=lay, nan_policy=nan_policy)
 
-    stats = run_tasks(
+    result = run(
         src.tasks,
         make_empty,
         engine=engine,
@@ -170,24 +168,25 @@ def compute_stats(
         checkpoint_key=checkpoint_key,
         checkpoint_fingerprint=checkpoint_fingerprint,
     )
-    skipped = getattr(stats, "n_skipped", 0)
+    stats, record = result.stats, result.provenance
     if stats.n_samples_seen == 0:
-        more = f" ({skipped} unreadable item(s) skipped)" if skipped else ""
+        more = f" ({record.n_skipped} unreadable item(s) skipped)" if record.n_skipped else ""
         raise EmptyDataError(f"{src.description}: no samples{more}")
-    if hasattr(stats, "requested_percentiles"):
+    if extras or not record.empty:  # what the source recorded travels with the result
+        from .imagestats import ImageStats
+
+        stats = ImageStats.of(stats, record)
         stats.source = src.description
         stats.requested_percentiles = quantiles
     return stats
 
 
-def _weighted(
-    src: Any, sample_weight: Any, axis: Axis, channel_axis: int, nan_policy: str
-) -> Moments:
+def _weighted(src: Any, sample_weight: Any, lay: Layout, nan_policy: str) -> Moments:
     """Weighted statistics: the source's chunks in order, each with its slice of the weights."""
     weights = np.asarray(sample_weight)
     if weights.ndim != 1:
         raise ShapeError(f"sample_weight has shape {weights.shape}; expected one weight per sample")
-    stats = Moments(axis, channel_axis=channel_axis, nan_policy=nan_policy)
+    stats = Moments(lay.granularity, layout=lay, nan_policy=nan_policy)
     offset = 0
     for task in src.tasks:
         for chunk in task.chunks():
@@ -206,6 +205,17 @@ def _weighted(
     if stats.n_samples_seen == 0:
         raise EmptyDataError(f"{src.description}: no samples of positive weight")
     return stats
+
+
+def _check_layout_given(src: Source, lay: Layout, layout: Any, channel_axis: int | None) -> None:
+    """Sources whose samples may be CHW or HWC (PyTorch) need the layout said, not guessed."""
+    if lay.granularity == "channel" and layout is None and channel_axis is None:
+        if src.info.get("needs_layout"):
+            raise ShapeError(
+                f"{src.description}: PyTorch samples are usually CHW but may be HWC; pass "
+                "layout='CHW' (formerly channel_axis=0) or layout='HWC' for per-channel "
+                "statistics"
+            )
 
 
 def _check_percentiles(percentiles: Any) -> list[float]:

@@ -149,7 +149,7 @@ class Normalize(_FloatScale):
         """The module of a fitted affine normlab normalizer (same outputs, float32).
 
         ``layout`` defaults to the layout of the fitted samples (``F`` for vectors, ``HW``
-        for gray images, ``HWC``/``CHW`` from ``channel_axis``); pass ``"CHW"`` to apply
+        for gray images, ``HWC``/``CHW`` from the statistics' layout); pass ``"CHW"`` to apply
         statistics fitted on ``HWC`` arrays to channels-first tensors.
         """
         from .export import _affine
@@ -160,9 +160,7 @@ class Normalize(_FloatScale):
             "apply normlab's transform to the data (for example in the Dataset) instead",
         )
         shape = tuple(n.sample_shape_)
-        fitted = (
-            layout if layout and n.stats_axis == "global" else _fitted_layout(shape, n.channel_axis)
-        )
+        fitted = layout if layout and n.stats_axis == "global" else n.layout_.torch_layout
         layout = layout or fitted
         if layout not in LAYOUTS:
             raise NormlabError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -441,15 +439,3 @@ def _write_state(module: nn.Module, path: str | os.PathLike, key: str, config: A
     )
     with atomic_write(path) as handle:
         handle.write(payload)
-
-
-def _fitted_layout(shape: tuple[int, ...], channel_axis: int) -> str:
-    if len(shape) == 1:
-        return "F"
-    if len(shape) == 2:
-        return "HW"
-    if len(shape) == 3 and channel_axis % 3 != 1:
-        return "CHW" if channel_axis % 3 == 0 else "HWC"
-    raise ShapeError(
-        f"samples of shape {shape}: normlab.torch.Normalize handles feature vectors, gray HW images and CHW/HWC images (channel_axis 0 or -1)"
-    )

@@ -96,7 +96,7 @@ class Whiten(Normalizer):
     def scheme(self) -> str:  # type: ignore[override]
         return self.method
 
-    def _check_params(self) -> None:
+    def _validate_params(self) -> None:
         if self.method not in METHODS:
             raise NormlabError(f"method must be 'zca' or 'pca'; got {self.method!r}")
         if self.eps_mode not in EPS_MODES:
@@ -119,7 +119,7 @@ class Whiten(Normalizer):
         Whole-number ``sample_weight`` counts as copies of the samples; ``nan_policy="omit"``
         leaves out every sample with a NaN (a covariance needs whole samples).
         """
-        self._check_params()
+        self._validate_params()
         if sample_weight is not None:
             X = repeat_by_weight(X, sample_weight, f"{self.method} whitening")
         if nan_policy == "omit":  # a covariance needs whole samples: drop those with NaN/inf
@@ -131,7 +131,7 @@ class Whiten(Normalizer):
         stats = self.stats_ + batch if hasattr(self, "stats_") else batch
         return self._fit_from(stats)
 
-    def from_stats(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
+    def fit_stats(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
         """Fit from saved co-moments (no pass over the data); returns ``self``."""
         if isinstance(stats, Moments):
             raise NormlabError(
@@ -141,9 +141,9 @@ class Whiten(Normalizer):
             )
         if not isinstance(stats, CoMoments):
             raise NormlabError(
-                f"Whiten.from_stats needs a CoMoments object, got {type(stats).__name__}"
+                f"Whiten.fit_stats needs a CoMoments object, got {type(stats).__name__}"
             )
-        self._check_params()
+        self._validate_params()
         self._reset()
         return self._fit_from(stats)
 
@@ -280,11 +280,13 @@ def _register() -> None:
         "zca",
         lambda **options: Whiten(method="zca", **options),
         "ZCA whitening: W = U diag(1/√(λ+ε)) Uᵀ, symmetric (needs co-moments)",
+        needs=("comoments",),
     )
     schemes.register(
         "pca",
         lambda **options: Whiten(method="pca", **options),
         "PCA whitening: rotate onto principal axes, scale to unit variance (needs co-moments)",
+        needs=("comoments",),
     )
 
 

@@ -1,5 +1,10 @@
 """Engines run a source's tasks and merge the per-task statistics **in task order**.
 
+This is the one runner of every statistic (``Moments``, ``ImageStats``, ``CoMoments``, ...):
+:func:`run` gives the merged statistic and, beside it, the merged
+:class:`~normlab.provenance.Provenance` (what the sources recorded: skipped items, modes,
+sizes), both in task order; engines, progress, checkpoints and resume work the same for all.
+
 Merging in task order (never completion order) makes float results reproducible bit for
 bit; integer results are bit-identical in any order. An engine module has one function,
 ``map_tasks(todo, make_empty, *, workers, scheduler, on_finish)``, yielding
@@ -16,10 +21,11 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NormlabError, SourceError
+from ..provenance import Provenance, recording
 
 ENGINES = ("serial", "local", "dask")
 
@@ -32,9 +38,29 @@ class TaskResult:
     n_items: int
     n_bytes: int
     seconds: float
+    provenance: Provenance = field(default_factory=Provenance)
 
 
-def run_tasks(
+@dataclass
+class Run:
+    """What :func:`run` returns: the merged statistic and, beside it, what the sources recorded."""
+
+    stats: Any
+    provenance: Provenance
+
+
+def run_tasks(tasks: list[Any], make_empty: Callable[[], Any], **options: Any) -> Any:
+    """The merged statistic of :func:`run` (without the provenance)."""
+    return run(tasks, make_empty, **options).stats
+
+
+def granularity_of(stats: Any) -> str:
+    """The granularity the provenance checks use for this statistic (co-moments: per feature)."""
+    layout = getattr(stats, "layout", None)
+    return str(getattr(layout, "granularity", "feature"))
+
+
+def run(
     tasks: list[Any],
     make_empty: Callable[[], Any],
     *,
@@ -46,8 +72,8 @@ def run_tasks(
     checkpoint_every: int | None = None,
     checkpoint_key: str | None = None,
     checkpoint_fingerprint: str = "auto",
-) -> Any:
-    """Map every task to a statistic and merge them in task order.
+) -> Run:
+    """Map every task to a statistic and merge them (and their provenance) in task order.
 
     Parameters
     ----------
@@ -80,6 +106,7 @@ def run_tasks(
 
     ckpt = None
     total = make_empty()
+    record = Provenance(granularity_of(total))
     done: set[int] = set()
     if checkpoint is not None:
         ckpt = Checkpoint(
@@ -90,7 +117,7 @@ def run_tasks(
             key=checkpoint_key,
             fingerprint_mode=checkpoint_fingerprint,
         )
-        total, done = ckpt.resume(total)
+        total, record, done = ckpt.resume(total, record)
     todo = [(i, t) for i, t in enumerate(tasks) if i not in done]
     if engine != "serial" and todo:
         _check_picklable(engine, todo[0][1], make_empty)
@@ -106,12 +133,13 @@ def run_tasks(
             scheduler=scheduler,
             on_finish=lambda r: advance(r.n_items, r.n_bytes),
         ):
+            record += result.provenance  # first: it names the files of mixed modes or sizes
             total += result.stats
             if ckpt is not None:
-                ckpt.finished(index, total)
+                ckpt.finished(index, total, record)
     if ckpt is not None:
-        ckpt.save(total)
-    return total
+        ckpt.save(total, record)
+    return Run(total, record)
 
 
 class _Sink:
@@ -150,16 +178,17 @@ def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
     stats = make_empty()
     n_bytes = 0
     try:
-        for chunk in task.chunks():
-            n_bytes += int(getattr(chunk, "nbytes", 0))
-            stats.update(chunk)
+        with recording(granularity_of(stats)) as record:
+            for chunk in task.chunks():
+                n_bytes += int(getattr(chunk, "nbytes", 0))
+                stats.update(chunk)
     except NormlabError as exc:
         message = str(exc)
         label = str(task.label)
         raise type(exc)(message if label in message else f"{label}: {message}") from None
     except OSError as exc:  # a file that vanished or cannot be read on this worker
         raise SourceError(f"{task.label}: {type(exc).__name__}: {exc}") from None
-    return TaskResult(stats, int(task.n_items), n_bytes, time.perf_counter() - start)
+    return TaskResult(stats, int(task.n_items), n_bytes, time.perf_counter() - start, record)
 
 
 def in_order(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FileFormatError, NormlabError
+from ..provenance import Provenance
 
 FILE_NAME = "checkpoint.safetensors"
 DEFAULT_EVERY = 10  # tasks between two saves
@@ -208,15 +209,18 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class _Snapshot:
-    """What is saved: a statistic, the finished tasks and the fingerprint."""
+    """What is saved: a statistic, the sources' record, the finished tasks and the fingerprint."""
 
-    def __init__(self, stats: Any, finished: list[int], print_: dict[str, Any]) -> None:
-        self.stats, self.finished, self.fingerprint = stats, finished, print_
+    def __init__(
+        self, stats: Any, record: Provenance, finished: list[int], print_: dict[str, Any]
+    ) -> None:
+        self.stats, self.record, self.finished, self.fingerprint = stats, record, finished, print_
 
     def metadata(self) -> dict[str, Any]:
         return {
             "class": "Checkpoint",
             "statistic": self.stats.metadata(),
+            "provenance": self.record.metadata(),
             "finished_tasks": self.finished,
             "fingerprint": self.fingerprint,
         }
@@ -252,12 +256,12 @@ class Checkpoint:
         self.done: set[int] = set()
         self._unsaved = 0
 
-    def resume(self, empty: Any) -> tuple[Any, set[int]]:
-        """The saved state and finished tasks, or ``(empty, set())`` for a new run."""
+    def resume(self, empty: Any, record: Provenance) -> tuple[Any, Provenance, set[int]]:
+        """The saved state, record and finished tasks, or ``(empty, record, set())``."""
         from ..io import _REGISTRY, _import_savable_classes, read_file
 
         if not self.path.exists():
-            return empty, set()
+            return empty, record, set()
         meta, tensors = read_file(self.path)
         if meta.get("class") != "Checkpoint":
             raise FileFormatError(f"{self.path}: holds a {meta.get('class')}, not a checkpoint")
@@ -271,6 +275,7 @@ class Checkpoint:
         stat_meta = meta["statistic"]
         try:
             stats = _REGISTRY[stat_meta["class"]](stat_meta, tensors)
+            saved = Provenance.from_metadata(meta.get("provenance") or {}, record.granularity)
             finished = {int(i) for i in meta["finished_tasks"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise FileFormatError(
@@ -281,17 +286,17 @@ class Checkpoint:
                 f"{self.path}: corrupt checkpoint (finished tasks are not the first ones)"
             )
         self.done = finished
-        return stats, finished
+        return stats, saved, finished
 
-    def finished(self, index: int, total: Any) -> None:
+    def finished(self, index: int, total: Any, record: Provenance) -> None:
         """Record a merged task; save every ``every`` tasks."""
         self.done.add(index)
         self._unsaved += 1
         if self._unsaved >= self.every:
-            self.save(total)
+            self.save(total, record)
 
-    def save(self, total: Any) -> None:
+    def save(self, total: Any, record: Provenance) -> None:
         from ..io import save_object
 
-        save_object(_Snapshot(total, sorted(self.done), self.fingerprint), self.path)
+        save_object(_Snapshot(total, record, sorted(self.done), self.fingerprint), self.path)
         self._unsaved = 0

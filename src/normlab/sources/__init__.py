@@ -1,9 +1,49 @@
-"""Data sources: each turns user input into a list of independent *tasks* yielding chunks.
+"""Data sources: each turns user input into a list of independent *tasks* yielding arrays.
 
-A task is a small picklable object with ``chunks()`` (an iterator of ``(n, *sample_shape)``
-arrays), ``n_items`` (for progress) and ``label`` (for error messages). Engines run tasks
-anywhere — in-process, in worker processes, on Dask — and merge the per-task statistics
-in task order. New kinds of input register an adapter with :func:`register_source`.
+The task/source protocol
+------------------------
+**An adapter** is a function ``adapter(source, **options) -> Source | None`` registered with
+:func:`register_source`: it returns None for input that is not its kind, and a
+:class:`Source` (the tasks, a description, an ``info`` dict) for input that is. Options it does
+not know arrive in ``**_`` and are ignored; options it knows are validated before any task runs.
+
+**A task** is a small picklable object (it may travel to a worker process or a Dask worker) with
+
+* ``label: str`` — where the task reads (file and rows, slice of files), for error messages;
+* ``n_items: int`` — items it reads, for the progress bar (0 when unknown);
+* ``chunks() -> Iterator[np.ndarray]`` — batches of shape ``(n, *sample_shape)``, **arrays
+  only**. A chunk may be a view of a reused buffer: it is valid until the next one is asked for.
+
+**Provenance travels beside the data, never in the stream.** What a task wants kept — an item it
+skipped (``skip_bad``), the mode/bit depth or size of the samples it reads from some file on — it
+reports to :func:`normlab.provenance.recorder` while it yields::
+
+    from normlab.provenance import recorder
+
+    def chunks(self):
+        record = recorder()
+        for path in self.files:
+            try:
+                arr = read(path)
+            except BadFile as exc:
+                record.skipped(path, exc)       # left out, listed in the results
+                continue
+            record.saw("mode", "RGB 8-bit", path)  # first item of each mode/size is kept
+            yield arr[None]
+
+The engine opens a fresh record around each task, sends it back beside the task's statistic, and
+the runner (:func:`normlab.engines.run`) merges the records in task order, checking that modes,
+bit depths and sizes can share one statistic (the error names one file of each). Every statistic
+(``Moments``, ``ImageStats``, ``CoMoments``, histograms) therefore reads every source, and
+:func:`~normlab.compute_stats` returns the record with the statistics (``ImageStats.provenance``:
+``skipped``, ``n_skipped``, ``first_of``). Outside an engine the recorder is a throwaway.
+
+Errors: raise :class:`~normlab.errors.SourceError` (or another ``NormlabError``) naming the file
+and item; the engine prefixes the task's label when the message lacks it. ``OSError`` becomes a
+``SourceError`` naming the task.
+
+``info`` keys the runner reads: ``needs_layout`` (samples may be CHW or HWC: per-channel
+statistics need ``layout=`` said, not guessed).
 """
 
 from __future__ import annotations
@@ -13,10 +53,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import EmptyDataError, SourceError
+from ..errors import EmptyDataError, SourceError, optional_import_failed
 
 
 class Task(Protocol):
+    """What engines run (see the module's description)."""
+
     label: str
     n_items: int
 
@@ -84,9 +126,17 @@ def resolve(source: Any, **options: Any) -> Source:
             f"{loc.path}: cannot read this kind of input (accepted: .npy, .npz, Parquet, Zarr, "
             "HDF5, WebDataset .tar shards, a saved Hugging Face dataset, an "
             "image folder, a list of such files, an array, a table, a PyTorch dataset or an "
-            "iterable of batches)"
+            f"iterable of batches){_unavailable()}"
         )
-    raise SourceError(f"cannot read statistics from a {type(source).__name__}")
+    raise SourceError(f"cannot read statistics from a {type(source).__name__}{_unavailable()}")
+
+
+def _unavailable() -> str:
+    """The adapters missing an optional dependency, for messages (empty when none)."""
+    return "".join(f"; the {n} reader is unavailable ({why})" for n, why in UNAVAILABLE.items())
+
+
+UNAVAILABLE: dict[str, str] = {}  # built-in adapters whose optional dependency is missing
 
 
 def _load_adapters() -> None:
@@ -96,8 +146,10 @@ def _load_adapters() -> None:
     for name in ("arrays", "tables", "chunked", "images", "webdataset", "hf", "torch"):
         try:
             importlib.import_module(f"normlab.sources.{name}")
-        except ImportError:
-            pass
+        except ImportError as exc:
+            if not optional_import_failed(exc):
+                raise  # a real error inside normlab: never hide it
+            UNAVAILABLE[name] = str(exc)
 
 
 def is_iterable_of_batches(source: Any) -> bool:

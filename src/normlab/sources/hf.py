@@ -205,7 +205,7 @@ def _image_source(
         rows = Rows(folder, split, None if arrow is None else arrow[start:stop].select([column]))
         identity = str(getattr(dataset, "_fingerprint", ""))
         tasks.append(HFImageTask(rows, start, stop, column, options, name, identity))
-    info = {"kind": "images", "n_files": n, "ignored_files": 0, "stats_class": "ImageStats"}
+    info = {"kind": "images", "n_files": n, "ignored_files": 0}
     return Source(tasks, f"{n} images in column {column!r} of {name}", info)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyDataError, MissingExtraError, NormlabError, SourceError, require
-from ..imagestats import Note
+from ..provenance import recorder
 from . import Source, register_source
 from .fs import Location, expand, is_path_like, is_url, location
 
@@ -380,8 +380,9 @@ class ImageBatches:
         raise NotImplementedError
 
     def chunks(self) -> Iterator[Any]:
-        """Batches of consecutive same-shape images, with :class:`Note` items between them."""
+        """Batches of consecutive same-shape images (skips, modes and sizes go to the recorder)."""
         opts = self.options
+        record = recorder()
         modes_seen: set[str] = set()
         sizes_seen: set[tuple[int, ...]] = set()
         batch: np.ndarray | None = None
@@ -394,17 +395,17 @@ class ImageBatches:
             except BadImage as exc:
                 if not opts.skip_bad:
                     raise SourceError(f"{path}: {exc}") from None
-                yield Note("skipped", exc, path)
+                record.skipped(path, exc)
                 continue
             if batch is not None and (arr.shape != batch.shape[1:] or arr.dtype != batch.dtype):
                 yield batch[:filled]
                 batch = None
             if mode not in modes_seen:
                 modes_seen.add(mode)
-                yield Note("mode", mode, path, strict=opts.mode is None)
+                record.saw("mode", mode, path, strict=opts.mode is None)
             if arr.shape not in sizes_seen:
                 sizes_seen.add(arr.shape)
-                yield Note("size", "x".join(map(str, arr.shape)), path)
+                record.saw("size", "x".join(map(str, arr.shape)), path)
             if batch is None:
                 per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
                 shape = (min(per_chunk, self.n_items), *arr.shape)
@@ -649,7 +650,6 @@ def image_source(
         "kind": "images",
         "n_files": len(files),
         "ignored_files": ignored,
-        "stats_class": "ImageStats",
     }
     return Source(tasks, f"{len(files)} {what}", info)
 

@@ -2,8 +2,8 @@
 
 Samples may be tensors, numpy arrays or PIL images, alone or as the first element of a tuple
 (``(image, label)``). uint8 tensors stay uint8, so the statistics take the exact integer path.
-Tensors are usually CHW: for per-channel statistics ``channel_axis`` must be given
-(``0`` for CHW, ``-1`` for HWC); normlab does not guess.
+Tensors are usually CHW: for per-channel statistics ``layout`` must be given
+(``"CHW"`` or ``"HWC"``); normlab does not guess.
 
 * A map-style ``Dataset`` is split into tasks of contiguous index ranges (picklable whenever
   the dataset is), and consecutive samples are stacked into batches.
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import NormlabError, SourceError
-from ..imagestats import Note
 from ..moments import tensor_to_numpy
+from ..provenance import recorder
 from . import Source, register_source
 
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -53,12 +53,11 @@ def sample_array(item: Any, where: str) -> np.ndarray:
     return arr
 
 
-def _shape_note(arr: np.ndarray, where: str) -> Note:
-    return Note("size", "x".join(map(str, arr.shape)) or "scalar", where)
-
-
-def _kind_note(arr: np.ndarray, where: str) -> Note:
-    return Note("mode", f"{arr.ndim}-d {arr.dtype}", where, strict=True)
+def _record_kind_and_size(arr: np.ndarray, where: str) -> None:
+    """Tell the recorder the kind and size of the samples from ``where`` on."""
+    record = recorder()
+    record.saw("mode", f"{arr.ndim}-d {arr.dtype}", where, strict=True)
+    record.saw("size", "x".join(map(str, arr.shape)) or "scalar", where)
 
 
 @dataclass
@@ -82,7 +81,7 @@ class MapDatasetTask:
     def chunks(self) -> Iterator[Any]:
         yield from _stacked(self._samples(), self.chunk_size)
 
-    def _samples(self) -> Iterator[tuple[np.ndarray, str] | Note]:
+    def _samples(self) -> Iterator[tuple[np.ndarray, str]]:
         for index in range(self.start, self.stop):
             where = f"dataset[{index}]"
             try:
@@ -94,7 +93,7 @@ class MapDatasetTask:
                     raise SourceError(
                         f"{where}: could not be read ({type(exc).__name__}: {exc})"
                     ) from None
-                yield Note("skipped", f"{type(exc).__name__}: {exc}", where)
+                recorder().skipped(where, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -126,28 +125,24 @@ class IterableTask:
 
 
 def _stacked(
-    items: Iterator[tuple[np.ndarray, str] | Note], chunk_size: int | None, *, batched: bool = False
+    items: Iterator[tuple[np.ndarray, str]], chunk_size: int | None, *, batched: bool = False
 ) -> Iterator[Any]:
     """Samples stacked into batches (``batched``: items are batches already, passed on).
 
-    Notes pass through; a sample of a new shape or dtype closes the batch and is announced with
-    a kind note and a size note (which the statistics check for consistency).
+    A sample of a new shape or dtype closes the batch, and its kind and size go to the
+    recorder (which checks them for consistency).
     """
     batch: list[np.ndarray] = []
     first: np.ndarray | None = None
     limit = chunk_size or 1
     for item in items:
-        if isinstance(item, Note):
-            yield item
-            continue
         arr, where = item
         sample = arr[0] if batched else arr
         if first is None or sample.shape != first.shape or arr.dtype != first.dtype:
             if batch:
                 yield np.stack(batch)
                 batch = []
-            yield _kind_note(sample, where)
-            yield _shape_note(sample, where)
+            _record_kind_and_size(sample, where)
             first = sample
             limit = chunk_size or max(1, CHUNK_BYTES // max(1, sample.nbytes))
         if batched:
@@ -169,7 +164,7 @@ def torch_source(
     if torch is None or not hasattr(torch, "utils"):
         return None
     data = torch.utils.data
-    info = {"kind": "torch", "stats_class": "ImageStats", "needs_channel_axis": True}
+    info = {"kind": "torch", "needs_layout": True}
     if isinstance(source, data.DataLoader):
         n = len(source) if hasattr(source.dataset, "__len__") else 0
         task = IterableTask(source, True, chunk_size, n)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SourceError
-from ..imagestats import Note
+from ..provenance import recorder
 from . import Source, register_source
 from .fs import Location, location
 from .images import (
@@ -225,7 +225,7 @@ class TarImageTask(ImageBatches):
         yield from super().chunks()
         if self.damaged is not None:
             # only reached with skip_bad: without it the source refused the shard
-            yield Note("skipped", f"{self.damaged}; the rest of the shard", self.shard)
+            recorder().skipped(self.shard, f"{self.damaged}; the rest of the shard")
 
 
 def _shards(source: Any) -> list[str] | None:
@@ -303,7 +303,6 @@ def webdataset_source(
         "n_files": n_images,
         "n_shards": len(shards),
         "ignored_files": n_other,
-        "stats_class": "ImageStats",
     }
     return Source(tasks, f"{n_images} images in {what}", info)
 
