@@ -131,27 +131,23 @@ class Layout:
                 + (f" (channels at dim {self.channel})" if self.channel is not None else "")
                 + f"; these samples have shape {tuple(sample_shape)}"
             )
-        channel = self.channel
-        if channel is not None:
-            if self.granularity == "channel" and ndim < 1:
-                raise ShapeError(
-                    f"axis='channel' needs samples with a channel dimension; these samples "
-                    f"have shape {tuple(sample_shape)}. Use axis='feature' or 'global', or "
-                    "add a channel axis (x[..., None])"
-                )
-            if ndim and not -ndim <= channel < ndim:
-                if self.granularity == "channel":
-                    raise ShapeError(
-                        f"channel dim {channel} is out of range for samples of {ndim} dims"
-                    )
-                channel = -1  # a per-feature or global layout declares no usable channel
-            channel = channel % ndim if ndim else None
-        if self.granularity == "channel" and ndim < 2 and self.sample_ndim is None:
+        if self.granularity == "channel" and ndim < 2:
             raise ShapeError(
                 f"axis='channel' needs samples with a channel dimension; these samples have "
                 f"shape {tuple(sample_shape)}. Use axis='feature' or 'global', or add a channel "
                 "axis (x[..., None])"
             )
+        channel = self.channel
+        if channel is not None and ndim:
+            if not -ndim <= channel < ndim:
+                if self.granularity == "channel":
+                    raise ShapeError(
+                        f"channel dim {channel} is out of range for samples of {ndim} dims"
+                    )
+                channel = -1  # a per-feature or global layout declares no usable channel
+            channel = channel % ndim
+        elif channel is not None:
+            channel = None  # scalar samples have no dims at all
         return Layout(self.granularity, channel, ndim)
 
     # ------------------------------------------------------------------ shapes

@@ -173,13 +173,16 @@ def entry(name: str) -> Scheme:
 def get(name: str, **options: Any) -> Normalizer:
     """An unfitted normalizer for scheme ``name``; options it does not take are named."""
     scheme = entry(name)
-    unknown = sorted(set(options) - set(scheme.options))
+    unknown = sorted(set(options) - set(scheme.options) - CHOSEN_BY_NAME)
     if unknown:
         raise NormlabError(
             f"scheme {name!r} takes no option {', '.join(unknown)}; it takes: "
             f"{', '.join(scheme.options) or 'none'}"
         )
-    return scheme.factory(**options)
+    try:
+        return scheme.factory(**options)
+    except TypeError as exc:  # e.g. with_std for "center", which the name already chooses
+        raise NormlabError(f"scheme {name!r}: bad options {sorted(options)} ({exc})") from None
 
 
 def fit_stats(name: str, stats: Any, **options: Any) -> Normalizer:

@@ -156,7 +156,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return scaler
 
     def _make_normalizer(self) -> Normalizer:
-        accepted = schemes.entry(self.scheme).options
+        accepted = schemes.get(self.scheme).get_params()
         defaults = _option_defaults()
         options: dict[str, Any] = {}
         for name in _OPTIONS:
