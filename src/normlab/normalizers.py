@@ -28,6 +28,8 @@ from .io import register
 from .layout import Layout, check_granularity
 from .moments import Moments, as_batch, repeat_by_weight
 
+# integer dtypes whose range is no value scale: no data fills 0..2**31 the way images fill 0..255
+_WIDE_INTEGERS = frozenset({"int32", "uint32", "int64", "uint64"})
 _NEAR_CONSTANT_ULPS = 16  # spreads within a few ulps of the values are rounding noise
 
 
@@ -538,6 +540,13 @@ class MaxScale(AffineNormalizer):
             )
         if not top > 0:
             raise NormlabError(f"max_value must be positive; got {top}")
+        dtype = (stats.value_scale or {}).get("dtype")
+        if self.max_value is None and dtype in _WIDE_INTEGERS:
+            warn(
+                f"scheme 'max' divides {dtype} data by its dtype's maximum {top:.3g}: the outputs "
+                "will be near 0; pass max_value= (the data's real scale, e.g. 4095 for 12-bit "
+                "values)"
+            )
         data_max = float(np.nanmax(stats.max))
         if data_max > top:  # e.g. 16-bit images about to be divided by 255
             warn(

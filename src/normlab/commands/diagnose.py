@@ -8,7 +8,23 @@ from typing import Annotated, Any
 
 import typer
 
-from ..cli import KeyOpt, QuietOpt, cli_errors, console, progress_flag
+from ..cli import (
+    EngineOpt,
+    GlobOpt,
+    InterpolationOpt,
+    KeyOpt,
+    ModeOpt,
+    QuietOpt,
+    ResizeOpt,
+    SchedulerOpt,
+    SkipBadOpt,
+    WorkersOpt,
+    cli_errors,
+    console,
+    print_skipped,
+    progress_flag,
+    source_options,
+)
 from .tables import Column, fitted_table
 
 
@@ -65,12 +81,30 @@ def register(app: typer.Typer) -> None:
         ] = 5,
         key: KeyOpt = None,
         quiet: QuietOpt = False,
+        glob: GlobOpt = None,
+        mode: ModeOpt = None,
+        resize: ResizeOpt = None,
+        interpolation: InterpolationOpt = "bilinear",
+        skip_bad: SkipBadOpt = False,
+        engine: EngineOpt = "serial",
+        workers: WorkersOpt = None,
+        scheduler: SchedulerOpt = None,
     ) -> None:
         """Hessian spectrum (E x·xᵀ) per scheme, stable LR, predicted speed-up, feature health."""
         from ..comoments import compute_comoments
         from ..diagnostics import diagnose as run_diagnose
         from ..errors import NormlabError
 
+        reading = source_options(
+            glob=glob,
+            mode=mode,
+            resize=resize,
+            interpolation=interpolation,
+            skip_bad=skip_bad,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+        )
         if (data is None) == (dataset is None):
             raise NormlabError(
                 "give either DATA (or a co-moments file) or --dataset mnist5k|digits"
@@ -86,7 +120,8 @@ def register(app: typer.Typer) -> None:
                 labels_arg: Any = y
             else:
                 labels_arg = labels
-            comoments = compute_comoments(source, key=key, progress=progress_flag(quiet))
+            comoments = compute_comoments(source, key=key, progress=progress_flag(quiet), **reading)
+            print_skipped(comoments)
             comoments.save(save_comoments)
             if not measure:
                 source, labels_arg = comoments, None
@@ -102,6 +137,7 @@ def register(app: typer.Typer) -> None:
             rare_threshold=rare,
             mask_png=mask_png,
             progress=progress_flag(quiet),
+            **(reading if dataset is None else {}),
         )
         if as_json:
             typer.echo(json.dumps(report))

@@ -31,9 +31,16 @@ def rows_per_chunk(row_bytes: int, chunk_size: int | None) -> int:
 
 
 def _take_batch(item: Any) -> Any:
-    """A batch, or the inputs of an ``(inputs, labels)`` pair."""
-    if isinstance(item, (tuple, list)) and item and not np.isscalar(item[0]):
+    """A batch, or the inputs of an ``(inputs, labels)`` pair.
+
+    A tuple, or a list of arrays (as a DataLoader collates), is a pair; a list of lists is a
+    batch written as nested lists (``[[1, 2], [3, 4]]``: two samples), never a pair.
+    """
+    if isinstance(item, tuple) and item and not np.isscalar(item[0]):
         return item[0]
+    if isinstance(item, list) and item and not np.isscalar(item[0]):
+        if not isinstance(item[0], (list, tuple)):
+            return item[0]
     return item
 
 
