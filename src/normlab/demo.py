@@ -20,19 +20,20 @@ def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
 
 
 def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
-    """Fit every scheme from one pass of per-feature statistics (and co-moments for zca/pca)."""
+    """Fit every scheme from one pass of per-feature statistics (and co-moments for whitening)."""
     from .comoments import compute_comoments
 
     stats = compute_stats(x, "feature", progress=False)
-    second_order = compute_comoments(x, progress=False)  # zca/pca: co-moments, also one pass
+    second_order = compute_comoments(x, progress=False)  # whitening: co-moments, also one pass
     rows = []
     for name in schemes.names():
+        entry = schemes.entry(name)
+        if "histogram" in entry.needs or entry.unusable_for(stats.sample_shape) is not None:
+            continue  # the digits are gray (no channel axis) and keep no histograms
         normalizer = schemes.get(name)
-        if name in ("channel", "clip-percentile"):
-            continue  # gray images have no channel axis; clip-percentile needs histograms
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NormlabWarning)
-            normalizer.fit_stats(second_order if name in ("zca", "pca") else stats)
+            normalizer.fit_stats(second_order if "comoments" in entry.needs else stats)
             y = normalizer.transform(x).astype(np.float64)
         per_feature_std = y.reshape(len(y), -1).std(axis=0)
         rows.append(
