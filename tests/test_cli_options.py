@@ -51,6 +51,7 @@ def test_every_constructor_parameter_of_every_scheme_is_a_fit_option(scheme):
         if parameter.kind is not parameter.KEYWORD_ONLY or name in CHOSEN_BY_SCHEME_NAME:
             continue
         assert options.get(name) == "--" + name.replace("_", "-"), (scheme, name)
+        assert name in schemes.entry(scheme).options, (scheme, name)  # fit refuses the others
 
 
 def test_every_scheme_option_of_fit_is_a_constructor_parameter():
