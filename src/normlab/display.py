@@ -310,5 +310,6 @@ def _fitted_text(value: np.ndarray) -> str:
 
 
 def _params_text(normalizer: Any) -> str:
-    params = normalizer.get_params()
-    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
+    """The parameters that are set (None means "the default": left out)."""
+    params = {k: v for k, v in normalizer.get_params().items() if v is not None}
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "default parameters"
