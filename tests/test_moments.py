@@ -418,7 +418,7 @@ def test_float_kernel_path_matches_fraction_reference():
 
     rng = np.random.default_rng(11)
     offset = 1e9 + rng.uniform(0, 1e-3, size=(6000, 20))
-    assert kernels.reduce_float(offset[:, :, None]).count.tolist() == [6000] * 20
+    assert kernels.reduce_float(offset[:, :, None]).n_finite.tolist() == [6000] * 20
     m = Moments()
     for part in np.array_split(offset, 3):
         m.update(part)

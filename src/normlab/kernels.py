@@ -370,13 +370,13 @@ _SECOND_PASS = 2.0**-6  # M2 < Σd²·2⁻⁶: the shift was far from the block'
 class FloatSums(NamedTuple):
     """Per-C statistics of float data; mean and M2 are measured from ``shift``.
 
-    ``count`` counts the finite values, ``n_nonfinite`` the NaN/±inf ones (left out of every
+    ``n_finite`` counts the finite values, ``n_nonfinite`` the NaN/±inf ones (left out of every
     other field); ``n_overflow`` counts the finite values of elements whose float64 sums
     overflowed (finite input near ±1e308): their mean and M2 are not usable. ``shift`` is NaN
-    where ``count`` is 0.
+    where ``n_finite`` is 0.
     """
 
-    count: np.ndarray
+    n_finite: np.ndarray
     shift: np.ndarray
     mean_shifted: np.ndarray
     m2: np.ndarray
@@ -653,7 +653,7 @@ def reduce_float(x: np.ndarray) -> FloatSums:
     --------
     >>> x = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0]]).reshape(3, 2, 1)
     >>> r = reduce_float(x)
-    >>> (r.shift + r.mean_shifted).tolist(), (r.m2 / r.count).tolist(), r.n_nonfinite.tolist()
+    >>> (r.shift + r.mean_shifted).tolist(), (r.m2 / r.n_finite).tolist(), r.n_nonfinite.tolist()
     ([3.0, 4.0], [2.6666666666666665, 4.0], [0, 1])
     """
     if x.dtype not in (np.float32, np.float64):

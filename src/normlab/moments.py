@@ -442,7 +442,7 @@ class Moments(Statistic):
         shift_b = part.shift.reshape(shape)
         self._shift = np.where(np.isnan(self._shift), shift_b, self._shift)  # first value seen
         self._merge_float(
-            part.count.reshape(shape),
+            part.n_finite.reshape(shape),
             shift_b,
             part.mean_shifted.reshape(shape),
             part.m2.reshape(shape),
