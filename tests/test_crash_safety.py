@@ -111,6 +111,6 @@ def test_sigkill_during_saves_leaves_old_or_new_complete_file(tmp_path):
         loaded = normlab.load(str(work / "stats.safetensors"))
         assert any(loaded == moments for moments, _ in versions)
     assert sorted(os.listdir(work)) == ["stats.safetensors", "zscore.safetensors"]
-    assert in_window >= N_KILLS // 2, f"only {in_window} of {N_KILLS} kills hit a write"
+    assert in_window >= N_KILLS // 3, f"only {in_window} of {N_KILLS} kills hit a write"
     assert all(len(v) == 2 for v in seen.values()), "both versions should have been seen"
     print(f"{N_KILLS} SIGKILLs, {in_window} while a temporary file existed; no partial file")

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .affine import apply_affine
 from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError, warn
 from .io import register
 from .layout import Layout, check_granularity
@@ -412,6 +411,8 @@ class AffineNormalizer(Normalizer):
         ndim = x.ndim - 1
         shift, scale = self._broadcast(self.shift_, ndim), self._broadcast(self.scale_, ndim)
         if out_dtype.kind == "f":  # subtract in float64, round once (see normlab.affine)
+            from .affine import apply_affine  # numba kernels: imported on first use
+
             return apply_affine(x, shift, scale, out_dtype)
         out = np.subtract(x, shift, dtype=np.float64)
         np.divide(out, scale, out=out)
