@@ -604,8 +604,11 @@ def _measured(
             layer = _initial_layer(ds, config, run["seed"])
             assert layer is not None
             s0 = problem.components(*layer)
+            horizon = config.epochs * math.ceil(len(ds.y_train) / batch)
             predicted.append(
-                theory.sgd_steps_to_epsilon(problem, s0, info["best_lr"], batch, config.epsilon)
+                theory.sgd_steps_to_epsilon(
+                    problem, s0, info["best_lr"], batch, config.epsilon, max_steps=4 * horizon
+                )
             )
         reached_p = [p for p in predicted if p is not None]
         reached_m = [r["steps_to_epsilon"] for r in runs if r.get("steps_to_epsilon") is not None]

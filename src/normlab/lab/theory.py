@@ -33,8 +33,8 @@ of ReLU units dead on at least 99 % of the samples.
 >>> rng = np.random.default_rng(0)
 >>> x = rng.standard_normal((200, 3)) + 4.0
 >>> problem = lsq_problem(x, rng.integers(0, 2, 200), n_classes=2)
->>> round(float(problem.lam[-1]), 1)  # the mean adds one large eigenvalue: 1 + 3·4² ≈ 50
-50.1
+>>> round(float(problem.lam[-1]))  # the mean (and the bias) add one eigenvalue ≈ 3·4² + 1 + 1
+49
 """
 
 from __future__ import annotations
