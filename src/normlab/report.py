@@ -29,7 +29,7 @@ _PROBE_LABELS = {
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``plots/*.png`` and ``report.html`` for ``results`` into ``out_dir``; returns the page."""
+    """Write ``plots/*.png`` and ``report.html`` for ``results`` into ``out_dir``."""
     if results.get("format") != "normlab-lab-results":
         raise NormlabError(
             "write_report needs the content of a lab results.json (format normlab-lab-results)"
@@ -72,7 +72,7 @@ def _color(results: dict[str, Any], scheme: str) -> Any:
 def _mean_curve(
     runs: list[dict[str, Any]], key: str, column: int
 ) -> tuple[list[float], list[float]]:
-    """Mean over seeds of checkpoint ``column``, up to the shortest run (diverged runs stop early)."""
+    """Mean over seeds of checkpoint ``column``, up to the shortest run (diverged ones stop)."""
     curves = [r[key] for r in runs]
     length = min(len(c) for c in curves)
     xs, ys = [], []
@@ -214,7 +214,8 @@ def _probe_bars(results: dict[str, Any]) -> Any:
     ax.set(
         ylim=(0, 1.05),
         ylabel="fraction",
-        title=f"first-layer updates at batch size {results['config']['batch_size']} (best LR, mean over seeds and steps)",
+        title=f"first-layer updates at batch size {results['config']['batch_size']} "
+        "(best LR, mean over seeds and steps)",
     )
     _legend(ax, ncol=3, loc="upper right")
     fig.tight_layout()
@@ -265,7 +266,8 @@ def _diagonal(results: dict[str, Any]) -> Any:
             marker="o",
             ms=3,
             color=_color(results, scheme),
-            label=f"{scheme}: λ_max {_fmt(info['lambda_max'])}, max/median {_fmt(info['diagonal']['ratio'])}",
+            label=f"{scheme}: λ_max {_fmt(info['lambda_max'])}, "
+            f"max/median {_fmt(info['diagonal']['ratio'])}",
         )
         drawn = True
     if not drawn:
@@ -297,36 +299,39 @@ def _diagonal_floor(results: dict[str, Any]) -> float:
 
 def _caption_curves(results: dict[str, Any]) -> str:
     return (
-        "Learning curves at each scheme's best learning rate, averaged over seeds. Left: accuracy on "
-        f"the whole training split, measured {results['config'].get('checkpoints_per_epoch', 10)} times "
-        "per epoch; the dotted line is the target "
-        f"({results['config']['target']:g}). The scheme whose curve crosses it first needed the fewest "
-        "training samples. Right: accuracy on the held-out test split after each epoch."
+        "Learning curves at each scheme's best learning rate, averaged over seeds. Left: accuracy "
+        "on the whole training split, stored "
+        f"{results['config'].get('checkpoints_per_epoch', 10)} times per epoch; the dotted line "
+        f"is the target ({results['config']['target']:g}). The scheme whose curve crosses it "
+        "first needed the fewest training samples. Right: accuracy on the held-out test split "
+        "after each epoch."
     )
 
 
 def _caption_sweep(results: dict[str, Any]) -> str:
     return (
-        "The learning-rate search. Each scheme's grid is centred on its own 2/λ_max (dashed line), "
-        "where λ_max is the largest eigenvalue of E[z zᵀ], z = (x, 1), of its normalized inputs — the "
-        "largest step plain gradient descent can take on a linear unit. The pale thick line marks "
-        "the chosen rate; the grid was widened until that rate lay strictly inside it. Schemes with "
-        "a large input mean have a huge λ_max, so they are only stable at tiny rates."
+        "The learning-rate search. Each scheme's grid is centred on its own 2/λ_max (dashed "
+        "line), where λ_max is the largest eigenvalue of E[z zᵀ], z = (x, 1), of its normalized "
+        "inputs with the bias input — the largest step plain gradient descent can take on a "
+        "linear unit with a bias. The pale thick line marks "
+        "the chosen rate; the grid was widened until that rate lay strictly inside it. Schemes "
+        "with a large input mean have a huge λ_max, so they are only stable at tiny rates."
     )
 
 
 def _caption_probes(results: dict[str, Any]) -> str:
     batch = results["config"]["batch_size"]
     return (
-        f"What the first-layer updates looked like during training, at the run's batch size ({batch}). "
-        "Single-signed rows: share of hidden units whose whole incoming-weight update had one sign. "
-        "Sign agreement: share of a unit's update (by magnitude) that carried its majority sign — 1 "
-        "means every weight of the unit moved the same way, 0.5 means balanced signs. Share along "
-        "the mean: how much of each step pointed along the mean input, the direction a non-zero mean "
-        "forces on all weights at once. Reversed steps: share of successive updates of a unit that "
-        "pointed backwards (zigzag). The hatched bars are an illustration, not a training result: "
-        "with one sample per step, a unit's update is δ_j·x, so its row is single-signed exactly when "
-        "the input's nonzero values share one sign — 100 % for any non-negative data, whatever the model."
+        "What the first-layer updates looked like during training, at the run's batch size "
+        f"({batch}). Single-signed rows: share of hidden units whose whole incoming-weight update "
+        "had one sign. Sign agreement: share of a unit's update (by magnitude) that carried its "
+        "majority sign — 1 means every weight of the unit moved the same way, 0.5 means balanced "
+        "signs. Share along the mean: how much of each step pointed along the mean input, the "
+        "direction a non-zero mean forces on all weights at once. Reversed steps: share of "
+        "successive updates of a unit that pointed backwards (zigzag). The hatched bars are an "
+        "illustration, not a training result: with one sample per step, a unit's update is "
+        "δ_j·x, so its row is single-signed exactly when the input's nonzero values share one "
+        "sign — 100 % for any non-negative data, whatever the model."
     )
 
 
@@ -695,9 +700,9 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
             if cfg["model"] == "mlp"
             else ""
         )
-        + f", optimizer <b>{e(cfg['optimizer'])}</b>, batch size {cfg['batch_size']}, {cfg['epochs']} "
-        f"epochs, {cfg['seeds']} seeds, target train accuracy {cfg['target']:g}. Every normalizer was "
-        "fitted on the training split only."
+        + f", optimizer <b>{e(cfg['optimizer'])}</b>, batch size {cfg['batch_size']}, "
+        f"{cfg['epochs']} epochs, {cfg['seeds']} seeds, target train accuracy {cfg['target']:g}. "
+        "Every normalizer was fitted on the training split only."
     )
     lines = verdict(results)
     parts = [

@@ -1,4 +1,4 @@
-"""The lab's models (PyTorch, CPU): softmax regression, least squares, a one-hidden-layer MLP, a small CNN.
+"""The lab's models (PyTorch, CPU): softmax regression, least squares, an MLP, a small CNN.
 
 Every model exposes its first layer (:func:`first_layer_weight`), whose updates the probes
 watch: for a dense layer ``∂C/∂w_jk = δ_j x_k`` (Efficient BackProp §4.3), so each row —

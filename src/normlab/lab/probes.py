@@ -18,7 +18,7 @@ updates of each row (negative = a reversed step: the zigzag).
 >>> x = np.array([[0.0, 2.0], [2.0, 0.0], [1.0, 1.0]])
 >>> float(single_signed_samples(x))  # non-negative data: every row of δ_j·x has one sign
 1.0
->>> float(single_signed_samples(x - x.mean(axis=0)))  # centered: mixed signs (the zero row is skipped)
+>>> float(single_signed_samples(x - x.mean(axis=0)))  # centered: mixed signs (zero row skipped)
 0.0
 """
 
@@ -125,8 +125,9 @@ class UpdateProbe:
     >>> probe = UpdateProbe()
     >>> probe.observe(torch.tensor([[1.0, 3.0], [1.0, -1.0]]))
     >>> probe.observe(torch.tensor([[-1.0, -3.0], [1.0, -1.0]]))
-    >>> probe.collect()
-    {'single_signed': 0.5, 'sign_agreement': 0.75, 'mean_share': None, 'cosine': 0.0, 'reversed': 0.5}
+    >>> probe.collect()  # doctest: +NORMALIZE_WHITESPACE
+    {'single_signed': 0.5, 'sign_agreement': 0.75, 'mean_share': None, 'cosine': 0.0,
+     'reversed': 0.5}
     """
 
     def __init__(self, mean_direction: Any = None) -> None:
