@@ -109,8 +109,8 @@ def test_every_affine_output_is_within_two_ulps(dtype, out, data):
         if wide:  # transform takes the whole range: values near 2**63 lose nothing either
             x = data.draw(hnp.arrays(np.dtype(dtype), fit_on.shape))
         ndim = x.ndim - 1
-        shift = norm._broadcast(norm.shift_, ndim)
-        scale = norm._broadcast(norm.scale_, ndim)
+        shift = norm.broadcast(norm.shift_, ndim)
+        scale = norm.broadcast(norm.scale_, ndim)
         exact = _exact(x, np.asarray(shift), np.asarray(scale))
         if not np.isfinite(exact.astype(out)).all():  # beyond the output dtype: a clear error
             with pytest.raises(NormlabError, match="exceed the range"):
@@ -138,7 +138,7 @@ def test_apply_file_and_input_scaler_round_once_too(tmp_path, dtype):
     rng = np.random.default_rng(1)
     x = (1e6 + rng.integers(0, 50, (300, 4))).astype(dtype)
     z = ZScore().fit(x)
-    shift, scale = z._broadcast(z.shift_, 1), z._broadcast(z.scale_, 1)
+    shift, scale = z.broadcast(z.shift_, 1), z.broadcast(z.scale_, 1)
     exact = _exact(x, shift, scale)
     src, dst = tmp_path / "x.npy", tmp_path / "y.npy"
     np.save(src, x)
@@ -159,7 +159,7 @@ def test_torch_module_within_two_ulps_of_max_abs_z_and_one(dtype):
     z = _fit(ZScore(axis="channel"), x)
     module = to_torch(z, layout="HWC")
     got = module(torch.from_numpy(x)).numpy().astype(np.float64)
-    shift, scale = z._broadcast(z.shift_, 3), z._broadcast(z.scale_, 3)
+    shift, scale = z.broadcast(z.shift_, 3), z.broadcast(z.scale_, 3)
     exact = (x.astype(np.float64) - shift) / scale
     unit = np.spacing(np.maximum(np.abs(exact), 1.0).astype(np.float32)).astype(np.float64)
     assert float(np.max(np.abs(got - exact) / unit)) <= 2.0

@@ -45,7 +45,7 @@ def _apply_file(
     in_dtype = np.dtype(src.info.get("dtype", "float64"))
     if not shape:
         raise NormlabError(f"{source}: apply needs an array file (.npy or .npz)")
-    out_dtype = normalizer._out_dtype(np.empty(0, in_dtype))
+    out_dtype = normalizer.output_dtype(np.empty(0, in_dtype))
     header = {
         "descr": np.lib.format.dtype_to_descr(out_dtype),
         "fortran_order": False,

@@ -466,8 +466,8 @@ def show(
         typer.echo(json.dumps(to_torchvision(stats)))
         return
     summary = held.summary() if held is not None else {}
-    if hasattr(obj, "describe"):
-        summary = {**obj.describe(), **summary}
+    if obj is not held and hasattr(obj, "summary"):  # a normalizer: its own lines first
+        summary = {**obj.summary(), **summary}
     if format == "json":
         if stats is not None:
             summary["mean"] = stats.mean.tolist()

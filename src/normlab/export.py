@@ -88,7 +88,7 @@ def _divisor(value_scale: dict[str, Any] | None, scale: str | None) -> float:
     return top / 255.0 if scale == "0..255" else top
 
 
-def _affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
+def as_affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
     """The normalizer as one affine map, or an error naming what to use instead."""
     normalizer = _fitted(normalizer, target)
     if isinstance(normalizer, Identity):
@@ -113,7 +113,7 @@ def _expand(normalizer: AffineNormalizer, reduced: np.ndarray) -> np.ndarray:
     """A statistic of the reduced shape as one value per feature of the flattened sample."""
     shape = tuple(normalizer.sample_shape_)
     full = np.broadcast_to(
-        normalizer._broadcast(np.asarray(reduced, np.float64), len(shape)), (1, *shape)
+        normalizer.broadcast(np.asarray(reduced, np.float64), len(shape)), (1, *shape)
     )
     return full.reshape(-1).copy()
 
@@ -160,7 +160,7 @@ def to_sklearn(normalizer: Normalizer) -> Any:
     whitening = _whitening_or_none(normalizer, "scikit-learn")
     if whitening is not None:
         return _sklearn_whitening(whitening)
-    n = _affine(
+    n = as_affine(
         normalizer,
         "a scikit-learn scaler",
         f"use normlab.sklearn.InputScaler(scheme={getattr(normalizer, 'scheme', '?')!r}), which "
@@ -340,7 +340,7 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
             )
         value_scale, mean, std = stats.value_scale, stats.mean, stats.std()
     else:
-        n = _affine(
+        n = as_affine(
             source,
             "torchvision's Normalize",
             "standardize each image with normlab.PerImage before the model instead",
@@ -388,7 +388,7 @@ def to_keras(normalizer: Normalizer, *, scale: str | None = None) -> dict[str, A
             "mean": _plain(mean / divisor),
             "matrix": _plain(matrix * divisor),
         }
-    n = _affine(
+    n = as_affine(
         normalizer,
         "keras.layers.Normalization",
         "apply normlab's transform to the data before Keras instead",
@@ -477,7 +477,7 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
             "mean": _plain(mean),
             "matrix": _plain(matrix),
         }
-    n = _affine(normalizer=source, target="JSON", instead="apply it with normlab itself")
+    n = as_affine(normalizer=source, target="JSON", instead="apply it with normlab itself")
     return {
         "kind": "affine",
         "scheme": n.scheme,

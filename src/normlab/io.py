@@ -387,6 +387,11 @@ def _import_savable_classes() -> None:
     """Import the modules whose classes register themselves, so load() knows them all."""
     import importlib
 
-    for module in ("moments", "normalizers", "comoments", "whitening"):
-        with contextlib.suppress(ImportError):
+    from .errors import optional_import_failed
+
+    for module in ("moments", "imagestats", "normalizers", "comoments", "whitening"):
+        try:
             importlib.import_module(f"normlab.{module}")
+        except ImportError as exc:
+            if not optional_import_failed(exc):
+                raise  # a real error inside normlab: never hide it

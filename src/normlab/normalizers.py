@@ -254,7 +254,7 @@ class Normalizer:
         raise NotImplementedError
 
     # ------------------------------------------------------------- applying
-    def _out_dtype(self, x: np.ndarray) -> np.dtype:
+    def output_dtype(self, x: np.ndarray) -> np.dtype:
         if self.dtype is not None:
             return np.dtype(self.dtype)
         return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
@@ -329,12 +329,14 @@ class Normalizer:
             params["feature_range"] = tuple(params["feature_range"])
         obj = cls(**params)
         if "stats" in meta:
-            from .io import _REGISTRY
+            from .io import from_parts
 
             # the statistics' own class (Moments, or a subclass such as ImageStats with histograms)
-            read_stats = _REGISTRY.get(meta["stats"].get("class"), Moments.from_tensors)
-            stats = read_stats(
-                meta["stats"], {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+            parts = {k[6:]: v for k, v in tensors.items() if k.startswith("stats.")}
+            stats = (
+                from_parts(meta["stats"], parts)
+                if meta["stats"].get("class")
+                else Moments.from_tensors(meta["stats"], parts)
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NormlabWarning)  # warned once, at fit time
@@ -371,8 +373,14 @@ class Normalizer:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def describe(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Plain values for printing (the same word as the statistics' ``summary``)."""
         return {"scheme": self.scheme, "normalizer": self.params_repr()}
+
+    def describe(self) -> dict[str, Any]:
+        """Deprecated name of :meth:`summary`."""
+        warn(f"{type(self).__name__}.describe() is deprecated: use .summary()", DeprecationWarning)
+        return self.summary()
 
 
 class AffineNormalizer(Normalizer):
@@ -388,7 +396,7 @@ class AffineNormalizer(Normalizer):
     def fitted_values(self) -> dict[str, np.ndarray]:
         return {"shift_": self.shift_, "scale_": self.scale_}
 
-    def _broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
+    def broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
         return self.layout_.broadcast(arr, sample_ndim)
 
@@ -407,9 +415,9 @@ class AffineNormalizer(Normalizer):
     def transform(self, X: Any) -> np.ndarray:
         """Normalize ``X`` of shape ``(n_samples, *sample_shape)``."""
         x = self._check_input(X)
-        out_dtype = self._out_dtype(x)
+        out_dtype = self.output_dtype(x)
         ndim = x.ndim - 1
-        shift, scale = self._broadcast(self.shift_, ndim), self._broadcast(self.scale_, ndim)
+        shift, scale = self.broadcast(self.shift_, ndim), self.broadcast(self.scale_, ndim)
         if out_dtype.kind == "f":  # subtract in float64, round once (see normlab.affine)
             from .affine import apply_affine  # numba kernels: imported on first use
 
@@ -424,16 +432,16 @@ class AffineNormalizer(Normalizer):
         y = as_batch(X, "X")
         ndim = y.ndim - 1
         out_dtype = y.dtype if y.dtype.kind == "f" else np.dtype(np.float64)
-        out = np.multiply(y, self._broadcast(self.scale_, ndim), dtype=np.float64)
-        np.add(out, self._broadcast(self.shift_, ndim), out=out)
+        out = np.multiply(y, self.broadcast(self.scale_, ndim), dtype=np.float64)
+        np.add(out, self.broadcast(self.shift_, ndim), out=out)
         return out.astype(out_dtype, copy=False)
 
     def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
         self._check_fitted()
         shape = tuple(sample_shape if sample_shape is not None else self.sample_shape_)
-        shift = np.broadcast_to(self._broadcast(self.shift_, len(shape)), (1, *shape))
-        scale = np.broadcast_to(self._broadcast(self.scale_, len(shape)), (1, *shape))
+        shift = np.broadcast_to(self.broadcast(self.shift_, len(shape)), (1, *shape))
+        scale = np.broadcast_to(self.broadcast(self.scale_, len(shape)), (1, *shape))
         return shift.reshape(-1).astype(np.float64), scale.reshape(-1).astype(np.float64)
 
 
@@ -634,7 +642,7 @@ class Identity(Normalizer):
 
     def transform(self, X: Any) -> np.ndarray:
         x = as_batch(X, "X")
-        return x.astype(self._out_dtype(x), copy=True)
+        return x.astype(self.output_dtype(x), copy=True)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         return np.array(as_batch(X, "X"), copy=True)
@@ -665,7 +673,7 @@ class PerImage(Normalizer):
         flat = x.reshape(x.shape[0], -1).astype(np.float64)
         mean = flat.mean(axis=1, keepdims=True)
         std = np.maximum(flat.std(axis=1, keepdims=True), 1.0 / math.sqrt(max(1, flat.shape[1])))
-        return ((flat - mean) / std).reshape(x.shape).astype(self._out_dtype(x), copy=False)
+        return ((flat - mean) / std).reshape(x.shape).astype(self.output_dtype(x), copy=False)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         raise NormlabError(
@@ -767,7 +775,7 @@ class ClipPercentile(AffineNormalizer):
     def transform(self, X: Any) -> np.ndarray:
         """Clip to ``[low_, high_]`` and scale onto ``[0, 1]``."""
         out = super().transform(X)
-        upper = self._broadcast(self._upper.astype(out.dtype), out.ndim - 1)
+        upper = self.broadcast(self._upper.astype(out.dtype), out.ndim - 1)
         np.clip(out, 0, upper, out=out)
         return out
 

@@ -152,9 +152,9 @@ class Normalize(_FloatScale):
         for gray images, ``HWC``/``CHW`` from the statistics' layout); pass ``"CHW"`` to apply
         statistics fitted on ``HWC`` arrays to channels-first tensors.
         """
-        from .export import _affine
+        from .export import as_affine
 
-        n = _affine(
+        n = as_affine(
             normalizer,
             "normlab.torch.Normalize",
             "apply normlab's transform to the data (for example in the Dataset) instead",

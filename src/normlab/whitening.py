@@ -233,7 +233,7 @@ class Whiten(Normalizer):
         out = flat @ self.matrix_.T
         if self.method == "zca":
             out = out.reshape(x.shape)
-        return out.astype(self._out_dtype(x), copy=False)
+        return out.astype(self.output_dtype(x), copy=False)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Back to data units (exact up to rounding when no component was dropped)."""
@@ -266,8 +266,8 @@ class Whiten(Normalizer):
             obj._fit_from(stats)
         return obj
 
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
         if self.is_fitted:
             out.update({"eps_absolute": self.eps_, "components": int(self.matrix_.shape[0])})
         return out

@@ -258,7 +258,7 @@ class Checkpoint:
 
     def resume(self, empty: Any, record: Provenance) -> tuple[Any, Provenance, set[int]]:
         """The saved state, record and finished tasks, or ``(empty, record, set())``."""
-        from ..io import _REGISTRY, _import_savable_classes, read_file
+        from ..io import from_parts, read_file
 
         if not self.path.exists():
             return empty, record, set()
@@ -271,10 +271,9 @@ class Checkpoint:
                 f"{self.folder}: the checkpoint was made for other inputs or options: "
                 f"{'; '.join(changes)}. Delete the folder or choose another to start over"
             )
-        _import_savable_classes()
         stat_meta = meta["statistic"]
         try:
-            stats = _REGISTRY[stat_meta["class"]](stat_meta, tensors)
+            stats = from_parts(stat_meta, tensors)
             saved = Provenance.from_metadata(meta.get("provenance") or {}, record.granularity)
             finished = {int(i) for i in meta["finished_tasks"]}
         except (KeyError, TypeError, ValueError) as exc:
