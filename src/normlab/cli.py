@@ -743,7 +743,7 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """On scikit-learn's digits: statistics once, every scheme from them, and what each does."""
-    from .demo import DIGITS_NOTE, digits_uint8, scheme_table
+    from .commands.demo import DIGITS_NOTE, digits_uint8, scheme_table
 
     x, _ = digits_uint8()
     console().print(

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from . import schemes
-from .errors import NormlabWarning, require
-from .stats import compute_stats
+from .. import schemes
+from ..errors import NormlabWarning, require
+from ..stats import compute_stats
 
 
 def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
@@ -21,7 +21,7 @@ def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
 
 def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
     """Fit every scheme from one pass of per-feature statistics (and co-moments for whitening)."""
-    from .comoments import compute_comoments
+    from ..comoments import compute_comoments
 
     stats = compute_stats(x, "feature", progress=False)
     second_order = compute_comoments(x, progress=False)  # whitening: co-moments, also one pass
