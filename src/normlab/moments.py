@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import (
     DTypeError,
@@ -54,7 +56,7 @@ INT64_LIMIT = 2**63 - 1  # the largest int64: hot integer sums must stay below i
 FLOAT64_EXACT = 2**53  # every integer up to this converts to float64 exactly
 
 
-def value_scale_of(dtype: np.dtype) -> dict[str, Any]:
+def value_scale_of(dtype: npt.DTypeLike) -> dict[str, Any]:
     """The value scale a dtype implies: uint8 → 0..255, uint16 → 0..65535, float → as given."""
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
@@ -178,33 +180,39 @@ class Statistic:
     their saved forms — metadata and tensors — are equal, bit for bit.
     """
 
-    def __add__(self, other: Any) -> Any:
+    def __add__(self, other: Self) -> Self:
         out = copy.deepcopy(self)
         out += other
         return out
 
+    def metadata(self) -> dict[str, Any]:
+        """The JSON metadata of the saved form (each statistic defines its own)."""
+        raise NotImplementedError
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        """The arrays of the saved form (each statistic defines its own)."""
+        raise NotImplementedError
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Statistic):
             return NotImplemented
-        mine, theirs = self.to_tensors(), other.to_tensors()  # type: ignore[attr-defined]
+        mine, theirs = self.to_tensors(), other.to_tensors()
         return (
             self.metadata() == other.metadata()
             and mine.keys() == theirs.keys()
-            and all(  # type: ignore[attr-defined]
-                np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine
-            )
+            and all(np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine)
         )
 
     __hash__ = None  # type: ignore[assignment]
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically to a safetensors file with JSON metadata (never pickle)."""
         from .io import save_object
 
         save_object(self, path)
 
     @classmethod
-    def load(cls, path: str) -> Any:
+    def load(cls, path: str | os.PathLike[str]) -> Any:
         """Load a file saved by :meth:`save`; a file of another class is an error."""
         from .io import load_as
 
@@ -391,6 +399,7 @@ class Moments(Statistic):
     def _flush(self) -> None:
         """Move the hot int64 sums into the exact Python-int sums."""
         if self._hot_count:
+            assert self._s1 is not None and self._s2 is not None
             self._cold1, self._cold2 = self._exact_sums()
             self._s1[...] = 0
             self._s2[...] = 0
@@ -400,7 +409,11 @@ class Moments(Statistic):
         acb = self.layout.kernel_view(arr)
         if self._count is None:
             self._init_state(self.layout.reduced_shape(arr.shape[1:]))
+        assert self._count is not None and self._nnz is not None
+        assert self._min is not None and self._max is not None
+        assert self._s1 is not None and self._s2 is not None
         per_element = acb.shape[0] * acb.shape[2]
+        rest: _Extrema | None = None
         if arr.dtype.itemsize > 2:
             sums = _wide_int_sums(acb)
             self._cold1 = _to_object(self._cold1 + sums[0].reshape(self._count.shape))
@@ -411,7 +424,6 @@ class Moments(Statistic):
             square = max(abs(int(info.min)), int(info.max)) ** 2
             limit = INT64_LIMIT // square  # values one int64 sum of squares can hold
             step = max(1, limit // max(1, acb.shape[2]))
-            rest = None
             for start in range(0, acb.shape[0], step):
                 part = acb[start : start + step]
                 n_part = part.shape[0] * part.shape[2]
@@ -422,6 +434,7 @@ class Moments(Statistic):
                 self._s2 += s2.reshape(self._count.shape)
                 self._hot_count += n_part
                 rest = _combine_extrema(rest, (mn, mx, nz))
+        assert rest is not None  # the batch is not empty (checked in update)
         mn, mx, nz = (r.reshape(self._count.shape) for r in rest)
         self._min = np.minimum(self._min, mn)
         self._max = np.maximum(self._max, mx)
@@ -432,6 +445,9 @@ class Moments(Statistic):
         acb = self.layout.kernel_view(arr)
         if self._count is None:
             self._init_state(self.layout.reduced_shape(arr.shape[1:]))
+        assert self._count is not None and self._shift is not None
+        assert self._min is not None and self._max is not None
+        assert self._nnz is not None and self._nonfinite is not None
         part = load_kernels().reduce_float(acb)  # blocks, shifts, merge: see kernels.py
         if part.n_overflow.any():
             raise FloatOverflowError(self._overflow_message(part))
@@ -453,6 +469,7 @@ class Moments(Statistic):
         self._nonfinite += part.n_nonfinite.reshape(shape)
 
     def _overflow_message(self, part: Any) -> str:
+        assert self._count is not None
         where = np.unravel_index(int(np.argmax(part.n_overflow)), self._count.shape)
         largest = float(np.nanmax(np.maximum(np.abs(part.min), np.abs(part.max))))
         return (
@@ -462,8 +479,12 @@ class Moments(Statistic):
             "e.g. x / 1e150"
         )
 
-    def _merge_float(self, n_b, shift_b, mean_b, m2_b) -> None:
+    def _merge_float(
+        self, n_b: np.ndarray, shift_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray
+    ) -> None:
         """Chan et al.'s merge, with both sides measured from their own shift."""
+        assert self._count is not None and self._shift is not None
+        assert self._mean_shifted is not None and self._m2 is not None
         n_a = self._count
         n = n_a + n_b
         safe = np.where(n > 0, n, 1)  # counts are sums of weights: they may lie below 1
@@ -493,6 +514,8 @@ class Moments(Statistic):
         acb = self.layout.kernel_view(arr)
         if self._count is None:
             self._init_state(self.layout.reduced_shape(arr.shape[1:]))
+        assert self._count is not None and self._nnz is not None
+        assert self._min is not None and self._max is not None
         shape = self._count.shape
         w = np.repeat(weights, acb.shape[0] // arr.shape[0])  # one weight per row of acb
         added = float(w.sum(dtype=np.float64)) * acb.shape[2]
@@ -526,6 +549,9 @@ class Moments(Statistic):
         acb = self.layout.kernel_view(arr)
         if self._count is None:
             self._init_state(self.layout.reduced_shape(arr.shape[1:]))
+        assert self._count is not None and self._shift is not None
+        assert self._min is not None and self._max is not None
+        assert self._nnz is not None and self._nonfinite is not None
         shape = self._count.shape
         rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1]).astype(np.float64)  # (A·B, C)
         finite = np.isfinite(rows)
@@ -558,6 +584,7 @@ class Moments(Statistic):
     def _to_float(self) -> None:
         """Integer sums → the float64 representation (fractional weights have arrived)."""
         count = self._count
+        assert count is not None
         seen = count > 0
         with np.errstate(invalid="ignore"):
             mean, m2 = self.mean, self.var() * count
@@ -618,6 +645,10 @@ class Moments(Statistic):
         elif other.exact and not self.exact:
             other = copy.deepcopy(other)
             other._to_float()
+        assert self._min is not None and self._max is not None
+        assert other._min is not None and other._max is not None
+        assert self._nnz is not None and other._nnz is not None
+        assert self._nonfinite is not None and other._nonfinite is not None
         if self.exact:
             self._flush()
             o1, o2 = other._exact_sums()
@@ -626,6 +657,9 @@ class Moments(Statistic):
             self._count = self._count + other._count
         else:
             # elements this side has not seen a finite value of yet take the other's shift
+            assert self._shift is not None and other._shift is not None
+            assert other._count is not None and other._mean_shifted is not None
+            assert other._m2 is not None
             self._shift = np.where(np.isnan(self._shift), other._shift, self._shift)
             self._merge_float(other._count, other._shift, other._mean_shifted, other._m2)
         self._min = np.fmin(self._min, other._min)
@@ -653,6 +687,7 @@ class Moments(Statistic):
             raise EmptyDataError("no samples seen: statistics of empty data are undefined")
 
     def _exact_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self._cold1 is not None and self._cold2 is not None
         return (
             _to_object(self._cold1 + _to_object(self._s1)),
             _to_object(self._cold2 + _to_object(self._s2)),
@@ -666,12 +701,14 @@ class Moments(Statistic):
         fractional weight was seen).
         """
         self._require()
+        assert self._count is not None
         return self._count.copy()
 
     @property
     def mean(self) -> np.ndarray:
         """Mean per reduced element, float64, correctly rounded for integer data."""
         self._require()
+        assert self._count is not None
         if "mean" not in self._cache:
             with np.errstate(invalid="ignore", divide="ignore"):
                 if self.exact:
@@ -679,6 +716,7 @@ class Moments(Statistic):
                     i1 = _as_int64(s1)
                     out = _ratio(s1 if i1 is None else i1, self._count)
                 else:
+                    assert self._shift is not None and self._mean_shifted is not None
                     out = np.where(self._count > 0, self._shift + self._mean_shifted, np.nan)
             self._cache["mean"] = np.asarray(out, dtype=np.float64)
         return self._cache["mean"].copy()
@@ -686,6 +724,7 @@ class Moments(Statistic):
     def var(self, ddof: int = 0) -> np.ndarray:
         """Variance per reduced element (population by default, as ``StandardScaler``)."""
         self._require()
+        assert self._count is not None
         key = f"var{ddof}"
         if key not in self._cache:
             if self.exact:
@@ -699,6 +738,7 @@ class Moments(Statistic):
                     num = _to_object(n * s2 - s1 * s1)  # n² · population variance, exactly
                     out = _ratio(num, _to_object(n * (n - ddof)))
             else:
+                assert self._m2 is not None
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out = np.where(self._count > ddof, self._m2 / (self._count - ddof), np.nan)
             self._cache[key] = np.asarray(out, dtype=np.float64)
@@ -711,29 +751,35 @@ class Moments(Statistic):
     @property
     def min(self) -> np.ndarray:
         self._require()
+        assert self._count is not None and self._min is not None
         return np.where(self._count > 0, self._min, np.nan)
 
     @property
     def max(self) -> np.ndarray:
         self._require()
+        assert self._count is not None and self._max is not None
         return np.where(self._count > 0, self._max, np.nan)
 
     @property
     def n_nonzero(self) -> np.ndarray:
         """Number of non-zero (finite) values per reduced element."""
         self._require()
+        assert self._nnz is not None
         return self._nnz.copy()
 
     @property
     def n_nonfinite(self) -> np.ndarray:
         """Number of NaN/inf values left out per reduced element (``nan_policy="omit"``)."""
         self._require()
+        assert self._nonfinite is not None
         return self._nonfinite.copy()
 
     def is_constant(self) -> np.ndarray:
         """Elements whose values are all equal (exact: ``min == max``)."""
         self._require()
-        return (self._count > 0) & (self._min == self._max)
+        assert self._count is not None and self._min is not None and self._max is not None
+        constant: np.ndarray = (self._count > 0) & (self._min == self._max)
+        return constant
 
     # ------------------------------------------------------------------ coarsening
     def reduce(
@@ -756,7 +802,9 @@ class Moments(Statistic):
         if target.rank < self.layout.rank:
             raise NormlabError(f"cannot refine {self.axis!r} statistics into {axis!r} ones")
         self._require()
-        assert self.sample_shape is not None
+        assert self.sample_shape is not None and self._count is not None
+        assert self._min is not None and self._max is not None
+        assert self._nnz is not None and self._nonfinite is not None
         target = target.bind(self.sample_shape)
         out = copy.deepcopy(self)
         if axis == self.axis:
@@ -768,15 +816,17 @@ class Moments(Statistic):
                 )
             return out
         out.layout = target
-        if self.axis == "channel":  # channel -> global: everything in one group
-            groups = self._count.reshape(1, -1)
-            group_of = lambda a: a.reshape(1, -1)  # noqa: E731
-        else:
-            acb_shape = target.group_shape(self.sample_shape)
-            group_of = lambda a: np.moveaxis(
-                a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0
-            ).reshape(acb_shape[1], -1)  # noqa: E731
-            groups = group_of(self._count)
+        acb_shape = target.group_shape(self.sample_shape)
+
+        def group_of(a: np.ndarray) -> np.ndarray:
+            """One row per statistic of the target, its source statistics along the row."""
+            if self.axis == "channel":  # channel -> global: everything in one group
+                return a.reshape(1, -1)
+            return np.moveaxis(a.reshape(acb_shape[0], acb_shape[1], acb_shape[2]), 1, 0).reshape(
+                acb_shape[1], -1
+            )
+
+        groups = group_of(self._count)
         reduced = groups.shape[:1] if axis == "channel" else ()
         out._count = groups.sum(axis=1).reshape(reduced)
         out._min = np.fmin.reduce(group_of(self._min), axis=1).reshape(reduced)
@@ -791,9 +841,11 @@ class Moments(Statistic):
             out._s2 = np.zeros(reduced, np.int64)
             out._hot_count = 0
         else:
+            assert self._shift is not None and self._mean_shifted is not None
+            assert self._m2 is not None
             n = group_of(self._count).astype(np.float64)
             shift = group_of(self._shift)
-            k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n)])
+            k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n, strict=True)])
             d = np.where(n > 0, (shift - k0[:, None]) + group_of(self._mean_shifted), 0.0)
             total = np.where(n.sum(axis=1) > 0, n.sum(axis=1), 1)
             mean_shifted = (n * d).sum(axis=1) / total
@@ -906,7 +958,7 @@ class Moments(Statistic):
             "min": float(np.nanmin(self.min)),
             "max": float(np.nanmax(self.max)),
             "constant": int(self.is_constant().sum()),
-            "nonfinite_omitted": int(self._nonfinite.sum()),
+            "nonfinite_omitted": int(self.n_nonfinite.sum()),
         }
 
     def __repr__(self) -> str:
@@ -978,7 +1030,10 @@ def _scale_str(scale: dict[str, Any] | None) -> str:
     return f"{scale['dtype']} {scale['min_value']}..{scale['max_value']}"
 
 
-def _combine_extrema(acc, new):
+_Extrema = tuple[np.ndarray, np.ndarray, np.ndarray]  # min, max, number of non-zeros
+
+
+def _combine_extrema(acc: _Extrema | None, new: _Extrema) -> _Extrema:
     if acc is None:
         return new
     return (np.minimum(acc[0], new[0]), np.maximum(acc[1], new[1]), acc[2] + new[2])
@@ -1029,7 +1084,9 @@ def _obj_sum(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _wide_int_sums(acb: np.ndarray):
+def _wide_int_sums(
+    acb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact sums of 32-bit integers: x = hi·2¹⁶ + lo keeps every partial sum inside int64."""
     wide = acb.astype(np.int64)
     hi = wide >> 16
