@@ -6,6 +6,8 @@ a scheme needs: which statistics (:attr:`Scheme.needs`), at which granularity, a
 it accepts. Adding a scheme touches one file: the module that defines its normalizer calls
 :func:`register`.
 
+Examples
+--------
 >>> import normlab.schemes as schemes
 >>> schemes.names()[:4]
 ['raw', 'max', 'maxabs', 'minmax']

@@ -71,9 +71,8 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     eps, eps_mode
         ``zca``/``pca`` whitening: see :class:`normlab.Whiten` (for fewer PCA components,
         fit ``normlab.Whiten(method="pca", n_components=k)`` and wrap it with
-        :meth:`from_normalizer`).
-
-    Options a scheme does not take must stay at their defaults.
+        :meth:`from_normalizer`). Options a scheme does not take must stay at their
+        defaults.
 
     Attributes
     ----------
