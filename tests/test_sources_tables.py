@@ -267,7 +267,6 @@ def test_s3_parquet_matches_local_and_dask_workers_read_it(
 
 
 def test_skip_bad_skips_and_lists_row_groups(parquet_file: Path) -> None:
-    pytest.importorskip("normlab.provenance")  # the record beside the statistics
     _corrupt_row_group(parquet_file, 2)
     m = normlab.compute_stats(parquet_file, columns="f,i", chunk_size=500, skip_bad=True)
     assert m.n_samples_seen == 4000

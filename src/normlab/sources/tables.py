@@ -21,14 +21,14 @@ and datasets, pandas and polars DataFrames.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DTypeError, NormlabError, NormlabWarning, SourceError, require
+from ..errors import DTypeError, NormlabError, SourceError, require, warn
+from ..provenance import recorder
 from . import Source, register_source
 from .arrays import TASK_CHUNKS, rows_per_chunk
 from .fs import Location, errors_named, expand, has_magic, is_path_like, location
@@ -114,11 +114,9 @@ def select_columns(schema: Any, columns: list[str] | None, where: str) -> list[s
     if not chosen:
         raise DTypeError(f"{where}: no numeric column (it has {', '.join(others)})")
     if others:
-        warnings.warn(
+        warn(
             f"{where}: non-numeric columns left out of the statistics: {', '.join(others)}; "
-            "pass columns= to choose the features",
-            NormlabWarning,
-            stacklevel=4,
+            "pass columns= to choose the features"
         )
     return chosen
 
@@ -227,10 +225,6 @@ def _describe(exc: BaseException) -> str:
 
 def skipped(where: str, reason: str) -> None:
     """Record an unreadable row group beside the statistics (the engine's provenance record)."""
-    try:
-        from ..provenance import recorder
-    except ImportError:  # until the provenance record lands: refuse rather than lose the list
-        raise SourceError(f"{where}: {reason}") from None
     recorder().skipped(where, reason)
 
 
