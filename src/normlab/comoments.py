@@ -140,7 +140,8 @@ class CoMoments(Statistic):
     ) -> None:
         if max_features < 1 or sketch_size < 2:
             raise NormlabError(
-                f"max_features must be ≥ 1 and sketch_size ≥ 2; got {max_features} and {sketch_size}"
+                f"max_features must be ≥ 1 and sketch_size ≥ 2; got {max_features} and "
+                f"{sketch_size}"
             )
         self.max_features = int(max_features)
         self.sketch_size = int(sketch_size)
@@ -302,6 +303,7 @@ class CoMoments(Statistic):
         n_a = self.n_samples_seen
         self.moments += other.moments  # checks shapes and value scales
         if not self.dense:
+            assert self._sketch is not None and other._sketch is not None
             self._sketch = self._sketch + other._sketch
         elif self.exact:
             if other._gram_cold is not None:
@@ -314,6 +316,8 @@ class CoMoments(Statistic):
                 self._gram_hot = self._gram_hot + other._gram_hot
                 self._hot_bound += other._hot_bound
         else:
+            assert self._shift is not None and other._shift is not None
+            assert other._mean_shifted is not None and other._comoment is not None
             mean_b = (other._shift - self._shift) + other._mean_shifted
             self._merge_float(n_a, other.n_samples_seen, mean_b, other._comoment)
         self._cache.clear()
@@ -354,6 +358,7 @@ class CoMoments(Statistic):
             if self.exact:
                 self._cache["comoment"] = self._exact_ratio(1)
             else:
+                assert self._comoment is not None
                 self._cache["comoment"] = self._comoment.copy()
         return self._cache["comoment"].copy()
 
@@ -370,6 +375,7 @@ class CoMoments(Statistic):
             if self.exact:
                 self._cache[key] = self._exact_ratio(n - ddof)
             else:
+                assert self._comoment is not None
                 self._cache[key] = self._comoment / (n - ddof)
         return self._cache[key].copy()
 
@@ -383,6 +389,7 @@ class CoMoments(Statistic):
             # every term is an integer below 2⁵³: int64 is exact, float64 holds it exactly
             s = s1.astype(np.int64)
             gram = self._gram_hot if self._gram_cold is None else self.gram().astype(np.int64)
+            assert gram is not None
             num = n * gram - np.outer(s, s)
             return num.astype(np.float64) / den
         num = n * self.gram() - np.outer(s1, s1)
@@ -394,6 +401,7 @@ class CoMoments(Statistic):
         self._require()
         if self.dense:
             raise NormlabError("sketch() exists only above max_features; use comoment() here")
+        assert self._sketch is not None
         return self._sketch.copy(), self._omega()
 
     def summary(self) -> dict[str, Any]:
@@ -432,12 +440,15 @@ class CoMoments(Statistic):
         if self.dense is None:
             return out
         if not self.dense:
+            assert self._sketch is not None
             out["sketch"] = self._sketch
         elif self.exact:
             from .moments import _encode_bigints
 
             out.update(_encode_bigints("gram", self.gram()))
         else:
+            assert self._shift is not None and self._mean_shifted is not None
+            assert self._comoment is not None
             out.update(
                 {
                     "shift": self._shift,

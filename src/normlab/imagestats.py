@@ -18,7 +18,7 @@ Sources never talk to it: they record provenance beside the data, and
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ POOLED_LABEL = "std pooled over all values (the dataset std)"
 
 @register
 class ImageStats(Moments):
-    """:class:`~normlab.Moments` with optional histograms, the per-image std average and skip records.
+    """:class:`~normlab.Moments` plus optional histograms, per-image std average, skip records.
 
     Parameters
     ----------
@@ -105,7 +105,8 @@ class ImageStats(Moments):
         if isinstance(stats, ImageStats):
             out = copy.deepcopy(stats)
         else:
-            out = cls(stats.axis, layout=stats.layout, nan_policy=stats.nan_policy)
+            axis = cast(Axis, stats.axis)  # the granularity of valid statistics
+            out = cls(axis, layout=stats.layout, nan_policy=stats.nan_policy)
             out.__dict__.update(copy.deepcopy(stats).__dict__)  # the Moments part, whole
         if provenance is not None:
             out.provenance = copy.deepcopy(provenance)
@@ -125,8 +126,17 @@ class ImageStats(Moments):
     def first_of(self) -> dict[str, dict[str, str]]:
         return self.provenance.first_of
 
-    def update(self, batch: Any) -> ImageStats:
-        """Add a batch ``(n_samples, *sample_shape)``; returns ``self``."""
+    def update(self, batch: Any, sample_weight: Any = None) -> ImageStats:
+        """Add a batch ``(n_samples, *sample_shape)``; returns ``self``.
+
+        ``sample_weight`` is not supported (histograms and per-image stds count images): use
+        :class:`~normlab.Moments` for weighted statistics.
+        """
+        if sample_weight is not None:
+            raise NormlabError(
+                "ImageStats.update takes no sample_weight (its histograms and per-image stds "
+                "count images); use normlab.Moments for weighted statistics"
+            )
         arr = as_batch(batch)
         super().update(arr)
         if arr.shape[0] == 0:
@@ -159,28 +169,26 @@ class ImageStats(Moments):
             super().__iadd__(other)
             return self
         self._check_same_extras(other)
-        mine = {
-            "histogram": copy.deepcopy(self.histogram),
-            "image_std": (self._image_std_sum, self._n_images),
-            "rest": (self.source, self.requested_percentiles),
-        }
+        # this side's extras, kept apart: an empty self takes other's whole state below
+        my_histogram = copy.deepcopy(self.histogram)
+        std_sum, n_images = self._image_std_sum, self._n_images
+        my_source, my_percentiles = self.source, self.requested_percentiles
         merged = copy.deepcopy(self.provenance)
         merged += other.provenance
         super().__iadd__(other)  # an empty self takes a deep copy of other's whole state
-        if mine["histogram"] is not None and other.histogram is not None:
-            mine["histogram"] += other.histogram
+        if my_histogram is not None and other.histogram is not None:
+            my_histogram += other.histogram
         self.histogram = (
-            mine["histogram"] if mine["histogram"] is not None else copy.deepcopy(other.histogram)
+            my_histogram if my_histogram is not None else copy.deepcopy(other.histogram)
         )
-        std_sum, n_images = mine["image_std"]
         if other._image_std_sum is not None:
             std_sum = (
                 other._image_std_sum.copy() if std_sum is None else std_sum + other._image_std_sum
             )
         self._image_std_sum, self._n_images = std_sum, n_images + other._n_images
         self.provenance = merged
-        self.source = mine["rest"][0] or other.source
-        self.requested_percentiles = mine["rest"][1] or other.requested_percentiles
+        self.source = my_source or other.source
+        self.requested_percentiles = my_percentiles or other.requested_percentiles
         return self
 
     def _check_same_extras(self, other: ImageStats) -> None:

@@ -7,7 +7,7 @@ fits from the saved file without another pass over the data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -85,12 +85,13 @@ def register(app: typer.Typer) -> None:
             storage_options=storage_options,
         )
         sizes = {"max_features": max_features, "sketch_size": sketch_size}
+        given: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
         result = compute_comoments(
             data_argument(data),
             key=key,
             seed=seed,
             progress=progress_flag(quiet),
-            **{k: v for k, v in sizes.items() if v is not None},
+            **given,
             **reading,
         )
         result.save(output)
