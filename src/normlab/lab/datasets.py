@@ -247,7 +247,8 @@ def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             f"--data {root}: an image folder needs one subfolder per class (at least 2); found "
             f"{len(classes)}: put the images of class c under {root}/c/"
         )
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     options = ImageOptions()
     for index, name in enumerate(classes):
         files, _ = _list_folder(root / name, None)

@@ -113,6 +113,7 @@ def train_run(
     )
     loss_fn = loss_function(config.model, n_classes)
     weight = first_layer_weight(model)
+    optimizer: torch.optim.Optimizer
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     else:
@@ -123,10 +124,11 @@ def train_run(
     batch_size = batch_size_of(config, n)
     steps_per_epoch = math.ceil(n / batch_size)
     check_every = max(1, steps_per_epoch // config.checkpoints_per_epoch)
-    track = quadratic is not None and config.epsilon is not None
+    epsilon = config.epsilon if quadratic is not None else None
+    track = epsilon is not None
 
     initial_loss, initial_acc = _evaluate(model, loss_fn, x_train, y_train)
-    checkpoints: list[list[float]] = [[0, initial_loss, initial_acc]]
+    checkpoints: list[list[float | None]] = [[0, initial_loss, initial_acc]]
     epochs: list[dict[str, Any]] = []
     samples = 0
     samples_to_target = 0 if initial_acc >= config.target else None
@@ -134,7 +136,7 @@ def train_run(
     limit = _DIVERGENCE_FACTOR * max(initial_loss, 1e-12)
     steps = 0
     steps_to_epsilon = None
-    if track and _excess(quadratic, model) <= config.epsilon:  # type: ignore[arg-type]
+    if quadratic is not None and epsilon is not None and _excess(quadratic, model) <= epsilon:
         steps_to_epsilon = 0
 
     for epoch in range(1, config.epochs + 1):
@@ -160,8 +162,8 @@ def train_run(
                 probe.observe(weight.detach() - before)
             samples += len(index)
             steps += 1
-            if track and steps_to_epsilon is None:
-                if _excess(quadratic, model) <= config.epsilon:  # type: ignore[arg-type,operator]
+            if quadratic is not None and epsilon is not None and steps_to_epsilon is None:
+                if _excess(quadratic, model) <= epsilon:
                     steps_to_epsilon = steps
             last = step == steps_per_epoch - 1
             stored = (step + 1) % check_every == 0 or last
