@@ -379,6 +379,7 @@ def stats(
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .display import stats_lines
+    from .layout import check_granularity
     from .stats import compute_stats
 
     reading = source_options(
@@ -395,7 +396,7 @@ def stats(
     )
     m = compute_stats(
         data_argument(data),
-        axis,
+        check_granularity(axis),
         layout=layout,
         channel_axis=channel_axis,
         nan_policy=nan_policy,

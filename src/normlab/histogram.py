@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DTypeError, MergeError, NormlabError, ShapeError
-from .layout import Layout
+from .layout import Granularity, Layout
 from .moments import AXES, as_batch
 
 BINS = {"uint8": 256, "uint16": 65536}
@@ -167,7 +167,7 @@ class Histogram:
 
     def reduce(
         self,
-        axis: str,
+        axis: Granularity,
         *,
         sample_shape: tuple[int, ...],
         layout: str | Layout | None = None,

@@ -18,7 +18,7 @@ Sources never talk to it: they record provenance beside the data, and
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +105,7 @@ class ImageStats(Moments):
         if isinstance(stats, ImageStats):
             out = copy.deepcopy(stats)
         else:
-            axis = cast(Axis, stats.axis)  # the granularity of valid statistics
-            out = cls(axis, layout=stats.layout, nan_policy=stats.nan_policy)
+            out = cls(stats.axis, layout=stats.layout, nan_policy=stats.nan_policy)
             out.__dict__.update(copy.deepcopy(stats).__dict__)  # the Moments part, whole
         if provenance is not None:
             out.provenance = copy.deepcopy(provenance)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -43,11 +43,11 @@ GRANULARITIES: tuple[str, ...] = ("feature", "channel", "global")  # finest firs
 _SPATIAL = "DHW"  # the letters used when a layout is printed
 
 
-def check_granularity(axis: Any, what: str = "axis") -> str:
+def check_granularity(axis: Any, what: str = "axis") -> Granularity:
     """``axis`` if it names a granularity, else a :class:`NormlabError` listing them."""
     if not isinstance(axis, str) or axis not in GRANULARITIES:
         raise NormlabError(f"{what} must be one of {', '.join(GRANULARITIES)}; got {axis!r}")
-    return axis
+    return cast(Granularity, axis)  # one of GRANULARITIES, checked above
 
 
 def parse_letters(layout: Any) -> tuple[int | None, int]:
@@ -80,7 +80,7 @@ class Layout:
         Rank of the samples: declared by a layout string, or fixed by the first batch.
     """
 
-    granularity: str = "feature"
+    granularity: Granularity = "feature"
     channel: int | None = -1
     sample_ndim: int | None = None
 

@@ -22,7 +22,7 @@ import copy
 import math
 import os
 import warnings
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ from .errors import (
     warn,
 )
 from .io import register
-from .layout import GRANULARITIES, Layout, check_granularity
+from .layout import GRANULARITIES, Granularity, Layout, check_granularity
 
 
 def load_kernels() -> Any:
@@ -49,7 +49,7 @@ def load_kernels() -> Any:
     return kernels
 
 
-Axis = Literal["feature", "channel", "global"]
+Axis = Granularity  # "feature", "channel" or "global"
 AXES = GRANULARITIES
 NAN_POLICIES = ("raise", "omit")
 INT64_LIMIT = 2**63 - 1  # the largest int64: hot integer sums must stay below it
@@ -299,7 +299,7 @@ class Moments(Statistic):
         return self._count.shape
 
     @property
-    def axis(self) -> str:
+    def axis(self) -> Axis:
         """The granularity: ``"feature"``, ``"channel"`` or ``"global"``."""
         return self.layout.granularity
 

@@ -22,10 +22,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import NormlabError, NormlabWarning, NotFittedError, ShapeError, warn
+from .errors import (
+    EmptyDataError,
+    NormlabError,
+    NormlabWarning,
+    NotFittedError,
+    ShapeError,
+    warn,
+)
 from .io import register
 from .layout import Layout, check_granularity
-from .moments import Moments, as_batch, repeat_by_weight
+from .moments import Axis, Moments, as_batch, repeat_by_weight
 
 # integer dtypes whose range is no value scale: no data fills 0..2**31 the way images fill 0..255
 _WIDE_INTEGERS = frozenset({"int32", "uint32", "int64", "uint64"})
@@ -88,7 +95,7 @@ class Normalizer:
     scheme: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = True
     has_inverse: ClassVar[bool] = True  # False where inverse_transform cannot exist
-    stats_axis: str = "feature"
+    stats_axis: Axis = "feature"
 
     def __init__(
         self, *, layout: str | None = None, channel_axis: int | None = None, dtype: Any = None
@@ -243,7 +250,7 @@ class Normalizer:
     def _fit_from(self, stats: Moments) -> Normalizer:
         stats = self._coarsen(stats)
         self.stats_ = stats
-        self.layout_ = getattr(stats, "layout", None)  # co-moments: the flattened sample
+        self.layout_: Layout | None = getattr(stats, "layout", None)  # co-moments: flattened
         self.n_samples_seen_ = stats.n_samples_seen
         self.value_scale_ = stats.value_scale
         self.sample_shape_ = stats.sample_shape
@@ -272,6 +279,7 @@ class Normalizer:
                 f"samples of shape {sample}"
             )
         if self.stats_axis == "channel":
+            assert self.layout_ is not None  # per-channel statistics have a layout
             ca = self.layout_.channel_index(tuple(expected))
             if len(sample) != len(expected) or sample[ca] != expected[ca]:
                 raise ShapeError(
@@ -398,6 +406,7 @@ class AffineNormalizer(Normalizer):
 
     def broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
+        assert self.layout_ is not None  # affine normalizers are fitted from Moments
         return self.layout_.broadcast(arr, sample_ndim)
 
     def _fused_factors(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
@@ -439,7 +448,10 @@ class AffineNormalizer(Normalizer):
     def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
         self._check_fitted()
-        shape = tuple(sample_shape if sample_shape is not None else self.sample_shape_)
+        if sample_shape is None:
+            assert self.sample_shape_ is not None  # statistics with data behind them
+            sample_shape = self.sample_shape_
+        shape = tuple(sample_shape)
         shift = np.broadcast_to(self.broadcast(self.shift_, len(shape)), (1, *shape))
         scale = np.broadcast_to(self.broadcast(self.scale_, len(shape)), (1, *shape))
         return shift.reshape(-1).astype(np.float64), scale.reshape(-1).astype(np.float64)
@@ -501,8 +513,8 @@ class ZScore(AffineNormalizer):
         self.std_floor = std_floor
 
     @property
-    def stats_axis(self) -> str:  # type: ignore[override]
-        return self.axis
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
 
     @property
     def scheme(self) -> str:  # type: ignore[override]
@@ -541,6 +553,8 @@ class MaxScale(AffineNormalizer):
         self.max_value = max_value
 
     def _compute(self, stats: Moments) -> None:
+        if stats.value_scale is None:  # no batch seen (was an AttributeError)
+            raise EmptyDataError("no samples seen: statistics of empty data are undefined")
         top = self.max_value if self.max_value is not None else stats.value_scale.get("max_value")
         if top is None:
             raise NormlabError(
@@ -587,8 +601,8 @@ class MaxAbs(AffineNormalizer):
         self.axis = axis
 
     @property
-    def stats_axis(self) -> str:  # type: ignore[override]
-        return self.axis
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
 
     def _compute(self, stats: Moments) -> None:
         self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
@@ -616,8 +630,8 @@ class MinMax(AffineNormalizer):
         self.axis = axis
 
     @property
-    def stats_axis(self) -> str:  # type: ignore[override]
-        return self.axis
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
 
     def _compute(self, stats: Moments) -> None:
         low, high = (float(v) for v in self.feature_range)
@@ -723,8 +737,8 @@ class ClipPercentile(AffineNormalizer):
         self.axis = axis
 
     @property
-    def stats_axis(self) -> str:  # type: ignore[override]
-        return self.axis
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
 
     def partial_fit(
         self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
@@ -762,6 +776,8 @@ class ClipPercentile(AffineNormalizer):
                     f"finer; these statistics keep {histogram.axis} ones: compute them with "
                     f"histogram={self.axis!r}, or use axis={histogram.axis!r}"
                 )
+            if stats.sample_shape is None:  # no batch seen (was a TypeError)
+                raise EmptyDataError("no samples seen: statistics of empty data are undefined")
             histogram = histogram.reduce(
                 self.axis, sample_shape=tuple(stats.sample_shape), layout=self._requested_layout()
             )
