@@ -486,6 +486,12 @@ def _why_not(results: dict[str, Any], scheme: str) -> str:
             else ("ReLU units dead")
         )
         return f"{saturated:.0%} of the first layer's {what} at initialization (saturation)"
+    predicted = entry.get("steps_to_epsilon_predicted_per_seed")
+    if predicted and all(p is None for p in predicted) and entry.get("kappa99"):
+        return (
+            f"predicted too: more than 4× the steps run at the chosen rate (κ₉₉ of E[z zᵀ] "
+            f"= {entry['kappa99']:.3g}, its conditioning)"
+        )
     constant = [w for w in info.get("warnings", []) if "constant" in w]
     if constant:
         return f"{constant[0]}; and within {results['config']['epochs']} epochs at every rate tried"
