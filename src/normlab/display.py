@@ -119,8 +119,9 @@ def _line(label: str, text: str) -> str:
     body = textwrap.wrap(text, LINE_WIDTH - LABEL_WIDTH) or [""]
     pad = " " * LABEL_WIDTH
     head = [f"{label:<{LABEL_WIDTH}}{body[0]}"]
-    if len(label) >= LABEL_WIDTH:
-        head = [*textwrap.wrap(label, LINE_WIDTH), pad + body[0]]
+    if len(label) >= LABEL_WIDTH:  # a line of its own, broken after "; " before anywhere else
+        clauses = label.replace("; ", ";\n").splitlines()
+        head = [*(part for c in clauses for part in textwrap.wrap(c, LINE_WIDTH)), pad + body[0]]
     return "\n".join([*head, *(pad + b for b in body[1:])])
 
 
