@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -96,6 +96,9 @@ class Normalizer:
     needs_fit: ClassVar[bool] = True
     has_inverse: ClassVar[bool] = True  # False where inverse_transform cannot exist
     stats_axis: Axis = "feature"
+    # fitted attributes: absent until fitted
+    layout_: Layout | None  # None for whitening: co-moments describe the flattened sample
+    sample_shape_: tuple[int, ...]
 
     def __init__(
         self, *, layout: str | None = None, channel_axis: int | None = None, dtype: Any = None
@@ -247,12 +250,15 @@ class Normalizer:
             )
         return stats.reduce(self.stats_axis, layout=target)
 
-    def _fit_from(self, stats: Moments) -> Normalizer:
+    def _fit_from(self, stats: Any) -> Self:
+        """Fit from ``stats``: :class:`Moments` (:class:`CoMoments` for whitening)."""
         stats = self._coarsen(stats)
         self.stats_ = stats
-        self.layout_: Layout | None = getattr(stats, "layout", None)  # co-moments: flattened
+        self.layout_ = getattr(stats, "layout", None)  # co-moments: the flattened sample
         self.n_samples_seen_ = stats.n_samples_seen
         self.value_scale_ = stats.value_scale
+        if stats.sample_shape is None:  # no batch seen
+            raise EmptyDataError("no samples seen: statistics of empty data are undefined")
         self.sample_shape_ = stats.sample_shape
         self._compute(stats)
         return self
@@ -279,7 +285,7 @@ class Normalizer:
                 f"samples of shape {sample}"
             )
         if self.stats_axis == "channel":
-            assert self.layout_ is not None  # per-channel statistics have a layout
+            assert self.layout_ is not None  # fitted from per-channel Moments, which have one
             ca = self.layout_.channel_index(tuple(expected))
             if len(sample) != len(expected) or sample[ca] != expected[ca]:
                 raise ShapeError(
@@ -394,6 +400,8 @@ class Normalizer:
 class AffineNormalizer(Normalizer):
     """``y = (x − shift_) / scale_`` with ``shift_``/``scale_`` of the statistics' reduced shape."""
 
+    layout_: Layout  # fitted from Moments, which always have a layout
+
     def _set_affine(self, shift: np.ndarray, scale: np.ndarray) -> None:
         self.shift_ = np.asarray(shift, dtype=np.float64)
         self.scale_ = np.asarray(scale, dtype=np.float64)
@@ -406,7 +414,6 @@ class AffineNormalizer(Normalizer):
 
     def broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
-        assert self.layout_ is not None  # affine normalizers are fitted from Moments
         return self.layout_.broadcast(arr, sample_ndim)
 
     def _fused_factors(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
@@ -448,10 +455,7 @@ class AffineNormalizer(Normalizer):
     def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
         self._check_fitted()
-        if sample_shape is None:
-            assert self.sample_shape_ is not None  # statistics with data behind them
-            sample_shape = self.sample_shape_
-        shape = tuple(sample_shape)
+        shape = tuple(sample_shape if sample_shape is not None else self.sample_shape_)
         shift = np.broadcast_to(self.broadcast(self.shift_, len(shape)), (1, *shape))
         scale = np.broadcast_to(self.broadcast(self.scale_, len(shape)), (1, *shape))
         return shift.reshape(-1).astype(np.float64), scale.reshape(-1).astype(np.float64)

@@ -128,7 +128,8 @@ class Whiten(Normalizer):
         elif nan_policy != "raise":
             raise NormlabError(f"nan_policy must be 'raise' or 'omit'; got {nan_policy!r}")
         batch = CoMoments().update(as_batch(X, "X"))
-        stats = self.stats_ + batch if hasattr(self, "stats_") else batch
+        previous: CoMoments | None = getattr(self, "stats_", None)
+        stats = previous + batch if previous is not None else batch
         return self._fit_from(stats)
 
     def fit_stats(self, stats: CoMoments) -> Whiten:  # type: ignore[override]

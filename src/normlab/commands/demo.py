@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import schemes
 from ..errors import NormlabWarning, require
 from ..stats import compute_stats
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +36,9 @@ def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
         normalizer = schemes.get(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NormlabWarning)
-            normalizer.fit_stats(second_order if "comoments" in entry.needs else stats)
+            normalizer.fit_stats(
+                entry.statistics_from(second_order if "comoments" in entry.needs else stats)
+            )
             y = normalizer.transform(x).astype(np.float64)
         per_feature_std = y.reshape(len(y), -1).std(axis=0)
         rows.append(
@@ -50,7 +55,7 @@ def scheme_rows(x: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
-def scheme_table(x: np.ndarray, title: str):
+def scheme_table(x: np.ndarray, title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title)
