@@ -35,41 +35,18 @@ from typing import Any, cast
 import numpy as np
 
 from .comoments import CoMoments
-from .errors import NormlabError, NotFittedError
+from .errors import NormlabError
+from .fitted import as_affine, fitted
 from .moments import Moments
-from .normalizers import AffineNormalizer, Identity, MaxAbs, MaxScale, MinMax, Normalizer, ZScore
+from .normalizers import AffineNormalizer, MaxAbs, MaxScale, MinMax, Normalizer, ZScore
 from .whitening import Whiten
 
 TORCHVISION_SCALES = ("0..1", "0..255")
 SCALES_HELP = "'0..1' (after ToTensor or Rescaling(1/255)) or '0..255'"
 
 
-def _fitted(normalizer: Any, target: str) -> Normalizer:
-    if not isinstance(normalizer, Normalizer):
-        raise NormlabError(
-            f"exporting to {target} needs a fitted normlab normalizer; got {type(normalizer).__name__}"
-        )
-    if not normalizer.is_fitted:
-        raise NotFittedError(
-            f"this {type(normalizer).__name__} is not fitted yet: fit it before exporting to {target}"
-        )
-    return normalizer
-
-
-def fitted_whitening(normalizer: Any, target: str) -> Whiten:
-    """The fitted :class:`~normlab.Whiten`, or an error saying what ``target`` needs."""
-    normalizer = _fitted(normalizer, target)
-    if not isinstance(normalizer, Whiten):
-        raise NormlabError(
-            f"{target} takes a ZCA or PCA whitening (normlab.Whiten); got scheme "
-            f"{normalizer.scheme!r} ({type(normalizer).__name__}): use "
-            "normlab.torch.Normalize.from_normalizer for per-feature schemes"
-        )
-    return normalizer
-
-
 def _whitening_or_none(normalizer: Any, target: str) -> Whiten | None:
-    normalizer = _fitted(normalizer, target)
+    normalizer = fitted(normalizer, target)
     return normalizer if isinstance(normalizer, Whiten) else None
 
 
@@ -86,27 +63,6 @@ def _divisor(value_scale: dict[str, Any] | None, scale: str | None) -> float:
         raise NormlabError(f"scale must be {SCALES_HELP}; got {scale!r}")
     top = float((value_scale or {}).get("max_value") or 1.0)
     return top / 255.0 if scale == "0..255" else top
-
-
-def as_affine(normalizer: Any, target: str, instead: str) -> AffineNormalizer:
-    """The normalizer as one affine map, or an error naming what to use instead."""
-    normalizer = _fitted(normalizer, target)
-    if isinstance(normalizer, Identity):
-        raise NormlabError(
-            f"scheme 'raw' leaves the values unchanged: there is nothing to export to {target} "
-            "(use no normalization layer at all)"
-        )
-    try:  # the contract: affine() raises for schemes that are not one (x − shift) / scale
-        normalizer.affine(getattr(normalizer, "sample_shape_", None) or (1,))
-        why = "" if isinstance(normalizer, AffineNormalizer) else "no per-feature shift_/scale_"
-    except (NormlabError, AttributeError) as exc:
-        why = str(exc)
-    if why:
-        raise NormlabError(
-            f"scheme {normalizer.scheme!r} ({type(normalizer).__name__}) is not one per-feature "
-            f"affine map (x − shift) / scale ({why}), which is all {target} can express; {instead}"
-        )
-    return normalizer
 
 
 def _expand(normalizer: AffineNormalizer, reduced: np.ndarray) -> np.ndarray:

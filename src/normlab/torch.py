@@ -152,7 +152,7 @@ class Normalize(_FloatScale):
         for gray images, ``HWC``/``CHW`` from the statistics' layout); pass ``"CHW"`` to apply
         statistics fitted on ``HWC`` arrays to channels-first tensors.
         """
-        from .export import as_affine
+        from .fitted import as_affine
 
         n = as_affine(
             normalizer,
@@ -330,7 +330,7 @@ class Whitening(_FloatScale):
     @classmethod
     def from_normalizer(cls, normalizer: Any, *, dtype: torch.dtype = torch.float32) -> Whitening:
         """The module of a fitted :class:`normlab.Whiten` (ZCA or PCA), same outputs."""
-        from .export import fitted_whitening
+        from .fitted import fitted_whitening
 
         w = fitted_whitening(normalizer, "normlab.torch.Whitening")
         mean, matrix = w.linear_map()
