@@ -27,6 +27,13 @@ def apply_file(
     Reads and writes one window at a time, so a file larger than RAM works. Returns the
     output's shape.
     """
+    from .validate import optional_integer, path_like
+
+    if not isinstance(normalizer, Normalizer):
+        raise NormlabError(f"normalizer must be a fitted normlab normalizer; got {normalizer!r}")
+    path_like("source", source)
+    path_like("output", output)
+    optional_integer("chunk_size", chunk_size, minimum=1)
     refuse_overwrite([output], [source])
     with reading(source):
         return _apply_file(normalizer, source, output, chunk_size, progress, key)

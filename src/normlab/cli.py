@@ -111,6 +111,17 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             typer.echo(f"error: {as_options(str(exc))}", err=True)
             raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a bug of normlab: still one line, with how to see more
+            if _state["debug"]:
+                raise
+            typer.echo(
+                f"error: internal error ({type(exc).__name__}: {exc}); please report it with "
+                "the output of the same command run as `normlab --debug ...`",
+                err=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper
 

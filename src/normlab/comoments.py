@@ -138,6 +138,11 @@ class CoMoments(Statistic):
     def __init__(
         self, *, max_features: int = MAX_FEATURES, sketch_size: int = SKETCH_SIZE, seed: int = 0
     ) -> None:
+        from .validate import integer
+
+        max_features = integer("max_features", max_features, minimum=1)
+        sketch_size = integer("sketch_size", sketch_size, minimum=2)
+        seed = integer("seed", seed, minimum=0)
         if max_features < 1 or sketch_size < 2:
             raise NormlabError(
                 f"max_features must be ≥ 1 and sketch_size ≥ 2; got {max_features} and "
@@ -364,6 +369,9 @@ class CoMoments(Statistic):
 
     def cov(self, ddof: int = 0) -> np.ndarray:
         """Covariance ``C/(n − ddof)`` (population by default)."""
+        from .validate import integer
+
+        ddof = integer("ddof", ddof, minimum=0)
         self._require_dense("cov()")
         n = self.n_samples_seen
         if n - ddof <= 0:
@@ -529,7 +537,10 @@ def compute_comoments(
     """
     from .engines import run
     from .sources import resolve
+    from .validate import run_options
 
+    run_options(chunk_size=chunk_size, workers=workers, key=key)
+    CoMoments(max_features=max_features, sketch_size=sketch_size, seed=seed)  # checks them
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
     make_empty = functools.partial(
         CoMoments, max_features=max_features, sketch_size=sketch_size, seed=seed

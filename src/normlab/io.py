@@ -299,6 +299,9 @@ def load(path: str | os.PathLike) -> Any:
     >>> normlab.load(path) == m
     True
     """
+    from .validate import path_like
+
+    path_like("path", path)
     _import_savable_classes()
     meta, tensors = read_file(path)
     cls_name = meta.get("class")

@@ -321,6 +321,11 @@ class Moments(Statistic):
         weights.
         """
         arr = as_batch(batch)
+        if not -(arr.ndim - 1) <= self.channel_axis < arr.ndim - 1:
+            raise ShapeError(
+                f"channel_axis={self.channel_axis} is out of range for samples of shape "
+                f"{arr.shape[1:]} ({arr.ndim - 1} dims)"
+            )
         weights = None if sample_weight is None else check_sample_weight(sample_weight, len(arr))
         if weights is not None:
             arr, weights = arr[weights > 0], weights[weights > 0]
@@ -723,6 +728,9 @@ class Moments(Statistic):
 
     def var(self, ddof: int = 0) -> np.ndarray:
         """Variance per reduced element (population by default, as ``StandardScaler``)."""
+        from .validate import integer
+
+        ddof = integer("ddof", ddof, minimum=0)
         self._require()
         assert self._count is not None
         key = f"var{ddof}"

@@ -455,6 +455,17 @@ class AffineNormalizer(Normalizer):
     def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
         self._check_fitted()
+        if sample_shape is not None:
+            sample_shape = _shape("sample_shape", sample_shape)
+            try:
+                np.broadcast_shapes(
+                    self._broadcast(self.shift_, len(sample_shape)).shape, (1, *sample_shape)
+                )
+            except (ValueError, IndexError):
+                raise ShapeError(
+                    f"sample_shape={sample_shape} does not fit this normalizer (fitted on "
+                    f"samples of shape {getattr(self, 'sample_shape_', None)})"
+                ) from None
         shape = tuple(sample_shape if sample_shape is not None else self.sample_shape_)
         shift = np.broadcast_to(self.broadcast(self.shift_, len(shape)), (1, *shape))
         scale = np.broadcast_to(self.broadcast(self.scale_, len(shape)), (1, *shape))
@@ -666,7 +677,7 @@ class Identity(Normalizer):
         return np.array(as_batch(X, "X"), copy=True)
 
     def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        size = math.prod(sample_shape)
+        size = math.prod(_shape("sample_shape", sample_shape))
         return np.zeros(size), np.ones(size)
 
 

@@ -25,7 +25,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import schemes
-from .errors import NormlabError
+from .errors import DTypeError, NormlabError
 from .moments import Moments, check_sample_weight
 from .normalizers import AffineNormalizer, Normalizer
 
@@ -40,6 +40,23 @@ _OPTIONS = (
     "eps_mode",
     "dtype",
 )
+
+
+class _DTypeTypeError(DTypeError, TypeError):
+    """What scikit-learn refuses as a TypeError stays one (its estimator checks expect it)."""
+
+
+def _validate(estimator: Any, X: Any, **options: Any) -> Any:
+    """scikit-learn's ``validate_data``; what it refuses becomes a :class:`DTypeError`
+    (a ``ValueError`` still, with scikit-learn's own message)."""
+    try:
+        return validate_data(estimator, X, **options)
+    except NormlabError:
+        raise
+    except TypeError as exc:
+        raise _DTypeTypeError(f"InputScaler: {exc}") from None
+    except ValueError as exc:
+        raise DTypeError(f"InputScaler: {exc}") from None
 
 
 class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -155,6 +172,8 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return scaler
 
     def _make_normalizer(self) -> Normalizer:
+        if not isinstance(self.scheme, str):
+            raise NormlabError(f"scheme must be a scheme name (a string); got {self.scheme!r}")
         accepted = schemes.get(self.scheme).get_params()
         defaults = _option_defaults()
         options: dict[str, Any] = {}
@@ -184,7 +203,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> InputScaler:
         """Add the rows of ``X`` to the statistics seen so far (exact merge); returns ``self``."""
         first_call = not hasattr(self, "normalizer_")
-        X = validate_data(self, X, reset=first_call, dtype="numeric", ensure_all_finite="allow-nan")
+        X = _validate(self, X, reset=first_call, dtype="numeric", ensure_all_finite="allow-nan")
         normalizer = self._make_normalizer() if first_call else self.normalizer_
         options: dict[str, Any] = {}
         if sample_weight is not None:
@@ -252,7 +271,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         NaN passes through as NaN, as in ``StandardScaler``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
+        X = _validate(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
         return self._apply("transform", X)
 
     def _has_inverse(self) -> bool:
@@ -268,7 +287,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Back to the data's units (absent for ``per-image``, which keeps no statistics)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
+        X = _validate(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
         out = self.normalizer_.inverse_transform(X)
         return out.reshape(len(X), -1)
 

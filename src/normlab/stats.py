@@ -98,6 +98,16 @@ def compute_stats(
     >>> bool(np.array_equal(m.mean, x.reshape(-1, 3).mean(axis=0)))
     True
     """
+    from .validate import run_options
+
+    run_options(
+        chunk_size=chunk_size,
+        workers=workers,
+        channel_axis=channel_axis,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        key=key,
+    )
     quantiles = _check_percentiles(percentiles)
     if checkpoint is not None and isinstance(source, (str, os.PathLike)):
         from .io import refuse_overwrite

@@ -23,6 +23,8 @@ data units.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -82,6 +84,10 @@ class Whiten(Normalizer):
         self.eps = eps
         self.eps_mode = eps_mode
         self.n_components = n_components
+        from .validate import float_dtype
+
+        float_dtype("dtype", dtype)
+        self._check_params()  # at construction, not first at fit
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -101,10 +107,17 @@ class Whiten(Normalizer):
             raise NormlabError(f"method must be 'zca' or 'pca'; got {self.method!r}")
         if self.eps_mode not in EPS_MODES:
             raise NormlabError(f"eps_mode must be 'relative' or 'absolute'; got {self.eps_mode!r}")
-        if not (isinstance(self.eps, (int, float)) and np.isfinite(self.eps) and self.eps >= 0):
+        if not (
+            isinstance(self.eps, (int, float))
+            and not isinstance(self.eps, bool)
+            and math.isfinite(float(self.eps))
+            and self.eps >= 0
+        ):
             raise NormlabError(f"eps must be a finite number ≥ 0; got {self.eps!r}")
         if self.n_components is not None and (
-            not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1
+            not isinstance(self.n_components, (int, np.integer))
+            or isinstance(self.n_components, bool)
+            or self.n_components < 1
         ):
             raise NormlabError(
                 f"n_components must be a positive integer or None; got {self.n_components!r}"
