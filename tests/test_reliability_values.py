@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 import numpy as np
 import pytest
@@ -61,3 +64,67 @@ def test_png_and_tiff_of_the_same_pixels_give_the_same_statistics(tmp_path):
     tif = normlab.compute_stats(tmp_path / "TIFF", "channel", mode="keep")
     np.testing.assert_array_equal(png.mean, tif.mean)
     assert png.mean.shape == (2,)
+
+
+def test_extreme_floats_give_finite_statistics_or_a_clear_error():
+    from normlab.errors import NormlabError
+
+    x = np.array([[1e308], [-1e308]])
+    with pytest.raises(NormlabError, match="overflow|exceed"):
+        Moments.from_array(x)
+    with pytest.raises(NormlabError):
+        ZScore().fit(x)
+    big = np.array([[1e150], [-1e150], [0.0]])
+    z = normlab.MinMax().fit(big)
+    assert np.isfinite(z.transform(big)).all()
+
+
+def test_infinite_scale_is_not_zero_variance():
+    from normlab.errors import NormlabError
+    from normlab.normalizers import safe_scale
+
+    with pytest.raises(NormlabError, match="infinite scale"):
+        safe_scale(np.array([np.inf, 1.0]), np.array([False, False]))
+
+
+def test_outputs_beyond_the_output_dtype_are_an_error_not_inf():
+    from normlab.errors import NormlabError
+
+    fit_on = np.array([[0.0], [1.0]])
+    with pytest.raises(NormlabError, match="exceed the range of float32"):
+        ZScore(dtype=np.float32).fit(fit_on).transform(np.array([[1e300]]))
+    z = ZScore().fit(fit_on)  # float64 output holds it
+    assert np.isfinite(z.transform(np.array([[1e300]]))).all()
+
+
+def test_nonfinite_error_counts_the_task_and_names_the_global_row(tmp_path):
+    from normlab.errors import NonFiniteError
+
+    x = np.zeros((40000, 3))
+    x[15000, 1] = np.nan
+    x[15500:15510, 2] = np.inf
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    for source in (x, path):
+        with pytest.raises(NonFiniteError, match=r"11 non-finite .* first in sample 15000 at"):
+            normlab.compute_stats(source, chunk_size=1000)
+
+
+def test_a_script_without_main_guard_is_explained(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np, normlab\n"
+        "print(normlab.compute_stats(np.zeros((1000, 4)), engine='local', workers=2).mean)\n"
+    )
+    env = {
+        **__import__("os").environ,
+        "PYTHONPATH": str(__import__("pathlib").Path(normlab.__file__).parent.parent),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode != 0
+    assert "__main__" in done.stderr and "guard" in done.stderr

@@ -57,6 +57,13 @@ def safe_scale(
         out = np.maximum(np.where(zero, 0.0, out), floor)
     else:
         out = np.where(zero, 1.0, out)
+    infinite = np.isinf(out) & ~zero
+    if infinite.any():  # an infinite spread is not a zero one: no scale can be right
+        raise NormlabError(
+            f"{int(infinite.sum())} of {infinite.size} features have an infinite scale "
+            f"({what.replace('zero', 'an infinite') if 'zero' in what else 'overflow'}): "
+            "the values' spread exceeds the float64 range. Rescale the data first, e.g. x / 1e150"
+        )
     bad = ~np.isfinite(out) | (out <= 0)
     out = np.where(bad, 1.0, out)
     zero = zero | bad

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NormlabError, SourceError
+from ..errors import NonFiniteError, NormlabError, SourceError
 from ..provenance import Provenance, recording
 
 ENGINES = ("serial", "local", "dask")
@@ -172,16 +172,58 @@ def run_task(task: Any, make_empty: Callable[[], Any]) -> Any:
     return execute(task, make_empty).stats
 
 
+def _rows(chunk: Any) -> int:
+    """Samples in a chunk (0 for what is not an array: notes of image tasks)."""
+    shape = getattr(chunk, "shape", None)
+    return int(shape[0]) if shape else 0
+
+
+def _nonfinite_report(task: Any, chunk: Any, rest: Any, rows_before: int) -> str:
+    """Every non-finite value of the task (its remaining chunks read too), and the first one's
+    row in the whole input (not in the task)."""
+    import numpy as np
+
+    from ..moments import as_batch
+
+    arr = as_batch(chunk)
+    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1))
+    row = int(np.argmax(bad.any(axis=1)))
+    where = np.unravel_index(int(np.argmax(bad[row])), arr.shape[1:])
+    total, rows = int(bad.sum()), rows_before + len(arr)
+    for more in rest:
+        if not _rows(more):
+            continue
+        values = as_batch(more)
+        if values.dtype.kind == "f":
+            total += int(values.size - np.count_nonzero(np.isfinite(values)))
+        rows += len(values)
+    start = getattr(task, "start", None)
+    first = (start if isinstance(start, int) else 0) + rows_before + row
+    scope = f"rows {start}:{start + rows}" if isinstance(start, int) else f"{rows} samples"
+    return (
+        f"{task.label}: {total} non-finite value(s) (NaN/inf) in {scope}; the first in sample "
+        f"{first} at index {tuple(int(i) for i in where)}. Clean the data or use "
+        "nan_policy='omit' to leave them out"
+    )
+
+
 def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
     """Run one task; errors name the task (its file and rows, or its slice of files)."""
     start = time.perf_counter()
     stats = make_empty()
     n_bytes = 0
+    rows_before = 0
+    chunks = iter(task.chunks())
     try:
         with recording(granularity_of(stats)) as record:
-            for chunk in task.chunks():
+            for chunk in chunks:
                 n_bytes += int(getattr(chunk, "nbytes", 0))
-                stats.update(chunk)
+                try:
+                    stats.update(chunk)
+                except NonFiniteError:
+                    report = _nonfinite_report(task, chunk, chunks, rows_before)
+                    raise NonFiniteError(report) from None
+                rows_before += _rows(chunk)
     except NormlabError as exc:
         message = str(exc)
         label = str(task.label)

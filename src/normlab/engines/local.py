@@ -125,7 +125,8 @@ def map_tasks(
     except cf.process.BrokenProcessPool:  # raised by submit: a worker died between two runs
         shutdown_pools()
         raise NormlabError(
-            "a worker process of the pool died (killed, or out of memory); rerun"
+            _unguarded_main()
+            or "a worker process of the pool died (killed, or out of memory); rerun"
         ) from None
     finally:
         for future in submitted:  # after an error: tasks not started yet never start
@@ -138,6 +139,35 @@ def _outcome(future: cf.Future, task: Any) -> TaskResult:
     except cf.process.BrokenProcessPool:
         shutdown_pools()  # a broken pool takes no more work: the next run starts a new one
         raise NormlabError(
-            f"a worker process died while running {task.label} (killed, or out of memory); "
+            _unguarded_main()
+            or f"a worker process died while running {task.label} (killed, or out of memory); "
             "rerun, with --checkpoint to keep finished work"
         ) from None
+
+
+def _unguarded_main() -> str | None:
+    """The likely cause when workers die at start: a script without a ``__main__`` guard.
+
+    Worker processes import the main script again; without ``if __name__ == "__main__":``
+    each of them starts the run anew, which multiprocessing refuses, and they die.
+    """
+    import re
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            source = handle.read(1 << 20)
+    except OSError:
+        return None
+    if re.search(r"""if\s+__name__\s*==\s*['"]__main__['"]""", source):
+        return None
+    return (
+        f"the worker processes of engine='local' died at start: {path} has no "
+        '`if __name__ == "__main__":` guard. Workers import the script again, and without '
+        "the guard each one starts the whole run anew, which Python's multiprocessing "
+        "refuses. Put the script's work under the guard, or use engine='serial'"
+    )
