@@ -157,26 +157,27 @@ def test_functions_refuse_wrong_types(func_name, param, tmp_path):
         _call(func, **kwargs)
 
 
-# The out-of-range table: (callable, kwargs) that must raise NormlabError.
+# The out-of-range table: calls that must raise NormlabError (normalizers check their
+# parameters when fitting starts, as scikit-learn's estimators do).
 OUT_OF_RANGE: list[tuple[str, Callable[[], Any]]] = [
     ("Moments channel_axis 'a'", lambda: normlab.Moments(channel_axis="a")),
     ("Moments channel_axis out of the sample", lambda: normlab.Moments(channel_axis=7).update(X)),
     ("var ddof '1'", lambda: normlab.Moments.from_array(X).var(ddof="1")),
     ("var ddof -1", lambda: normlab.Moments.from_array(X).var(ddof=-1)),
-    ("ZScore ddof -1", lambda: normlab.ZScore(ddof=-1)),
-    ("ZScore std_floor -1", lambda: normlab.ZScore(std_floor=-1.0)),
-    ("ZScore std_floor inf", lambda: normlab.ZScore(std_floor=float("inf"))),
-    ("ZScore std_floor subnormal", lambda: normlab.ZScore(std_floor=1e-310)),
-    ("ZScore dtype int", lambda: normlab.ZScore(dtype=np.int32)),
-    ("MinMax (0, inf)", lambda: normlab.MinMax(feature_range=(0, float("inf")))),
-    ("MinMax (1, 0)", lambda: normlab.MinMax(feature_range=(1, 0))),
-    ("MinMax (-1e308, 1e308)", lambda: normlab.MinMax(feature_range=(-1e308, 1e308))),
-    ("MinMax one number", lambda: normlab.MinMax(feature_range=1)),
-    ("MaxScale max_value 0", lambda: normlab.MaxScale(max_value=0)),
-    ("MaxScale max_value nan", lambda: normlab.MaxScale(max_value=float("nan"))),
-    ("MaxAbs axis", lambda: normlab.MaxAbs(axis="rows")),
-    ("Whiten eps -1", lambda: normlab.Whiten(eps=-1.0)),
-    ("Whiten n_components 0", lambda: normlab.Whiten(n_components=0)),
+    ("ZScore ddof -1", lambda: normlab.ZScore(ddof=-1).fit(X)),
+    ("ZScore std_floor -1", lambda: normlab.ZScore(std_floor=-1.0).fit(X)),
+    ("ZScore std_floor inf", lambda: normlab.ZScore(std_floor=float("inf")).fit(X)),
+    ("ZScore std_floor subnormal", lambda: normlab.ZScore(std_floor=1e-310).fit(X)),
+    ("ZScore dtype int", lambda: normlab.ZScore(dtype=np.int32).fit(X)),
+    ("MinMax (0, inf)", lambda: normlab.MinMax(feature_range=(0, float("inf"))).fit(X)),
+    ("MinMax (1, 0)", lambda: normlab.MinMax(feature_range=(1, 0)).fit(X)),
+    ("MinMax (-1e308, 1e308)", lambda: normlab.MinMax(feature_range=(-1e308, 1e308)).fit(X)),
+    ("MinMax one number", lambda: normlab.MinMax(feature_range=1).fit(X)),
+    ("MaxScale max_value 0", lambda: normlab.MaxScale(max_value=0).fit(X)),
+    ("MaxScale max_value nan", lambda: normlab.MaxScale(max_value=float("nan")).fit(X)),
+    ("MaxAbs axis", lambda: normlab.MaxAbs(axis="rows").fit(X)),
+    ("Whiten eps -1", lambda: normlab.Whiten(eps=-1.0).fit(X)),
+    ("Whiten n_components 0", lambda: normlab.Whiten(n_components=0).fit(X)),
     ("compute_stats chunk_size 0", lambda: normlab.compute_stats(X, chunk_size=0)),
     ("compute_stats workers 0", lambda: normlab.compute_stats(X, engine="local", workers=0)),
     ("compute_stats engine", lambda: normlab.compute_stats(X, engine="spark")),

@@ -539,7 +539,7 @@ def compute_comoments(
     from .sources import resolve
     from .validate import run_options
 
-    run_options(chunk_size=chunk_size, workers=workers, key=key)
+    run_options(chunk_size=chunk_size, workers=workers, key=key, checkpoint=checkpoint)
     CoMoments(max_features=max_features, sketch_size=sketch_size, seed=seed)  # checks them
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
     make_empty = functools.partial(

@@ -546,6 +546,15 @@ class ZScore(AffineNormalizer):
             return "scale"
         return self.axis
 
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.boolean("with_mean", self.with_mean)
+        validate.boolean("with_std", self.with_std)
+        validate.integer("ddof", self.ddof, minimum=0)
+        validate.optional_real("std_floor", self.std_floor, positive=True, normal=True)
+
     def _compute(self, stats: Moments) -> None:
         self.mean_ = stats.mean
         self.var_ = stats.var(self.ddof)
@@ -573,6 +582,12 @@ class MaxScale(AffineNormalizer):
     def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
         super().__init__(dtype=dtype)
         self.max_value = max_value
+
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.optional_real("max_value", self.max_value, positive=True, normal=True)
 
     def _compute(self, stats: Moments) -> None:
         if stats.value_scale is None:  # no batch seen (was an AttributeError)
@@ -648,12 +663,20 @@ class MinMax(AffineNormalizer):
         dtype: Any = None,
     ) -> None:
         super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
-        self.feature_range = tuple(feature_range)
+        self.feature_range = (
+            tuple(feature_range) if isinstance(feature_range, (tuple, list)) else feature_range
+        )
         self.axis = axis
 
     @property
     def stats_axis(self) -> Axis:  # type: ignore[override]
         return check_granularity(self.axis)
+
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.real_pair("feature_range", self.feature_range)
 
     def _compute(self, stats: Moments) -> None:
         low, high = (float(v) for v in self.feature_range)
@@ -782,6 +805,13 @@ class ClipPercentile(AffineNormalizer):
         self._fit_from(stats)
         return self
 
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.real("low", self.low, nonnegative=True)
+        validate.real("high", self.high, nonnegative=True)
+
     def _compute(self, stats: Moments) -> None:
         if not 0 <= self.low < self.high <= 100:
             raise NormlabError(f"need 0 ≤ low < high ≤ 100; got low={self.low}, high={self.high}")
@@ -822,3 +852,17 @@ class ClipPercentile(AffineNormalizer):
             "clip-percentile clips before scaling, so it is not one affine map: use its low_ and "
             "high_ (the clip bounds) and transform()"
         )
+
+
+def _shape(name: str, value: Any) -> tuple[int, ...]:
+    """A sample shape: a tuple of non-negative integers."""
+    from .validate import integer
+
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (tuple, list)):
+        raise NormlabError(f"{name} must be a tuple of sizes; got {value!r}")
+    shape = tuple(integer(f"{name}[{i}]", v, minimum=0) for i, v in enumerate(value))
+    if math.prod(shape) >= 2**40:
+        raise NormlabError(f"{name}={shape} holds {math.prod(shape)} values: too many")
+    return shape

@@ -87,7 +87,7 @@ class Whiten(Normalizer):
         from .validate import float_dtype
 
         float_dtype("dtype", dtype)
-        self._check_params()  # at construction, not first at fit
+        self._validate_params()  # at construction, not first at fit
 
     def get_params(self) -> dict[str, Any]:
         return {
