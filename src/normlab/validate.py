@@ -30,6 +30,8 @@ def integer(
     out = int(value)
     if abs(out) >= 2**62:
         raise NormlabError(f"{name}={out} is out of range")
+    if minimum == 1 and out < 1:
+        raise NormlabError(f"{name} must be a positive integer; got {out}")
     if minimum is not None and out < minimum:
         raise NormlabError(f"{name} must be at least {minimum}; got {out}")
     if maximum is not None and out > maximum:
