@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         axis = "channel" if "channel" in name else "feature"
         z = ZScore(axis=axis).fit(x)
         ndim = x.ndim - 1
-        shift, scale = z._broadcast(z.shift_, ndim), z._broadcast(z.scale_, ndim)
+        shift, scale = z.broadcast(z.shift_, ndim), z.broadcast(z.scale_, ndim)
         mult, offset = (1.0 / scale).astype(np.float32), (shift / scale).astype(np.float32)
 
         def kernel(x: np.ndarray = x, shift: np.ndarray = shift, scale: np.ndarray = scale):

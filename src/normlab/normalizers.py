@@ -466,7 +466,7 @@ class AffineNormalizer(Normalizer):
             sample_shape = _shape("sample_shape", sample_shape)
             try:
                 np.broadcast_shapes(
-                    self._broadcast(self.shift_, len(sample_shape)).shape, (1, *sample_shape)
+                    self.broadcast(self.shift_, len(sample_shape)).shape, (1, *sample_shape)
                 )
             except (ValueError, IndexError):
                 raise ShapeError(
