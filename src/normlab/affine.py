@@ -27,6 +27,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
 
+_EXACT = 2**53  # integers up to this convert to float64 exactly
 _BLOCK = 1 << 16  # values per block of the numpy fallback
 _BYTES_PER_THREAD = 8 << 20
 
@@ -65,8 +66,12 @@ if HAVE_NUMBA:
         for i in range(start, stop):
             xi, oi = x[i], out[i]
             for j in range(xi.shape[0]):
-                hi = (xi[j] >> 11) << 11  # 53 significant bits: exact in float64
-                d = (np.float64(hi) - shift[j]) + np.float64(xi[j] - hi)  # remainder 0..2047
+                v = xi[j]
+                if -_EXACT <= v <= _EXACT:  # exact in float64 as it is
+                    d = np.float64(v) - shift[j]
+                else:  # 53 significant bits, exact in float64, and the remainder 0..2047
+                    hi = (v >> 11) << 11
+                    d = (np.float64(hi) - shift[j]) + np.float64(v - hi)
                 oi[j] = d * mult[j]
         return 1  # 64-bit integers: checked afterwards
 
@@ -75,8 +80,12 @@ if HAVE_NUMBA:
         for i in range(start, stop):
             xi, oi = x[i], out[i]
             for j in range(xi.shape[0]):
-                hi = (xi[j] >> 11) << 11
-                d = (np.float64(hi) - shift[j]) + np.float64(xi[j] - hi)
+                v = xi[j]
+                if -_EXACT <= v <= _EXACT:
+                    d = np.float64(v) - shift[j]
+                else:
+                    hi = (v >> 11) << 11
+                    d = (np.float64(hi) - shift[j]) + np.float64(v - hi)
                 oi[j] = d / scale[j]
         return 1
 
@@ -92,7 +101,9 @@ def _numpy_rows(
             block = x[i : i + rows]
             if block.dtype.kind in "iu" and block.dtype.itemsize == 8:
                 hi = (block >> 11) << 11
-                d = (hi.astype(np.float64) - shift) + (block - hi).astype(np.float64)
+                wide = (hi.astype(np.float64) - shift) + (block - hi).astype(np.float64)
+                small = block.astype(np.float64) - shift
+                d = np.where(np.abs(block.astype(np.float64)) <= _EXACT, small, wide)
             else:
                 d = block.astype(np.float64) - shift
             out[i : i + rows] = d / scale if mult is None else d * mult
