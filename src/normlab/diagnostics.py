@@ -32,7 +32,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -219,6 +219,8 @@ def _fit_schemes(comoments: CoMoments) -> tuple[dict[str, Any], dict[str, str]]:
     fitted: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     shape = comoments.sample_shape
+    if shape is None:  # no samples: every fit would fail (the identity's affine with a TypeError)
+        raise EmptyDataError("no samples seen: co-moments of empty data are undefined")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NormlabWarning)
         for name in schemes.names():
@@ -348,13 +350,14 @@ def _predictions(spectra: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return s["ratio_max_k99"] if s["ratio_max_k99"] is not None else s["ratio_max_2"]
 
     per_scheme = {}
+    raw, top = kappa("raw"), kappa("max")
     for name, s in spectra.items():
         k = kappa(name)
         per_scheme[name] = {
             "lr_max": 2.0 / s["lambda_max"] if s["lambda_max"] > 0 else None,
             "kappa99": k,
-            "speedup_vs_raw": _ratio(kappa("raw"), k) if k and kappa("raw") else None,
-            "speedup_vs_max": _ratio(kappa("max"), k) if k and kappa("max") else None,
+            "speedup_vs_raw": _ratio(raw, k) if k and raw else None,
+            "speedup_vs_max": _ratio(top, k) if k and top else None,
         }
     return {
         "formula": (
@@ -652,7 +655,7 @@ def _write_mask(m: Moments, rare_threshold: int, path: str | os.PathLike) -> Non
     rgb[rare] = (1.0, 0.6, 0.0)
     rgb[const] = (1.0, 0.0, 0.0)
     with atomic_write(path) as handle:
-        plt.imsave(handle, rgb, format="png")
+        plt.imsave(cast(BinaryIO, handle), rgb, format="png")  # atomic_write opens "wb"
 
 
 def _load_labels(path: str | os.PathLike[str]) -> np.ndarray:

@@ -173,7 +173,11 @@ def paste_lines(mean: Any, std: Any, value_scale: dict[str, Any] | None) -> list
     else:
         head = "# float data: taken to be on the 0..1 scale already"
         pixel = ", max_pixel_value=1.0"
-    wrap = {"width": LINE_WIDTH, "subsequent_indent": "    ", "break_on_hyphens": False}
+    wrap: dict[str, Any] = {
+        "width": LINE_WIDTH,
+        "subsequent_indent": "    ",
+        "break_on_hyphens": False,
+    }
     return [
         head,
         *textwrap.wrap(f"mean = {paste_tuple(mean01)}", **wrap),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import ModuleType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -86,7 +87,7 @@ def optional_import_failed(exc: ImportError) -> bool:
     return bool(missing) and missing.split(".")[0] != "normlab"
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str) -> ModuleType:
     """Import an optional dependency or raise :class:`MissingExtraError` naming the extra."""
     import importlib
 

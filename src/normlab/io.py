@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,7 +29,17 @@ _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors refuses larger headers too
 _REGISTRY: dict[str, Callable[[dict[str, Any], dict[str, np.ndarray]], Any]] = {}
 
 
-def register(cls: type) -> type:
+class _Loadable(Protocol):
+    """What :func:`register` needs of a class: a constructor from the saved form."""
+
+    @classmethod
+    def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> Any: ...
+
+
+_L = TypeVar("_L", bound=_Loadable)
+
+
+def register(cls: type[_L]) -> type[_L]:
     """Class decorator: make ``cls`` loadable by :func:`load` (by its class name)."""
     _REGISTRY[cls.__name__] = cls.from_tensors
     return cls

@@ -221,7 +221,7 @@ class Normalizer:
         stats = self.stats_ + batch if hasattr(self, "stats_") else batch
         return self._fit_from(stats)
 
-    def fit_stats(self, stats: Moments) -> Normalizer:
+    def fit_stats(self, stats: Moments) -> Self:
         """Fit from computed or saved statistics (coarsened exactly when finer than needed).
 
         The layout (granularity aside) is the statistics' own unless ``layout`` was given.
@@ -272,6 +272,10 @@ class Normalizer:
 
     def _compute(self, stats: Moments) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
+        raise NotImplementedError  # pragma: no cover - every normalizer defines it
 
     # ------------------------------------------------------------- applying
     def output_dtype(self, x: np.ndarray) -> np.dtype:
