@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -252,6 +252,22 @@ _threads = 0  # 0: numba's default (all cores); set by set_threads
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, size, pool)
 
 
+_compiled: set[tuple[Any, ...]] = set()  # kernel signatures this process has already run
+
+
+def _compile_first(key: tuple[Any, ...], shares: int) -> bool:
+    """Whether this thread must run its share alone first, before the helpers start.
+
+    numba compiles (or loads from its cache) a kernel on its first call with new argument
+    types; helper threads that call it while that is under way can fail with "no compiled
+    object yet". So the first call of each signature in a process runs in this thread alone.
+    """
+    if key in _compiled:
+        return False
+    _compiled.add(key)
+    return shares > 1
+
+
 def _helpers(n: int) -> ThreadPoolExecutor:
     """A pool of ``n`` helper threads (the calling thread does a share of the work too).
 
@@ -289,13 +305,17 @@ def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
     shares = min(threads, n_tasks, max(1, y.nbytes // _BYTES_PER_THREAD))
     cuts = [n_tasks * i // shares for i in range(shares + 1)]
     steps = rows_per_fold // _STREAMS
+    first = _compile_first(("integer", y.dtype, collapse), shares)
+    if first:
+        _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)
     helpers = [
         _helpers(shares - 1).submit(
             _run_tasks, y, collapse, steps, lanes, cuts[i], cuts[i + 1], *outs
         )
         for i in range(1, shares)
     ]
-    _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)
+    if not first:
+        _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)
     for done in helpers:
         done.result()
     o1, o2, omn, omx, onz = outs
@@ -634,11 +654,15 @@ def _float_blocks(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_tasks = n_blocks * n_groups * -(-width // _FLOAT_TILE)
     shares = min(get_threads(), n_tasks, max(1, y.nbytes // _BYTES_PER_THREAD))
     cuts = [n_tasks * i // shares for i in range(shares + 1)]
+    first = _compile_first(("float", y.dtype), shares)
+    if first:
+        _float_tasks(y, cuts[0], cuts[1], outs, n_overflow)
     helpers = [
         _helpers(shares - 1).submit(_float_tasks, y, cuts[i], cuts[i + 1], outs, n_overflow)
         for i in range(1, shares)
     ]
-    _float_tasks(y, cuts[0], cuts[1], outs, n_overflow)
+    if not first:
+        _float_tasks(y, cuts[0], cuts[1], outs, n_overflow)
     for done in helpers:
         done.result()
     return outs, n_overflow
