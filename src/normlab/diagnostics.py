@@ -443,7 +443,8 @@ def _holdout(m: Moments, holdout: Any, key: str | None) -> dict[str, Any]:
     test = compute_stats(holdout, "feature", key=key, progress=False)
     if test.sample_shape != m.sample_shape:
         raise ShapeError(
-            f"held-out samples have shape {test.sample_shape}; the training samples {m.sample_shape}"
+            f"held-out samples have shape {test.sample_shape}; the training samples "
+            f"{m.sample_shape}"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NormlabWarning)
@@ -601,11 +602,15 @@ def _recommend(report: dict[str, Any]) -> list[str]:
             and (health["rare"]["count"] or health["max_abs_z"]["count_above_10"])
         ):
             lines.append(
-                f"Per-feature z-scores let {health['rare']['count']} rare feature(s) reach |z| up to "
-                f"{health['max_abs_z']['value']:.3g} (bound √(n−1) = {health['max_abs_z']['bound']:.3g}); "
-                f"std_floor={floor['value']:.3g} (data units: the largest |x − mean| / {Z_CAP:g}, so "
+                f"Per-feature z-scores let {health['rare']['count']} rare feature(s) reach |z| up "
+                "to "
+                f"{health['max_abs_z']['value']:.3g} (bound √(n−1) = "
+                f"{health['max_abs_z']['bound']:.3g}); "
+                f"std_floor={floor['value']:.3g} (data units: the largest |x − mean| / {Z_CAP:g}, "
+                "so "
                 f"every training |z| ≤ {Z_CAP:g}) touches "
-                f"{floor['features_affected']} feature(s) and caps |z| at {floor['max_abs_z_with_floor']:.3g}."
+                f"{floor['features_affected']} feature(s) and caps |z| at "
+                f"{floor['max_abs_z_with_floor']:.3g}."
             )
         zca = preds.get("zca")
         if zca and zca["kappa99"]:
@@ -617,13 +622,15 @@ def _recommend(report: dict[str, Any]) -> list[str]:
             )
     if health["constant"]["count"]:
         lines.append(
-            f"{health['constant']['count']} constant feature(s) carry no information: normlab gives "
+            f"{health['constant']['count']} constant feature(s) carry no information: normlab "
+            "gives "
             "them scale 1 (output 0); consider dropping them."
         )
     held = report.get("holdout")
     if held and held["train_constant_that_vary"]["count"]:
         lines.append(
-            f"On held-out data {held['train_constant_that_vary']['count']} training-constant feature(s) "
+            f"On held-out data {held['train_constant_that_vary']['count']} training-constant "
+            "feature(s) "
             f"take other values: |z| up to {held['max_abs_z']:.3g} with normlab's scale 1, but "
             f"{held['max_abs_z_with_keras_floor']:.3g} with a 1e-7 std floor."
         )

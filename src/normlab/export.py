@@ -1,4 +1,5 @@
-"""Exports: one fitted normalizer, the same numbers in scikit-learn, PyTorch, Keras, torchvision, JSON.
+"""Exports: one fitted normalizer, the same numbers in scikit-learn, PyTorch, Keras, torchvision
+and JSON.
 
 Every affine scheme is ``y = (x − shift) / scale`` and every whitening (ZCA, PCA) is
 ``y = W (x − mean)`` on the flattened sample; each target gets that map in its own terms, and
@@ -23,8 +24,11 @@ or a whitening in torchvision's per-channel ``Normalize``) raises a
 >>> import numpy as np
 >>> from normlab.normalizers import ZScore
 >>> x = np.array([[[0, 10, 20]], [[40, 50, 60]]], dtype=np.uint8)  # 2 images, 1x1 pixel, RGB
->>> to_torchvision(ZScore(axis="channel").fit(x))
-{'mean': [0.0784313725490196, 0.11764705882352941, 0.1568627450980392], 'std': [0.0784313725490196, 0.0784313725490196, 0.0784313725490196]}
+>>> tv = to_torchvision(ZScore(axis="channel").fit(x))
+>>> tv["mean"]
+[0.0784313725490196, 0.11764705882352941, 0.1568627450980392]
+>>> tv["std"]
+[0.0784313725490196, 0.0784313725490196, 0.0784313725490196]
 """
 
 from __future__ import annotations
@@ -304,7 +308,8 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
         if n.stats_axis == "feature":
             raise NormlabError(
                 f"torchvision's Normalize holds one mean/std per channel, but this {n.scheme!r} "
-                f"normalizer has one per feature (per pixel, samples {tuple(n.sample_shape_)}): use "
+                f"normalizer has one per feature (per pixel, samples {tuple(n.sample_shape_)}): "
+                "use "
                 "normlab.torch.Normalize.from_normalizer(n), which keeps per-pixel buffers, or fit "
                 "scheme 'channel'"
             )

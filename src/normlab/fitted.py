@@ -17,11 +17,13 @@ def fitted(normalizer: Any, target: str) -> Normalizer:
     """The normalizer, if it is a fitted normlab normalizer; else an error naming ``target``."""
     if not isinstance(normalizer, Normalizer):
         raise NormlabError(
-            f"exporting to {target} needs a fitted normlab normalizer; got {type(normalizer).__name__}"
+            f"exporting to {target} needs a fitted normlab normalizer; got "
+            f"{type(normalizer).__name__}"
         )
     if not normalizer.is_fitted:
         raise NotFittedError(
-            f"this {type(normalizer).__name__} is not fitted yet: fit it before exporting to {target}"
+            f"this {type(normalizer).__name__} is not fitted yet: fit it before exporting to "
+            f"{target}"
         )
     return normalizer
 

@@ -228,7 +228,8 @@ class Normalizer:
         """
         if not isinstance(stats, Moments):
             raise NormlabError(
-                f"{type(self).__name__}.fit_stats needs a Moments object, got {type(stats).__name__}"
+                f"{type(self).__name__}.fit_stats needs a Moments object, got "
+                f"{type(stats).__name__}"
             )
         self._validate_params()
         if not self.needs_fit:
@@ -614,8 +615,10 @@ class MaxScale(AffineNormalizer):
         data_max = float(np.nanmax(stats.max))
         if data_max > top:  # e.g. 16-bit images about to be divided by 255
             warn(
-                f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are divided "
-                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as 8-bit?"
+                f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are "
+                "divided "
+                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as "
+                "8-bit?"
             )
         self._set_affine(np.zeros(()), np.full((), float(top)))
 

@@ -182,7 +182,8 @@ class Normalize(_FloatScale):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, layout: str | None = None) -> Normalize:
-        """From a saved normlab normalizer, or from a state dict written by ``normlab export --to torch``."""
+        """From a saved normlab normalizer, or from a state dict written by
+        ``normlab export --to torch``."""
         config, tensors = _read_state(path, _META_KEY)
         if config is None:
             from .io import load
@@ -201,7 +202,8 @@ class Normalize(_FloatScale):
         return cls(tensors["mean"], tensors["std"], layout=layout_saved, value_max=value_max)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the state dict as safetensors (atomically), with layout and value_max as metadata."""
+        """Write the state dict as safetensors (atomically), with layout and value_max as
+        metadata."""
         _write_state(self, path, _META_KEY, {"layout": self.layout, "value_max": self.value_max})
 
     def extra_repr(self) -> str:
@@ -214,7 +216,8 @@ class Normalize(_FloatScale):
         if x.ndim not in (sample_ndim, sample_ndim + 1):
             raise ShapeError(
                 f"expected one {self.layout} sample ({sample_ndim} dims) or a batch "
-                f"(N, {', '.join(self.layout)}) ({sample_ndim + 1} dims); got shape {tuple(x.shape)}"
+                f"(N, {', '.join(self.layout)}) ({sample_ndim + 1} dims); got shape "
+                f"{tuple(x.shape)}"
             )
         sample = tuple(x.shape[x.ndim - sample_ndim :])
         if self.per == "channel":
@@ -226,7 +229,8 @@ class Normalize(_FloatScale):
                 )
         elif self.per == "feature" and sample != tuple(self.mean.shape):
             raise ShapeError(
-                f"expected {self.layout} samples of shape {tuple(self.mean.shape)}; got shape {tuple(x.shape)}"
+                f"expected {self.layout} samples of shape {tuple(self.mean.shape)}; got shape "
+                f"{tuple(x.shape)}"
             )
         return sample
 
@@ -234,9 +238,10 @@ class Normalize(_FloatScale):
         """``(m, −o)`` with ``x·m − o`` the normalized value, broadcastable to a sample.
 
         ``m = 1/(divisor·std)`` is rounded to ``dtype`` first and the offset is computed from
-        that rounded ``m`` in float64 (``o = divisor·mean·m``), so ``x·m − o = (x − divisor·mean)·m``
-        before the last rounding: the error of ``m`` scales with ``|z|``, not with ``x``, and
-        the result is within ``2⁻²⁴·(|mean/std| + 2|z|)`` of float64 for float32 output.
+        that rounded ``m`` in float64 (``o = divisor·mean·m``), so
+        ``x·m − o = (x − divisor·mean)·m`` before the last rounding: the error of ``m`` scales
+        with ``|z|``, not with ``x``, and the result is within ``2⁻²⁴·(|mean/std| + 2|z|)`` of
+        float64 for float32 output.
         """
         mult = (1.0 / (self.std * divisor)).to(dtype)
         neg_offset = -(self.mean * divisor) * mult.to(torch.float64)
@@ -245,7 +250,10 @@ class Normalize(_FloatScale):
         return mult, neg_offset.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalize one sample or a batch; integer input → ``dtype``, float input keeps its dtype."""
+        """Normalize one sample or a batch.
+
+        Integer input becomes ``dtype``; float input keeps its dtype.
+        """
         self._sample_shape(x)
         if x.dtype.is_floating_point:
             self._warn_if_unscaled(x)

@@ -24,7 +24,6 @@ data units.
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import numpy as np
@@ -59,7 +58,8 @@ class Whiten(Normalizer):
     Examples
     --------
     >>> import numpy as np, normlab
-    >>> x = np.random.default_rng(0).normal(size=(500, 3)) @ np.array([[2.0, 1, 0], [0, 1, 0], [0, 0, 3]])
+    >>> mixing = np.array([[2.0, 1, 0], [0, 1, 0], [0, 0, 3]])
+    >>> x = np.random.default_rng(0).normal(size=(500, 3)) @ mixing
     >>> w = normlab.Whiten(method="zca", eps=0.0).fit(x)
     >>> y = w.transform(x)
     >>> bool(np.allclose(np.cov(y.T, ddof=0), np.eye(3)))
@@ -173,7 +173,8 @@ class Whiten(Normalizer):
             )
         if stats.n_samples_seen < 2:
             raise NormlabError(
-                f"whitening needs at least 2 samples to estimate a covariance; got {stats.n_samples_seen}"
+                "whitening needs at least 2 samples to estimate a covariance; got "
+                f"{stats.n_samples_seen}"
             )
         return stats
 
@@ -256,7 +257,8 @@ class Whiten(Normalizer):
         flat = y.reshape(y.shape[0], -1).astype(np.float64)
         if flat.shape[1] != self.matrix_.shape[0]:
             raise ShapeError(
-                f"expected {self.matrix_.shape[0]} whitened features per sample; got {flat.shape[1]}"
+                f"expected {self.matrix_.shape[0]} whitened features per sample; got "
+                f"{flat.shape[1]}"
             )
         out = (flat @ self.inverse_matrix_.T + self.mean_).reshape(
             (y.shape[0], *self.sample_shape_)

@@ -173,7 +173,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_tasks, new_tasks = old.get("tasks", []), new["tasks"]
     if old_tasks != new_tasks:
         first = next(
-            (i for i, (a, b) in enumerate(zip(old_tasks, new_tasks)) if a != b),
+            (i for i, (a, b) in enumerate(zip(old_tasks, new_tasks, strict=False)) if a != b),
             min(len(old_tasks), len(new_tasks)),
         )
         then = old_tasks[first] if first < len(old_tasks) else "none"
@@ -201,7 +201,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if not changes and old.get("task_files") != new["task_files"] and old_tasks == new_tasks:
         changed = [
             new_tasks[i]
-            for i, (a, b) in enumerate(zip(old["task_files"], new["task_files"]))
+            for i, (a, b) in enumerate(zip(old["task_files"], new["task_files"], strict=False))
             if a != b
         ]
         changes.append(f"the data of {len(changed)} task(s) changed, the first: [{changed[0]}]")

@@ -112,7 +112,8 @@ _QUIETED: list[Any] = []  # the OpenCV module whose log was silenced (once per p
 def _cv2() -> Any:
     cv2 = _optional("cv2")
     if cv2 is not None and not _QUIETED:
-        # corrupt files are reported by normlab with their name; OpenCV's own log lines only add noise
+        # corrupt files are reported by normlab with their name; OpenCV's own log lines only
+        # add noise
         logging = getattr(getattr(cv2, "utils", None), "logging", None)
         if logging is not None:
             logging.setLogLevel(logging.LOG_LEVEL_SILENT)
@@ -259,7 +260,8 @@ def decode_image(
 
 
 def convert_mode(arr: np.ndarray, mode: str | None) -> np.ndarray:
-    """``RGB``: grey repeated, alpha dropped. ``L``: ITU-R 601-2 luma (Pillow's fixed-point weights)."""
+    """``RGB``: grey repeated, alpha dropped. ``L``: ITU-R 601-2 luma (Pillow's fixed-point
+    weights)."""
     channels = arr.shape[2]
     if mode == "RGB":
         if channels in (1, 2):
@@ -290,7 +292,8 @@ def resize_image(arr: np.ndarray, size: tuple[int, int], interpolation: str) -> 
     cv2 = _cv2()
     if cv2 is None:
         raise MissingExtraError(
-            f"resizing {arr.dtype} images needs opencv-python-headless: pip install 'normlab[images]'"
+            f"resizing {arr.dtype} images needs opencv-python-headless: pip install "
+            "'normlab[images]'"
         )
     flags = {
         "nearest": cv2.INTER_NEAREST,
@@ -325,7 +328,9 @@ def read_bytes(path: str) -> bytes:
 def load_image(
     path: str, options: ImageOptions, into: np.ndarray | None = None
 ) -> tuple[np.ndarray, str, bool]:
-    """Decode, convert and resize one file: ``(array (H, W, C), mode such as 'RGB 8-bit', in_place)``.
+    """Decode, convert and resize one file.
+
+    Returns ``(array (H, W, C), mode such as 'RGB 8-bit', in_place)``.
 
     ``into`` (optional): where to decode when the image fits it (JPEGs without resizing);
     ``in_place`` says whether the image was decoded there (the array returned is ``into``).
