@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -23,6 +23,9 @@ from typer.core import TyperGroup
 from . import __version__
 from .errors import NormlabError
 from .schemes import CHOSEN_BY_NAME as CHOSEN_BY_SCHEME_NAME  # noqa: F401 (the CLI option tests)
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class _Group(TyperGroup):
@@ -189,7 +192,7 @@ def _paths_of(kwargs: dict[str, Any]) -> tuple[list[str], list[str]]:
     return outputs, inputs
 
 
-def console():
+def console() -> Console:
     from rich.console import Console
 
     return Console()
@@ -285,7 +288,12 @@ def source_options(
     storage_options: str | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of ``compute_stats`` that say how to read and where to run."""
-    image_options = {"glob": glob, "mode": mode, "resize": resize, "interpolation": interpolation}
+    image_options: dict[str, Any] = {
+        "glob": glob,
+        "mode": mode,
+        "resize": resize,
+        "interpolation": interpolation,
+    }
     image_options.update(columns=columns, storage_options=_json_options(storage_options))
     return {
         "skip_bad": skip_bad,
@@ -784,4 +792,4 @@ def main() -> None:  # the console script
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

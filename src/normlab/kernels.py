@@ -378,7 +378,8 @@ def get_threads() -> int:
     """Threads the kernels use now (1 without numba)."""
     if not HAVE_NUMBA:
         return 1
-    return _threads or numba.config.NUMBA_NUM_THREADS
+    # numba.config sets its options from the environment at import: invisible to mypy
+    return _threads or numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- float statistics

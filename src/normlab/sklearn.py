@@ -121,6 +121,10 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
            [1. , 1. ]])
     """
 
+    # fitted attributes: absent until fitted
+    normalizer_: Normalizer
+    n_samples_seen_: Any  # a count, a sum of weights, or one per feature (as StandardScaler's)
+
     def __init__(
         self,
         scheme: str = "feature",
@@ -234,7 +238,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         normalizer, d = self.normalizer_, self.n_features_in_
         stats = getattr(normalizer, "stats_", None)
         self.mean_ = self.var_ = self.scale_ = None
-        self.n_samples_seen_: Any = rows_seen
+        self.n_samples_seen_ = rows_seen
         if isinstance(stats, Moments):
             count = _per_feature(stats.count, d)
             self.n_samples_seen_ = _collapse(count)

@@ -86,7 +86,7 @@ def _array_digest(task: Any) -> str:
     rows = np.ascontiguousarray(task.array[task.start : task.stop])
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str((rows.shape, rows.dtype.str)).encode())
-    digest.update(memoryview(rows.reshape(-1).view(np.uint8)))
+    digest.update(rows.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -96,7 +96,7 @@ def _task_description(task: Any) -> str:
         if getattr(task, name, None) is not None:
             parts.append(f"{name}={getattr(task, name)}")
     options = getattr(task, "options", None)
-    if dataclasses.is_dataclass(options):
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
         parts.append(json.dumps(dataclasses.asdict(options), sort_keys=True, default=str))
     return " ".join(parts)
 

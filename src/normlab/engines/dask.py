@@ -48,7 +48,12 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
             dashboard_address=":0",
         )
         client = distributed.Client(cluster)
-        return client, lambda: (client.close(), cluster.close())
+
+        def release() -> None:
+            client.close()
+            cluster.close()
+
+        return client, release
     if not isinstance(scheduler, str):
         raise NormlabError(
             f"scheduler must be an address like 'tcp://host:8786' or a distributed.Client; "

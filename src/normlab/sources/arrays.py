@@ -7,7 +7,7 @@ import math
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,7 @@ class ArrayTask:
         return (ArrayTask, (rows, 0, len(rows), self.chunk_rows, self.label))
 
 
-def _row_tasks(n_rows: int, chunk_rows: int, make) -> list[Any]:
+def _row_tasks(n_rows: int, chunk_rows: int, make: Callable[[int, int], Any]) -> list[Any]:
     per_task = chunk_rows * TASK_CHUNKS
     return [make(s, min(s + per_task, n_rows)) for s in range(0, n_rows, per_task)]
 
@@ -147,9 +147,9 @@ class NpyTask:
                 rows = min(self.chunk_rows, self.stop - i)
                 handle.seek(self.header.offset + i * row_bytes)
                 view = window[: rows * row_bytes]
-                got = handle.readinto(memoryview(view))
+                got = handle.readinto(view.data)  # a memoryview of the window
                 while got and got < view.size:  # readinto may return short counts
-                    more = handle.readinto(memoryview(view[got:]))
+                    more = handle.readinto(view[got:].data)
                     if not more:
                         break
                     got += more

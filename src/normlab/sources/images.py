@@ -422,7 +422,7 @@ class ImageBatches:
                 batch[filled] = arr
             filled += 1
             if filled == batch.shape[0]:
-                arr = into = None  # drop this generator's views of the batch
+                del arr, into  # drop this generator's views of the batch
                 yield batch
                 yielded = [*yielded[-1:], batch]
                 batch = None
