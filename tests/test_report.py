@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 
 from normlab.errors import NormlabError  # noqa: E402
 from normlab.lab import compare  # noqa: E402
-from normlab.report import summary_rows, write_report  # noqa: E402
+from normlab.lab.report import summary_rows, write_report  # noqa: E402
 
 SCHEMES = ("raw", "feature")
 

@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the same model under each scheme over a fair learning-rate grid; write a report."""
         from ..lab import compare as run_compare
-        from ..report import REPORT_FILE, summary_rows
+        from ..lab.report import REPORT_FILE, summary_rows
 
         if dataset is None and data is None:
             dataset = "digits"
@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
         if quiet:
             typer.echo(str(out / REPORT_FILE))
             return
-        from ..report import verdict
+        from ..lab.report import verdict
         from .tables import Column, fitted_table
 
         for line in verdict(results):

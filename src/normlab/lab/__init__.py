@@ -1,7 +1,7 @@
 """The convergence lab: what each normalization scheme does to training, measured.
 
 ``compare(...)`` trains one model under several schemes over a fair learning-rate grid and
-writes ``results.json``, plots and a self-contained ``report.html`` (see :mod:`normlab.report`).
+writes ``results.json``, plots and a self-contained ``report.html`` (see :mod:`normlab.lab.report`).
 Needs the ``lab`` extra (torch, matplotlib, mlxtend, scikit-learn); importing this package
 does not import torch.
 """

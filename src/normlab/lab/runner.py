@@ -293,7 +293,7 @@ def _diagnosis(ds: Dataset) -> dict[str, Any] | None:
 
 
 def _report(results: dict[str, Any], out_dir: Path) -> None:
-    from ..report import write_report
+    from .report import write_report
 
     write_report(results, out_dir)
 

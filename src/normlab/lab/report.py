@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import NormlabError, require
-from .io import atomic_write
+from ..errors import NormlabError, require
+from ..io import atomic_write
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
