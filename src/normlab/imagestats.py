@@ -223,6 +223,7 @@ class ImageStats(Moments):
             and all(np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine)
         )
 
+    # unhashable: mutable and compared by value (typeshed types __hash__ as a method)
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

@@ -203,6 +203,7 @@ class Statistic:
             and all(np.array_equal(mine[k], theirs[k], equal_nan=True) for k in mine)
         )
 
+    # unhashable: mutable and compared by value (typeshed types __hash__ as a method)
     __hash__ = None  # type: ignore[assignment]
 
     def save(self, path: str | os.PathLike[str]) -> None:

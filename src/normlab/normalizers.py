@@ -397,6 +397,7 @@ class Normalizer:
             if hasattr(self, k)
         )
 
+    # unhashable: mutable and compared by value (typeshed types __hash__ as a method)
     __hash__ = None  # type: ignore[assignment]
 
     def summary(self) -> dict[str, Any]:
@@ -539,10 +540,12 @@ class ZScore(AffineNormalizer):
         self.ddof = ddof
         self.std_floor = std_floor
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def stats_axis(self) -> Axis:  # type: ignore[override]
         return check_granularity(self.axis)
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def scheme(self) -> str:  # type: ignore[override]
         if not self.with_std:
@@ -644,6 +647,7 @@ class MaxAbs(AffineNormalizer):
         super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
         self.axis = axis
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def stats_axis(self) -> Axis:  # type: ignore[override]
         return check_granularity(self.axis)
@@ -675,6 +679,7 @@ class MinMax(AffineNormalizer):
         )
         self.axis = axis
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def stats_axis(self) -> Axis:  # type: ignore[override]
         return check_granularity(self.axis)
@@ -788,6 +793,7 @@ class ClipPercentile(AffineNormalizer):
         self.high = high
         self.axis = axis
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def stats_axis(self) -> Axis:  # type: ignore[override]
         return check_granularity(self.axis)

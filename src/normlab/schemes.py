@@ -135,6 +135,7 @@ def register(
 def _keyword_parameters(cls: type) -> tuple[str, ...]:
     import inspect
 
+    # mypy refuses __init__ of a class object in general; it is only read here
     parameters = inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
     return tuple(n for n, p in parameters if p.kind is p.KEYWORD_ONLY and n not in CHOSEN_BY_NAME)
 

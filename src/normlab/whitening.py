@@ -98,6 +98,7 @@ class Whiten(Normalizer):
             "dtype": self.dtype,
         }
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def scheme(self) -> str:  # type: ignore[override]
         return self.method
@@ -145,6 +146,7 @@ class Whiten(Normalizer):
         stats = previous + batch if previous is not None else batch
         return self._fit_from(stats)
 
+    # whitening is fitted from CoMoments, not Moments (override ignored below)
     def fit_stats(self, stats: CoMoments) -> Whiten:  # type: ignore[override]
         """Fit from saved co-moments (no pass over the data); returns ``self``."""
         if isinstance(stats, Moments):
@@ -161,6 +163,7 @@ class Whiten(Normalizer):
         self._reset()
         return self._fit_from(stats)
 
+    # whitening is fitted from CoMoments, not Moments (override ignored below)
     def _coarsen(self, stats: CoMoments) -> CoMoments:  # type: ignore[override]
         """Co-moments are used as they are, once they can give a dense covariance."""
         if stats.dense is not None and not stats.dense:
@@ -178,6 +181,7 @@ class Whiten(Normalizer):
             )
         return stats
 
+    # whitening is fitted from CoMoments, not Moments (override ignored below)
     def _compute(self, stats: CoMoments) -> None:  # type: ignore[override]
         cov = stats.cov()
         d = cov.shape[0]

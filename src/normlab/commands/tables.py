@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 BORDER = 3  # rich's box: "│ " before a cell and " " after it; one more "│" closes the row
 
@@ -20,7 +23,7 @@ class Column:
 
     name: str
     key: bool = False
-    justify: str = "right"
+    justify: JustifyMethod = "right"
 
 
 def _width(column: Column, cells: Sequence[str]) -> int:
@@ -62,7 +65,7 @@ def fitted_table(
     shown = shown_columns(columns, rows, width, wide)
     table = Table(title=escape(title))
     for column in shown:
-        table.add_column(escape(column.name), justify=column.justify)  # type: ignore[arg-type]
+        table.add_column(escape(column.name), justify=column.justify)
     for row in rows:
         table.add_row(*(escape(row.get(c.name, "")) for c in shown))
     left_out = [c.name for c in columns if c not in shown]

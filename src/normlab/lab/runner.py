@@ -564,8 +564,9 @@ def _predict(
         elif lam > 0:
             z = theory.augmented(scheme["x_train"])
             entry["kappa99"] = theory.kappa99(np.linalg.eigvalsh(z.T @ z / len(z)))
-        if config.model in ("mlp", "cnn") and all(i is not None for i in inits):
-            found = [theory.saturation(scheme["x_train"], w, b) for w, b in inits]  # type: ignore[misc]
+        layers = [i for i in inits if i is not None]
+        if config.model in ("mlp", "cnn") and len(layers) == len(inits):
+            found = [theory.saturation(scheme["x_train"], w, b) for w, b in layers]
             entry["saturation"] = {k: float(np.mean([f[k] for f in found])) for k in found[0]}
             key = "tanh_saturated" if config.activation == "tanh" else "relu_dead"
             entry["saturated_share"] = entry["saturation"][f"{key}_predicted"]

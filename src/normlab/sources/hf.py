@@ -127,6 +127,7 @@ class HFImageTask(ImageBatches):
     def fingerprint(self) -> str:
         return f"{self.name} {self.dataset_fingerprint} rows {self.start}:{self.stop}"
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def n_items(self) -> int:  # type: ignore[override]
         return self.stop - self.start

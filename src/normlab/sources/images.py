@@ -440,6 +440,7 @@ class ImageTask(ImageBatches):
     label: str
     storage_options: tuple[tuple[str, Any], ...] = ()  # of URLs: workers open them themselves
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def n_items(self) -> int:  # type: ignore[override]
         return len(self.files)

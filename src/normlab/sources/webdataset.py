@@ -195,6 +195,7 @@ class TarImageTask(ImageBatches):
     damaged: str | None = None  # a header after these members could not be read
     storage_options: tuple[tuple[str, Any], ...] = ()
 
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
     def n_items(self) -> int:  # type: ignore[override]
         return len(self.members_)
