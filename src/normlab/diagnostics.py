@@ -514,7 +514,7 @@ def _measure(
             "ratio_measured_to_predicted": threshold / predicted if threshold else None,
             "iterations_to_tolerance": _iterations(h, b, c, 0.5 * predicted),
         }
-    for name, row in out.items():
+    for row in out.values():
         for ref in ("raw", "max"):
             mine = row["iterations_to_tolerance"]
             theirs = out[ref]["iterations_to_tolerance"] if ref in out else None
@@ -525,10 +525,10 @@ def _measure(
             )
             row[f"measured_speedup_vs_{ref}_is_lower_bound"] = bool(bound)
     return {
-        "model": "linear least squares (½·squared error on one-hot targets, no bias), full-batch GD from w = 0",
-        "threshold": "geometric mean of the largest stable and the smallest diverging rate on the grid "
-        + ", ".join(f"{f:g}" for f in LR_GRID)
-        + " × 2/λ_max",
+        "model": "linear least squares (½·squared error on one-hot targets, no bias), "
+        "full-batch GD from w = 0",
+        "threshold": "geometric mean of the largest stable and the smallest diverging rate on "
+        "the grid " + ", ".join(f"{f:g}" for f in LR_GRID) + " × 2/λ_max",
         "max_iterations": MAX_ITERATIONS,
         "tolerance": f"excess loss ≤ {TOLERANCE:g} of its start, at step 1/λ_max, at most "
         f"{MAX_ITERATIONS} iterations (null: not reached)",
@@ -537,7 +537,10 @@ def _measure(
 
 
 def _gd(h: np.ndarray, b: np.ndarray, c: float, lr: float, steps: int) -> Iterator[float]:
-    """Yield the loss before each of ``steps`` full-batch GD steps from w = 0 (``h``: eigenvalues)."""
+    """Yield the loss before each of ``steps`` full-batch GD steps from w = 0.
+
+    ``h`` holds the eigenvalues of the Hessian.
+    """
     w = np.zeros_like(b)
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(steps):
