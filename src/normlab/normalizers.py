@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from .errors import (
+    DTypeError,
     EmptyDataError,
     NormlabError,
     NormlabWarning,
@@ -280,9 +281,16 @@ class Normalizer:
 
     # ------------------------------------------------------------- applying
     def output_dtype(self, x: np.ndarray) -> np.dtype:
+        """The dtype ``transform`` returns for input ``x`` (an array, or a dtype)."""
         if self.dtype is not None:
             return np.dtype(self.dtype)
-        return x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        try:
+            dt = x if isinstance(x, np.dtype) else np.asarray(x).dtype
+        except (TypeError, ValueError):
+            dt = np.dtype(object)
+        if dt.kind not in "biuf":
+            raise DTypeError(f"expected numeric data or a numeric dtype; got {type(x).__name__}")
+        return dt if dt.kind == "f" else np.dtype(np.float32)
 
     def _check_input(self, X: Any) -> np.ndarray:
         self._check_fitted()
