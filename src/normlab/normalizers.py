@@ -435,7 +435,22 @@ class AffineNormalizer(Normalizer):
 
     def broadcast(self, arr: np.ndarray, sample_ndim: int) -> np.ndarray:
         """Shape ``arr`` (reduced shape) to broadcast against ``(n, *sample)``."""
-        return self.layout_.broadcast(arr, sample_ndim)
+        from .validate import integer
+
+        self._check_fitted()
+        sample_ndim = integer("sample_ndim", sample_ndim, minimum=0, maximum=64)
+        try:
+            values = np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DTypeError(f"arr must be numbers of the reduced shape; got {arr!r}") from None
+        if values.shape != tuple(np.shape(self.shift_)):
+            raise ShapeError(
+                f"arr has shape {values.shape}; expected the reduced shape {np.shape(self.shift_)}"
+            )
+        try:
+            return self.layout_.broadcast(values, sample_ndim)
+        except (ValueError, IndexError, ZeroDivisionError) as exc:
+            raise ShapeError(f"cannot broadcast to samples of {sample_ndim} dims ({exc})") from None
 
     def _fused_factors(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
         """``1/scale`` and ``shift/scale`` in ``dtype``, or None where they would overflow it.
