@@ -780,6 +780,14 @@ def demo(
         typer.echo(f"(the convergence lab is not available: {exc})")
         return
     report = demo_comparison(out, quiet=quiet, overwrite=overwrite)
+    import json
+
+    from .lab.report import verdict
+    from .lab.runner import RESULTS_FILE
+
+    results = json.loads((report.parent / RESULTS_FILE).read_text())
+    for line in verdict(results):  # the answer: which scheme trained fastest, and why not others
+        console().print(line, markup=False)  # wrapped to the terminal
     typer.echo(f"report: {report}")
 
 

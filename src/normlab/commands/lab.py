@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         from .tables import Column, fitted_table
 
         for line in verdict(results):
-            typer.echo(line)
+            console().print(line, markup=False)  # wrapped to the terminal
         rows = summary_rows(results)
         columns = [
             Column(name, key=name in SUMMARY_KEYS, justify="left" if name == "scheme" else "right")
