@@ -21,6 +21,8 @@ A scheme the target cannot express (per-image standardization anywhere, per-pixe
 or a whitening in torchvision's per-channel ``Normalize``) raises a
 :class:`~normlab.NormlabError` that says what to use instead.
 
+Examples
+--------
 >>> import numpy as np
 >>> from normlab.normalizers import ZScore
 >>> x = np.array([[[0, 10, 20]], [[40, 50, 60]]], dtype=np.uint8)  # 2 images, 1x1 pixel, RGB
