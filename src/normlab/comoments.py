@@ -555,9 +555,6 @@ def compute_comoments(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
-    stats, record = result.stats, result.provenance
-    if stats.n_samples_seen == 0:
-        more = f" ({record.n_skipped} unreadable item(s) skipped)" if record.n_skipped else ""
-        raise EmptyDataError(f"{src.description}: no samples{more}")
+    stats, record = result.nonempty(src.description).stats, result.provenance
     stats.provenance = record
     return stats

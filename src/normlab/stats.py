@@ -178,10 +178,7 @@ def compute_stats(
         checkpoint_key=checkpoint_key,
         checkpoint_fingerprint=checkpoint_fingerprint,
     )
-    stats, record = result.stats, result.provenance
-    if stats.n_samples_seen == 0:
-        more = f" ({record.n_skipped} unreadable item(s) skipped)" if record.n_skipped else ""
-        raise EmptyDataError(f"{src.description}: no samples{more}")
+    stats, record = result.nonempty(src.description).stats, result.provenance
     if extras or not record.empty:  # what the source recorded travels with the result
         from .imagestats import ImageStats
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NonFiniteError, NormlabError, SourceError
+from ..errors import EmptyDataError, NonFiniteError, NormlabError, SourceError
 from ..provenance import Provenance, recording
 
 ENGINES = ("serial", "local", "dask")
@@ -47,6 +47,14 @@ class Run:
 
     stats: Any
     provenance: Provenance
+
+    def nonempty(self, description: str) -> Run:
+        """This run, or an :class:`EmptyDataError` naming the source when it saw no sample."""
+        if self.stats.n_samples_seen == 0:
+            skipped = self.provenance.n_skipped
+            more = f" ({skipped} unreadable item(s) skipped)" if skipped else ""
+            raise EmptyDataError(f"{description}: no samples{more}")
+        return self
 
 
 def run_tasks(tasks: list[Any], make_empty: Callable[[], Any], **options: Any) -> Any:
