@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
 from .io import register
-from .moments import FLOAT64_EXACT, INT64_LIMIT, Moments, Statistic, as_batch
+from .moments import FLOAT64_EXACT, INT64_LIMIT, Moments, Statistic, as_batch, check_same_names
 from .provenance import Provenance
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
@@ -194,6 +194,17 @@ class CoMoments(Statistic):
         return self.moments.exact
 
     @property
+    def feature_names(self) -> list[str] | None:
+        """Names of the features (table columns; flat order), None when unnamed."""
+        return self.moments.feature_names
+
+    @feature_names.setter
+    def feature_names(self, names: list[str] | None) -> None:
+        from .moments import check_feature_names
+
+        self.moments.feature_names = check_feature_names(names, self.sample_shape)
+
+    @property
     def n_features(self) -> int:
         self._require()
         return math.prod(self.sample_shape or ())
@@ -300,10 +311,14 @@ class CoMoments(Statistic):
                 f"{(self.max_features, self.sketch_size, self.seed)} vs "
                 f"{(other.max_features, other.sketch_size, other.seed)}"
             )
+        check_same_names(self.feature_names, other.feature_names)
+        names = self.feature_names or other.feature_names
         if other.dense is None:
+            self.moments.feature_names = names
             return self
         if self.dense is None:
             self.__dict__.update(copy.deepcopy(other.__dict__))
+            self.moments.feature_names = names
             return self
         n_a = self.n_samples_seen
         self.moments += other.moments  # checks shapes and value scales
@@ -557,4 +572,5 @@ def compute_comoments(
     )
     stats, record = result.nonempty(src.description).stats, result.provenance
     stats.provenance = record
+    stats.feature_names = src.info.get("feature_names")
     return stats

@@ -274,6 +274,8 @@ class Moments(Statistic):
         self.value_scale: dict[str, Any] | None = None
         self.exact: bool | None = None  # integer (exact) or float representation
         self.n_samples_seen = 0
+        # names of the sample's features (flat order; table columns), None when unnamed
+        self.feature_names: list[str] | None = None
         self._count: np.ndarray | None = None
         # integer representation: hot int64 sums + cold Python-int sums
         self._s1: np.ndarray | None = None
@@ -621,6 +623,7 @@ class Moments(Statistic):
                 f"cannot merge Moments(axis={self.axis!r}, nan_policy={self.nan_policy!r}) "
                 f"with Moments(axis={other.axis!r}, nan_policy={other.nan_policy!r})"
             )
+        check_same_names(self.feature_names, other.feature_names)
         if self._count is None or other._count is None:
             return
         self.layout.check_mergeable(
@@ -641,10 +644,13 @@ class Moments(Statistic):
 
     def __iadd__(self, other: Moments) -> Moments:
         self._check_mergeable(other)
+        names = self.feature_names or other.feature_names  # unnamed takes the other's names
+        self.feature_names = names
         if other._count is None:
             return self
         if self._count is None:
             self.__dict__.update(copy.deepcopy(other).__dict__)
+            self.feature_names = names
             return self
         if self.exact and not other.exact:  # fractional weights on one side: merge as floats
             self._to_float()
@@ -867,7 +873,7 @@ class Moments(Statistic):
 
     # ------------------------------------------------------------------ files
     def metadata(self) -> dict[str, Any]:
-        return {
+        meta: dict[str, Any] = {
             "class": "Moments",
             "axis": self.axis,
             "channel_axis": self.channel_axis,
@@ -878,6 +884,9 @@ class Moments(Statistic):
             "n_samples_seen": self.n_samples_seen,
             "ddof": 0,
         }
+        if self.feature_names is not None:  # files without names stay as they were
+            meta["feature_names"] = list(self.feature_names)
+        return meta
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         if self._count is None:
@@ -911,6 +920,10 @@ class Moments(Statistic):
         m.value_scale = meta["value_scale"]
         m.exact = meta["exact"]
         m.n_samples_seen = int(meta["n_samples_seen"])
+        try:
+            m.feature_names = check_feature_names(meta.get("feature_names"), m.sample_shape)
+        except NormlabError as exc:
+            raise FileFormatError(f"invalid statistics metadata: {exc}") from None
         if not tensors:
             return m
         weighted = not m.exact and getattr(tensors.get("count"), "dtype", None) == np.float64
@@ -981,6 +994,36 @@ class Moments(Statistic):
         )
         values = {"mean": self.mean, "std": self.std(), "min": self.min, "max": self.max}
         return "\n".join([head, *(f"  {k:<4} = {numpy_text(v)}" for k, v in values.items())])
+
+
+def check_feature_names(names: Any, sample_shape: tuple[int, ...] | None) -> list[str] | None:
+    """Feature names as a list of strings, one per feature of ``sample_shape`` (flat order)."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise NormlabError(f"feature_names must be a list of strings; got {names!r}")
+    names = list(names)
+    if sample_shape is not None and len(names) != math.prod(sample_shape):
+        raise NormlabError(
+            f"{len(names)} feature_names for samples of shape {sample_shape} "
+            f"({math.prod(sample_shape)} features); give one name per feature"
+        )
+    return names
+
+
+def check_same_names(mine: list[str] | None, theirs: list[str] | None) -> None:
+    """Statistics of differently named features never merge (unnamed ones take the names)."""
+    if mine is not None and theirs is not None and list(mine) != list(theirs):
+        raise MergeError(
+            f"cannot merge statistics of features {_names_str(mine)} with statistics of "
+            f"features {_names_str(theirs)}: the columns differ (name or order); select the "
+            "same columns in the same order"
+        )
+
+
+def _names_str(names: list[str]) -> str:
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+    return f"[{shown}]"
 
 
 _SCALES = [

@@ -150,7 +150,9 @@ def compute_stats(
             )
             for k, part in enumerate(src.parts)
         ]
-        return join_columns(each, [part.info["positions"] for part in src.parts])
+        joined = join_columns(each, [part.info["positions"] for part in src.parts])
+        joined.feature_names = src.info.get("feature_names")
+        return joined
     make_empty: Callable[[], Moments]
     if extras:
         from .imagestats import ImageStats
@@ -179,6 +181,7 @@ def compute_stats(
         checkpoint_fingerprint=checkpoint_fingerprint,
     )
     stats, record = result.nonempty(src.description).stats, result.provenance
+    stats.feature_names = _names(src, stats.sample_shape)
     if extras or not record.empty:  # what the source recorded travels with the result
         from .imagestats import ImageStats
 
@@ -186,6 +189,13 @@ def compute_stats(
         stats.source = src.description
         stats.requested_percentiles = quantiles
     return stats
+
+
+def _names(src: Source, sample_shape: tuple[int, ...] | None) -> list[str] | None:
+    """The source's feature names (table columns), checked against the samples' shape."""
+    from .moments import check_feature_names
+
+    return check_feature_names(src.info.get("feature_names"), sample_shape)
 
 
 def _weighted(src: Any, sample_weight: Any, lay: Layout, nan_policy: str) -> Moments:
@@ -211,6 +221,7 @@ def _weighted(src: Any, sample_weight: Any, lay: Layout, nan_policy: str) -> Mom
         )
     if stats.n_samples_seen == 0:
         raise EmptyDataError(f"{src.description}: no samples of positive weight")
+    stats.feature_names = _names(src, stats.sample_shape)
     return stats
 
 

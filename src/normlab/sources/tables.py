@@ -441,6 +441,7 @@ def join_columns(parts: list[Moments], positions: list[list[int]]) -> Moments:
     tensors = {k: np.concatenate(v)[order] for k, v in pieces.items()}
     floats = next(p for p in parts if not p.exact)
     meta = {**floats.metadata(), "sample_shape": [n_features], "exact": False}
+    meta.pop("feature_names", None)  # the float part's own; the caller names the whole
     return Moments.from_tensors(meta, tensors)
 
 
