@@ -141,6 +141,41 @@ def test_worker_error_names_the_file_and_rows(data, cluster, tmp_path):
             normlab.compute_stats(str(path), chunk_size=50, **options)
 
 
+def test_nonfinite_values_are_counted_over_the_whole_input_by_every_engine(cluster, tmp_path):
+    """Tasks after the first bad one are counted too; the row is the input's, the file named."""
+    from normlab import kernels
+
+    clean = np.zeros((700, 4))
+    second, third = clean.copy(), clean.copy()
+    second[650, 3] = np.nan  # row 1350 of the input
+    second[690:695, 1] = np.inf
+    third[[5, 50, 500], 0] = -np.inf
+    paths = []
+    for name, values in (("a", clean), ("b", second), ("c", third)):
+        paths.append(str(tmp_path / f"{name}.npy"))
+        np.save(paths[-1], values)
+    messages = {}
+    for name, options in (
+        ("serial", {}),
+        ("local", {"engine": "local", "workers": 2}),
+        ("dask", {"engine": "dask", "scheduler": cluster}),
+        ("threads", {}),
+    ):
+        before = kernels.get_threads()
+        kernels.set_threads(2 if name == "threads" else before)
+        try:
+            with pytest.raises(NonFiniteError) as caught:
+                normlab.compute_stats(paths, chunk_size=100, **options)
+        finally:
+            kernels.set_threads(before)
+        messages[name] = str(caught.value)
+    assert len(set(messages.values())) == 1, messages
+    message = messages["serial"]
+    assert message.startswith("9 non-finite value(s) (NaN/inf) in the input (2100 rows read)")
+    assert f"first in row 1350 of the input ({paths[1]} rows " in message
+    assert "row 650 there) at index (3,)" in message
+
+
 def test_unreadable_file_in_a_worker_is_a_source_error(data, tmp_path):
     folder, images, _ = data
     path = tmp_path / "gone.npy"

@@ -93,7 +93,7 @@ def test_outputs_beyond_the_output_dtype_are_an_error_not_inf():
     assert np.isfinite(z.transform(np.array([[1e300]]))).all()
 
 
-def test_nonfinite_error_counts_the_task_and_names_the_global_row(tmp_path):
+def test_nonfinite_error_counts_the_input_and_names_the_global_row(tmp_path):
     from normlab.errors import NonFiniteError
 
     x = np.zeros((40000, 3))
@@ -102,8 +102,34 @@ def test_nonfinite_error_counts_the_task_and_names_the_global_row(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, x)
     for source in (x, path):
-        with pytest.raises(NonFiniteError, match=r"11 non-finite .* first in sample 15000 at"):
+        with pytest.raises(NonFiniteError, match=r"^11 non-finite .* row 15000 of the input"):
             normlab.compute_stats(source, chunk_size=1000)
+    x[39999, 0] = -np.inf  # a later task: counted too
+    with pytest.raises(NonFiniteError, match=r"^12 non-finite .* \(40000 rows read\)"):
+        normlab.compute_stats(x, chunk_size=1000)
+
+
+def test_nonfinite_values_of_a_table_name_the_column_not_its_place_in_a_part():
+    """Integer and float columns are read apart: the message names the column, not index 0."""
+    pd = pytest.importorskip("pandas")
+    from normlab.errors import NonFiniteError
+
+    frame = pd.DataFrame({"i": np.arange(10), "f": np.arange(10.0)})
+    frame.loc[7, "f"] = np.nan
+    with pytest.raises(NonFiniteError, match=r"first in row 7 of the input .* in column 'f'"):
+        normlab.compute_stats(frame)
+
+
+def test_odd_tables_get_messages_about_what_they_are():
+    pd = pytest.importorskip("pandas")
+    from normlab.errors import DTypeError
+
+    with pytest.raises(DTypeError, match="no numeric column \\(it has no columns at all\\)"):
+        normlab.compute_stats(pd.DataFrame())
+    # a Series is one feature (it used to read as an iterable of 0-d "batches")
+    assert normlab.compute_stats(pd.Series([1.0, 2.0], name="a")).mean.tolist() == [1.5]
+    with pytest.raises(DTypeError, match="pandas Series: no numeric column"):
+        normlab.compute_stats(pd.Series(["a", "b"]))
 
 
 def test_a_script_without_main_guard_is_explained(tmp_path):

@@ -39,6 +39,8 @@ class TaskResult:
     n_bytes: int
     seconds: float
     provenance: Provenance = field(default_factory=Provenance)
+    rows: int = 0  # samples read (the rows of the whole input are added up from these)
+    nonfinite: NonFinite | None = None  # NaN/inf met: ``stats`` is incomplete, never merged
 
 
 @dataclass
@@ -133,6 +135,9 @@ def run(
     what = f"statistics ({engine}" + (
         f"; resumed after {len(done)} of {len(tasks)} tasks)" if done else ")"
     )
+    rows = sum(tasks[i].n_items for i in done)  # rows of the input before the next task
+    bad: tuple[int, Any, NonFinite] | None = None  # the first NaN/inf: row, task, where
+    count = 0  # non-finite values over the whole input
     with progress_bar(sum(t.n_items for _, t in todo) or None, what, enabled=progress) as advance:
         for index, result in runner.map_tasks(
             todo,
@@ -141,10 +146,19 @@ def run(
             scheduler=scheduler,
             on_finish=lambda r: advance(r.n_items, r.n_bytes),
         ):
+            if result.nonfinite is not None:
+                found = result.nonfinite
+                bad = bad or (rows + found.first_row, tasks[index], found)
+                count += found.count
+            rows += result.rows
+            if bad is not None:  # past the first bad value: count only, merge and save nothing
+                continue
             record += result.provenance  # first: it names the files of mixed modes or sizes
             total += result.stats
             if ckpt is not None:
                 ckpt.finished(index, total, record)
+    if bad is not None:
+        raise NonFiniteError(nonfinite_message(count, rows, *bad))
     if ckpt is not None:
         ckpt.save(total, record)
     return Run(total, record)
@@ -177,7 +191,13 @@ def _check_picklable(engine: str, task: Any, make_empty: Callable[[], Any]) -> N
 
 def run_task(task: Any, make_empty: Callable[[], Any]) -> Any:
     """Statistics of one task (the unit every engine ships to a worker)."""
-    return execute(task, make_empty).stats
+    result = execute(task, make_empty)
+    if result.nonfinite is not None:
+        message = nonfinite_message(
+            result.nonfinite.count, result.rows, result.nonfinite.first_row, task, result.nonfinite
+        )
+        raise NonFiniteError(message)
+    return result.stats
 
 
 def _rows(chunk: Any) -> int:
@@ -186,9 +206,17 @@ def _rows(chunk: Any) -> int:
     return int(shape[0]) if shape else 0
 
 
-def _nonfinite_report(task: Any, chunk: Any, rest: Any, rows_before: int) -> str:
-    """Every non-finite value of the task (its remaining chunks read too), and the first one's
-    row in the whole input (not in the task)."""
+@dataclass(frozen=True)
+class NonFinite:
+    """Where a task met NaN/inf (with ``nan_policy="raise"``): the runner adds up every task's."""
+
+    count: int  # non-finite values in the whole task
+    first_row: int  # the first one's row inside the task
+    index: tuple[int, ...]  # and its position inside the sample
+
+
+def _nonfinite_in(chunk: Any, rest: Iterator[Any], rows_before: int) -> tuple[NonFinite, int]:
+    """The task's non-finite values (its remaining chunks read too) and the rows it read."""
     import numpy as np
 
     from ..moments import as_batch
@@ -197,30 +225,48 @@ def _nonfinite_report(task: Any, chunk: Any, rest: Any, rows_before: int) -> str
     bad = ~np.isfinite(arr.reshape(arr.shape[0], -1))
     row = int(np.argmax(bad.any(axis=1)))
     where = np.unravel_index(int(np.argmax(bad[row])), arr.shape[1:])
-    total, rows = int(bad.sum()), rows_before + len(arr)
+    count, rows = int(bad.sum()), rows_before + len(arr)
     for more in rest:
         if not _rows(more):
             continue
         values = as_batch(more)
         if values.dtype.kind == "f":
-            total += int(values.size - np.count_nonzero(np.isfinite(values)))
+            count += int(values.size - np.count_nonzero(np.isfinite(values)))
         rows += len(values)
+    return NonFinite(count, rows_before + row, tuple(int(i) for i in where)), rows
+
+
+def nonfinite_message(count: int, rows: int, first_row: int, task: Any, found: NonFinite) -> str:
+    """The one message of non-finite input, the same from every engine.
+
+    ``count`` and ``rows`` are over the whole input; ``first_row`` is the first bad value's row
+    in the whole input, ``task`` the task that holds it (its label names the file and rows).
+    """
     start = getattr(task, "start", None)
-    first = (start if isinstance(start, int) else 0) + rows_before + row
-    scope = f"rows {start}:{start + rows}" if isinstance(start, int) else f"{rows} samples"
+    in_file = start + found.first_row if isinstance(start, int) else None
+    inside = f", row {in_file} there" if in_file is not None and in_file != first_row else ""
+    names = getattr(task, "feature_names", None)
+    where = f"at index {found.index}"
+    if names is not None and len(found.index) == 1:  # a table: the column, not its position
+        where = f"in column {names[found.index[0]]!r}"
     return (
-        f"{task.label}: {total} non-finite value(s) (NaN/inf) in {scope}; the first in sample "
-        f"{first} at index {tuple(int(i) for i in where)}. Clean the data or use "
+        f"{count} non-finite value(s) (NaN/inf) in the input ({rows} rows read); the first in "
+        f"row {first_row} of the input ({task.label}{inside}) {where}. Clean the data or use "
         "nan_policy='omit' to leave them out"
     )
 
 
 def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
-    """Run one task; errors name the task (its file and rows, or its slice of files)."""
+    """Run one task; errors name the task (its file and rows, or its slice of files).
+
+    Non-finite values are not an error here: the task counts them (reading to its end) and
+    the runner adds up every task's, so the message covers the whole input.
+    """
     start = time.perf_counter()
     stats = make_empty()
     n_bytes = 0
-    rows_before = 0
+    rows = 0
+    found: NonFinite | None = None
     chunks = iter(task.chunks())
     try:
         with recording(granularity_of(stats)) as record:
@@ -229,16 +275,17 @@ def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
                 try:
                     stats.update(chunk)
                 except NonFiniteError:
-                    report = _nonfinite_report(task, chunk, chunks, rows_before)
-                    raise NonFiniteError(report) from None
-                rows_before += _rows(chunk)
+                    found, rows = _nonfinite_in(chunk, chunks, rows)
+                    break
+                rows += _rows(chunk)
     except NormlabError as exc:
         message = str(exc)
         label = str(task.label)
         raise type(exc)(message if label in message else f"{label}: {message}") from None
     except OSError as exc:  # a file that vanished or cannot be read on this worker
         raise SourceError(f"{task.label}: {type(exc).__name__}: {exc}") from None
-    return TaskResult(stats, int(task.n_items), n_bytes, time.perf_counter() - start, record)
+    seconds = time.perf_counter() - start
+    return TaskResult(stats, int(task.n_items), n_bytes, seconds, record, rows, found)
 
 
 def in_order(

@@ -14,6 +14,9 @@ not know arrive in ``**_`` and are ignored; options it knows are validated befor
 * ``chunks() -> Iterator[np.ndarray]`` — batches of shape ``(n, *sample_shape)``, **arrays
   only**. A chunk may be a view of a reused buffer: it is valid until the next one is asked for.
 
+Optional: ``start: int`` (the task's first row in its file) and ``feature_names`` (the names of
+the features, tables' columns): messages name the row in the file and the column with them.
+
 **Provenance travels beside the data, never in the stream.** What a task wants kept — an item it
 skipped (``skip_bad``), the mode/bit depth or size of the samples it reads from some file on — it
 reports to :func:`normlab.provenance.recorder` while it yields::

@@ -112,7 +112,8 @@ def select_columns(schema: Any, columns: list[str] | None, where: str) -> list[s
     chosen = [name for name, kind in types.items() if _is_numeric(kind)]
     others = [f"{name} ({kind})" for name, kind in types.items() if not _is_numeric(kind)]
     if not chosen:
-        raise DTypeError(f"{where}: no numeric column (it has {', '.join(others)})")
+        has = f"it has {', '.join(others)}" if others else "it has no columns at all"
+        raise DTypeError(f"{where}: no numeric column ({has})")
     if others:
         warn(
             f"{where}: non-numeric columns left out of the statistics: {', '.join(others)}; "
@@ -189,6 +190,10 @@ class ParquetTask:
         first, last = self.row_groups[0], self.row_groups[-1]
         groups = f"row group {first}" if first == last else f"row groups {first}-{last}"
         return f"{self.path} {groups}"
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.plan.names
 
     def chunks(self) -> Iterator[np.ndarray]:
         loc = Location(self.path, self.storage_options)
@@ -468,6 +473,10 @@ class TableTask:
     def n_items(self) -> int:
         return int(self.table.num_rows)
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.plan.names
+
     def chunks(self) -> Iterator[np.ndarray]:
         for batch in self.table.to_batches(max_chunksize=self.chunk_rows):
             yield to_matrix(batch, self.plan)
@@ -479,6 +488,9 @@ def as_arrow_table(source: Any) -> Any | None:
     if module not in ("pandas", "polars", "pyarrow"):
         return None
     kind = type(source).__name__
+    if module in ("pandas", "polars") and kind == "Series":  # one feature, a column of its own
+        name = source.name if isinstance(source.name, str) and source.name else "values"
+        return as_arrow_table(source.to_frame(name))
     if module == "pandas" and kind == "DataFrame":
         pa = _pa()
         try:
