@@ -746,6 +746,16 @@ def list_schemes() -> None:
     for name, text in schemes.describe().items():
         line = f"{name:<16} {text}"
         typer.echo(textwrap.fill(line, 80, subsequent_indent=" " * 17, break_on_hyphens=False))
+    roles = {
+        "compared by `normlab compare` by default": schemes.where(in_default_set=True),
+        "speed-ups are measured against": schemes.where(reference=True),
+        "trained by `normlab diagnose --measure` by default": schemes.where(
+            measured_by_default=True
+        ),
+    }
+    typer.echo("")
+    for role, names in roles.items():
+        typer.echo(textwrap.fill(f"{role}: {', '.join(names)}", 80, subsequent_indent="  "))
 
 
 @app.command()

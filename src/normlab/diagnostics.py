@@ -49,7 +49,6 @@ WHITEN_WORTH = (
     2.0  # whitening is worth it when it cuts κ₉₉ by this factor over the best affine scheme
 )
 KERAS_FLOOR = 1e-7  # Keras Normalization divides by max(std, 1e-7) (anchors [K1])
-MEASURED_SCHEMES = ("raw", "max", "feature", "zca")
 LR_GRID = (0.5, 0.9, 0.95, 1.05, 1.1, 1.5, 2.0, 4.0)  # multiples of 2/λ_max
 DIVERGENCE_STEPS = 400
 TOLERANCE = 1e-2  # iterations until the excess loss is 1 % of its start
@@ -65,7 +64,7 @@ def diagnose(
     key: str | None = None,
     holdout: Any = None,
     measure: bool = False,
-    measure_schemes: tuple[str, ...] = MEASURED_SCHEMES,
+    measure_schemes: tuple[str, ...] | None = None,
     rare_threshold: int = RARE_THRESHOLD,
     max_features: int = MAX_FEATURES,
     sketch_size: int = SKETCH_SIZE,
@@ -87,7 +86,8 @@ def diagnose(
     holdout
         Held-out data (array or ``.npy``): also report ``|z|`` there.
     measure
-        Run full-batch GD on least squares for ``measure_schemes`` and report the measured
+        Run full-batch GD on least squares for ``measure_schemes`` (default: the schemes the
+        registry marks ``measured_by_default``) and report the measured
         divergence threshold and iterations next to the predictions (needs the data and labels).
     rare_threshold
         A feature non-zero in at most this many samples is rare.
@@ -133,6 +133,8 @@ def diagnose(
                 "--measure trains on the data: give the data with labels (--dataset NAME, or "
                 "DATA.npy with --labels y.npy), not a co-moments file"
             )
+        if measure_schemes is None:
+            measure_schemes = tuple(schemes.where(measured_by_default=True))
         report["measured"] = _measure(data, targets, fitted, spectra, measure_schemes)
     report["recommendation"] = _recommend(report)
     if mask_png is not None:
@@ -350,14 +352,16 @@ def _predictions(spectra: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return s["ratio_max_k99"] if s["ratio_max_k99"] is not None else s["ratio_max_2"]
 
     per_scheme = {}
-    raw, top = kappa("raw"), kappa("max")
+    references = {ref: kappa(ref) for ref in schemes.where(reference=True)}
     for name, s in spectra.items():
         k = kappa(name)
         per_scheme[name] = {
             "lr_max": 2.0 / s["lambda_max"] if s["lambda_max"] > 0 else None,
             "kappa99": k,
-            "speedup_vs_raw": _ratio(raw, k) if k and raw else None,
-            "speedup_vs_max": _ratio(top, k) if k and top else None,
+            **{
+                f"speedup_vs_{ref}": _ratio(kr, k) if k and kr else None
+                for ref, kr in references.items()
+            },
         }
     return {
         "formula": (
@@ -515,7 +519,7 @@ def _measure(
             "iterations_to_tolerance": _iterations(h, b, c, 0.5 * predicted),
         }
     for row in out.values():
-        for ref in ("raw", "max"):
+        for ref in schemes.where(reference=True):
             mine = row["iterations_to_tolerance"]
             theirs = out[ref]["iterations_to_tolerance"] if ref in out else None
             # a reference that never reached the tolerance gives a lower bound on the speed-up
@@ -577,7 +581,7 @@ def _recommend(report: dict[str, Any]) -> list[str]:
     preds = report["predictions"]["schemes"]
     health = report["health"]
     lines = []
-    raw = spectra.get("raw")
+    raw = next((spectra[b] for b in schemes.where(baseline=True) if b in spectra), None)
     if raw and raw["ratio_max_2"]:
         lines.append(
             f"The raw data's E[xxᵀ] has one dominant eigenvalue {raw['lambda_max']:.4g}, "
@@ -591,7 +595,7 @@ def _recommend(report: dict[str, Any]) -> list[str]:
         p = affine[best]
         versus = "; ".join(
             f"{p[f'speedup_vs_{ref}']:.3g}× faster than '{ref}'"
-            for ref in ("max", "raw")
+            for ref in reversed(schemes.where(reference=True))  # the stronger reference first
             if p[f"speedup_vs_{ref}"]
         )
         lines.append(
@@ -600,7 +604,7 @@ def _recommend(report: dict[str, Any]) -> list[str]:
         )
         floor = health.get("std_floor")
         if (
-            best in ("feature", "scale")
+            schemes.entry(best).feature_std
             and floor
             and (health["rare"]["count"] or health["max_abs_z"]["count_above_10"])
         ):
@@ -615,13 +619,15 @@ def _recommend(report: dict[str, Any]) -> list[str]:
                 f"{floor['features_affected']} feature(s) and caps |z| at "
                 f"{floor['max_abs_z_with_floor']:.3g}."
             )
-        zca = preds.get("zca")
-        if zca and zca["kappa99"]:
-            gain = p["kappa99"] / zca["kappa99"]
+        for name in schemes.where(measured_by_default=True):
+            whiten = preds.get(name)
+            if "comoments" not in schemes.entry(name).needs or not (whiten and whiten["kappa99"]):
+                continue
+            gain = p["kappa99"] / whiten["kappa99"]
             verdict = "worth it" if gain >= WHITEN_WORTH else "not worth the cost"
             lines.append(
-                f"ZCA whitening: κ₉₉ = {zca['kappa99']:.4g}, {gain:.3g}× below '{best}': {verdict} "
-                f"(threshold {WHITEN_WORTH:g}×) for a linear model."
+                f"{name.upper()} whitening: κ₉₉ = {whiten['kappa99']:.4g}, {gain:.3g}× below "
+                f"'{best}': {verdict} (threshold {WHITEN_WORTH:g}×) for a linear model."
             )
     if health["constant"]["count"]:
         lines.append(

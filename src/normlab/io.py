@@ -45,6 +45,16 @@ def register(cls: type[_L]) -> type[_L]:
     return cls
 
 
+def unregister(cls: type) -> None:
+    """Undo :func:`register` (a plug-in's or a test's own class); unknown classes are ignored."""
+    _REGISTRY.pop(cls.__name__, None)
+
+
+def is_registered(class_name: str) -> bool:
+    """Whether files whose metadata names ``class_name`` can be loaded."""
+    return class_name in _REGISTRY
+
+
 # (st_dev, st_ino, path) of the files the running command reads: atomic_write refuses them.
 _INPUTS: contextvars.ContextVar[tuple[tuple[int, int, str], ...]] = contextvars.ContextVar(
     "normlab_inputs", default=()

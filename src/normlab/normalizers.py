@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from . import schemes
 from .errors import (
     DTypeError,
     EmptyDataError,
@@ -509,6 +510,183 @@ class AffineNormalizer(Normalizer):
 
 
 @register
+class Identity(Normalizer):
+    """The ``raw`` baseline: values unchanged (integers become float32)."""
+
+    scheme = "raw"
+    needs_fit = False
+
+    def __init__(self, *, dtype: Any = None) -> None:
+        super().__init__(dtype=dtype)
+
+    def transform(self, X: Any) -> np.ndarray:
+        x = as_batch(X, "X")
+        return x.astype(self.output_dtype(x), copy=True)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        return np.array(as_batch(X, "X"), copy=True)
+
+    def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = math.prod(_shape("sample_shape", sample_shape))
+        return np.zeros(size), np.ones(size)
+
+
+schemes.register(
+    "raw",
+    Identity,
+    "nothing: the values as they are (the baseline)",
+    needs=(),
+    granularity=None,
+    reference=True,
+    baseline=True,
+    measured_by_default=True,
+    in_default_set=True,
+)
+
+
+@register
+class MaxScale(AffineNormalizer):
+    """Divide by the value scale's maximum (255 for uint8, 65535 for uint16, or ``max_value``).
+
+    What most code calls "normalizing to [0, 1]". Not a z-score: the outputs stay
+    all-positive, the case Efficient BackProp §4.3 warns about.
+    """
+
+    scheme = "max"
+    stats_axis = "global"
+
+    def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
+        super().__init__(dtype=dtype)
+        self.max_value = max_value
+
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.optional_real("max_value", self.max_value, positive=True, normal=True)
+
+    def _compute(self, stats: Moments) -> None:
+        if stats.value_scale is None:  # no batch seen (was an AttributeError)
+            raise EmptyDataError("no samples seen: statistics of empty data are undefined")
+        top = self.max_value if self.max_value is not None else stats.value_scale.get("max_value")
+        if top is None:
+            raise NormlabError(
+                "scheme 'max' divides by the value scale's maximum, but float data has none: pass "
+                "max_value= (e.g. 255.0 for images stored as floats)"
+            )
+        if not top > 0:
+            raise NormlabError(f"max_value must be positive; got {top}")
+        dtype = (stats.value_scale or {}).get("dtype")
+        if self.max_value is None and dtype in _WIDE_INTEGERS:
+            warn(
+                f"scheme 'max' divides {dtype} data by its dtype's maximum {top:.3g}: the outputs "
+                "will be near 0; pass max_value= (the data's real scale, e.g. 4095 for 12-bit "
+                "values)"
+            )
+        data_max = float(np.nanmax(stats.max))
+        if data_max > top:  # e.g. 16-bit images about to be divided by 255
+            warn(
+                f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are "
+                "divided "
+                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as "
+                "8-bit?"
+            )
+        self._set_affine(np.zeros(()), np.full((), float(top)))
+
+
+schemes.register(
+    "max",
+    MaxScale,
+    "divide by the value scale's maximum (255 for uint8); NOT a z-score: outputs stay all-positive",
+    granularity="global",
+    reference=True,
+    measured_by_default=True,
+    in_default_set=True,
+)
+
+
+def _scale_name(scale: dict[str, Any] | None) -> str:
+    return (scale or {}).get("dtype") or "float"
+
+
+@register
+class MaxAbs(AffineNormalizer):
+    """Divide each feature (or channel, or all values) by its largest ``|x|``."""
+
+    scheme = "maxabs"
+
+    def __init__(
+        self,
+        *,
+        axis: str = "feature",
+        layout: str | None = None,
+        channel_axis: int | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
+        self.axis = axis
+
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
+    @property
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
+
+    def _compute(self, stats: Moments) -> None:
+        self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
+        scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0")
+        self._set_affine(np.zeros_like(scale), scale)
+
+
+schemes.register("maxabs", MaxAbs, "divide each feature by its largest |x|")
+
+
+@register
+class MinMax(AffineNormalizer):
+    """Map each feature's ``[min, max]`` onto ``feature_range`` (default ``(0, 1)``)."""
+
+    scheme = "minmax"
+
+    def __init__(
+        self,
+        *,
+        feature_range: tuple[float, float] = (0.0, 1.0),
+        axis: str = "feature",
+        layout: str | None = None,
+        channel_axis: int | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
+        self.feature_range = (
+            tuple(feature_range) if isinstance(feature_range, (tuple, list)) else feature_range
+        )
+        self.axis = axis
+
+    # mypy: a read-only property overrides the base's class attribute (ignored below)
+    @property
+    def stats_axis(self) -> Axis:  # type: ignore[override]
+        return check_granularity(self.axis)
+
+    def _validate_params(self) -> None:
+        from . import validate
+
+        super()._validate_params()
+        validate.real_pair("feature_range", self.feature_range)
+
+    def _compute(self, stats: Moments) -> None:
+        low, high = (float(v) for v in self.feature_range)
+        if not high > low:
+            raise NormlabError(f"feature_range must be increasing; got {self.feature_range}")
+        self.data_min_, self.data_max_ = stats.min, stats.max
+        span = self.data_max_ - self.data_min_
+        span = safe_scale(span, constant_mask(stats), what="a zero range (max == min)")
+        scale = span / (high - low)
+        self._set_affine(np.where(stats.count > 0, self.data_min_, 0.0) - low * scale, scale)
+
+
+schemes.register("minmax", MinMax, "map each feature's [min, max] onto feature_range (0..1)")
+
+
+@register
 class ZScore(AffineNormalizer):
     """Subtract the mean and divide by the std — per feature (pixel), per channel or global.
 
@@ -599,151 +777,47 @@ class ZScore(AffineNormalizer):
         self._set_affine(np.where(stats.count > 0, shift, 0.0), scale)
 
 
-@register
-class MaxScale(AffineNormalizer):
-    """Divide by the value scale's maximum (255 for uint8, 65535 for uint16, or ``max_value``).
+def _zscore(axis: str, **fixed: Any) -> Any:
+    """A factory of the ZScore scheme with this default ``axis`` and the name's fixed options."""
 
-    What most code calls "normalizing to [0, 1]". Not a z-score: the outputs stay
-    all-positive, the case Efficient BackProp §4.3 warns about.
-    """
+    def factory(**options: Any) -> Normalizer:
+        return ZScore(axis=options.pop("axis", axis), **fixed, **options)
 
-    scheme = "max"
-    stats_axis = "global"
-
-    def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
-        super().__init__(dtype=dtype)
-        self.max_value = max_value
-
-    def _validate_params(self) -> None:
-        from . import validate
-
-        super()._validate_params()
-        validate.optional_real("max_value", self.max_value, positive=True, normal=True)
-
-    def _compute(self, stats: Moments) -> None:
-        if stats.value_scale is None:  # no batch seen (was an AttributeError)
-            raise EmptyDataError("no samples seen: statistics of empty data are undefined")
-        top = self.max_value if self.max_value is not None else stats.value_scale.get("max_value")
-        if top is None:
-            raise NormlabError(
-                "scheme 'max' divides by the value scale's maximum, but float data has none: pass "
-                "max_value= (e.g. 255.0 for images stored as floats)"
-            )
-        if not top > 0:
-            raise NormlabError(f"max_value must be positive; got {top}")
-        dtype = (stats.value_scale or {}).get("dtype")
-        if self.max_value is None and dtype in _WIDE_INTEGERS:
-            warn(
-                f"scheme 'max' divides {dtype} data by its dtype's maximum {top:.3g}: the outputs "
-                "will be near 0; pass max_value= (the data's real scale, e.g. 4095 for 12-bit "
-                "values)"
-            )
-        data_max = float(np.nanmax(stats.max))
-        if data_max > top:  # e.g. 16-bit images about to be divided by 255
-            warn(
-                f"values reach {data_max:g} ({_scale_name(stats.value_scale)} data) but are "
-                "divided "
-                f"by max_value={top:g}: outputs will exceed 1; is this 16-bit data treated as "
-                "8-bit?"
-            )
-        self._set_affine(np.zeros(()), np.full((), float(top)))
+    return factory
 
 
-def _scale_name(scale: dict[str, Any] | None) -> str:
-    return (scale or {}).get("dtype") or "float"
-
-
-@register
-class MaxAbs(AffineNormalizer):
-    """Divide each feature (or channel, or all values) by its largest ``|x|``."""
-
-    scheme = "maxabs"
-
-    def __init__(
-        self,
-        *,
-        axis: str = "feature",
-        layout: str | None = None,
-        channel_axis: int | None = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
-        self.axis = axis
-
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
-
-    def _compute(self, stats: Moments) -> None:
-        self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
-        scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0")
-        self._set_affine(np.zeros_like(scale), scale)
-
-
-@register
-class MinMax(AffineNormalizer):
-    """Map each feature's ``[min, max]`` onto ``feature_range`` (default ``(0, 1)``)."""
-
-    scheme = "minmax"
-
-    def __init__(
-        self,
-        *,
-        feature_range: tuple[float, float] = (0.0, 1.0),
-        axis: str = "feature",
-        layout: str | None = None,
-        channel_axis: int | None = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
-        self.feature_range = (
-            tuple(feature_range) if isinstance(feature_range, (tuple, list)) else feature_range
-        )
-        self.axis = axis
-
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
-
-    def _validate_params(self) -> None:
-        from . import validate
-
-        super()._validate_params()
-        validate.real_pair("feature_range", self.feature_range)
-
-    def _compute(self, stats: Moments) -> None:
-        low, high = (float(v) for v in self.feature_range)
-        if not high > low:
-            raise NormlabError(f"feature_range must be increasing; got {self.feature_range}")
-        self.data_min_, self.data_max_ = stats.min, stats.max
-        span = self.data_max_ - self.data_min_
-        span = safe_scale(span, constant_mask(stats), what="a zero range (max == min)")
-        scale = span / (high - low)
-        self._set_affine(np.where(stats.count > 0, self.data_min_, 0.0) - low * scale, scale)
-
-
-@register
-class Identity(Normalizer):
-    """The ``raw`` baseline: values unchanged (integers become float32)."""
-
-    scheme = "raw"
-    needs_fit = False
-
-    def __init__(self, *, dtype: Any = None) -> None:
-        super().__init__(dtype=dtype)
-
-    def transform(self, X: Any) -> np.ndarray:
-        x = as_batch(X, "X")
-        return x.astype(self.output_dtype(x), copy=True)
-
-    def inverse_transform(self, X: Any) -> np.ndarray:
-        return np.array(as_batch(X, "X"), copy=True)
-
-    def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        size = math.prod(_shape("sample_shape", sample_shape))
-        return np.zeros(size), np.ones(size)
+schemes.register(
+    "center",
+    _zscore("feature", with_std=False),
+    "subtract the per-feature mean only",
+)
+schemes.register(
+    "scale",
+    _zscore("feature", with_mean=False),
+    "divide by the per-feature std only",
+    feature_std=True,
+)
+schemes.register(
+    "global",
+    _zscore("global"),
+    "z-score with one mean and one std over all values",
+    granularity="global",
+    in_default_set=True,
+)
+schemes.register(
+    "channel",
+    _zscore("channel"),
+    "z-score per channel (torchvision's Normalize)",
+    granularity="channel",
+)
+schemes.register(
+    "feature",
+    _zscore("feature"),
+    "z-score per feature (per pixel): each input's own mean/std",
+    feature_std=True,
+    measured_by_default=True,
+    in_default_set=True,
+)
 
 
 @register
@@ -776,6 +850,15 @@ class PerImage(Normalizer):
 
     def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         raise NormlabError("per-image standardization is not one affine map for all samples")
+
+
+schemes.register(
+    "per-image",
+    PerImage,
+    "standardize each sample by its own mean/std (std ≥ 1/√N)",
+    needs=(),
+    granularity=None,
+)
 
 
 @register
@@ -888,6 +971,16 @@ class ClipPercentile(AffineNormalizer):
             "clip-percentile clips before scaling, so it is not one affine map: use its low_ and "
             "high_ (the clip bounds) and transform()"
         )
+
+
+schemes.register(
+    "clip-percentile",
+    ClipPercentile,
+    "clip each channel to its exact [0.5, 99.5] percentiles (nearest rank, 8/16-bit data), then "
+    "scale that range onto 0..1",
+    needs=("moments", "histogram"),
+    granularity="channel",
+)
 
 
 def _shape(name: str, value: Any) -> tuple[int, ...]:

@@ -3,8 +3,10 @@
 Every other part of normlab (the CLI, the convergence lab, the diagnostics, the demo, the
 exports) refers to schemes by these names and asks the registry entry — never the name — what
 a scheme needs: which statistics (:attr:`Scheme.needs`), at which granularity, and which options
-it accepts. Adding a scheme touches one file: the module that defines its normalizer calls
-:func:`register`.
+it accepts, and the roles callers ask about (:attr:`Scheme.reference`, ...: see
+:func:`where`). Adding a scheme touches one file: the module that defines its normalizer calls
+:func:`register` next to the class (:mod:`normlab.normalizers`, :mod:`normlab.whitening`, or
+your own module); :func:`unregister` takes it out again.
 
 Examples
 --------
@@ -15,6 +17,8 @@ Examples
 'CHW'
 >>> sorted(schemes.entry("zca").needs), schemes.entry("channel").granularity
 (['comoments'], 'channel')
+>>> schemes.where(reference=True)
+['raw', 'max']
 """
 
 from __future__ import annotations
@@ -22,19 +26,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import NormlabError, optional_import_failed
-from .normalizers import (
-    ClipPercentile,
-    Identity,
-    MaxAbs,
-    MaxScale,
-    MinMax,
-    Normalizer,
-    PerImage,
-    ZScore,
-)
+
+if TYPE_CHECKING:
+    from .normalizers import Normalizer
 
 STATISTICS = ("moments", "comoments", "histogram")
 # Constructor parameters that a scheme's name chooses (``center`` is ZScore(with_std=False),
@@ -56,6 +53,16 @@ class Scheme:
         The granularity of those statistics by default (``axis=`` may change it).
     options : tuple of str
         The keyword options ``factory`` accepts.
+    reference : bool
+        A scheme the others are compared with (predicted and measured speed-ups "vs" it).
+    baseline : bool
+        The data as they are: the reference the lab measures speed-ups against.
+    measured_by_default : bool
+        Trained by ``normlab diagnose --measure`` unless the caller names the schemes.
+    in_default_set : bool
+        Compared by ``normlab compare`` (the lab) unless the caller names the schemes.
+    feature_std : bool
+        Divides each feature by its own std (rare features can reach ``|z| = √(n−1)``).
     """
 
     name: str
@@ -64,6 +71,11 @@ class Scheme:
     needs: frozenset[str] = frozenset({"moments"})
     granularity: str | None = "feature"
     options: tuple[str, ...] = ("dtype",)
+    reference: bool = False
+    baseline: bool = False
+    measured_by_default: bool = False
+    in_default_set: bool = False
+    feature_std: bool = False
 
     def takes_layout(self) -> bool:
         """Whether the scheme reads per-channel layouts (accepts ``layout=``)."""
@@ -105,7 +117,8 @@ class Scheme:
 
 
 _REGISTRY: dict[str, Scheme] = {}
-# Modules that add schemes when imported (optional features register themselves here).
+# Modules that add schemes when imported: the built-in normalizers, then the optional features.
+_BUILT_IN = "normlab.normalizers"
 _PLUGINS = ("normlab.whitening",)
 _UNAVAILABLE: dict[str, str] = {}  # plugin -> why it could not be imported
 
@@ -118,18 +131,42 @@ def register(
     needs: tuple[str, ...] = ("moments",),
     granularity: str | None = "feature",
     options: tuple[str, ...] | None = None,
+    reference: bool = False,
+    baseline: bool = False,
+    measured_by_default: bool = False,
+    in_default_set: bool = False,
+    feature_std: bool = False,
 ) -> None:
     """Add a scheme; ``factory(**options)`` returns an unfitted normalizer.
 
     ``options`` default to the keyword parameters of the normalizer's class, less those the
-    name chooses (:data:`CHOSEN_BY_NAME`).
+    name chooses (:data:`CHOSEN_BY_NAME`). The flags are the fields of :class:`Scheme`.
+    Registering a name again replaces its entry.
     """
     unknown = set(needs) - set(STATISTICS)
     if unknown:
         raise NormlabError(f"scheme {name!r}: unknown statistics {sorted(unknown)}")
     if options is None:
         options = _keyword_parameters(type(factory()))
-    _REGISTRY[name] = Scheme(name, factory, description, frozenset(needs), granularity, options)
+    _REGISTRY[name] = Scheme(
+        name,
+        factory,
+        description,
+        frozenset(needs),
+        granularity,
+        options,
+        reference=reference,
+        baseline=baseline,
+        measured_by_default=measured_by_default,
+        in_default_set=in_default_set,
+        feature_std=feature_std,
+    )
+
+
+def unregister(name: str) -> None:
+    """Take scheme ``name`` out of the registry (a plug-in's or a test's own scheme)."""
+    entry(name)  # an unknown name is an error that lists the valid ones
+    del _REGISTRY[name]
 
 
 def _keyword_parameters(cls: type) -> tuple[str, ...]:
@@ -141,6 +178,7 @@ def _keyword_parameters(cls: type) -> tuple[str, ...]:
 
 
 def _load_plugins() -> None:
+    importlib.import_module(_BUILT_IN)  # core: an error there is never hidden
     for module in _PLUGINS:
         try:
             importlib.import_module(module)
@@ -154,6 +192,21 @@ def names() -> list[str]:
     """Every registered scheme name, in registry order."""
     _load_plugins()
     return list(_REGISTRY)
+
+
+def where(**flags: bool) -> list[str]:
+    """The names whose entries have these flag values, in registry order.
+
+    >>> import normlab.schemes as schemes
+    >>> schemes.where(in_default_set=True)
+    ['raw', 'max', 'global', 'feature']
+    """
+    _load_plugins()
+    fields = set(Scheme.__dataclass_fields__)
+    unknown = sorted(set(flags) - fields)
+    if unknown:
+        raise NormlabError(f"schemes have no field {', '.join(unknown)}")
+    return [s.name for s in _REGISTRY.values() if all(getattr(s, k) == v for k, v in flags.items())]
 
 
 def describe() -> dict[str, str]:
@@ -197,73 +250,3 @@ def fit_stats(name: str, stats: Any, **options: Any) -> Normalizer:
 def from_stats(name: str, stats: Any, **options: Any) -> Normalizer:
     """Same as :func:`fit_stats` (kept: a module function cannot be taken for a constructor)."""
     return fit_stats(name, stats, **options)
-
-
-def _zscore(axis: str, **fixed: Any) -> Callable[..., Normalizer]:
-    def factory(**options: Any) -> Normalizer:
-        return ZScore(axis=options.pop("axis", axis), **fixed, **options)
-
-    return factory
-
-
-register(
-    "raw", Identity, "nothing: the values as they are (the baseline)", needs=(), granularity=None
-)
-register(
-    "max",
-    MaxScale,
-    "divide by the value scale's maximum (255 for uint8); NOT a z-score: outputs stay all-positive",
-    granularity="global",
-)
-register(
-    "maxabs",
-    MaxAbs,
-    "divide each feature by its largest |x|",
-)
-register(
-    "minmax",
-    MinMax,
-    "map each feature's [min, max] onto feature_range (0..1)",
-)
-register(
-    "center",
-    _zscore("feature", with_std=False),
-    "subtract the per-feature mean only",
-)
-register(
-    "scale",
-    _zscore("feature", with_mean=False),
-    "divide by the per-feature std only",
-)
-register(
-    "global",
-    _zscore("global"),
-    "z-score with one mean and one std over all values",
-    granularity="global",
-)
-register(
-    "channel",
-    _zscore("channel"),
-    "z-score per channel (torchvision's Normalize)",
-    granularity="channel",
-)
-register(
-    "feature",
-    _zscore("feature"),
-    "z-score per feature (per pixel): each input's own mean/std",
-)
-register(
-    "per-image",
-    PerImage,
-    "standardize each sample by its own mean/std (std ≥ 1/√N)",
-    needs=(),
-    granularity=None,
-)
-register(
-    "clip-percentile",
-    ClipPercentile,
-    "clip each channel to its exact [0.5, 99.5] percentiles (nearest rank, 8/16-bit data), then "
-    "scale that range onto 0..1",
-    needs=("moments", "histogram"),
-    granularity="channel",
-)

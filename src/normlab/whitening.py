@@ -301,6 +301,7 @@ def _register() -> None:
         lambda **options: Whiten(method="zca", **options),
         "ZCA whitening: W = U diag(1/√(λ+ε)) Uᵀ, symmetric (needs co-moments)",
         needs=("comoments",),
+        measured_by_default=True,
     )
     schemes.register(
         "pca",

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .. import schemes
 from ..cli import (
     EngineOpt,
     GlobOpt,
@@ -172,15 +173,26 @@ SPECTRUM_COLUMNS = (
     Column("λ_2"),
     Column("λmax/λ10"),
 )
-MEASURED_COLUMNS = (
-    Column("scheme", key=True, justify="left"),
-    Column("iterations", key=True),
-    Column("speed-up vs raw (pred / meas)", key=True),
-    Column("vs max (pred / meas)", key=True),
-    Column("2/λ_max"),
-    Column("measured threshold"),
-    Column("ratio"),
-)
+
+
+def speedup_heading(position: int, reference: str) -> str:
+    """The measured table's heading for the speed-up over a reference scheme."""
+    return f"{'speed-up vs' if position == 0 else 'vs'} {reference} (pred / meas)"
+
+
+def measured_columns() -> tuple[Column, ...]:
+    """The measured table: one speed-up column per reference scheme of the registry."""
+    return (
+        Column("scheme", key=True, justify="left"),
+        Column("iterations", key=True),
+        *(
+            Column(speedup_heading(i, ref), key=True)
+            for i, ref in enumerate(schemes.where(reference=True))
+        ),
+        Column("2/λ_max"),
+        Column("measured threshold"),
+        Column("ratio"),
+    )
 
 
 def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
@@ -275,14 +287,16 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
                     "iterations": _num(iterations)
                     if iterations is not None
                     else f"> {measured['max_iterations']}",
-                    "speed-up vs raw (pred / meas)": (
-                        f"{_num(p['speedup_vs_raw'])} / {_speedup(row, 'raw')}"
-                    ),
-                    "vs max (pred / meas)": f"{_num(p['speedup_vs_max'])} / {_speedup(row, 'max')}",
+                    **{
+                        speedup_heading(i, ref): (
+                            f"{_num(p[f'speedup_vs_{ref}'])} / {_speedup(row, ref)}"
+                        )
+                        for i, ref in enumerate(schemes.where(reference=True))
+                    },
                 }
             )
         table, note = fitted_table(
-            f"measured: {measured['model']}", MEASURED_COLUMNS, rows, width=out.width, wide=wide
+            f"measured: {measured['model']}", measured_columns(), rows, width=out.width, wide=wide
         )
         out.print(table)
         if note:

@@ -55,8 +55,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         model: Annotated[str, typer.Option(help="linear, lsq, mlp or cnn.")] = "mlp",
         schemes: Annotated[
-            str, typer.Option(help="Comma-separated scheme names.")
-        ] = "raw,max,global,feature",
+            str | None,
+            typer.Option(
+                help="Comma-separated scheme names [default: the registry's default set: "
+                "`normlab schemes` lists it]."
+            ),
+        ] = None,
         seeds: Annotated[int, typer.Option(help="Seeds per learning rate.")] = 3,
         seed: Annotated[
             int, typer.Option(help="First seed; also shuffles the train/test split.")
@@ -121,7 +125,9 @@ def register(app: typer.Typer) -> None:
         try:
             results = run_compare(
                 dataset,
-                schemes=[s.strip() for s in schemes.split(",") if s.strip()],
+                schemes=None
+                if schemes is None
+                else [s.strip() for s in schemes.split(",") if s.strip()],
                 model=model,
                 seeds=seeds,
                 seed=seed,

@@ -48,7 +48,7 @@ _SIGNIFICANT_DIGITS = 7
 def compare(
     dataset: str | None = "digits",
     *,
-    schemes: Sequence[str] = ("raw", "max", "global", "feature"),
+    schemes: Sequence[str] | None = None,
     model: str = "mlp",
     seeds: int = 3,
     seed: int = 0,
@@ -86,7 +86,8 @@ def compare(
     dataset : str, optional
         ``digits``, ``mnist5k``, ``lecun-gauss``; or ``None`` with ``data``/``labels``.
     schemes : sequence of str
-        Names from :mod:`normlab.schemes`, each fitted on the training split only.
+        Names from :mod:`normlab.schemes`, each fitted on the training split only; default: the
+        registry's default set (``normlab.schemes.where(in_default_set=True)``).
     model : {"linear", "lsq", "mlp", "cnn"}
         See :mod:`normlab.lab.models`.
     seeds : int
@@ -129,6 +130,8 @@ def compare(
         The content of ``results.json``.
     """
     torch = _torch()
+    if schemes is None:
+        schemes = scheme_registry.where(in_default_set=True)
     names = list(dict.fromkeys(schemes))
     if not names:
         raise NormlabError("no schemes given; choose from: " + ", ".join(scheme_registry.names()))
@@ -748,7 +751,7 @@ def demo_comparison(out_dir: str | Path, quiet: bool = False, overwrite: bool = 
     """
     compare(
         "digits",
-        schemes=("raw", "max", "global", "feature"),
+        schemes=None,
         model="mlp",
         seeds=2,
         epochs=8,
