@@ -80,6 +80,14 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Hidden activation of mlp/cnn: tanh or relu.")
         ] = "tanh",
         hidden: Annotated[int, typer.Option(help="Hidden units of the mlp.")] = 64,
+        input_bn: Annotated[
+            bool,
+            typer.Option(
+                "--input-bn",
+                help="Put a BatchNorm layer on the inputs, before the first layer (per feature; "
+                "per channel for cnn). Not for lsq.",
+            ),
+        ] = False,
         offset: Annotated[
             float, typer.Option(help="lecun-gauss: shift added to every input.")
         ] = 0.0,
@@ -93,10 +101,16 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--test-fraction", help="Held-out share, stratified.")
         ] = 0.2,
         lr_min: Annotated[
-            float, typer.Option("--lr-min", help="Lowest grid point, as a multiple of 2/λ_max.")
+            float,
+            typer.Option(
+                "--lr-min",
+                help="Lowest grid point, as a multiple of the grid centre: 2/λ_max "
+                "(momentum: 0.1·2/λ_max; adam: 1e-3).",
+            ),
         ] = 1 / 16,
         lr_max: Annotated[
-            float, typer.Option("--lr-max", help="Highest grid point, as a multiple of 2/λ_max.")
+            float,
+            typer.Option("--lr-max", help="Highest grid point, as a multiple of the grid centre."),
         ] = 16.0,
         lr_factor: Annotated[
             float, typer.Option("--lr-factor", help="Ratio between grid points.")
@@ -137,6 +151,7 @@ def register(app: typer.Typer) -> None:
                 optimizer=optimizer,
                 activation=activation,
                 hidden=hidden,
+                input_bn=input_bn,
                 offset=offset,
                 n_samples=n_samples,
                 test_fraction=test_fraction,
@@ -173,7 +188,8 @@ def register(app: typer.Typer) -> None:
         ]
         out_console = console()
         table, note = fitted_table(
-            f"{results['dataset']['name']} / {model} / {optimizer}",
+            f"{results['dataset']['name']} / {model} / {optimizer}"
+            + (" / input BatchNorm" if input_bn else ""),
             columns,
             rows,
             width=out_console.width,

@@ -38,10 +38,14 @@ def build_model(
     n_classes: int,
     hidden: int = 64,
     activation: str = "tanh",
+    input_bn: bool = False,
 ) -> Any:
     """A freshly initialised ``torch.nn.Module`` taking float32 input ``(n, *sample_shape)``.
 
     Seed ``torch.manual_seed`` before calling it for a reproducible initialisation.
+    ``input_bn`` puts a BatchNorm layer (learnable scale and shift, PyTorch's defaults) on the
+    inputs, before the first layer: per input feature for the dense models, per channel for
+    the cnn. It draws no random numbers, so the other layers start as without it.
     """
     import torch
     from torch import nn
@@ -54,13 +58,20 @@ def build_model(
         )
     if hidden < 1:
         raise NormlabError(f"hidden must be a positive number of units; got {hidden}")
+    if not isinstance(input_bn, bool):
+        raise NormlabError(f"input_bn must be True or False; got {input_bn!r}")
     n_inputs = math.prod(sample_shape)
     act = nn.Tanh if activation == "tanh" else nn.ReLU
+    flat_bn: list[nn.Module] = [nn.BatchNorm1d(n_inputs)] if input_bn else []
     if name in ("linear", "lsq"):
-        return nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, n_classes))
+        return nn.Sequential(nn.Flatten(), *flat_bn, nn.Linear(n_inputs, n_classes))
     if name == "mlp":
         return nn.Sequential(
-            nn.Flatten(), nn.Linear(n_inputs, hidden), act(), nn.Linear(hidden, n_classes)
+            nn.Flatten(),
+            *flat_bn,
+            nn.Linear(n_inputs, hidden),
+            act(),
+            nn.Linear(hidden, n_classes),
         )
     if len(sample_shape) not in (2, 3):
         raise NormlabError(
@@ -79,6 +90,7 @@ def build_model(
     flat = 16 * (height // 4) * (width // 4)
     return nn.Sequential(
         ToChannelsFirst(),
+        *([nn.BatchNorm2d(channels)] if input_bn else []),
         nn.Conv2d(channels, 8, 3, padding=1),
         act(),
         nn.MaxPool2d(2),
@@ -88,6 +100,18 @@ def build_model(
         nn.Flatten(),
         nn.Linear(flat, n_classes),
     )
+
+
+def input_norm_layer(model: Any) -> Any:
+    """The input BatchNorm layer of a model built with ``input_bn=True``, else ``None``."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            return None
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return module
+    return None
 
 
 def first_layer_weight(model: Any) -> Any:

@@ -309,11 +309,16 @@ def _caption_curves(results: dict[str, Any]) -> str:
 
 
 def _caption_sweep(results: dict[str, Any]) -> str:
+    optimizer = results["config"]["optimizer"]
+    centre = {
+        "momentum": "(1 − β)·2/λ_max, the same effective step η/(1 − β)",
+        "adam": "Adam's usual rate 1e-3, the same for every scheme",
+    }.get(optimizer, "its own 2/λ_max")
     return (
-        "The learning-rate search. Each scheme's grid is centred on its own 2/λ_max (dashed "
-        "line), where λ_max is the largest eigenvalue of E[z zᵀ], z = (x, 1), of its normalized "
-        "inputs with the bias input — the largest step plain gradient descent can take on a "
-        "linear unit with a bias. The pale thick line marks "
+        f"The learning-rate search. Each scheme's grid is centred on {centre}; the dashed line "
+        "is 2/λ_max, where λ_max is the largest eigenvalue of E[z zᵀ], z = (x, 1), of its "
+        "normalized inputs with the bias input — the largest step plain gradient descent can "
+        "take on a linear unit with a bias. The pale thick line marks "
         "the chosen rate; the grid was widened until that rate lay strictly inside it. Schemes "
         "with a large input mean have a huge λ_max, so they are only stable at tiny rates."
     )
@@ -408,8 +413,10 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             "chosen LR": _fmt(info["best_lr"])
             + ("" if info["best_lr_inside_grid"] else " (grid edge)"),
             "2/λ_max": _fmt(info["lr_bound"]),
-            "samples to target": to_target,
         }
+        if results["config"]["optimizer"] in ("momentum", "adam"):
+            row["grid centre"] = _fmt(info.get("grid_center"))
+        row["samples to target"] = to_target
         if _is_lsq(results):
             t = theory.get(scheme, {})
             row["steps to ε"] = _fmt(s.get("steps_to_epsilon_mean"), 4)
@@ -703,6 +710,23 @@ def _diagnosis_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _grid_sentence(results: dict[str, Any]) -> str:
+    """How each scheme's learning-rate grid was centred (one rule per optimizer)."""
+    rules = {
+        info["grid_center_rule"]
+        for info in results["schemes"].values()
+        if info.get("grid_center_rule")
+    }
+    if len(rules) != 1:
+        return ""
+    cfg = results["config"]
+    return (
+        f"Each scheme's learning-rate grid is centred on {next(iter(rules))}, "
+        f"×{cfg['lr_factor']:g} per point from ×{cfg['lr_min']:g} to ×{cfg['lr_max']:g} "
+        "of it, widened while the best rate sits at an edge. "
+    )
+
+
 def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str:
     cfg = results["config"]
     ds = results["dataset"]
@@ -716,9 +740,16 @@ def _page(results: dict[str, Any], figures: list[tuple[str, bytes, str]]) -> str
             if cfg["model"] == "mlp"
             else ""
         )
+        + (
+            ", with an input BatchNorm layer before the first layer (the spectrum, 2/λ_max and "
+            "the predictions describe its output at initialization)"
+            if cfg.get("input_bn")
+            else ""
+        )
         + f", optimizer <b>{e(cfg['optimizer'])}</b>, batch size {cfg['batch_size']}, "
         f"{cfg['epochs']} epochs, {cfg['seeds']} seeds, target train accuracy {cfg['target']:g}. "
-        "Every normalizer was fitted on the training split only."
+        + _grid_sentence(results)
+        + "Every normalizer was fitted on the training split only."
     )
     lines = verdict(results)
     parts = [

@@ -34,7 +34,7 @@ from . import theory
 from .datasets import Dataset, load_dataset
 from .models import MODELS, build_model
 from .probes import PROBES, diagonal_spread, second_moment_spectrum, single_signed_samples
-from .train import TrainConfig, batch_size_of, train_run
+from .train import MOMENTUM, TrainConfig, batch_size_of, check_batches, train_run
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
@@ -42,6 +42,7 @@ RESULTS_VERSION = 2
 _EVERY_STEP_LIMIT = 2_000_000  # train samples × features up to which targets are checked every step
 _AGREE = 1.25  # predicted and measured agree within this factor
 _ADAM_CENTER = 1e-3  # Adam rescales gradients, so its grid is centred on its usual rate instead
+_BN_EPS = 1e-5  # torch.nn.BatchNorm's default eps
 _SIGNIFICANT_DIGITS = 7
 
 
@@ -58,6 +59,7 @@ def compare(
     optimizer: str = "sgd",
     activation: str = "tanh",
     hidden: int = 64,
+    input_bn: bool = False,
     lr_min: float = 1 / 16,
     lr_max: float = 16.0,
     lr_factor: float = 2.0,
@@ -107,9 +109,17 @@ def compare(
         ``lsq`` only: the absolute excess loss over the optimum whose first crossing gives
         ``steps_to_epsilon``, the metric the theory predicts (and ranks the rates by).
     optimizer : {"sgd", "momentum", "adam", "gd"}
-        Plain SGD by default, where the effect is cleanest; ``gd`` is full-batch descent.
+        Plain SGD by default, where the effect is cleanest; ``gd`` is full-batch descent;
+        ``momentum`` is SGD with momentum β = 0.9.
+    input_bn : bool
+        Put a BatchNorm layer on the inputs, before the first layer (per feature; per channel
+        for the cnn). The grid centre and the predictions then use the statistics of what the
+        first layer sees at initialization: the scheme's output standardized per feature (per
+        channel for the cnn), as the BatchNorm layer standardizes it. Not for ``lsq``.
     lr_min, lr_max, lr_factor : float
-        The initial grid: ``2/λ_max`` times ``lr_factor**k`` from ``lr_min`` to ``lr_max``.
+        The initial grid: the centre times ``lr_factor**k`` from ``lr_min`` to ``lr_max``. The
+        centre is ``2/λ_max`` for sgd and gd, ``(1 − β)·2/λ_max`` for momentum (the same
+        effective step ``η/(1 − β)``), and 1e-3 for adam.
     max_extensions : int
         How many grid points may be added per scheme while the best rate sits at an edge.
     out : path, optional
@@ -157,6 +167,7 @@ def compare(
         hidden=hidden,
         target=target,
         checkpoints_per_epoch=checkpoints_per_epoch,
+        input_bn=input_bn,
     )
     config.check()
     if not (epsilon > 0 and math.isfinite(epsilon)):
@@ -189,9 +200,11 @@ def compare(
         n_classes=ds.n_classes,
         hidden=hidden,
         activation=activation,
+        input_bn=input_bn,
     )
+    check_batches(config, len(ds.y_train))
     prepared = {
-        name: _prepare_scheme(name, ds, torch, model) for name in names
+        name: _prepare_scheme(name, ds, torch, model, input_bn) for name in names
     }  # so do unfit schemes
     if every_step is None:
         every_step = len(ds.y_train) * ds.n_features <= _EVERY_STEP_LIMIT
@@ -219,6 +232,7 @@ def compare(
             "optimizer": optimizer,
             "activation": activation,
             "hidden": hidden,
+            "input_bn": input_bn,
             "lr_min": lr_min,
             "lr_max": lr_max,
             "lr_factor": lr_factor,
@@ -332,7 +346,8 @@ def _search(
     for name, scheme in prepared.items():
         info = scheme["info"]
         results["schemes"][name] = info
-        center = _ADAM_CENTER if optimizer == "adam" else info["lr_bound"]
+        center = _grid_center(optimizer, info["lr_bound"])
+        info["grid_center_rule"] = _GRID_RULES[optimizer]
         if center is None:
             info["skipped"] = "E[z zᵀ] is zero: nothing to learn from"
             advance(0, more=-(k_high - k_low + 1) * seeds)
@@ -422,6 +437,25 @@ def _run_line(run: dict[str, Any], index: int, fresh: bool) -> str:
     return f"run {index}: {run['scheme']} lr {run['lr']:.4g} seed {run['seed']}: {outcome}{where}"
 
 
+_GRID_RULES = {
+    "sgd": "2/λ_max of the augmented second moment",
+    "gd": "2/λ_max of the augmented second moment",
+    "momentum": f"(1 − β)·2/λ_max, β = {MOMENTUM}: the effective step η/(1 − β) of SGD's centre",
+    "adam": f"{_ADAM_CENTER:g}, Adam's usual rate (it rescales each gradient coordinate)",
+}
+
+
+def _grid_center(optimizer: str, lr_bound: float | None) -> float | None:
+    """Where a scheme's learning-rate grid is centred for ``optimizer`` (see ``_GRID_RULES``)."""
+    if lr_bound is None:
+        return None  # nothing to learn from: the scheme is skipped
+    if optimizer == "adam":
+        return _ADAM_CENTER
+    if optimizer == "momentum":
+        return (1.0 - MOMENTUM) * lr_bound
+    return lr_bound
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -443,7 +477,8 @@ def _previous(
         raise NormlabError(
             f"--resume: {path} is not a results file of this normlab version; run with --overwrite"
         )
-    mine, theirs = _rounded(results["config"]), old.get("config", {})
+    # options added since a stopped run was written default to what that run did
+    mine, theirs = _rounded(results["config"]), {"input_bn": False, **old.get("config", {})}
     differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
     if _rounded(results["dataset"]) != old.get("dataset"):
         differ.append("dataset")
@@ -481,16 +516,40 @@ def _prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
     return out_dir
 
 
-def _prepare_scheme(name: str, ds: Dataset, torch: Any, model: str = "mlp") -> dict[str, Any]:
-    """Fit on the training split only; float32 tensors once; probes of the normalized inputs."""
+def batchnorm_view(x: np.ndarray, model: str = "mlp") -> np.ndarray:
+    """What an input BatchNorm layer passes on at initialization (scale 1, shift 0), float64.
+
+    Each feature (each channel of image-shaped inputs for the cnn) standardized with the
+    statistics of ``x``: ``(x − μ)/√(σ² + eps)``, eps = 1e-5 as in PyTorch. A constant
+    feature becomes 0. Mini-batches use their own μ and σ², close to these.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if model == "cnn":
+        axes = tuple(range(arr.ndim - 1)) if arr.ndim == 4 else tuple(range(arr.ndim))
+    else:
+        axes = (0,)
+    mean = arr.mean(axis=axes, keepdims=True)
+    var = arr.var(axis=axes, keepdims=True)
+    return np.asarray((arr - mean) / np.sqrt(var + _BN_EPS))
+
+
+def _prepare_scheme(
+    name: str, ds: Dataset, torch: Any, model: str = "mlp", input_bn: bool = False
+) -> dict[str, Any]:
+    """Fit on the training split only; float32 tensors once; probes of the normalized inputs.
+
+    With ``input_bn`` the spectrum, the grid centre and the predictions describe what the
+    first layer sees: the BatchNorm layer's output at initialization (:func:`batchnorm_view`).
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NormlabWarning)
         normalizer = scheme_registry.get(name)
         normalizer.fit(ds.x_train)
         x_train = normalizer.transform(ds.x_train)
         x_test = normalizer.transform(ds.x_test)
-    spectrum = second_moment_spectrum(x_train)
-    lam = theory.augmented_lambda_max(x_train)
+    x_first = batchnorm_view(x_train, model) if input_bn else x_train
+    spectrum = second_moment_spectrum(x_first)
+    lam = theory.augmented_lambda_max(x_first)
     info = {
         "normalizer": repr(normalizer),
         "lambda_max": spectrum["lambda_max"],
@@ -501,8 +560,11 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any, model: str = "mlp") -> d
         "input_mean_abs": float(np.abs(np.asarray(x_train, dtype=np.float64).mean())),
         "input_range": [float(np.min(x_train)), float(np.max(x_train))],
         "data_range": [float(np.min(ds.x_train)), float(np.max(ds.x_train))],
-        "diagonal": diagonal_spread(x_train),
-        "batch1_single_signed": single_signed_samples(x_train),
+        "first_layer_inputs": "the input BatchNorm's output at initialization"
+        if input_bn
+        else "the scheme's output",
+        "diagonal": diagonal_spread(x_first),
+        "batch1_single_signed": single_signed_samples(x_first),
         "warnings": sorted(
             {str(w.message) for w in caught if issubclass(w.category, NormlabWarning)}
         ),
@@ -513,7 +575,7 @@ def _prepare_scheme(name: str, ds: Dataset, torch: Any, model: str = "mlp") -> d
         "x_test": torch.as_tensor(np.ascontiguousarray(x_test, dtype=np.float32)),
         "y_test": torch.as_tensor(ds.y_test),
     }
-    prepared: dict[str, Any] = {"info": info, "tensors": tensors, "x_train": x_train}
+    prepared: dict[str, Any] = {"info": info, "tensors": tensors, "x_train": x_first}
     if model == "lsq" and lam > 0:
         problem = theory.lsq_problem(x_train, ds.y_train, ds.n_classes)
         prepared["problem"] = problem
@@ -537,6 +599,7 @@ def _initial_layer(
         n_classes=ds.n_classes,
         hidden=config.hidden,
         activation=config.activation,
+        input_bn=config.input_bn,
     )
     first = next(m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
     if not isinstance(first, torch.nn.Linear):

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NormlabError
-from .models import build_model, first_layer_weight, loss_function
+from .models import build_model, first_layer_weight, input_norm_layer, loss_function
 from .probes import PROBES, UpdateProbe
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "gd")  # gd: plain SGD on the full batch
 _DIVERGENCE_FACTOR = 10.0  # train loss above 10x its initial value counts as diverged
-_MOMENTUM = 0.9
+MOMENTUM = 0.9  # β of --optimizer momentum (heavy ball, PyTorch's SGD form)
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,16 @@ class TrainConfig:
     checkpoints_per_epoch: int = 10
     every_step: bool = False  # check targets after every step (checkpoints are still stored)
     epsilon: float | None = None  # lsq: also record steps to this absolute excess loss
+    input_bn: bool = False  # a BatchNorm layer on the inputs, before the first layer
 
     def check(self) -> None:
+        if not isinstance(self.input_bn, bool):
+            raise NormlabError(f"input_bn must be True or False; got {self.input_bn!r}")
+        if self.input_bn and self.model == "lsq":
+            raise NormlabError(
+                "input_bn does not apply to model 'lsq': its optimum and Hessian are those of "
+                "the inputs themselves; use model 'linear', 'mlp' or 'cnn' with an input BatchNorm"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise NormlabError(
                 f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
@@ -49,13 +57,25 @@ class TrainConfig:
             raise NormlabError(f"target train accuracy must lie in (0, 1]; got {self.target}")
 
 
+def _outputs(model: Any, x: Any) -> Any:
+    """``model(x)`` in evaluation mode (an input BatchNorm uses its running statistics and
+    keeps them), back in training mode afterwards; without gradients."""
+    import torch
+
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train()
+
+
 def _evaluate(model: Any, loss_fn: Any, x: Any, y: Any) -> tuple[float, float]:
     import torch
 
-    with torch.no_grad():
-        out = model(x)
-        loss = float(loss_fn(out, y))
-        acc = float((out.argmax(dim=1) == y).to(torch.float64).mean())
+    out = _outputs(model, x)
+    loss = float(loss_fn(out, y))
+    acc = float((out.argmax(dim=1) == y).to(torch.float64).mean())
     return loss, acc
 
 
@@ -68,6 +88,18 @@ def batch_size_of(config: TrainConfig, n: int) -> int:
     return n if config.optimizer == "gd" else min(config.batch_size, n)
 
 
+def check_batches(config: TrainConfig, n: int) -> None:
+    """A dense model's input BatchNorm needs two samples in every mini-batch (its variance)."""
+    if not config.input_bn or config.model == "cnn":
+        return
+    batch = batch_size_of(config, n)
+    if batch == 1 or n % batch == 1:
+        raise NormlabError(
+            f"input_bn needs at least 2 samples in every mini-batch; with {n} training samples "
+            f"and batch size {batch} one batch holds a single sample: choose another batch size"
+        )
+
+
 def _excess(quadratic: dict[str, Any], model: Any) -> float:
     """``½ tr(E H Eᵀ)`` in float64 for the lsq model's error ``E = [W b] − W*``."""
     import torch
@@ -77,6 +109,21 @@ def _excess(quadratic: dict[str, Any], model: Any) -> float:
         w = torch.cat([linear.weight, linear.bias[:, None]], dim=1).to(torch.float64)
         err = w - quadratic["w_star"]
         return float(0.5 * ((err @ quadratic["hessian"]) * err).sum())
+
+
+def make_optimizer(name: str, parameters: Any, lr: float) -> Any:
+    """The ``torch.optim`` optimizer of ``name``: Adam (PyTorch's defaults, β = (0.9, 0.999)),
+    SGD with momentum :data:`MOMENTUM`, or plain SGD (``sgd`` and ``gd``)."""
+    import torch
+
+    if name not in OPTIMIZERS:
+        raise NormlabError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise NormlabError(f"learning rate must be positive and finite; got {lr}")
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    momentum = MOMENTUM if name == "momentum" else 0.0
+    return torch.optim.SGD(parameters, lr=lr, momentum=momentum)
 
 
 def train_run(
@@ -103,6 +150,8 @@ def train_run(
     x_train, y_train = data["x_train"], data["y_train"]
     x_test, y_test = data["x_test"], data["y_test"]
     n = len(y_train)
+    config.check()
+    check_batches(config, n)
     torch.manual_seed(seed)
     model = build_model(
         config.model,
@@ -110,15 +159,11 @@ def train_run(
         n_classes=n_classes,
         hidden=config.hidden,
         activation=config.activation,
+        input_bn=config.input_bn,
     )
     loss_fn = loss_function(config.model, n_classes)
     weight = first_layer_weight(model)
-    optimizer: torch.optim.Optimizer
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    else:
-        momentum = _MOMENTUM if config.optimizer == "momentum" else 0.0
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
     probe = UpdateProbe(mean_direction=x_train.reshape(n, -1).mean(dim=0))
     batch_size = batch_size_of(config, n)
@@ -168,12 +213,11 @@ def train_run(
             last = step == steps_per_epoch - 1
             stored = (step + 1) % check_every == 0 or last
             if config.every_step and not stored and samples_to_target is None:
-                with torch.no_grad():
-                    out = model(x_train)
-                    acc = float((out.argmax(dim=1) == y_train).to(torch.float64).mean())
-                    if not math.isfinite(float(out.abs().max())):
-                        diverged = True
-                        break
+                out = _outputs(model, x_train)
+                acc = float((out.argmax(dim=1) == y_train).to(torch.float64).mean())
+                if not math.isfinite(float(out.abs().max())):
+                    diverged = True
+                    break
                 if acc >= config.target:
                     samples_to_target = samples
             if stored:
@@ -201,7 +245,16 @@ def train_run(
     for name in PROBES:
         values = [e[name] for e in epochs if e[name] is not None]
         probe_means[name] = sum(values) / len(values) if values else None
-    extra = {"steps_to_epsilon": None if diverged else steps_to_epsilon} if track else {}
+    extra: dict[str, Any] = (
+        {"steps_to_epsilon": None if diverged else steps_to_epsilon} if track else {}
+    )
+    bn = input_norm_layer(model)
+    if bn is not None:  # what the input BatchNorm learned of the inputs (means over features)
+        extra["input_bn_running"] = {
+            "mean": _finite(float(bn.running_mean.mean())),
+            "var": _finite(float(bn.running_var.mean())),
+            "weight": _finite(float(bn.weight.detach().mean())),
+        }
     return {
         "lr": lr,
         "seed": seed,
@@ -245,6 +298,7 @@ def measure_stable_lr(
         optimizer=config.optimizer,
         activation=config.activation,
         hidden=config.hidden,
+        input_bn=config.input_bn,
         target=1.0,
         checkpoints_per_epoch=max(1, min(per_epoch, 50)),
     )
