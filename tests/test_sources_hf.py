@@ -133,3 +133,59 @@ def test_checkpoints_tell_datasets_apart(corpus, tmp_path):
     other = dataset.select(list(reversed(range(len(dataset)))))
     with pytest.raises(normlab.NormlabError, match="made for other inputs"):
         normlab.compute_stats(other, "channel", checkpoint=tmp_path / "ckpt")
+
+
+def test_saved_folders_at_fsspec_urls(corpus, s3):
+    """A save_to_disk folder on a real S3-compatible server (and in fsspec's memory filesystem)
+    gives the local folder's statistics, on every engine; errors name the URL."""
+    import fsspec
+
+    root, dataset, _ = corpus
+    reference = normlab.compute_stats(root / "folder", "channel")
+    fsspec.filesystem("s3", **s3).mkdir("normlab-hf")
+    dataset.save_to_disk("s3://normlab-hf/saved", storage_options=s3)
+    datasets.DatasetDict({"train": dataset, "test": dataset.select(range(5))}).save_to_disk(
+        "s3://normlab-hf/dict", storage_options=s3
+    )
+    for engine in ({"engine": "serial"}, {"engine": "local", "workers": 2}):
+        got = normlab.compute_stats(
+            "s3://normlab-hf/saved", "channel", storage_options=s3, **engine
+        )
+        assert same(got, reference), engine
+    split = normlab.compute_stats(
+        "s3://normlab-hf/dict", "channel", key="train", storage_options=s3
+    )
+    assert same(split, reference)
+    with pytest.raises(SourceError, match=r"s3://normlab-hf/dict: .*splits \['test', 'train'\]"):
+        resolve("s3://normlab-hf/dict", storage_options=s3)
+    with pytest.raises(SourceError, match="s3://normlab-hf/nothing: no such file or folder"):
+        resolve("s3://normlab-hf/nothing", storage_options=s3)
+
+    dataset.save_to_disk("memory://normlab-hf/saved")
+    assert same(normlab.compute_stats("memory://normlab-hf/saved", "channel"), reference)
+    x = np.random.default_rng(7).normal(size=(50, 2))
+    numeric = datasets.Dataset.from_dict({"a": x[:, 0], "b": x[:, 1]})
+    numeric.save_to_disk("memory://normlab-hf/numeric")
+    remote = normlab.compute_stats("memory://normlab-hf/numeric")
+    assert same(remote, normlab.compute_stats(numeric))
+
+
+def test_saved_folder_at_a_url_from_the_command_line(corpus):
+    import json
+
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+
+    root, dataset, _ = corpus
+    dataset.save_to_disk("memory://normlab-hf-cli/saved")
+    out = root / "cli.safetensors"
+    options = json.dumps({"skip_instance_cache": True})
+    result = CliRunner().invoke(
+        app,
+        ["stats", "memory://normlab-hf-cli/saved", "--axis", "channel", "-o", str(out)]
+        + ["--storage-options", options, "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    loaded = normlab.load(out)
+    assert same(loaded, normlab.compute_stats(root / "folder", "channel"))

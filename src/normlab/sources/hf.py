@@ -8,8 +8,12 @@ or a folder written by ``save_to_disk``.
 * **Numeric columns** (every integer, float or bool column, or ``columns=``) are read as a
   table of features: as for Parquet files and Arrow tables (:mod:`normlab.sources.tables`).
 * **Tasks** are contiguous index ranges (of at most
-  :data:`~normlab.sources.images.FILES_PER_TASK` images). A folder's tasks reopen the folder
-  on the worker (memory-mapped); a task over a dataset in memory carries only its rows.
+  :data:`~normlab.sources.images.FILES_PER_TASK` images). A local folder's tasks reopen the
+  folder on the worker (memory-mapped); a task over a dataset in memory carries only its rows.
+* **Remote folders**: a ``save_to_disk`` folder at an fsspec URL (``s3://bucket/saved`` with
+  ``storage_options``, ``memory://...``) is opened by ``datasets.load_from_disk``, which copies
+  it once into its temporary cache (removed when the process ends); its tasks then carry their
+  rows, as for a dataset in memory, so no worker downloads the folder again.
 * **Errors** name the dataset, the row and the column (``train[1234]['image']``); with
   ``skip_bad=True`` undecodable images are skipped and listed.
 """
@@ -17,7 +21,6 @@ or a folder written by ``save_to_disk``.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,27 +28,45 @@ from typing import Any
 
 from ..errors import SourceError, require
 from . import Source, register_source
+from .fs import Location, errors_named, is_path_like, location
 from .images import FILES_PER_TASK, BadImage, ImageBatches, ImageOptions, image_options, read_bytes
 
+SAVED_MARKERS = (("dataset_dict.json",), ("state.json", "dataset_info.json"))
 
-def _is_saved_dataset(source: Any) -> bool:
-    if not isinstance(source, (str, os.PathLike)):
-        return False
-    path = Path(source)
-    return (path / "dataset_dict.json").is_file() or (
-        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-    )
+
+def saved_folder(source: Any, storage_options: Any = None) -> Location | None:
+    """The :class:`Location` of a ``save_to_disk`` folder (local or at a URL); None otherwise."""
+    if not is_path_like(source):
+        return None
+    loc = location(source, storage_options)
+    if loc.is_local:
+        folder = Path(loc.path)
+        found = any(all((folder / m).is_file() for m in ms) for ms in SAVED_MARKERS)
+        return loc if found else None
+    fs, inside = loc.filesystem()
+    with errors_named(loc):
+        found = any(all(fs.isfile(f"{inside.rstrip('/')}/{m}") for m in ms) for ms in SAVED_MARKERS)
+    return loc if found else None
 
 
 @functools.lru_cache(maxsize=8)
 def _load_folder(folder: str, split: str | None) -> Any:
-    """A saved dataset, memory-mapped (once per process: a worker reuses it across tasks)."""
+    """A local saved dataset, memory-mapped (once per process: a worker reuses it)."""
+    return open_saved(Location(folder), split)
+
+
+def open_saved(loc: Location, split: str | None) -> Any:
+    """A saved dataset (or one split of a saved ``DatasetDict``) at a local path or a URL."""
     datasets = require("datasets", "hf")
-    try:
-        loaded = datasets.load_from_disk(folder)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise SourceError(f"{folder}: not a readable saved dataset ({exc})") from None
-    return _pick_split(loaded, split, folder)
+    remote = {} if loc.is_local else {"storage_options": loc.storage_options}
+    with errors_named(loc):
+        try:
+            loaded = datasets.load_from_disk(loc.path if loc.is_local else loc.url, **remote)
+        except PermissionError:
+            raise  # errors_named names the credentials
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise SourceError(f"{loc.path}: not a readable saved dataset ({exc})") from None
+    return _pick_split(loaded, split, loc.path)
 
 
 def _pick_split(dataset: Any, split: str | None, where: str) -> Any:
@@ -157,14 +178,19 @@ def hf_source(
     interpolation: str = "bilinear",
     skip_bad: bool = False,
     chunk_size: int | None = None,
+    storage_options: Any = None,
     **extra: Any,
 ) -> Source | None:
     """A Hugging Face dataset or a ``save_to_disk`` folder; None for other input."""
-    folder: str | None = None
-    if _is_saved_dataset(source):
-        folder = os.fspath(source)
-        dataset = _load_folder(folder, key)
-        name = folder if key is None else f"{folder}[{key}]"
+    folder: str | None = None  # a local folder, which workers reopen
+    saved = saved_folder(source, storage_options)
+    if saved is not None:
+        if saved.is_local:
+            folder = saved.path
+            dataset = _load_folder(folder, key)
+        else:
+            dataset = open_saved(saved, key)
+        name = saved.path if key is None else f"{saved.path}[{key}]"
     elif type(source).__module__.split(".")[0] == "datasets" and hasattr(source, "features"):
         dataset = source
         name = "dataset " + (source.info.dataset_name or "in memory")
