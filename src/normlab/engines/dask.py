@@ -3,18 +3,22 @@
 ``scheduler`` is an address (``"tcp://host:8786"``), a ``distributed.Client``, or None for
 a ``LocalCluster`` of ``workers`` processes with one thread each. Before any task runs, every
 worker must run the same normlab version as this process. Tasks of a worker that dies are
-rescheduled by Dask on the others; a task that fails raises here with its file named.
+rescheduled by Dask on the others; a task that fails raises here with its file named. A task
+over a Dask collection whose block fails to compute on a worker is reported as the other
+engines report the same failure (``task.failed``): named, or skipped and listed under
+``skip_bad=True``.
 The connection timeout is Dask's ``distributed.comm.timeouts.connect`` setting.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import NormlabError, SourceError, require
+from ..errors import NormlabError, require
 from . import TaskResult, execute, in_order
 
 
@@ -125,7 +129,7 @@ def map_tasks(
                 client, task, make_empty, f"normlab-{run_id}-{next(serial)}"
             ),
             wait_any=lambda fs: distributed.wait(fs, return_when="FIRST_COMPLETED").done,
-            outcome=_outcome,
+            outcome=functools.partial(_outcome, make_empty=make_empty),
             on_finish=on_finish,
             window=4 * n_workers,
         )
@@ -139,7 +143,8 @@ def submit(client: Any, task: Any, make_empty: Callable[[], Any], key: str) -> A
     A task over a Dask collection (``task.dask_inputs``: its slice of a ``dask.array``) runs
     where that slice is computed: the slice is a dependency of the statistics task in the
     cluster's graph, so the scheduler places the two together and the data never passes
-    through this process. ``task.bind(data)`` is the same task over the computed data.
+    through this process. ``task.bind(data)`` is the same task over the computed data, and
+    ``task.failed(error)`` the same task when its slice failed to compute.
     """
     inputs = getattr(task, "dask_inputs", None)
     if inputs is None:
@@ -156,7 +161,7 @@ def run_bound_on_worker(
     return run_on_worker(bind(data), make_empty)
 
 
-def _outcome(future: Any, task: Any) -> TaskResult:
+def _outcome(future: Any, task: Any, make_empty: Callable[[], Any]) -> TaskResult:
     from distributed import KilledWorker
 
     try:
@@ -170,6 +175,5 @@ def _outcome(future: Any, task: Any) -> TaskResult:
     except Exception as exc:  # a task's Dask block failed to compute, before its statistics
         if getattr(task, "dask_inputs", None) is None:
             raise
-        raise SourceError(
-            f"{task.label}: cannot compute this block ({type(exc).__name__}: {exc})"
-        ) from None
+        # in this process, as the serial engine meets it: named, or skipped under skip_bad
+        return execute(task.failed(exc), make_empty)

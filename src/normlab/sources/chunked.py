@@ -17,13 +17,14 @@ Integer statistics are bit-identical to those of the same array in memory; float
 are identical for the same task split and agree to about 1e-15 across splits. A chunk that
 cannot be read or decoded raises a :class:`~normlab.errors.SourceError` naming its chunk
 index and rows; with ``skip_bad=True`` the unreadable chunks are skipped and listed beside the
-statistics (on ``engine="dask"``, a Dask block that fails to compute on a worker still fails
-the run, naming its chunk).
+statistics, the same on every engine (on ``engine="dask"``, a block that fails to compute on
+a worker is reported through :meth:`ChunkedTask.failed`, as the other engines report it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -184,6 +185,12 @@ class ChunkedTask:
         """What identifies this task's data for checkpoints (see the readers' ``identity``)."""
         return f"{self.reader.identity()} rows {self.start}:{self.stop}"
 
+    def failed(self, error: Exception) -> ChunkedTask:
+        """This task over a reader whose every read raises ``error``: what a Dask block that
+        failed to compute on a worker gives. Run, it raises (or, with ``skip_bad``, skips and
+        lists the task's chunks) exactly as the same failure read in this process does."""
+        return dataclasses.replace(self, reader=FailedReader(self.reader.name, error))
+
     @property
     def dask_inputs(self) -> Any:
         """The task's block of a Dask array (None for other arrays): see the Dask engine."""
@@ -219,6 +226,20 @@ class MemoryReader:
 
     def identity(self) -> str:
         return f"{self.name} computed"
+
+
+@dataclass
+class FailedReader:
+    """Rows that could not be computed: every read raises the error met (see ``failed``)."""
+
+    name: str
+    error: Exception
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raise self.error
+
+    def identity(self) -> str:
+        return f"{self.name} failed"
 
 
 def _computed_block(
