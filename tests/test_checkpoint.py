@@ -188,3 +188,21 @@ def test_bad_checkpoints(tmp_path, floats):
         normlab.compute_stats(source, checkpoint=tmp_path / "file")
     with pytest.raises(NormlabError, match="checkpoint_every must be a positive"):
         normlab.compute_stats(source, checkpoint=tmp_path / "e", checkpoint_every=0)
+
+
+def test_cli_comoments_checkpoint_resumes_like_stats(tmp_path):
+    from normlab.cli import app
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(300, dtype=np.uint16).reshape(50, 6))
+    runner = CliRunner()
+    out = tmp_path / "c.safetensors"
+    base = ["comoments", str(path), "-o", str(out), "--checkpoint", str(tmp_path / "c"), "-q"]
+    first = runner.invoke(app, [*base, "--checkpoint-every", "1", "--checkpoint-key", "k"])
+    assert first.exit_code == 0, first.output
+    saved = normlab.load(out)
+    again = runner.invoke(app, [*base, "--checkpoint-key", "k", "--checkpoint-fingerprint", "auto"])
+    assert again.exit_code == 0, again.output
+    assert normlab.load(out) == saved
+    refused = runner.invoke(app, [*base, "--checkpoint-key", "other"])
+    assert refused.exit_code == 1 and "checkpoint_key: 'k' then, 'other' now" in refused.output

@@ -212,3 +212,43 @@ def test_every_keyword_of_apply_file_is_an_apply_option():
         if parameter.kind is parameter.KEYWORD_ONLY:
             assert renamed.get(name, name) in options, name
     assert "dtype" in options  # the normalizer's output dtype, for this file
+
+
+def test_every_data_reading_command_takes_the_same_reading_options():
+    """Declared once (`reads_data`): a command that takes one reading option takes them all."""
+    from normlab.cli import READING_OPTIONS
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    reading = set(READING_OPTIONS) - {"key"}  # --key also names the array `apply` reads
+    takers = {
+        name for name, command in commands.items() if reading & {p.name for p in command.params}
+    }
+    assert {"stats", "fit", "comoments", "diagnose"} <= takers
+    flags = {name: {command_options(name)[o] for o in READING_OPTIONS} for name in takers}
+    assert len({frozenset(f) for f in flags.values()}) == 1, flags
+    for name in takers:
+        assert set(READING_OPTIONS) <= set(command_options(name)), name
+
+
+def test_diagnose_reads_table_columns(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.normal(size=200), "b": rng.normal(size=200), "s": ["x"] * 200})
+    pq.write_table(table, tmp_path / "t.parquet")
+    result = invoke("diagnose", tmp_path / "t.parquet", "--columns", "a", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"n_features": 1' in result.output
+    result = invoke("diagnose", tmp_path / "t.parquet", "--columns", "nope", "--json")
+    assert result.exit_code == 1 and "no column 'nope'" in result.output
+
+
+def test_a_data_file_given_where_a_saved_file_is_expected_is_named(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    pq.write_table(pa.table({"a": [1.0, 2.0]}), tmp_path / "t.parquet")
+    np.save(tmp_path / "x.npy", np.zeros((2, 2)))
+    for path, what in (("t.parquet", "a Parquet file"), ("x.npy", "a .npy array")):
+        result = invoke("show", tmp_path / path)
+        assert result.exit_code == 1
+        assert f"it is {what}: data, not saved statistics" in result.output

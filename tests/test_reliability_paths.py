@@ -277,3 +277,35 @@ def test_checkpoint_options_are_validated(tmp_path):
         normlab.compute_stats(x, checkpoint=tmp_path / "a", checkpoint_fingerprint="md5")
     with pytest.raises(NormlabError, match="checkpoint_every"):
         normlab.compute_stats(x, checkpoint=tmp_path / "b", checkpoint_every="3")
+
+
+def test_comoments_checkpoints_work_as_for_moments(tmp_path):
+    """One runner: checkpoint_key / checkpoint_fingerprint mean the same for co-moments."""
+    from normlab.comoments import compute_comoments
+
+    def batches(value: float):
+        yield np.full((5, 2), value) + np.arange(2)
+
+    def never():
+        raise AssertionError("a finished checkpoint reads nothing again")
+        yield np.zeros((1, 2))
+
+    ck = tmp_path / "ck"
+    with pytest.raises(NormlabError, match="checkpoint_key"):
+        compute_comoments(batches(1.0), checkpoint=ck)
+    first = compute_comoments(batches(1.0), checkpoint=ck, checkpoint_key="ones")
+    assert compute_comoments(never(), checkpoint=ck, checkpoint_key="ones") == first
+    with pytest.raises(NormlabError, match="checkpoint_key"):
+        compute_comoments(batches(2.0), checkpoint=ck, checkpoint_key="twos")
+    with pytest.raises(NormlabError, match="other inputs or options"):  # moments: not the same
+        normlab.compute_stats(batches(1.0), checkpoint=ck, checkpoint_key="ones")
+    with pytest.raises(NormlabError, match="checkpoint_fingerprint"):
+        compute_comoments(np.zeros((4, 2)), checkpoint=tmp_path / "b", checkpoint_fingerprint="x")
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(600.0).reshape(200, 3))
+    on_file = compute_comoments(
+        path, checkpoint=tmp_path / "f", checkpoint_fingerprint="content", chunk_size=10
+    )
+    assert on_file == compute_comoments(path)
+    with pytest.raises(NormlabError, match="the output is the input"):
+        compute_comoments(path, checkpoint=path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import re
 import sys
@@ -217,7 +218,7 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", help="Array in a .npz, Zarr group or HDF5 file; split of a dataset."),
 ]
-# How to read the data: shared by every command that reads a source (stats, fit).
+# How to read the data (see `reads_data`).
 GlobOpt = Annotated[
     str | None,
     typer.Option(
@@ -274,33 +275,108 @@ SchedulerOpt = Annotated[
 ]
 
 
-def source_options(
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint", help="Folder to save progress in; rerun the same command to resume."
+    ),
+]
+CheckpointEveryOpt = Annotated[
+    int | None,
+    typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10)."),
+]
+CheckpointKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-key",
+        help="A name for data without an identity of its own, to allow a checkpoint.",
+    ),
+]
+CheckpointFingerprintOpt = Annotated[
+    str,
+    typer.Option(
+        "--checkpoint-fingerprint",
+        help="How input files are recognised: auto, stat, sample or content.",
+    ),
+]
+
+
+# Every command that reads a source (stats, fit, comoments, diagnose) takes these options, declared
+# once here: `reads_data` adds them to the command, which receives them as one `reading` dict.
+_READING: tuple[tuple[str, Any, Any], ...] = (
+    ("key", KeyOpt, None),
+    ("glob", GlobOpt, None),
+    ("mode", ModeOpt, None),
+    ("resize", ResizeOpt, None),
+    ("interpolation", InterpolationOpt, "bilinear"),
+    ("skip_bad", SkipBadOpt, False),
+    ("columns", ColumnsOpt, None),
+    ("storage_options", StorageOptionsOpt, None),
+    ("engine", EngineOpt, "serial"),
+    ("workers", WorkersOpt, None),
+    ("scheduler", SchedulerOpt, None),
+)
+READING_OPTIONS: tuple[str, ...] = tuple(name for name, _, _ in _READING)
+
+
+def reads_data(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the reading options; it receives their keyword arguments as ``reading``.
+
+    The command declares ``reading: dict[str, Any]``; its other parameters stay as they are.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    if "reading" not in signature.parameters:
+        raise TypeError(f"{func.__name__} must take a `reading` parameter")
+    own = [p for p in signature.parameters.values() if p.name != "reading"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _READING
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in READING_OPTIONS if name in kwargs}
+        return func(*args, reading=reading_options(**given), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{k: v for k, v in func.__annotations__.items() if k != "reading"},
+        **{name: kind for name, kind, _ in _READING},
+    }
+    return wrapper
+
+
+def reading_options(
     *,
-    glob: str | None,
-    mode: str | None,
-    resize: tuple[int, int] | None,
-    interpolation: str,
-    skip_bad: bool,
-    engine: str,
-    workers: int | None,
-    scheduler: str | None,
+    key: str | None = None,
+    glob: str | None = None,
+    mode: str | None = None,
+    resize: tuple[int, int] | None = None,
+    interpolation: str = "bilinear",
+    skip_bad: bool = False,
     columns: str | None = None,
     storage_options: str | None = None,
+    engine: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of ``compute_stats`` that say how to read and where to run."""
-    image_options: dict[str, Any] = {
+    """The keyword arguments of ``compute_stats`` (``compute_comoments``, ``diagnose``) that say
+    how to read and where to run, from the command line's reading options."""
+    given: dict[str, Any] = {
+        "key": key,
         "glob": glob,
         "mode": mode,
         "resize": resize,
         "interpolation": interpolation,
+        "columns": columns,
+        "storage_options": _json_options(storage_options),
     }
-    image_options.update(columns=columns, storage_options=_json_options(storage_options))
     return {
         "skip_bad": skip_bad,
         "engine": engine,
         "workers": workers,
         "scheduler": scheduler,
-        **{k: v for k, v in image_options.items() if v is not None},
+        **{k: v for k, v in given.items() if v is not None},
     }
 
 
@@ -327,6 +403,7 @@ def progress_flag(quiet: bool) -> bool | None:
 
 @app.command()
 @cli_errors
+@reads_data
 def stats(
     data: Annotated[
         list[str],
@@ -339,13 +416,8 @@ def stats(
     axis: AxisOpt = "feature",
     layout: LayoutOpt = None,
     channel_axis: ChannelAxisOpt = None,
-    key: KeyOpt = None,
     nan_policy: Annotated[str, typer.Option(help="raise or omit")] = "raise",
     quiet: QuietOpt = False,
-    glob: GlobOpt = None,
-    mode: ModeOpt = None,
-    resize: ResizeOpt = None,
-    interpolation: InterpolationOpt = "bilinear",
     percentiles: Annotated[
         str | None,
         typer.Option(
@@ -365,61 +437,24 @@ def stats(
             help="Also report the average of per-image stds (the biased recipe), labelled as such.",
         ),
     ] = False,
-    skip_bad: SkipBadOpt = False,
-    columns: ColumnsOpt = None,
-    storage_options: StorageOptionsOpt = None,
-    engine: EngineOpt = "serial",
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint", help="Folder to save progress in; rerun the same command to resume."
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None,
-        typer.Option("--checkpoint-every", help="Tasks between two checkpoint saves (default 10)."),
-    ] = None,
-    checkpoint_key: Annotated[
-        str | None,
-        typer.Option(
-            "--checkpoint-key",
-            help="A name for data without an identity of its own, to allow a checkpoint.",
-        ),
-    ] = None,
-    checkpoint_fingerprint: Annotated[
-        str,
-        typer.Option(
-            "--checkpoint-fingerprint",
-            help="How input files are recognised: auto, stat, sample or content.",
-        ),
-    ] = "auto",
+    checkpoint: CheckpointOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    checkpoint_key: CheckpointKeyOpt = None,
+    checkpoint_fingerprint: CheckpointFingerprintOpt = "auto",
+    *,
+    reading: dict[str, Any],
 ) -> None:
     """Compute exact statistics of DATA and save them (safetensors + JSON metadata)."""
     from .display import stats_lines
     from .layout import check_granularity
     from .stats import compute_stats
 
-    reading = source_options(
-        glob=glob,
-        mode=mode,
-        resize=resize,
-        interpolation=interpolation,
-        skip_bad=skip_bad,
-        engine=engine,
-        workers=workers,
-        scheduler=scheduler,
-        columns=columns,
-        storage_options=storage_options,
-    )
     m = compute_stats(
         data_argument(data),
         check_granularity(axis),
         layout=layout,
         channel_axis=channel_axis,
         nan_policy=nan_policy,
-        key=key,
         progress=progress_flag(quiet),
         histogram=histogram,
         percentiles=_percentile_list(percentiles),
@@ -505,6 +540,7 @@ def show(
 
 @app.command()
 @cli_errors
+@reads_data
 def fit(
     data: Annotated[str | None, typer.Argument(help="Data to fit on (.npy/.npz/folder).")] = None,
     output: Annotated[
@@ -565,18 +601,9 @@ def fit(
         str,
         typer.Option("--nan-policy", help="NaN/inf in DATA: raise, or omit them from the fit."),
     ] = "raise",
-    key: KeyOpt = None,
     quiet: QuietOpt = False,
-    glob: GlobOpt = None,
-    mode: ModeOpt = None,
-    resize: ResizeOpt = None,
-    interpolation: InterpolationOpt = "bilinear",
-    skip_bad: SkipBadOpt = False,
-    columns: ColumnsOpt = None,
-    storage_options: StorageOptionsOpt = None,
-    engine: EngineOpt = "serial",
-    workers: WorkersOpt = None,
-    scheduler: SchedulerOpt = None,
+    *,
+    reading: dict[str, Any],
 ) -> None:
     """Fit a normalizer (one scheme) on DATA or on saved statistics, and save it."""
     from . import schemes
@@ -609,18 +636,6 @@ def fit(
             if not isinstance(stats, (Moments, CoMoments)):
                 raise NormlabError(f"{stats_file}: holds a {type(stats).__name__}, not statistics")
         else:
-            reading = source_options(
-                glob=glob,
-                mode=mode,
-                resize=resize,
-                interpolation=interpolation,
-                skip_bad=skip_bad,
-                engine=engine,
-                workers=workers,
-                scheduler=scheduler,
-                columns=columns,
-                storage_options=storage_options,
-            )
             if "comoments" in entry.needs and nan_policy != "raise":
                 raise NormlabError(
                     f"--nan-policy {nan_policy}: co-moments ({scheme}) need finite data; "
@@ -632,7 +647,6 @@ def fit(
             stats = entry.compute_statistics(
                 normalizer,
                 data,
-                key=key,
                 progress=progress_flag(quiet),
                 **{k: v for k, v in layout_options.items() if v is not None},
                 **reading,

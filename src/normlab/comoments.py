@@ -535,6 +535,8 @@ def compute_comoments(
     scheduler: Any = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_key: str | None = None,
+    checkpoint_fingerprint: str = "auto",
     **source_options: Any,
 ) -> CoMoments:
     """Co-moments of a whole data set in one streamed pass (any source, any engine).
@@ -542,7 +544,9 @@ def compute_comoments(
     Accepts what :func:`~normlab.compute_stats` accepts — arrays, ``.npy``/``.npz``, image
     folders and lists (with ``mode``, ``resize``, ``skip_bad``, ...), PyTorch datasets,
     iterables — and runs on the same runner: engines, progress, ``checkpoint`` and resume work
-    as for moments. NaN/inf raise :class:`~normlab.errors.NonFiniteError`.
+    as for moments, ``checkpoint_key`` and ``checkpoint_fingerprint`` included (see
+    :func:`~normlab.compute_stats`: a generator is checkpointed only under a key).
+    NaN/inf raise :class:`~normlab.errors.NonFiniteError`.
 
     >>> import numpy as np, normlab
     >>> x = np.random.default_rng(0).integers(0, 256, (50, 6), dtype=np.uint8)
@@ -554,7 +558,17 @@ def compute_comoments(
     from .sources import resolve
     from .validate import run_options
 
-    run_options(chunk_size=chunk_size, workers=workers, key=key, checkpoint=checkpoint)
+    run_options(
+        chunk_size=chunk_size,
+        workers=workers,
+        key=key,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
+    if checkpoint is not None and isinstance(source, (str, os.PathLike)):
+        from .io import refuse_overwrite
+
+        refuse_overwrite([checkpoint], [source])
     CoMoments(max_features=max_features, sketch_size=sketch_size, seed=seed)  # checks them
     src = resolve(source, key=key, chunk_size=chunk_size, **source_options)
     make_empty = functools.partial(
@@ -569,6 +583,8 @@ def compute_comoments(
         progress=progress,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        checkpoint_key=checkpoint_key,
+        checkpoint_fingerprint=checkpoint_fingerprint,
     )
     stats, record = result.nonempty(src.description).stats, result.provenance
     stats.provenance = record

@@ -168,13 +168,14 @@ def _inputs(
         return None, None, source
     if isinstance(source, Moments):
         raise NormlabError(_NO_SECOND_MOMENTS.format(what="these statistics"))
+    from .io import load, looks_saved
+
     if (
         isinstance(source, (str, os.PathLike))
         and Path(source).suffix not in (".npy", ".npz")
         and Path(source).is_file()
+        and (Path(source).suffix == ".safetensors" or looks_saved(source))  # else: data
     ):
-        from .io import load
-
         obj = load(source)
         if not isinstance(obj, CoMoments):
             what = f"{source} holds {type(obj).__name__}" + (

@@ -261,6 +261,45 @@ def save_object(obj: Any, path: str | os.PathLike) -> None:
         handle.write(payload)
 
 
+# What a file that is not a normlab file often is (its first bytes), for messages
+_DATA_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PAR1", "a Parquet file"),
+    (b"\x93NUMPY", "a .npy array"),
+    (b"PK\x03\x04", "a zip file (.npz?)"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+)
+
+
+def looks_saved(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts like a normlab (safetensors) file: data files never do."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    return int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
+
+
+def _what_it_is(head: bytes) -> str:
+    """``; it is a Parquet file: data, ...`` for data files, else empty."""
+    for magic, what in _DATA_MAGIC:
+        if head.startswith(magic):
+            return (
+                f"; it is {what}: data, not saved statistics or a normalizer (compute them "
+                "with `normlab stats` or normlab.compute_stats)"
+            )
+    return ""
+
+
 def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and validate a normlab file: ``(metadata, tensors)``; errors are FileFormatError."""
     from safetensors.numpy import load
@@ -276,7 +315,8 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nda
             header_len = int.from_bytes(head, "little")
             if header_len > min(_HEADER_LIMIT, size - 8):
                 raise FileFormatError(
-                    f"{p}: not a normlab file (header of {header_len} bytes in a file of {size})"
+                    f"{p}: not a normlab file (header of {header_len} bytes in a file of "
+                    f"{size}){_what_it_is(head)}"
                 )
             data = head + handle.read()
     except FileNotFoundError:

@@ -12,30 +12,24 @@ from typing import Annotated, Any
 import typer
 
 from ..cli import (
-    ColumnsOpt,
-    EngineOpt,
-    GlobOpt,
-    InterpolationOpt,
-    KeyOpt,
-    ModeOpt,
+    CheckpointEveryOpt,
+    CheckpointFingerprintOpt,
+    CheckpointKeyOpt,
+    CheckpointOpt,
     QuietOpt,
-    ResizeOpt,
-    SchedulerOpt,
-    SkipBadOpt,
-    StorageOptionsOpt,
-    WorkersOpt,
     cli_errors,
     data_argument,
     print_lines,
     print_skipped,
     progress_flag,
-    source_options,
+    reads_data,
 )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     @cli_errors
+    @reads_data
     def comoments(
         data: Annotated[
             list[str],
@@ -55,42 +49,28 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--sketch-size", help="Columns of the sketch.")
         ] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the sketch.")] = 0,
-        key: KeyOpt = None,
         quiet: QuietOpt = False,
-        glob: GlobOpt = None,
-        mode: ModeOpt = None,
-        resize: ResizeOpt = None,
-        interpolation: InterpolationOpt = "bilinear",
-        skip_bad: SkipBadOpt = False,
-        columns: ColumnsOpt = None,
-        storage_options: StorageOptionsOpt = None,
-        engine: EngineOpt = "serial",
-        workers: WorkersOpt = None,
-        scheduler: SchedulerOpt = None,
+        checkpoint: CheckpointOpt = None,
+        checkpoint_every: CheckpointEveryOpt = None,
+        checkpoint_key: CheckpointKeyOpt = None,
+        checkpoint_fingerprint: CheckpointFingerprintOpt = "auto",
+        *,
+        reading: dict[str, Any],
     ) -> None:
         """Compute the co-moments of DATA (for zca/pca and diagnose) and save them."""
         from ..comoments import compute_comoments
         from ..display import comoments_lines
 
-        reading = source_options(
-            glob=glob,
-            mode=mode,
-            resize=resize,
-            interpolation=interpolation,
-            skip_bad=skip_bad,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            columns=columns,
-            storage_options=storage_options,
-        )
         sizes = {"max_features": max_features, "sketch_size": sketch_size}
         given: dict[str, Any] = {k: v for k, v in sizes.items() if v is not None}
         result = compute_comoments(
             data_argument(data),
-            key=key,
             seed=seed,
             progress=progress_flag(quiet),
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            checkpoint_key=checkpoint_key,
+            checkpoint_fingerprint=checkpoint_fingerprint,
             **given,
             **reading,
         )

@@ -10,21 +10,12 @@ import typer
 
 from .. import schemes
 from ..cli import (
-    EngineOpt,
-    GlobOpt,
-    InterpolationOpt,
-    KeyOpt,
-    ModeOpt,
     QuietOpt,
-    ResizeOpt,
-    SchedulerOpt,
-    SkipBadOpt,
-    WorkersOpt,
     cli_errors,
     console,
     print_skipped,
     progress_flag,
-    source_options,
+    reads_data,
 )
 from .tables import Column, fitted_table
 
@@ -32,6 +23,7 @@ from .tables import Column, fitted_table
 def register(app: typer.Typer) -> None:
     @app.command()
     @cli_errors
+    @reads_data
     def diagnose(
         data: Annotated[
             str | None,
@@ -80,32 +72,15 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option("--rare", help="A feature non-zero in at most this many samples is rare."),
         ] = 5,
-        key: KeyOpt = None,
         quiet: QuietOpt = False,
-        glob: GlobOpt = None,
-        mode: ModeOpt = None,
-        resize: ResizeOpt = None,
-        interpolation: InterpolationOpt = "bilinear",
-        skip_bad: SkipBadOpt = False,
-        engine: EngineOpt = "serial",
-        workers: WorkersOpt = None,
-        scheduler: SchedulerOpt = None,
+        *,
+        reading: dict[str, Any],
     ) -> None:
         """Hessian spectrum (E x·xᵀ) per scheme, stable LR, predicted speed-up, feature health."""
         from ..comoments import compute_comoments
         from ..diagnostics import diagnose as run_diagnose
         from ..errors import NormlabError
 
-        reading = source_options(
-            glob=glob,
-            mode=mode,
-            resize=resize,
-            interpolation=interpolation,
-            skip_bad=skip_bad,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-        )
         if (data is None) == (dataset is None):
             raise NormlabError(
                 "give either DATA (or a co-moments file) or --dataset mnist5k|digits"
@@ -121,7 +96,7 @@ def register(app: typer.Typer) -> None:
                 labels_arg: Any = y
             else:
                 labels_arg = labels
-            comoments = compute_comoments(source, key=key, progress=progress_flag(quiet), **reading)
+            comoments = compute_comoments(source, progress=progress_flag(quiet), **reading)
             print_skipped(comoments)
             comoments.save(save_comoments)
             if not measure:
@@ -132,7 +107,6 @@ def register(app: typer.Typer) -> None:
             source,
             dataset=dataset,
             labels=labels_arg,
-            key=key,
             holdout=holdout,
             measure=measure,
             rare_threshold=rare,
