@@ -272,3 +272,45 @@ def test_skip_bad_skips_and_lists_row_groups(parquet_file: Path) -> None:
     assert m.n_samples_seen == 4000
     assert m.n_skipped == 1 and m.skipped[0]["item"].endswith("t.parquet row group 2")
     assert "cannot read" in m.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize("n", [5, 1024, 3000, 70_000])
+def test_column_major_batches_give_each_column_its_own_bits(n: int) -> None:
+    """Tables reach the float kernel column-major (no transposing copy): every column gets
+    the bits it gets alone, whatever other columns are read with it, NaN and inf included."""
+    from normlab.kernels import reduce_float
+
+    rng = np.random.default_rng(n)
+    columns = rng.normal(1e6, 3.0, (5, n))
+    columns[1, ::7] = np.nan
+    columns[2, 3 % n] = np.inf
+    columns[3] = 0.0
+    both = reduce_float(columns.T[:, :, None])  # an (n, 5) column-major batch
+    for c in range(5):
+        alone = reduce_float(columns[c].reshape(-1, 1, 1))
+        for got, want in zip(both, alone, strict=True):
+            assert np.array_equal(got[c], want[0], equal_nan=True)
+    rows = reduce_float(np.ascontiguousarray(columns.T)[:, :, None])  # the row-major grid
+    assert np.array_equal(both.n_finite, rows.n_finite)
+    assert np.array_equal(both.min, rows.min) and np.array_equal(both.max, rows.max)
+    np.testing.assert_allclose(both.shift + both.mean_shifted, rows.shift + rows.mean_shifted)
+    np.testing.assert_allclose(both.m2, rows.m2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(-1000, 1000), (0, 65535), (-(2**15), 2**15 - 1), (-(2**31), 2**31 - 1)]
+)
+def test_wide_integer_columns_stay_exact_on_the_16_bit_path(low: int, high: int) -> None:
+    rng = np.random.default_rng(high)
+    x = rng.integers(low, high, (20_000, 3), endpoint=True).astype(np.int32)
+    x[0] = [low, high, 0]
+    m = normlab.Moments().update(x)
+    wide = x.astype(object)
+    n = len(x)
+    for j in range(3):
+        s1, s2 = int(wide[:, j].sum()), int((wide[:, j] ** 2).sum())
+        assert m.mean[j] == s1 / n
+        assert m.var()[j] == (n * s2 - s1 * s1) / (n * n)
+    assert m.min.tolist() == x.min(axis=0).tolist() and m.value_scale["dtype"] == "int32"
+    column_major = normlab.Moments().update(np.asfortranarray(x))
+    assert column_major == m

@@ -640,6 +640,19 @@ if HAVE_NUMBA:
                 step *= 2
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True, nogil=True)
+    def _float_column_tasks(columns, main, outs, n_overflow, first, last):  # pragma: no cover
+        """Rows ``first:last`` of ``(C, n)``: each row's first ``main`` values folded into
+        ``(main / _FOLD_WIDTH, 1, _FOLD_WIDTH)``, run by :func:`_float_tasks` into its cells."""
+        rows = main // _FOLD_WIDTH
+        n_blocks = (rows + _FLOAT_BLOCK_ROWS - 1) // _FLOAT_BLOCK_ROWS
+        for c in range(first, last):
+            y = columns[c, :main].reshape(rows, 1, _FOLD_WIDTH)
+            _float_tasks(y, 0, n_blocks, outs[c], n_overflow[c])
+
+
 def _float_blocks(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the float kernel over every block of a C-contiguous ``(A, K, L)`` array.
 
@@ -685,8 +698,10 @@ def reduce_float(x: np.ndarray) -> FloatSums:
         x = x.astype(np.float32 if x.dtype.itemsize <= 4 else np.float64)  # float16: exact
     if not HAVE_NUMBA or x.size == 0:
         return _reduce_float_numpy(x)
-    x = np.ascontiguousarray(x)
     n, n_channels, inner = x.shape
+    if inner == 1 and n_channels > 1 and n > 1 and x.strides[0] == x.itemsize:
+        return _reduce_float_columns(x[:, :, 0].T)  # column-major (tables): no transposing copy
+    x = np.ascontiguousarray(x)
     if n_channels == 1:  # global: one run of values
         x = x.reshape(-1, 1, 1)
         n, inner = x.shape[0], 1
@@ -707,6 +722,59 @@ def reduce_float(x: np.ndarray) -> FloatSums:
                 outs, over = _float_blocks(piece)
                 outs = outs.reshape(8, -1, folds, n_channels)  # column j → target j mod C
                 parts.append((outs.transpose(0, 3, 1, 2), over.reshape(-1, n_channels).T))
+    return _merge_parts(parts, n_channels)
+
+
+def _reduce_float_columns(columns: np.ndarray) -> FloatSums:
+    """Per-row statistics of a C-contiguous ``(C, n)`` array: the columns of a table.
+
+    Each row gets the bits :func:`reduce_float` gives that row alone (``row.reshape(-1, 1, 1)``:
+    folded into rows of ``_FOLD_WIDTH`` values, the same fixed grid of blocks), so a column's
+    statistics never depend on which other columns are read with it. No transposing copy:
+    the columns arrive column-major from Arrow, and turning them into rows cost more than
+    the kernel.
+    """
+    columns = np.ascontiguousarray(columns)
+    n_channels, n = columns.shape
+    main = n - n % _FOLD_WIDTH
+    parts = []
+    if main:
+        outs, over = _float_column_blocks(columns, main)
+        parts.append((outs.transpose(0, 2, 1, 3), over.transpose(1, 0, 2)))
+    if main < n:  # fewer than _FOLD_WIDTH values of each column: a small copy
+        outs, over = _float_blocks(np.ascontiguousarray(columns[:, main:].T)[:, :, None])
+        parts.append((outs.transpose(0, 2, 1, 3), over.transpose(1, 0, 2)))
+    return _merge_parts(parts, n_channels)
+
+
+def _float_column_blocks(columns: np.ndarray, main: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_float_blocks` of each row's first ``main`` values folded into ``_FOLD_WIDTH``
+    columns, all rows at once: ``(8, blocks, C, _FOLD_WIDTH)`` and ``(blocks, C, _FOLD_WIDTH)``.
+    Threads take contiguous shares of the rows; every row writes its own cells."""
+    n_channels = columns.shape[0]
+    n_blocks = -(-(main // _FOLD_WIDTH) // _FLOAT_BLOCK_ROWS)
+    outs = np.empty((n_channels, 8, n_blocks, 1, _FOLD_WIDTH))  # one C-contiguous part a row
+    n_overflow = np.zeros((n_channels, n_blocks, 1, _FOLD_WIDTH), np.int64)
+    nbytes = main * n_channels * columns.itemsize
+    shares = min(get_threads(), n_channels, max(1, nbytes // _BYTES_PER_THREAD))
+    cuts = [n_channels * i // shares for i in range(shares + 1)]
+    args = (columns, main, outs, n_overflow)
+    first = _compile_first(("float columns", columns.dtype), shares)
+    if first:
+        _float_column_tasks(*args, cuts[0], cuts[1])
+    helpers = [
+        _helpers(shares - 1).submit(_float_column_tasks, *args, cuts[i], cuts[i + 1])
+        for i in range(1, shares)
+    ]
+    if not first:
+        _float_column_tasks(*args, cuts[0], cuts[1])
+    for done in helpers:
+        done.result()
+    return outs[:, :, :, 0].transpose(1, 2, 0, 3), n_overflow[:, :, 0].transpose(1, 0, 2)
+
+
+def _merge_parts(parts: list[tuple[np.ndarray, np.ndarray]], n_channels: int) -> FloatSums:
+    """The partial results of every piece, ``(8, C, partials)``, merged per C."""
     fields = np.concatenate([p[0].reshape(8, n_channels, -1) for p in parts], axis=2)
     n_overflow = np.concatenate([p[1].reshape(n_channels, -1) for p in parts], axis=1)
     count = fields[0].astype(np.int64)
