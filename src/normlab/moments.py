@@ -1145,9 +1145,11 @@ def _wide_int_sums(
     the 16-bit kernel instead, whose int64 sums are exact for any batch below 2**33 values.
     """
     if acb.size and acb.shape[0] * acb.shape[2] < 2**33:
-        lo, hi = int(acb.min()), int(acb.max())
-        narrow = np.int16 if lo >= -(2**15) and hi < 2**15 else np.uint16 if lo >= 0 else None
-        if narrow is not None and hi < 2**16:
+        least, most = int(acb.min()), int(acb.max())
+        narrow = (
+            np.int16 if least >= -(2**15) and most < 2**15 else np.uint16 if least >= 0 else None
+        )
+        if narrow is not None and most < 2**16:
             s1, s2, mn, mx, nz = load_kernels().reduce_integer(acb.astype(narrow, order="C"))
             return _to_object(s1), _to_object(s2), mn, mx, nz
     wide = acb.astype(np.int64)
