@@ -254,6 +254,45 @@ def test_zarr_and_hdf5_at_fsspec_urls(stores, ints):
     )
 
 
+def test_zarr_and_hdf5_on_an_s3_server(ints, tmp_path, s3):
+    """On a real S3-compatible server: worker processes open the data themselves; a corrupt
+    chunk is named by the URL and chunk, or skipped and listed."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **s3)
+    fs.mkdir("normlab-chunked")
+    z = zarr.open(
+        "s3://normlab-chunked/ints.zarr",
+        mode="w",
+        shape=ints.shape,
+        chunks=(64, 6, 5, 3),
+        dtype=ints.dtype,
+        storage_options=s3,
+    )
+    z[:] = ints
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle.create_dataset("images", data=ints, chunks=(40, 6, 5, 3))
+    fs.put(str(tmp_path / "data.h5"), "normlab-chunked/data.h5")
+    reference = normlab.compute_stats(ints, axis="channel")
+    for url in ("s3://normlab-chunked/ints.zarr", "s3://normlab-chunked/data.h5"):
+        for engine in ({"engine": "serial"}, {"engine": "local", "workers": 2}):
+            got = normlab.compute_stats(url, axis="channel", storage_options=s3, **engine)
+            assert same(got, reference), (url, engine)
+    fs.pipe("normlab-chunked/ints.zarr/c/3/0/0/0", b"not zstd at all")
+    with pytest.raises(SourceError, match=r"ints.zarr: cannot read chunk 3 \(rows 192:256\)"):
+        normlab.compute_stats("s3://normlab-chunked/ints.zarr", storage_options=s3)
+    skipping = normlab.compute_stats(
+        "s3://normlab-chunked/ints.zarr",
+        axis="channel",
+        storage_options=s3,
+        skip_bad=True,
+        engine="local",
+        workers=2,
+    )
+    assert same(skipping, normlab.compute_stats(np.delete(ints, slice(192, 256), 0), "channel"))
+    assert skipping.skipped[0]["item"] == "s3://normlab-chunked/ints.zarr chunk 3 (rows 192:256)"
+
+
 def test_checkpoints_notice_a_changed_store(tmp_path, ints):
     path = str(tmp_path / "ckpt.zarr")
     z = zarr.open(path, mode="w", shape=ints.shape, chunks=(64, 6, 5, 3), dtype=ints.dtype)

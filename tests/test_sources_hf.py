@@ -122,8 +122,10 @@ def test_numeric_columns_as_for_tables(tmp_path):
     dataset.save_to_disk(str(tmp_path / "num"))
     again = normlab.compute_stats(tmp_path / "num", columns="a,c")
     assert same(again, stats)
-    with pytest.raises(SourceError, match="no column 'z'"):
+    with pytest.raises(SourceError, match="^dataset in memory: no column 'z'; it has a, b, c, t"):
         normlab.compute_stats(dataset, columns=["z"])
+    with pytest.raises(SourceError, match=r"num: no column 'z'"):
+        normlab.compute_stats(tmp_path / "num", columns="a,z")
 
 
 def test_checkpoints_tell_datasets_apart(corpus, tmp_path):

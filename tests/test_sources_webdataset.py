@@ -201,6 +201,38 @@ def test_shards_at_an_fsspec_url(tmp_path):
     assert same(remote, normlab.compute_stats(folder, "channel"))
 
 
+def test_shards_on_an_s3_server(tmp_path, s3):
+    """Shards on a real S3-compatible server: worker processes read them from the server; a
+    corrupt member is named by its URL, or skipped and listed."""
+    import fsspec
+
+    rng = np.random.default_rng(9)
+    good = [encode(a, "png") for a in rng.integers(0, 256, (7, 5, 4, 3), dtype=np.uint8)]
+    folder, _ = write_corpus(tmp_path / "good", good, "png", 2)
+    _, _ = write_corpus(tmp_path / "bad", [*good[:5], good[5][:40], good[6]], "png", 2)
+    s3fs = fsspec.filesystem("s3", **s3)
+    s3fs.mkdir("normlab-wds")
+    for shard in ("shard-000.tar", "shard-001.tar"):
+        s3fs.put(str(tmp_path / "good" / shard), f"normlab-wds/good/{shard}")
+        s3fs.put(str(tmp_path / "bad" / shard), f"normlab-wds/bad/{shard}")
+    reference = normlab.compute_stats(folder, "channel")
+    pattern = "s3://normlab-wds/{}/shard-{{000..001}}.tar"
+    for engine in ({"engine": "serial"}, {"engine": "local", "workers": 2}):
+        got = normlab.compute_stats(pattern.format("good"), "channel", storage_options=s3, **engine)
+        assert same(got, reference), engine
+        skipping = normlab.compute_stats(
+            pattern.format("bad"), "channel", storage_options=s3, skip_bad=True, **engine
+        )
+        assert [s["item"] for s in skipping.skipped] == [
+            "s3://normlab-wds/bad/shard-001.tar[sample00005.png]"
+        ]
+        assert skipping.n_samples_seen == 6
+    with pytest.raises(SourceError, match=r"s3://normlab-wds/bad/shard-001\.tar\[sample00005"):
+        normlab.compute_stats(pattern.format("bad"), storage_options=s3)
+    with pytest.raises(SourceError, match=r"s3://normlab-wds/nope-0\.tar: no such"):
+        normlab.compute_stats("s3://normlab-wds/nope-{0..1}.tar", storage_options=s3)
+
+
 def test_checkpoints_notice_a_changed_shard(tmp_path):
     rng = np.random.default_rng(8)
     images = [encode(a, "png") for a in rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)]

@@ -24,7 +24,7 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import SourceError, require
 from . import Source, register_source
@@ -144,6 +144,7 @@ class HFImageTask(ImageBatches):
     options: ImageOptions
     name: str
     dataset_fingerprint: str = ""  # what datasets hashes every transform into
+    extra: ClassVar[str] = "hf"
 
     def fingerprint(self) -> str:
         return f"{self.name} {self.dataset_fingerprint} rows {self.start}:{self.stop}"
@@ -239,11 +240,12 @@ def _image_source(
 def _numeric_source(
     dataset: Any, name: str, columns: Any, chunk_size: int | None, options: dict[str, Any]
 ) -> Source:
-    from . import resolve
+    from .tables import table_source
 
     table = dataset.with_format("arrow")[:]  # a view of the (memory-mapped) rows
-    found = resolve(table, columns=columns, chunk_size=chunk_size, **options)
-    return Source(found.tasks, f"{name}: {found.description}", found.info)
+    found = table_source(table, columns=columns, chunk_size=chunk_size, table_name=name)
+    assert found is not None  # an Arrow table is always one
+    return found
 
 
 register_source(hf_source)

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -375,11 +375,14 @@ class ImageBatches:
 
     A subclass says where its images' bytes come from (files, tar members, dataset cells):
     ``members()`` yields ``(name, read)`` pairs, ``read()`` returns the bytes or raises
-    :class:`BadImage`; ``name`` is what errors and notes cite.
+    :class:`BadImage`; ``name`` is what errors and notes cite. ``extra`` is the optional
+    extra that installs the decoders, named when one is missing (``normlab[webdataset]`` for
+    shards, ``normlab[hf]`` for datasets).
     """
 
     options: ImageOptions
     n_items: int
+    extra: ClassVar[str] = "images"
 
     def members(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
         raise NotImplementedError
@@ -402,6 +405,9 @@ class ImageBatches:
                     raise SourceError(f"{path}: {exc}") from None
                 record.skipped(path, exc)
                 continue
+            except MissingExtraError as exc:  # the extra of this kind of source installs it
+                message = str(exc).replace("normlab[images]", f"normlab[{self.extra}]")
+                raise MissingExtraError(f"{path}: {message}") from None
             if batch is not None and (arr.shape != batch.shape[1:] or arr.dtype != batch.dtype):
                 yield batch[:filled]
                 batch = None

@@ -523,12 +523,19 @@ def as_arrow_table(source: Any) -> Any | None:
 
 
 def table_source(
-    source: Any, *, columns: Any = None, chunk_size: int | None = None, **_: Any
+    source: Any,
+    *,
+    columns: Any = None,
+    chunk_size: int | None = None,
+    table_name: str | None = None,
+    **_: Any,
 ) -> Source | None:
+    """An in-memory table; ``table_name`` is what messages call it (a source that reads its
+    data as a table, a Hugging Face dataset, names it), by default its type."""
     table = as_arrow_table(source)
     if table is None:
         return None
-    what = f"{type(source).__module__.split('.')[0]} {type(source).__name__}"
+    what = table_name or f"{type(source).__module__.split('.')[0]} {type(source).__name__}"
     if any(not isinstance(name, str) for name in table.column_names):
         raise DTypeError(f"{what}: column names must be strings; got {table.column_names}")
     names = select_columns(table.schema, parse_columns(columns), what)

@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import SourceError
 from ..provenance import recorder
@@ -194,6 +194,7 @@ class TarImageTask(ImageBatches):
     label: str
     damaged: str | None = None  # a header after these members could not be read
     storage_options: tuple[tuple[str, Any], ...] = ()
+    extra: ClassVar[str] = "webdataset"
 
     # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
