@@ -76,6 +76,8 @@ def test_input_bn_running_statistics_move_to_the_data(digits):
     assert running["var"] == pytest.approx(expected_var, rel=0.25) and running["var"] > 5
     plain = train_run(data, config=TrainConfig(model="mlp", epochs=2), lr=0.1, seed=0, n_classes=10)
     assert "input_bn_running" not in plain
+    # the first layer's inputs are centred by the BatchNorm: no common-mode direction to watch
+    assert run["probes"]["mean_share"] is None and plain["probes"]["mean_share"] is not None
     assert plain["checkpoints"] != run["checkpoints"]  # the option changes what is trained
     again = train_run(data, config=config, lr=0.1, seed=0, n_classes=10)
     assert again == run

@@ -165,7 +165,9 @@ def train_run(
     weight = first_layer_weight(model)
     optimizer = make_optimizer(config.optimizer, model.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
-    probe = UpdateProbe(mean_direction=x_train.reshape(n, -1).mean(dim=0))
+    # the common-mode direction of what the first layer sees: an input BatchNorm centres it
+    mean_input = None if config.input_bn else x_train.reshape(n, -1).mean(dim=0)
+    probe = UpdateProbe(mean_direction=mean_input)
     batch_size = batch_size_of(config, n)
     steps_per_epoch = math.ceil(n / batch_size)
     check_every = max(1, steps_per_epoch // config.checkpoints_per_epoch)
