@@ -199,6 +199,16 @@ def test_shards_at_an_fsspec_url(tmp_path):
         memory.pipe(f"/normlab-wds/{shard}", (tmp_path / shard).read_bytes())
     remote = normlab.compute_stats("memory://normlab-wds/shard-{000..001}.tar", "channel")
     assert same(remote, normlab.compute_stats(folder, "channel"))
+    globbed = normlab.compute_stats("memory://normlab-wds/shard-*.tar", "channel")
+    assert same(globbed, remote)
+    local = normlab.compute_stats(str(tmp_path / "shard-*.tar"), "channel")
+    assert same(local, remote)
+    assert [t.shard for t in resolve(str(tmp_path / "shard-00[10].tar")).tasks] == [
+        str(tmp_path / "shard-000.tar"),
+        str(tmp_path / "shard-001.tar"),
+    ]
+    with pytest.raises(SourceError, match=r"nope-\*\.tar: no shard matches this pattern"):
+        resolve(str(tmp_path / "nope-*.tar"))
 
 
 def test_shards_on_an_s3_server(tmp_path, s3):

@@ -29,7 +29,15 @@ from typing import Any, ClassVar
 from ..errors import SourceError, require
 from . import Source, register_source
 from .fs import Location, errors_named, is_path_like, location
-from .images import FILES_PER_TASK, BadImage, ImageBatches, ImageOptions, image_options, read_bytes
+from .images import (
+    FILES_PER_TASK,
+    IMAGE_SUFFIXES,
+    BadImage,
+    ImageBatches,
+    ImageOptions,
+    image_options,
+    read_bytes,
+)
 
 SAVED_MARKERS = (("dataset_dict.json",), ("state.json", "dataset_info.json"))
 
@@ -39,6 +47,8 @@ def saved_folder(source: Any, storage_options: Any = None) -> Location | None:
     if not is_path_like(source):
         return None
     loc = location(source, storage_options)
+    if loc.suffix in IMAGE_SUFFIXES:  # an image at a URL: spare the requests
+        return None
     if loc.is_local:
         folder = Path(loc.path)
         found = any(all((folder / m).is_file() for m in ms) for ms in SAVED_MARKERS)

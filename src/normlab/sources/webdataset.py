@@ -1,8 +1,9 @@
 """WebDataset shards: ``.tar`` files whose members are the images (and labels) of samples.
 
-* **Shards**: one ``.tar`` path, a list of them, or a brace pattern
-  (``"shard-{000..099}.tar"``, ``"{train,val}-{0..3}.tar"``), expanded in order; local paths
-  or fsspec URLs (``s3://bucket/train-{000..099}.tar`` with ``storage_options``).
+* **Shards**: one ``.tar`` path, a list of them, a brace pattern
+  (``"shard-{000..099}.tar"``, ``"{train,val}-{0..3}.tar"``), expanded in order, or a glob
+  (``"shards/*.tar"``, sorted); local paths or fsspec URLs
+  (``s3://bucket/train-{000..099}.tar`` with ``storage_options``).
 * **Streaming**: the tar headers are read by normlab (512-byte blocks, ustar, GNU long names
   and pax paths), skipping over the member data; a task then reads its members' bytes
   straight from the shard, one member at a time. Nothing is extracted to disk.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import glob
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -30,7 +32,7 @@ from typing import Any, ClassVar
 from ..errors import SourceError
 from ..provenance import recorder
 from . import Source, register_source
-from .fs import Location, location
+from .fs import Location, expand, has_magic, location
 from .images import (
     FILES_PER_TASK,
     IMAGE_SUFFIXES,
@@ -244,6 +246,20 @@ def _shards(source: Any) -> list[str] | None:
     return None
 
 
+def _globbed(name: str, storage_options: dict[str, Any] | None) -> list[str]:
+    """The shards a glob names, sorted (``[name]`` when it holds no glob characters)."""
+    if not has_magic(name):
+        return [name]
+    loc = location(name, storage_options)
+    if loc.is_local:
+        found = sorted(glob.glob(loc.path))
+    else:
+        found = [match.url for match in expand(loc)]
+    if not found:
+        raise SourceError(f"{name}: no shard matches this pattern")
+    return found
+
+
 def _is_image_member(name: str, glob: str | None) -> bool:
     if glob is not None:  # as in folders: a pattern without "/" matches the base name
         return fnmatch.fnmatchcase(name if "/" in glob else name.rsplit("/", 1)[-1], glob)
@@ -263,9 +279,10 @@ def webdataset_source(
     **_: Any,
 ) -> Source | None:
     """WebDataset ``.tar`` shards (a path, a list or a brace pattern); None for other input."""
-    shards = _shards(source)
-    if shards is None:
+    named = _shards(source)
+    if named is None:
         return None
+    shards = [found for name in named for found in _globbed(name, storage_options)]
     loc_options = location(shards[0], storage_options).options
     options = image_options(mode, resize, interpolation, skip_bad, chunk_size)
     tasks: list[TarImageTask] = []
