@@ -185,3 +185,27 @@ def test_an_undecodable_dataset_cell(client, images):
         )
 
     check(client, dataset(bad_cells), dataset(cells), ["[4]['image']"], axis="channel")
+
+
+class BrokenStatistic:
+    """A statistic with a bug: its update raises what no data can cause."""
+
+    n_samples_seen = 0
+
+    def update(self, chunk: Any) -> None:
+        raise RuntimeError("a bug in the statistic, not in the data")
+
+    def __iadd__(self, other: Any) -> BrokenStatistic:
+        return self
+
+
+def test_a_failing_statistic_is_never_skipped_as_bad_data(client):
+    """skip_bad skips what the data did; on the Dask engine a failure of the statistics task
+    itself (after its block was computed) is raised, as on the other engines."""
+    from normlab.engines import run
+    from normlab.sources import resolve
+
+    tasks = resolve(da.zeros((40, 3), chunks=(10, 3)), skip_bad=True).tasks
+    for engine in ({"engine": "serial"}, {"engine": "dask", "scheduler": client}):
+        with pytest.raises(RuntimeError, match="a bug in the statistic"):
+            run(tasks, BrokenStatistic, **engine)

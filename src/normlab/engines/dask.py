@@ -155,10 +155,20 @@ def submit(client: Any, task: Any, make_empty: Callable[[], Any], key: str) -> A
     return client.compute(call(task.bind, inputs, make_empty, dask_key_name=key))
 
 
+class StatisticsFailed(Exception):
+    """What the statistics task itself raised on a worker (``args[0]``): told apart from a
+    failure of the Dask block it depends on, which is the data's and may be skipped."""
+
+
 def run_bound_on_worker(
     bind: Callable[[Any], Any], data: Any, make_empty: Callable[[], Any]
 ) -> TaskResult:
-    return run_on_worker(bind(data), make_empty)
+    try:
+        return run_on_worker(bind(data), make_empty)
+    except NormlabError:
+        raise
+    except Exception as exc:
+        raise StatisticsFailed(exc) from None
 
 
 def _outcome(future: Any, task: Any, make_empty: Callable[[], Any]) -> TaskResult:
@@ -172,6 +182,8 @@ def _outcome(future: Any, task: Any, make_empty: Callable[[], Any]) -> TaskResul
         ) from None
     except NormlabError:
         raise
+    except StatisticsFailed as exc:  # never the data's fault: not skipped
+        raise exc.args[0] from None
     except Exception as exc:  # a task's Dask block failed to compute, before its statistics
         if getattr(task, "dask_inputs", None) is None:
             raise
