@@ -527,6 +527,8 @@ def show(
         if stats is not None:
             summary["mean"] = stats.mean.tolist()
             summary["std"] = stats.std().tolist()
+            if stats.feature_names is not None:
+                summary["feature_names"] = list(stats.feature_names)
         typer.echo(json.dumps(summary))
     elif isinstance(obj, Moments):
         print_lines(str(path), stats_lines(obj))

@@ -23,6 +23,8 @@ import numpy as np
 
 SHOWN_VALUES = 8  # arrays with more values are abbreviated (numpy's style: first 3 ... last 3)
 SHOWN_PLACES = 5  # locations listed for constant/rare features
+SHOWN_ROWS = 40  # named features (table columns) listed one per line
+NAME_WIDTH = 24  # longer names are cut to this many characters in those lines
 LINE_WIDTH = 80
 LABEL_WIDTH = 13
 RARE_THRESHOLD = 5  # a feature non-zero in at most this many values is "rare" (as diagnose)
@@ -88,17 +90,47 @@ def scale_text(value_scale: dict[str, Any] | None) -> str:
     return f"{value_scale['dtype']} {value_scale['min_value']}..{value_scale['max_value']}"
 
 
-def _where(flat_index: int, shape: tuple[int, ...]) -> str:
+def _where(flat_index: int, shape: tuple[int, ...], names: list[str] | None = None) -> str:
+    if names is not None:
+        return label_text(names[flat_index])
     if len(shape) <= 1:
         return str(flat_index)
     return str(tuple(int(i) for i in np.unravel_index(flat_index, shape)))
 
 
-def _places(mask: np.ndarray, shape: tuple[int, ...]) -> str:
+def _places(mask: np.ndarray, shape: tuple[int, ...], names: list[str] | None = None) -> str:
     idx = np.flatnonzero(mask.reshape(-1))
-    shown = ", ".join(_where(int(i), shape) for i in idx[:SHOWN_PLACES])
+    shown = ", ".join(_where(int(i), shape, names) for i in idx[:SHOWN_PLACES])
     more = ", ..." if idx.size > SHOWN_PLACES else ""
     return f" at {shown}{more}" if idx.size else ""
+
+
+def label_text(name: str, width: int | None = None) -> str:
+    """A column name for one line of text: unprintable characters as ``?``, cut to ``width``."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
+    if width is not None and len(text) > width:
+        return text[: width - 1] + "~"
+    return text
+
+
+def named_rows(names: list[str], columns: dict[str, Any]) -> list[str]:
+    """One line per feature, labelled by its name: ``price  2.932  1.988 ...`` (the first
+    :data:`SHOWN_ROWS`; how many more follow is said)."""
+    arrays = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in columns.items()}
+    width = min(NAME_WIDTH, max([len("column"), *(len(label_text(n)) for n in names)]))
+    extremes = ("min", "max")  # integer columns' min and max show as integers
+    texts = {
+        k: [number_text(v, integral=k in extremes) for v in arr[:SHOWN_ROWS]]
+        for k, arr in arrays.items()
+    }
+    cell = max([10, *(len(t) + 1 for values in texts.values() for t in values)])
+    lines = ["column".ljust(width) + "".join(k.rjust(cell) for k in texts)]
+    for i, name in enumerate(names[:SHOWN_ROWS]):
+        values = "".join(texts[k][i].rjust(cell) for k in texts)
+        lines.append(label_text(name, NAME_WIDTH).ljust(width) + values)
+    if len(names) > SHOWN_ROWS:
+        lines.append(f"... {len(names) - SHOWN_ROWS} more columns (`show --format json` lists all)")
+    return lines
 
 
 def range_text(values: np.ndarray, shape: tuple[int, ...], decimals: int = 3) -> str:
@@ -140,6 +172,7 @@ def health_lines(stats: Any) -> list[str]:
     from .normalizers import constant_mask
 
     shape = tuple(stats.reduced_shape)
+    names = feature_names(stats)
     what = {"feature": "features", "channel": "channels", "global": "values"}[stats.axis]
     const = constant_mask(stats)
     rare = ~const & (stats.n_nonzero <= RARE_THRESHOLD)
@@ -152,11 +185,11 @@ def health_lines(stats: Any) -> list[str]:
             _line("rare", "counted per feature (statistics with --axis feature)"),
         ]
     return [
-        _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape)}"),
+        _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape, names)}"),
         _line(
             "rare",
             f"{int(rare.sum())} of {total} {what} (non-zero in 1..{RARE_THRESHOLD} samples)"
-            f"{_places(rare, shape)}",
+            f"{_places(rare, shape, names)}",
         ),
     ]
 
@@ -197,6 +230,10 @@ def stats_lines(stats: Any) -> list[str]:
         _line("count", _count_text(stats)),
         _line("value scale", scale_text(stats.value_scale)),
     ]
+    names = feature_names(stats)
+    if stats.axis == "feature" and names is not None:  # table columns: one line each
+        values = {"mean": stats.mean, "std": std, "min": stats.min, "max": stats.max}
+        return [*lines, *health_lines(stats), *_extra_lines(stats), *named_rows(names, values)]
     if stats.axis == "feature":
         shape = tuple(stats.reduced_shape)
         lines += [
@@ -218,6 +255,14 @@ def stats_lines(stats: Any) -> list[str]:
     lines += _extra_lines(stats)
     lines += paste_lines(stats.mean, std, stats.value_scale)
     return lines
+
+
+def feature_names(stats: Any) -> list[str] | None:
+    """The names of per-feature statistics' features (table columns), None when unnamed."""
+    names = getattr(stats, "feature_names", None)
+    if names is None or stats.axis != "feature" or len(names) != np.prod(stats.reduced_shape):
+        return None
+    return list(names)
 
 
 def _extra_lines(stats: Any) -> list[str]:
@@ -298,7 +343,11 @@ def normalizer_lines(normalizer: Any) -> list[str]:
         )
     )
     fitted = normalizer.fitted_values()
-    if normalizer.stats_axis == "feature" or any(np.ndim(v) > 1 for v in fitted.values()):
+    names = getattr(normalizer, "feature_names_", None)
+    flat = all(np.size(v) == len(names or ()) for v in fitted.values())
+    if names is not None and normalizer.stats_axis == "feature" and fitted and flat:
+        lines += named_rows(names, fitted)  # table columns: one line each
+    elif normalizer.stats_axis == "feature" or any(np.ndim(v) > 1 for v in fitted.values()):
         lines += [_line(name, _fitted_text(value)) for name, value in fitted.items()]
     else:
         lines += [_line(name, _values_text(value)) for name, value in fitted.items()]

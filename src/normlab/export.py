@@ -156,7 +156,16 @@ def to_sklearn(normalizer: Normalizer) -> Any:
         )
     for name, value in common.items():
         setattr(est, name, value)
+    names = feature_names_of(n)
+    if names is not None:  # as scikit-learn sets it when fitted on a DataFrame
+        est.feature_names_in_ = np.asarray(names, dtype=object)
     return est
+
+
+def feature_names_of(source: Any) -> list[str] | None:
+    """The feature names (table columns) of a fitted normalizer or statistics, or None."""
+    names = getattr(source, "feature_names_", getattr(source, "feature_names", None))
+    return None if names is None else [str(n) for n in names]
 
 
 def _sklearn_whitening(w: Whiten) -> Any:
@@ -184,6 +193,9 @@ def _sklearn_whitening(w: Whiten) -> Any:
     est.n_components_ = k
     est.n_features_in_ = d
     est.n_samples_ = n
+    names = feature_names_of(w)
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
     return est
 
 
@@ -229,7 +241,8 @@ def sklearn_from_state(state: dict[str, Any]) -> Any:
     module = decomposition if state["class"] == "PCA" else preprocessing
     est = getattr(module, state["class"])(**params)
     for k, v in state["attributes"].items():
-        setattr(est, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
+        kind = object if k == "feature_names_in_" else np.float64
+        setattr(est, k, np.asarray(v, dtype=kind) if isinstance(v, list) else v)
     return est
 
 
@@ -252,7 +265,8 @@ else:
     module = decomposition if state["class"] == "PCA" else preprocessing
     scaler = getattr(module, state["class"])(**params)
     for name, value in state["attributes"].items():
-        setattr(scaler, name, np.asarray(value, np.float64) if isinstance(value, list) else value)
+        kind = object if name == "feature_names_in_" else np.float64  # column names: strings
+        setattr(scaler, name, np.asarray(value, kind) if isinstance(value, list) else value)
 # scaler.transform(x.reshape(len(x), -1)) now equals normlab's transform
 """
 
@@ -407,8 +421,17 @@ def to_json(source: Normalizer | Moments) -> dict[str, Any]:
     ``y = (x − shift) / scale`` and where they broadcast (``stats_axis``, ``channel_axis``,
     ``sample_shape``); a whitening gives ``mean``, ``matrix`` (``y = matrix @ (x − mean)``
     per flattened sample), ``eps`` (absolute, in squared data units) and ``method``;
-    statistics give count, mean, std (ddof 0), min and max.
+    statistics give count, mean, std (ddof 0), min and max. Statistics of named features
+    (table columns) add ``feature_names``, in the order of the values.
     """
+    out = _to_json(source)
+    names = feature_names_of(source)
+    if names is not None:
+        out["feature_names"] = names
+    return out
+
+
+def _to_json(source: Normalizer | Moments) -> dict[str, Any]:
     if isinstance(source, Moments):
         return {
             "kind": "statistics",

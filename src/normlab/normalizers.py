@@ -108,6 +108,7 @@ class Normalizer:
     # fitted attributes: absent until fitted
     layout_: Layout | None  # None for whitening: co-moments describe the flattened sample
     sample_shape_: tuple[int, ...]
+    feature_names_: list[str] | None  # the statistics' feature names (table columns)
 
     def __init__(
         self, *, layout: str | None = None, channel_axis: int | None = None, dtype: Any = None
@@ -270,6 +271,8 @@ class Normalizer:
         if stats.sample_shape is None:  # no batch seen
             raise EmptyDataError("no samples seen: statistics of empty data are undefined")
         self.sample_shape_ = stats.sample_shape
+        # the features' names (table columns), saved with the statistics; None when unnamed
+        self.feature_names_ = getattr(stats, "feature_names", None)
         self._compute(stats)
         return self
 

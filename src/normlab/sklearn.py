@@ -108,7 +108,10 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``sample_weight``, per feature when NaN left different counts.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
-        Only when fitted on a DataFrame with string column names.
+        Only when fitted on a DataFrame with string column names (they are kept in
+        ``normalizer_.feature_names_`` and its statistics, so a saved normalizer keeps them),
+        or made by :meth:`from_normalizer` from statistics of named columns (a Parquet file,
+        a DataFrame given to :func:`normlab.compute_stats`).
 
     Examples
     --------
@@ -172,6 +175,9 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         )
         scaler.normalizer_ = normalizer
         scaler.n_features_in_ = math.prod(getattr(normalizer, "sample_shape_", None) or (0,))
+        names = getattr(normalizer, "feature_names_", None)
+        if names is not None:  # statistics of named columns: as if fitted on a DataFrame
+            scaler.feature_names_in_ = np.asarray(names, dtype=object)
         scaler._set_fitted_attributes(int(getattr(normalizer, "n_samples_seen_", 0)))
         return scaler
 
@@ -230,6 +236,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.normalizer_ = normalizer
         if first_call:
             self.n_samples_seen_ = 0
+            _name_features(normalizer, getattr(self, "feature_names_in_", None))
         self._set_fitted_attributes(self.n_samples_seen_ + _weight_sum(X, sample_weight))
         return self
 
@@ -300,6 +307,15 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         tags.input_tags.allow_nan = True
         return tags
+
+
+def _name_features(normalizer: Normalizer, names: Any) -> None:
+    """A DataFrame's column names into the fitted statistics (saved with the normalizer)."""
+    stats = getattr(normalizer, "stats_", None)
+    if names is None or stats is None:
+        return
+    stats.feature_names = [str(n) for n in names]
+    normalizer.feature_names_ = stats.feature_names
 
 
 def _weight_sum(X: np.ndarray, sample_weight: Any) -> float:

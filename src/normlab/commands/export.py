@@ -25,6 +25,8 @@ PATH = Path(__file__).resolve().with_name({path!r})  # the file beside this snip
 with safe_open(PATH, framework="pt") as f:
     config = json.loads(f.metadata()["normlab_torch_normalize"])  # layout, value_max
     state = {{name: f.get_tensor(name) for name in f.keys()}}  # "mean", "std" (float64)
+# the input's features in order (table columns; None: unnamed)
+FEATURE_NAMES = {names!r}
 
 # With normlab installed (fused uint8 -> float32 apply, torch.export-able):
 #     from normlab.torch import Normalize
@@ -54,6 +56,8 @@ PATH = Path(__file__).resolve().with_name({path!r})  # the file beside this snip
 with safe_open(PATH, framework="pt") as f:
     config = json.loads(f.metadata()["normlab_torch_whitening"])  # sample_shape, method, ...
     state = {{name: f.get_tensor(name) for name in f.keys()}}  # "mean", "linear.weight"
+# the input's features in order (table columns; None: unnamed)
+FEATURE_NAMES = {names!r}
 
 # With normlab installed (fused uint8 -> float32 apply):
 #     from normlab.torch import Whitening
@@ -81,6 +85,8 @@ import numpy as np
 
 with open(Path(__file__).resolve().with_name({path!r})) as f:  # the file beside this snippet
     spec = json.load(f)
+# the input's features in order (table columns; None: unnamed)
+FEATURE_NAMES = {names!r}
 if spec.get("kind") != "whitening":  # an affine scheme: one Normalization layer
     if isinstance(spec["axis"], list):
         spec["axis"] = tuple(spec["axis"])
@@ -148,6 +154,7 @@ def export_file(
     if target not in TARGETS:
         raise NormlabError(f"--to must be one of {', '.join(TARGETS)}; got {target!r}")
     normalizer = load(normalizer_file)
+    names = export.feature_names_of(normalizer)
     written = [output]
     if target == "sklearn":
         _write_json(output, export.sklearn_state(export.to_sklearn(normalizer)))
@@ -160,19 +167,20 @@ def export_file(
         if isinstance(normalizer, Whiten):
             text = TORCH_WHITENING_SNIPPET.format(
                 path=output.name,
+                names=names,
                 method=module.method,
                 shape=module.sample_shape,
                 value_max=module.value_max,
             )
         else:
             text = TORCH_SNIPPET.format(
-                path=output.name, layout=module.layout, value_max=module.value_max
+                path=output.name, layout=module.layout, value_max=module.value_max, names=names
             )
         _write_text(written[1], text)
     elif target == "keras":
         _write_json(output, export.to_keras(normalizer, scale=scale))
         written.append(snippet_path(output))
-        _write_text(written[1], KERAS_SNIPPET.format(path=output.name))
+        _write_text(written[1], KERAS_SNIPPET.format(path=output.name, names=names))
     elif target == "torchvision":
         _write_json(output, export.to_torchvision(normalizer, scale=scale or "0..1"))
     else:
