@@ -19,6 +19,10 @@ Two representations, chosen by the data's dtype:
   product per chunk, and the matrix form of Chan's merge,
   ``C = C_a + C_b + δδᵀ·n_a·n_b/n``. Deterministic for a given chunk order.
 
+The two representations are the classes of :mod:`normlab.exact` (:class:`~normlab.exact.ExactSum`
+holds the Gram matrix as it holds ``Σx`` for :class:`~normlab.Moments`) and
+:mod:`normlab.shifted` (:class:`~normlab.shifted.ShiftedCoMoments`).
+
 Above ``max_features`` features (default 4,096: a 134 MB float64 matrix) no dense matrix is
 kept: the object switches to a one-pass sketch ``Σ x xᵀ Ω`` for a fixed Gaussian ``Ω`` of
 ``sketch_size`` columns (mergeable by addition), from which :mod:`normlab.diagnostics`
@@ -37,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
+from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactSum, decode_bigints, encode_bigints
 from .io import register
-from .moments import FLOAT64_EXACT, INT64_LIMIT, Moments, Statistic, as_batch, check_same_names
+from .moments import Moments, Statistic, as_batch, check_same_names
 from .provenance import Provenance
+from .shifted import ShiftedCoMoments
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
 SKETCH_SIZE = 64  # columns of Ω in sketch mode; top-eigenvalue estimates use about half
@@ -153,16 +159,10 @@ class CoMoments(Statistic):
         self.seed = int(seed)
         self.moments = Moments("feature")
         self.dense: bool | None = None
-        # exact (integer) state: Gram matrix, hot int64 + cold Python ints
-        self._gram_hot: np.ndarray | None = None
-        self._gram_cold: np.ndarray | None = None
-        self._hot_bound = 0  # an upper bound of |every entry| added to the hot matrix
-        # float state: shift (first sample), mean of shifted values, co-moment matrix
-        self._shift: np.ndarray | None = None
-        self._mean_shifted: np.ndarray | None = None
-        self._comoment: np.ndarray | None = None
-        # sketch state: Σ x xᵀ Ω (float64, n_features × sketch_size)
-        self._sketch: np.ndarray | None = None
+        # the second moments, one of three once samples arrive: the exact Gram matrix Σ x xᵀ
+        # (integer data), the shifted co-moments (float data), or the sketch Σ x xᵀ Ω (float64,
+        # n_features × sketch_size) above max_features
+        self._second: ExactSum | ShiftedCoMoments | np.ndarray | None = None
         self._cache: dict[str, np.ndarray] = {}
         # what the source recorded (skipped items, modes): set by compute_comoments, not merged
         self.provenance = Provenance("feature")
@@ -243,56 +243,30 @@ class CoMoments(Statistic):
         if flat.dtype.kind == "b":
             flat = flat.view(np.uint8)
         gram = exact_gram(flat)
+        if self._second is None:
+            self._second = ExactSum(gram.shape)
+        assert isinstance(self._second, ExactSum)
         if gram.dtype == _OBJ:
-            self._add_cold(gram)
+            self._second.add_exact(gram)
             return
         top = max(abs(int(flat.min())), abs(int(flat.max())))
-        bound = flat.shape[0] * top * top
-        if self._gram_hot is None:
-            d = flat.shape[1]
-            self._gram_hot = np.zeros((d, d), np.int64)
-        if self._hot_bound + bound > INT64_LIMIT:
-            self._flush()
-        self._gram_hot += gram
-        self._hot_bound += bound
-
-    def _add_cold(self, gram: np.ndarray) -> None:
-        cold = self._gram_cold if self._gram_cold is not None else 0
-        self._gram_cold = np.asarray(cold + np.asarray(gram, dtype=object), dtype=object)
-
-    def _flush(self) -> None:
-        if self._gram_hot is not None and self._hot_bound:
-            self._add_cold(self._gram_hot)
-            self._gram_hot[...] = 0
-            self._hot_bound = 0
+        self._second.add(gram, flat.shape[0] * top * top)
 
     def _update_float(self, flat: np.ndarray) -> None:
-        if self._shift is None:
-            self._shift = flat[0].astype(np.float64)
-            d = flat.shape[1]
-            self._mean_shifted = np.zeros(d)
-            self._comoment = np.zeros((d, d))
+        if self._second is None:
+            self._second = ShiftedCoMoments(flat[0])
             n_a = 0
         else:
             n_a = self.n_samples_seen - flat.shape[0]
-        y = flat.astype(np.float64) - self._shift
-        mean_b = y.mean(axis=0)
-        y -= mean_b
-        self._merge_float(n_a, flat.shape[0], mean_b, y.T @ y)
-
-    def _merge_float(self, n_a: int, n_b: int, mean_b: np.ndarray, comoment_b: np.ndarray) -> None:
-        """Chan's merge in matrix form; ``mean_b`` is measured from this object's shift."""
-        n = n_a + n_b
-        delta = mean_b - self._mean_shifted
-        self._mean_shifted = self._mean_shifted + delta * (n_b / n)
-        self._comoment = self._comoment + comoment_b + np.outer(delta, delta) * (n_a * (n_b / n))
+        assert isinstance(self._second, ShiftedCoMoments)
+        self._second.update(flat, n_a)
 
     def _update_sketch(self, flat: np.ndarray) -> None:
-        if self._sketch is None:
-            self._sketch = np.zeros((flat.shape[1], self.sketch_size))
-        omega = self._omega()
+        if self._second is None:
+            self._second = np.zeros((flat.shape[1], self.sketch_size))
+        assert isinstance(self._second, np.ndarray)
         x = flat.astype(np.float64)
-        self._sketch += x.T @ (x @ omega)
+        self._second += x.T @ (x @ self._omega())
 
     def _omega(self) -> np.ndarray:
         return _sketch_matrix(self.n_features, self.sketch_size, self.seed)
@@ -322,26 +296,26 @@ class CoMoments(Statistic):
             return self
         n_a = self.n_samples_seen
         self.moments += other.moments  # checks shapes and value scales
-        if not self.dense:
-            assert self._sketch is not None and other._sketch is not None
-            self._sketch = self._sketch + other._sketch
-        elif self.exact:
-            if other._gram_cold is not None:
-                self._add_cold(other._gram_cold)
-            if other._gram_hot is not None and other._hot_bound:
-                if self._hot_bound + other._hot_bound > INT64_LIMIT:
-                    self._flush()
-                if self._gram_hot is None:  # loaded from a file: only exact cold sums so far
-                    self._gram_hot = np.zeros_like(other._gram_hot)
-                self._gram_hot = self._gram_hot + other._gram_hot
-                self._hot_bound += other._hot_bound
+        mine, theirs = self._second, other._second
+        if isinstance(mine, ExactSum) and isinstance(theirs, ExactSum):
+            mine += theirs
+        elif isinstance(mine, ShiftedCoMoments) and isinstance(theirs, ShiftedCoMoments):
+            mine.merge(n_a, theirs, other.n_samples_seen)
+        elif isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray):
+            self._second = mine + theirs
         else:
-            assert self._shift is not None and other._shift is not None
-            assert other._mean_shifted is not None and other._comoment is not None
-            mean_b = (other._shift - self._shift) + other._mean_shifted
-            self._merge_float(n_a, other.n_samples_seen, mean_b, other._comoment)
+            raise MergeError(
+                f"cannot merge co-moments of {self._kind()} with co-moments of {other._kind()}"
+            )
         self._cache.clear()
         return self
+
+    def _kind(self) -> str:
+        if isinstance(self._second, ExactSum):
+            return "integer data (exact)"
+        if isinstance(self._second, ShiftedCoMoments):
+            return "float data"
+        return f"a sketch of {self.n_features} features" if self.dense is False else "no data"
 
     # ------------------------------------------------------------------ results
     def _require(self) -> None:
@@ -367,19 +341,17 @@ class CoMoments(Statistic):
             raise NormlabError(
                 "gram() is exact for integer data only; float data keep the co-moment matrix"
             )
-        hot = self._gram_hot if self._gram_hot is not None else 0
-        cold = self._gram_cold if self._gram_cold is not None else 0
-        return np.asarray(np.asarray(hot, dtype=object) + cold, dtype=object)
+        assert isinstance(self._second, ExactSum)
+        return self._second.get()
 
     def comoment(self) -> np.ndarray:
         """``C = Σ (x−μ)(x−μ)ᵀ`` as float64 (rounded once from exact integers for integer data)."""
         self._require_dense("comoment()")
         if "comoment" not in self._cache:
-            if self.exact:
-                self._cache["comoment"] = self._exact_ratio(1)
+            if isinstance(self._second, ShiftedCoMoments):
+                self._cache["comoment"] = self._second.comoment.copy()
             else:
-                assert self._comoment is not None
-                self._cache["comoment"] = self._comoment.copy()
+                self._cache["comoment"] = self._exact_ratio(1)
         return self._cache["comoment"].copy()
 
     def cov(self, ddof: int = 0) -> np.ndarray:
@@ -395,25 +367,23 @@ class CoMoments(Statistic):
             )
         key = f"cov{ddof}"
         if key not in self._cache:
-            if self.exact:
-                self._cache[key] = self._exact_ratio(n - ddof)
+            if isinstance(self._second, ShiftedCoMoments):
+                self._cache[key] = self._second.comoment / (n - ddof)
             else:
-                assert self._comoment is not None
-                self._cache[key] = self._comoment / (n - ddof)
+                self._cache[key] = self._exact_ratio(n - ddof)
         return self._cache[key].copy()
 
     def _exact_ratio(self, divisor: int) -> np.ndarray:
         """``(n·G − S₁S₁ᵀ) / (n·divisor)``: exact integers, one correctly rounded division."""
         n = self.n_samples_seen
-        s1 = self.moments._exact_sums()[0].reshape(-1)
+        assert isinstance(self._second, ExactSum)
+        s1 = self.moments.exact_sums()[0].reshape(-1)
         top = max(abs(int(self.moments.min.min())), abs(int(self.moments.max.max())))
         den = n * divisor
         if n * n * top * top < FLOAT64_EXACT and den < FLOAT64_EXACT:
             # every term is an integer below 2⁵³: int64 is exact, float64 holds it exactly
             s = s1.astype(np.int64)
-            gram = self._gram_hot if self._gram_cold is None else self.gram().astype(np.int64)
-            assert gram is not None
-            num = n * gram - np.outer(s, s)
+            num = n * self._second.int64() - np.outer(s, s)
             return num.astype(np.float64) / den
         num = n * self.gram() - np.outer(s1, s1)
         flat = [a / den for a in num.reshape(-1)]  # Python int / int: correctly rounded
@@ -424,8 +394,8 @@ class CoMoments(Statistic):
         self._require()
         if self.dense:
             raise NormlabError("sketch() exists only above max_features; use comoment() here")
-        assert self._sketch is not None
-        return self._sketch.copy(), self._omega()
+        assert isinstance(self._second, np.ndarray)
+        return self._second.copy(), self._omega()
 
     def summary(self) -> dict[str, Any]:
         self._require()
@@ -462,29 +432,17 @@ class CoMoments(Statistic):
         out = {f"moments.{k}": v for k, v in self.moments.to_tensors().items()}
         if self.dense is None:
             return out
-        if not self.dense:
-            assert self._sketch is not None
-            out["sketch"] = self._sketch
-        elif self.exact:
-            from .moments import _encode_bigints
-
-            out.update(_encode_bigints("gram", self.gram()))
+        if isinstance(self._second, np.ndarray):
+            out["sketch"] = self._second
+        elif isinstance(self._second, ShiftedCoMoments):
+            out.update(self._second.to_tensors())
         else:
-            assert self._shift is not None and self._mean_shifted is not None
-            assert self._comoment is not None
-            out.update(
-                {
-                    "shift": self._shift,
-                    "mean_shifted": self._mean_shifted,
-                    "comoment": self._comoment,
-                }
-            )
+            out.update(encode_bigints("gram", self.gram()))
         return {k: np.array(v, order="C") for k, v in out.items()}
 
     @classmethod
     def from_tensors(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> CoMoments:
         from .io import field
-        from .moments import _decode_bigints
 
         obj = cls(
             max_features=meta["max_features"], sketch_size=meta["sketch_size"], seed=meta["seed"]
@@ -497,13 +455,11 @@ class CoMoments(Statistic):
             return obj
         d = obj.n_features
         if not obj.dense:
-            obj._sketch = field(tensors, "sketch", np.float64, (d, obj.sketch_size))
+            obj._second = field(tensors, "sketch", np.float64, (d, obj.sketch_size))
         elif obj.exact:
-            obj._gram_cold = _decode_bigints("gram", tensors, (d, d))
+            obj._second = ExactSum.of(decode_bigints("gram", tensors, (d, d)))
         else:
-            obj._shift = field(tensors, "shift", np.float64, (d,))
-            obj._mean_shifted = field(tensors, "mean_shifted", np.float64, (d,))
-            obj._comoment = field(tensors, "comoment", np.float64, (d, d))
+            obj._second = ShiftedCoMoments.from_tensors(tensors, d)
         return obj
 
     @staticmethod

@@ -192,7 +192,7 @@ class ImageStats(Moments):
 
     def _check_same_extras(self, other: ImageStats) -> None:
         """Extras merge only when both sides kept them over the same samples."""
-        if self._count is None or other._count is None:
+        if self.sums is None or other.sums is None:
             return
         mine_h, theirs_h = self.histogram, other.histogram
         kept = (mine_h is not None and mine_h.counts is not None) + (

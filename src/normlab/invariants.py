@@ -33,13 +33,16 @@ def _first(mask: np.ndarray) -> str:
 
 def check_moments(m: Any) -> None:
     """Raise FileFormatError when the loaded statistics ``m`` break an invariant."""
-    if m._count is None:
+    from .exact import ExactMoments
+
+    sums, extrema = m.sums, m.extrema
+    if sums is None or extrema is None:
         return
-    count = m._count
+    count = sums.count
     weighted = count.dtype.kind == "f"
     if weighted and not np.isfinite(count).all():
         raise FileFormatError("non-finite sample weights in the statistics")
-    nnz, nonfinite = m._nnz, m._nonfinite
+    nnz, nonfinite = extrema.n_nonzero, extrema.n_nonfinite
     if (count < 0).any() or (nnz < 0).any() or (nonfinite < 0).any():
         raise FileFormatError("negative counts in the statistics")
     if m.n_samples_seen < 0:
@@ -50,21 +53,21 @@ def check_moments(m: Any) -> None:
                 f"more non-zero values than values ({_first(nnz > count)}): corrupt statistics"
             )
     seen = count > 0
-    lo, hi = m._min, m._max
+    lo, hi = extrema.min, extrema.max
     if not (np.isfinite(lo[seen]).all() and np.isfinite(hi[seen]).all()):
         raise FileFormatError("non-finite min or max of features that saw values")
     if (lo[seen] > hi[seen]).any():
         raise FileFormatError(f"min > max ({_first(seen & (lo > hi))}): corrupt statistics")
-    if m.exact:
-        _check_exact(m, count, lo, hi, seen)
+    if isinstance(sums, ExactMoments):
+        _check_exact(sums, count, lo, hi, seen)
     else:
-        _check_float(m, lo, hi, seen)
+        _check_float(sums, lo, hi, seen)
 
 
-def _check_exact(m: Any, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
+def _check_exact(sums: Any, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
     if not (np.floor(lo[seen]) == lo[seen]).all() or not (np.floor(hi[seen]) == hi[seen]).all():
         raise FileFormatError("integer statistics with a min or max that is not a whole number")
-    s1, s2 = m._cold1.reshape(-1), m._cold2.reshape(-1)
+    s1, s2 = (s.reshape(-1) for s in sums.sums())
     n = count.reshape(-1)
     lo_f, hi_f, seen_f = lo.reshape(-1), hi.reshape(-1), np.asarray(seen).reshape(-1)
     for i in range(n.size):  # Python ints: exact, linear in the number of elements
@@ -85,8 +88,8 @@ def _check_exact(m: Any, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen
             )
 
 
-def _check_float(m: Any, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
-    m2, shift, mean_shifted = m._m2, m._shift, m._mean_shifted
+def _check_float(sums: Any, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
+    m2, shift, mean_shifted = sums.m2, sums.shift, sums.mean_shifted
     with np.errstate(invalid="ignore", over="ignore"):
         if (m2[seen] < 0).any() or np.isnan(m2[seen]).any():
             raise FileFormatError(f"negative variance sums ({_first(seen & ~(m2 >= 0))})")
@@ -104,8 +107,9 @@ def check_histogram(stats: Any, hist: Any) -> None:
     counts sum to its count and no value is counted below its min or above its max.
     """
     counts = hist.counts
-    if counts is None or stats._count is None:
+    if counts is None or stats.sums is None or stats.extrema is None:
         return
+    count, extrema = stats.sums.count, stats.extrema
     if counts.ndim < 1:
         raise FileFormatError(f"histogram of shape {counts.shape}")
     same = hist.axis == stats.axis and (
@@ -113,17 +117,17 @@ def check_histogram(stats: Any, hist: Any) -> None:
     )
     if not same:
         return
-    if counts.shape[:-1] != tuple(stats._count.shape):
+    if counts.shape[:-1] != tuple(count.shape):
         raise FileFormatError(
-            f"histogram of shape {counts.shape} for statistics of shape {stats._count.shape}"
+            f"histogram of shape {counts.shape} for statistics of shape {count.shape}"
         )
-    if stats._count.dtype.kind == "i" and (counts.sum(axis=-1) != stats._count).any():
+    if count.dtype.kind == "i" and (counts.sum(axis=-1) != count).any():
         raise FileFormatError("histogram totals differ from the statistics' counts")
     if hist.dtype in ("uint8", "uint16"):  # bin i counts the value i
-        seen = stats._count > 0
+        seen = count > 0
         bins = np.arange(counts.shape[-1])
-        lo = np.where(seen, stats._min, 0)[..., None]
-        hi = np.where(seen, stats._max, -1)[..., None]
+        lo = np.where(seen, extrema.min, 0)[..., None]
+        hi = np.where(seen, extrema.max, -1)[..., None]
         outside = (counts > 0) & ((bins < lo) | (bins > hi))
         if outside.any():
             raise FileFormatError("histogram counts values outside the statistics' [min, max]")

@@ -26,7 +26,7 @@ How the kernel is fast (measured in ``bench/bench_moments.py``):
   ``prange``) are used: a waiting thread sleeps instead of spinning, which matters on a
   machine shared with other work, and the kernels compile faster.
 
-The caller guarantees that int64 sums cannot overflow (see ``moments.Moments._update_exact``).
+The caller guarantees that int64 sums cannot overflow (see ``normlab.exact.ExactMoments.update``).
 numba kernels (``cache=True``) run when numba is installed; otherwise numpy does the same
 work, slower. This module imports numba: ``normlab`` imports it on first use only.
 

@@ -3,17 +3,17 @@
 One class, :class:`Moments`, in the style of ``river.stats``: ``update`` a batch, merge
 with ``+=`` (Chan et al.), read ``mean``/``var()``/``std()``.
 
-Two internal representations, chosen by the data's dtype:
+Two representations of the sums, chosen by the data's dtype, each a small class of its own
+(:attr:`Moments.sums`):
 
-* **integer data** (bool, uint8/16, int8/16/32): exact integer sums ``S1 = Σx`` and
-  ``S2 = Σx²`` per reduced element. Hot sums live in int64 and are flushed into Python
-  integers (object arrays) before they could overflow; ``mean = S1/n`` and
-  ``var = (n·S2 − S1²)/n²`` are computed in exact integer arithmetic and rounded once
-  (Python's ``int / int`` is correctly rounded). Any chunking, order or worker split gives
-  the same bits.
-* **float data**: float64 with a per-element shift ``K`` (the first value seen), a
-  two-pass mean/M2 per chunk, and Chan's merge with ``δ = (K_b − K_a) + (m_b − m_a)``.
-  Deterministic for a given chunk order.
+* **integer data** (bool, uint8/16, int8/16/32): :class:`~normlab.exact.ExactMoments`, exact
+  integer sums ``S1 = Σx`` and ``S2 = Σx²`` per reduced element, rounded once at the end:
+  any chunking, order or worker split gives the same bits.
+* **float data**: :class:`~normlab.shifted.ShiftedMoments`, float64 with a per-element shift
+  ``K`` (the first value seen), a two-pass mean/M2 per chunk, and Chan's merge with
+  ``δ = (K_b − K_a) + (m_b − m_a)``. Deterministic for a given chunk order.
+
+Beside them, :class:`Extrema` keeps min, max and the counts of non-zero and non-finite values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import warnings
 from typing import Any, Self
 
 import numpy as np
@@ -38,8 +37,10 @@ from .errors import (
     ShapeError,
     warn,
 )
+from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactMoments, copy_flat, exact_dtype
 from .io import register
 from .layout import GRANULARITIES, Granularity, Layout, check_granularity
+from .shifted import ShiftedMoments
 
 
 def load_kernels() -> Any:
@@ -52,8 +53,6 @@ def load_kernels() -> Any:
 Axis = Granularity  # "feature", "channel" or "global"
 AXES = GRANULARITIES
 NAN_POLICIES = ("raise", "omit")
-INT64_LIMIT = 2**63 - 1  # the largest int64: hot integer sums must stay below it
-FLOAT64_EXACT = 2**53  # every integer up to this converts to float64 exactly
 
 
 def value_scale_of(dtype: npt.DTypeLike) -> dict[str, Any]:
@@ -150,27 +149,60 @@ def repeat_by_weight(X: Any, sample_weight: Any, what: str) -> np.ndarray:
     return np.repeat(arr, weights, axis=0)
 
 
-def _exact_dtype(arr: np.ndarray) -> np.ndarray:
-    """Map integer input onto the dtypes of the exact path; wide ints must fit int32."""
-    if arr.dtype.kind == "b":
-        return arr.view(np.uint8)
-    if arr.dtype.itemsize <= 2 or arr.dtype == np.int32:
-        return arr
-    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
-        raise DTypeError(
-            f"{arr.dtype} values outside the int32 range are not supported exactly; "
-            "convert to float64 first"
-        )
-    return arr.astype(np.int32)
+class Extrema:
+    """Min, max, and the numbers of non-zero and of non-finite values, per reduced element.
 
+    ``min``/``max`` start at ``+inf``/``-inf`` (no value seen); NaN never enters them.
+    """
 
-def _to_object(a: Any) -> np.ndarray:
-    """Python-int (exact, unbounded) object array of the same shape."""
-    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
-        return a.astype(object)  # Python ints, element by element in C (no nested lists)
-    if isinstance(a, np.ndarray) and a.dtype != object:
-        a = a.tolist()
-    return np.asarray(a, dtype=object)
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.min = np.full(shape, np.inf)
+        self.max = np.full(shape, -np.inf)
+        self.n_nonzero = np.zeros(shape, np.int64)
+        self.n_nonfinite = np.zeros(shape, np.int64)
+
+    def add(self, low: np.ndarray, high: np.ndarray, n_nonzero: np.ndarray) -> None:
+        """Take in the extrema and non-zero count of new values."""
+        self.min = np.fmin(self.min, low)
+        self.max = np.fmax(self.max, high)
+        self.n_nonzero += n_nonzero
+
+    def __iadd__(self, other: Extrema) -> Self:
+        self.min = np.fmin(self.min, other.min)
+        self.max = np.fmax(self.max, other.max)
+        self.n_nonzero = self.n_nonzero + other.n_nonzero
+        self.n_nonfinite = self.n_nonfinite + other.n_nonfinite
+        return self
+
+    def reduce(self, group_of: Any, reduced: tuple[int, ...]) -> Extrema:
+        """Coarser extrema: each row of ``group_of(a)`` becomes one element."""
+        out = Extrema(reduced)
+        out.min = np.fmin.reduce(group_of(self.min), axis=1).reshape(reduced)
+        out.max = np.fmax.reduce(group_of(self.max), axis=1).reshape(reduced)
+        out.n_nonzero = group_of(self.n_nonzero).sum(axis=1).reshape(reduced)
+        out.n_nonfinite = group_of(self.n_nonfinite).sum(axis=1).reshape(reduced)
+        return out
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        return {
+            "min": self.min,
+            "max": self.max,
+            "n_nonzero": self.n_nonzero,
+            "n_nonfinite": self.n_nonfinite,
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], shape: tuple[int, ...]) -> Extrema:
+        from .io import field
+
+        out = cls(shape)
+        out.min = field(tensors, "min", np.float64, shape)
+        out.max = field(tensors, "max", np.float64, shape)
+        out.n_nonzero = field(tensors, "n_nonzero", np.int64, shape)
+        out.n_nonfinite = field(tensors, "n_nonfinite", np.int64, shape)
+        return out
+
+    __deepcopy__ = copy_flat
 
 
 class Statistic:
@@ -276,30 +308,28 @@ class Moments(Statistic):
         self.n_samples_seen = 0
         # names of the sample's features (flat order; table columns), None when unnamed
         self.feature_names: list[str] | None = None
-        self._count: np.ndarray | None = None
-        # integer representation: hot int64 sums + cold Python-int sums
-        self._s1: np.ndarray | None = None
-        self._s2: np.ndarray | None = None
-        self._cold1: np.ndarray | None = None
-        self._cold2: np.ndarray | None = None
-        self._hot_count = 0
-        # float representation
-        self._shift: np.ndarray | None = None
-        self._mean_shifted: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
-        self._min: np.ndarray | None = None
-        self._max: np.ndarray | None = None
-        self._nnz: np.ndarray | None = None
-        self._nonfinite: np.ndarray | None = None
+        # both None until the first values arrive, then both set
+        self._sums: ExactMoments | ShiftedMoments | None = None
+        self._extrema: Extrema | None = None
         self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def sums(self) -> ExactMoments | ShiftedMoments | None:
+        """The running sums: exact integers or shifted floats (None before any value)."""
+        return self._sums
+
+    @property
+    def extrema(self) -> Extrema | None:
+        """Min, max, non-zero and non-finite counts (None before any value)."""
+        return self._extrema
 
     # ------------------------------------------------------------------ layout
     @property
     def reduced_shape(self) -> tuple[int, ...]:
         """Shape of every statistic: the sample shape, ``(C,)`` or ``()``."""
-        if self._count is None:
+        if self._sums is None:
             raise EmptyDataError("no data has been seen yet")
-        return self._count.shape
+        return self._sums.count.shape
 
     @property
     def axis(self) -> Axis:
@@ -339,7 +369,7 @@ class Moments(Statistic):
         if weights is not None:
             self._update_weighted(arr, weights)
         elif self.exact:
-            self._update_exact(_exact_dtype(arr))
+            self._update_exact(exact_dtype(arr))
         else:  # integer data reach the float representation only after fractional weights
             self._update_float(arr if arr.dtype.kind == "f" else arr.astype(np.float64))
         self.n_samples_seen += arr.shape[0]
@@ -348,7 +378,7 @@ class Moments(Statistic):
 
     def _check_batch(self, arr: np.ndarray, sample: tuple[int, ...]) -> None:
         scale = value_scale_of(arr.dtype)
-        if self.value_scale is None or self._count is None:
+        if self.value_scale is None or self._sums is None:
             declared = self.layout.bound
             self.layout = self.layout.bind(sample)
             if self.axis == "channel" and not declared:
@@ -388,97 +418,42 @@ class Moments(Statistic):
                 )
         self.sample_shape = sample if self.axis == "feature" else self.sample_shape
 
-    def _init_state(self, reduced: tuple[int, ...]) -> None:
-        self._count = np.zeros(reduced, np.int64)
-        self._nnz = np.zeros(reduced, np.int64)
-        self._nonfinite = np.zeros(reduced, np.int64)
-        self._min = np.full(reduced, np.inf)
-        self._max = np.full(reduced, -np.inf)
-        if self.exact:
-            self._s1 = np.zeros(reduced, np.int64)
-            self._s2 = np.zeros(reduced, np.int64)
-            self._cold1 = _to_object(np.zeros(reduced, np.int64))
-            self._cold2 = _to_object(np.zeros(reduced, np.int64))
-        else:
-            self._shift = np.full(reduced, np.nan)
-            self._mean_shifted = np.zeros(reduced)
-            self._m2 = np.zeros(reduced)
-
-    def _flush(self) -> None:
-        """Move the hot int64 sums into the exact Python-int sums."""
-        if self._hot_count:
-            assert self._s1 is not None and self._s2 is not None
-            self._cold1, self._cold2 = self._exact_sums()
-            self._s1[...] = 0
-            self._s2[...] = 0
-            self._hot_count = 0
+    def _state(self, arr: np.ndarray) -> tuple[ExactMoments | ShiftedMoments, Extrema]:
+        """The sums and extrema, made on the first values (of the representation ``exact``)."""
+        if self._sums is None or self._extrema is None:
+            reduced = self.layout.reduced_shape(arr.shape[1:])
+            self._sums = ExactMoments(reduced) if self.exact else ShiftedMoments(reduced)
+            self._extrema = Extrema(reduced)
+        return self._sums, self._extrema
 
     def _update_exact(self, arr: np.ndarray) -> None:
         acb = self.layout.kernel_view(arr)
-        if self._count is None:
-            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
-        assert self._count is not None and self._nnz is not None
-        assert self._min is not None and self._max is not None
-        assert self._s1 is not None and self._s2 is not None
-        per_element = acb.shape[0] * acb.shape[2]
-        rest: _Extrema | None = None
-        if arr.dtype.itemsize > 2:
-            sums = _wide_int_sums(acb)
-            self._cold1 = _to_object(self._cold1 + sums[0].reshape(self._count.shape))
-            self._cold2 = _to_object(self._cold2 + sums[1].reshape(self._count.shape))
-            rest = sums[2:]
-        else:
-            info = np.iinfo(arr.dtype)
-            square = max(abs(int(info.min)), int(info.max)) ** 2
-            limit = INT64_LIMIT // square  # values one int64 sum of squares can hold
-            step = max(1, limit // max(1, acb.shape[2]))
-            for start in range(0, acb.shape[0], step):
-                part = acb[start : start + step]
-                n_part = part.shape[0] * part.shape[2]
-                if self._hot_count + n_part > limit:
-                    self._flush()
-                s1, s2, mn, mx, nz = load_kernels().reduce_integer(part)
-                self._s1 += s1.reshape(self._count.shape)
-                self._s2 += s2.reshape(self._count.shape)
-                self._hot_count += n_part
-                rest = _combine_extrema(rest, (mn, mx, nz))
-        assert rest is not None  # the batch is not empty (checked in update)
-        mn, mx, nz = (r.reshape(self._count.shape) for r in rest)
-        self._min = np.minimum(self._min, mn)
-        self._max = np.maximum(self._max, mx)
-        self._nnz += nz
-        self._count += per_element
+        sums, extrema = self._state(arr)
+        assert isinstance(sums, ExactMoments)
+        extrema.add(*sums.update(acb, load_kernels()))
 
     def _update_float(self, arr: np.ndarray) -> None:
         acb = self.layout.kernel_view(arr)
-        if self._count is None:
-            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
-        assert self._count is not None and self._shift is not None
-        assert self._min is not None and self._max is not None
-        assert self._nnz is not None and self._nonfinite is not None
+        sums, extrema = self._state(arr)
+        assert isinstance(sums, ShiftedMoments)
         part = load_kernels().reduce_float(acb)  # blocks, shifts, merge: see kernels.py
         if part.n_overflow.any():
             raise FloatOverflowError(self._overflow_message(part))
         n_bad = int(part.n_nonfinite.sum())
         if n_bad and self.nan_policy == "raise":
             raise NonFiniteError(self._nonfinite_message(arr, n_bad))
-        shape = self._count.shape
-        shift_b = part.shift.reshape(shape)
-        self._shift = np.where(np.isnan(self._shift), shift_b, self._shift)  # first value seen
-        self._merge_float(
+        shape = sums.count.shape
+        sums.add(
             part.n_finite.reshape(shape),
-            shift_b,
+            part.shift.reshape(shape),
             part.mean_shifted.reshape(shape),
             part.m2.reshape(shape),
         )
-        self._min = np.fmin(self._min, part.min.reshape(shape))
-        self._max = np.fmax(self._max, part.max.reshape(shape))
-        self._nnz += part.n_nonzero.reshape(shape)
-        self._nonfinite += part.n_nonfinite.reshape(shape)
+        extrema.add(part.min.reshape(shape), part.max.reshape(shape), part.n_nonzero.reshape(shape))
+        extrema.n_nonfinite += part.n_nonfinite.reshape(shape)
 
     def _overflow_message(self, part: Any) -> str:
-        assert self._count is not None
-        where = np.unravel_index(int(np.argmax(part.n_overflow)), self._count.shape)
+        where = np.unravel_index(int(np.argmax(part.n_overflow)), self.reduced_shape)
         largest = float(np.nanmax(np.maximum(np.abs(part.min), np.abs(part.max))))
         return (
             f"float64 sums overflow at statistic {tuple(int(i) for i in where)} (axis="
@@ -487,120 +462,53 @@ class Moments(Statistic):
             "e.g. x / 1e150"
         )
 
-    def _merge_float(
-        self, n_b: np.ndarray, shift_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray
-    ) -> None:
-        """Chan et al.'s merge, with both sides measured from their own shift."""
-        assert self._count is not None and self._shift is not None
-        assert self._mean_shifted is not None and self._m2 is not None
-        n_a = self._count
-        n = n_a + n_b
-        safe = np.where(n > 0, n, 1)  # counts are sums of weights: they may lie below 1
-        delta = np.where(n_b > 0, (shift_b - self._shift) + (mean_b - self._mean_shifted), 0.0)
-        delta = np.where(n_a > 0, delta, 0.0)
-        base = np.where(
-            n_a > 0, self._mean_shifted, np.where(n_b > 0, mean_b + (shift_b - self._shift), 0.0)
-        )
-        self._mean_shifted = base + delta * (n_b / safe)
-        self._m2 = self._m2 + m2_b + delta**2 * (n_a * (n_b / safe))
-        self._count = n
-
     # ------------------------------------------------------------------ weights
     def _update_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
         if weights.dtype.kind == "f" and self.exact:
-            if self._count is None:
+            if self._sums is None:
                 self.exact = False  # the first batch: start in the float representation
             else:
                 self._to_float()
         if self.exact:
-            self._update_exact_weighted(_exact_dtype(arr), weights)
+            self._update_exact_weighted(exact_dtype(arr), weights)
         else:
             self._update_float_weighted(arr, weights)
 
     def _update_exact_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
-        """Exact ``Σw·x`` and ``Σw·x²``: int64 where the bound allows, Python ints elsewhere."""
         acb = self.layout.kernel_view(arr)
-        if self._count is None:
-            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
-        assert self._count is not None and self._nnz is not None
-        assert self._min is not None and self._max is not None
-        shape = self._count.shape
-        w = np.repeat(weights, acb.shape[0] // arr.shape[0])  # one weight per row of acb
-        added = float(w.sum(dtype=np.float64)) * acb.shape[2]
-        if float(self._count.max(initial=0)) + added >= 2.0**62:
-            raise NormlabError(
-                f"the sample weights sum to {added:.3g} values per statistic, beyond the exact "
-                "integer counts (2**62); scale the weights down or pass them as floats"
-            )
-        if arr.dtype.itemsize <= 2:  # |x| ≤ 2**16: the per-row sums are exact in int64
-            x = acb.astype(np.int64)
-            r1, r2 = x.sum(axis=2), (x * x).sum(axis=2)
-        else:  # 32-bit values: x² alone may take 62 bits
-            x = acb.astype(object)
-            r1, r2 = x.sum(axis=2), (x * x).sum(axis=2)
-        # |r1| ≤ r2 for integers, so max(w)·Σ r2 < 2**62 keeps both dot products inside int64
-        bound = float(w.max()) * float(r2.sum(axis=0).astype(np.float64).max(initial=0))
-        if r2.dtype != object and bound < 2.0**62:
-            s1, s2 = w @ r1, w @ r2
-        else:
-            w_obj = _to_object(w)
-            s1, s2 = w_obj @ _to_object(r1), w_obj @ _to_object(r2)
-        self._cold1 = _to_object(self._cold1 + _to_object(s1).reshape(shape))
-        self._cold2 = _to_object(self._cold2 + _to_object(s2).reshape(shape))
-        self._count += int(w.sum()) * acb.shape[2]
-        self._min = np.minimum(self._min, acb.min(axis=(0, 2)).reshape(shape))
-        self._max = np.maximum(self._max, acb.max(axis=(0, 2)).reshape(shape))
-        self._nnz += np.count_nonzero(acb, axis=(0, 2)).reshape(shape)
+        sums, extrema = self._state(arr)
+        assert isinstance(sums, ExactMoments)
+        shape = sums.count.shape
+        sums.update_weighted(acb, np.repeat(weights, acb.shape[0] // arr.shape[0]))
+        extrema.add(
+            acb.min(axis=(0, 2)).reshape(shape),
+            acb.max(axis=(0, 2)).reshape(shape),
+            np.count_nonzero(acb, axis=(0, 2)).reshape(shape),
+        )
 
     def _update_float_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
-        """Weighted shifted two-pass mean and M2 of the batch, merged with Chan's formula."""
         acb = self.layout.kernel_view(arr)
-        if self._count is None:
-            self._init_state(self.layout.reduced_shape(arr.shape[1:]))
-        assert self._count is not None and self._shift is not None
-        assert self._min is not None and self._max is not None
-        assert self._nnz is not None and self._nonfinite is not None
-        shape = self._count.shape
+        sums, extrema = self._state(arr)
+        assert isinstance(sums, ShiftedMoments)
+        shape = sums.count.shape
         rows = np.moveaxis(acb, 1, 2).reshape(-1, acb.shape[1]).astype(np.float64)  # (A·B, C)
         finite = np.isfinite(rows)
         n_bad = rows.size - int(np.count_nonzero(finite))
         if n_bad and self.nan_policy == "raise":
             raise NonFiniteError(self._nonfinite_message(arr, n_bad))
         per_row = np.repeat(weights, rows.shape[0] // arr.shape[0])  # rows are sample-major
-        w = np.where(finite, per_row[:, None], 0)
-        counts = w.sum(axis=0)
-        first = np.argmax(finite, axis=0)
-        k_new = np.where(finite.any(axis=0), rows[first, np.arange(rows.shape[1])], np.nan)
-        shift = self._shift.reshape(-1)
-        shift = np.where(np.isnan(shift), k_new, shift)  # first value seen per element
-        y = np.where(finite, rows - shift, 0.0)
-        mean_c = (w * y).sum(axis=0) / np.where(counts > 0, counts, 1)
-        m2_c = (w * (y - mean_c) ** 2).sum(axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            masked = np.where(finite, rows, np.nan)
-            mn, mx = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
-        self._shift = shift.reshape(shape)
-        self._merge_float(
-            counts.reshape(shape), self._shift, mean_c.reshape(shape), m2_c.reshape(shape)
+        mn, mx = sums.update_weighted(rows, finite, per_row)
+        extrema.add(
+            mn.reshape(shape),
+            mx.reshape(shape),
+            np.count_nonzero(finite & (rows != 0), axis=0).reshape(shape),
         )
-        self._min = np.fmin(self._min, mn.reshape(shape))
-        self._max = np.fmax(self._max, mx.reshape(shape))
-        self._nnz += np.count_nonzero(finite & (rows != 0), axis=0).reshape(shape)
-        self._nonfinite += (~finite).sum(axis=0).reshape(shape)
+        extrema.n_nonfinite += (~finite).sum(axis=0).reshape(shape)
 
     def _to_float(self) -> None:
         """Integer sums → the float64 representation (fractional weights have arrived)."""
-        count = self._count
-        assert count is not None
-        seen = count > 0
-        with np.errstate(invalid="ignore"):
-            mean, m2 = self.mean, self.var() * count
-        self._shift = np.where(seen, mean, np.nan)
-        self._mean_shifted = np.zeros(count.shape)
-        self._m2 = np.where(seen, m2, 0.0)
-        self._s1 = self._s2 = self._cold1 = self._cold2 = None
-        self._hot_count = 0
+        assert isinstance(self._sums, ExactMoments)
+        self._sums = self._sums.to_shifted()
         self.exact = False
         self._cache.clear()
 
@@ -624,7 +532,7 @@ class Moments(Statistic):
                 f"with Moments(axis={other.axis!r}, nan_policy={other.nan_policy!r})"
             )
         check_same_names(self.feature_names, other.feature_names)
-        if self._count is None or other._count is None:
+        if self._sums is None or other._sums is None:
             return
         self.layout.check_mergeable(
             other.layout, f" (samples {self.sample_shape})", f" (samples {other.sample_shape})"
@@ -646,9 +554,9 @@ class Moments(Statistic):
         self._check_mergeable(other)
         names = self.feature_names or other.feature_names  # unnamed takes the other's names
         self.feature_names = names
-        if other._count is None:
+        if other._sums is None:
             return self
-        if self._count is None:
+        if self._sums is None:
             self.__dict__.update(copy.deepcopy(other).__dict__)
             self.feature_names = names
             return self
@@ -657,53 +565,30 @@ class Moments(Statistic):
         elif other.exact and not self.exact:
             other = copy.deepcopy(other)
             other._to_float()
-        assert self._min is not None and self._max is not None
-        assert other._min is not None and other._max is not None
-        assert self._nnz is not None and other._nnz is not None
-        assert self._nonfinite is not None and other._nonfinite is not None
-        if self.exact:
-            self._flush()
-            o1, o2 = other._exact_sums()
-            self._cold1 = _to_object(self._cold1 + o1)
-            self._cold2 = _to_object(self._cold2 + o2)
-            self._count = self._count + other._count
-        else:
-            # elements this side has not seen a finite value of yet take the other's shift
-            assert self._shift is not None and other._shift is not None
-            assert other._count is not None and other._mean_shifted is not None
-            assert other._m2 is not None
-            self._shift = np.where(np.isnan(self._shift), other._shift, self._shift)
-            self._merge_float(other._count, other._shift, other._mean_shifted, other._m2)
-        self._min = np.fmin(self._min, other._min)
-        self._max = np.fmax(self._max, other._max)
-        self._nnz = self._nnz + other._nnz
-        self._nonfinite = self._nonfinite + other._nonfinite
+        assert self._sums is not None and self._extrema is not None
+        assert other._sums is not None and other._extrema is not None
+        self._sums.merge(other._sums)
+        self._extrema += other._extrema
         self.n_samples_seen += other.n_samples_seen
         self._cache.clear()
         return self
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Moments:
-        # Arrays are copied flat: the Python ints of the exact sums are immutable, and
-        # copy.deepcopy would visit each of them (milliseconds per merge for 784 features).
-        out = object.__new__(type(self))
-        for name, value in self.__dict__.items():
-            if isinstance(value, np.ndarray):
-                out.__dict__[name] = value.copy()
-            else:
-                out.__dict__[name] = copy.deepcopy(value, memo)
-        return out
+    __deepcopy__ = copy_flat
 
     # ------------------------------------------------------------------ results
-    def _require(self) -> None:
-        if self._count is None or not self._count.any():
+    def _require(self) -> tuple[ExactMoments | ShiftedMoments, Extrema]:
+        if self._sums is None or self._extrema is None or not self._sums.count.any():
             raise EmptyDataError("no samples seen: statistics of empty data are undefined")
+        return self._sums, self._extrema
 
-    def _exact_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        assert self._cold1 is not None and self._cold2 is not None
-        return (
-            _to_object(self._cold1 + _to_object(self._s1)),
-            _to_object(self._cold2 + _to_object(self._s2)),
-        )
+    def exact_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Σx, Σx²)`` per reduced element as Python ints (integer data only)."""
+        sums, _ = self._require()
+        if not isinstance(sums, ExactMoments):
+            raise NormlabError(
+                "exact sums exist for integer data (without fractional weights) only"
+            )
+        return sums.sums()
 
     @property
     def count(self) -> np.ndarray:
@@ -712,25 +597,16 @@ class Moments(Statistic):
         With ``sample_weight``: the sum of the weights of those values (float64 once a
         fractional weight was seen).
         """
-        self._require()
-        assert self._count is not None
-        return self._count.copy()
+        sums, _ = self._require()
+        return sums.count.copy()
 
     @property
     def mean(self) -> np.ndarray:
         """Mean per reduced element, float64, correctly rounded for integer data."""
-        self._require()
-        assert self._count is not None
+        sums, _ = self._require()
         if "mean" not in self._cache:
             with np.errstate(invalid="ignore", divide="ignore"):
-                if self.exact:
-                    s1, _ = self._exact_sums()
-                    i1 = _as_int64(s1)
-                    out = _ratio(s1 if i1 is None else i1, self._count)
-                else:
-                    assert self._shift is not None and self._mean_shifted is not None
-                    out = np.where(self._count > 0, self._shift + self._mean_shifted, np.nan)
-            self._cache["mean"] = np.asarray(out, dtype=np.float64)
+                self._cache["mean"] = np.asarray(sums.mean(), dtype=np.float64)
         return self._cache["mean"].copy()
 
     def var(self, ddof: int = 0) -> np.ndarray:
@@ -738,25 +614,10 @@ class Moments(Statistic):
         from .validate import integer
 
         ddof = integer("ddof", ddof, minimum=0)
-        self._require()
-        assert self._count is not None
+        sums, _ = self._require()
         key = f"var{ddof}"
         if key not in self._cache:
-            if self.exact:
-                s1, s2 = self._exact_sums()
-                i1, i2, n = _as_int64(s1), _as_int64(s2), self._count
-                if i1 is not None and i2 is not None and _int64_moments_fit(n, i2):
-                    # n·S2 < 2**63 and S1² ≤ n·S2 (Cauchy-Schwarz): exact in int64
-                    out = _ratio(n * i2 - i1 * i1, n * (n - ddof))
-                else:
-                    n = _to_object(n)
-                    num = _to_object(n * s2 - s1 * s1)  # n² · population variance, exactly
-                    out = _ratio(num, _to_object(n * (n - ddof)))
-            else:
-                assert self._m2 is not None
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out = np.where(self._count > ddof, self._m2 / (self._count - ddof), np.nan)
-            self._cache[key] = np.asarray(out, dtype=np.float64)
+            self._cache[key] = np.asarray(sums.var(ddof), dtype=np.float64)
         return self._cache[key].copy()
 
     def std(self, ddof: int = 0) -> np.ndarray:
@@ -765,35 +626,30 @@ class Moments(Statistic):
 
     @property
     def min(self) -> np.ndarray:
-        self._require()
-        assert self._count is not None and self._min is not None
-        return np.where(self._count > 0, self._min, np.nan)
+        sums, extrema = self._require()
+        return np.where(sums.count > 0, extrema.min, np.nan)
 
     @property
     def max(self) -> np.ndarray:
-        self._require()
-        assert self._count is not None and self._max is not None
-        return np.where(self._count > 0, self._max, np.nan)
+        sums, extrema = self._require()
+        return np.where(sums.count > 0, extrema.max, np.nan)
 
     @property
     def n_nonzero(self) -> np.ndarray:
         """Number of non-zero (finite) values per reduced element."""
-        self._require()
-        assert self._nnz is not None
-        return self._nnz.copy()
+        _, extrema = self._require()
+        return extrema.n_nonzero.copy()
 
     @property
     def n_nonfinite(self) -> np.ndarray:
         """Number of NaN/inf values left out per reduced element (``nan_policy="omit"``)."""
-        self._require()
-        assert self._nonfinite is not None
-        return self._nonfinite.copy()
+        _, extrema = self._require()
+        return extrema.n_nonfinite.copy()
 
     def is_constant(self) -> np.ndarray:
         """Elements whose values are all equal (exact: ``min == max``)."""
-        self._require()
-        assert self._count is not None and self._min is not None and self._max is not None
-        constant: np.ndarray = (self._count > 0) & (self._min == self._max)
+        sums, extrema = self._require()
+        constant: np.ndarray = (sums.count > 0) & (extrema.min == extrema.max)
         return constant
 
     # ------------------------------------------------------------------ coarsening
@@ -816,10 +672,8 @@ class Moments(Statistic):
             target = Layout.parse(axis, layout=layout, channel_axis=channel_axis)
         if target.rank < self.layout.rank:
             raise NormlabError(f"cannot refine {self.axis!r} statistics into {axis!r} ones")
-        self._require()
-        assert self.sample_shape is not None and self._count is not None
-        assert self._min is not None and self._max is not None
-        assert self._nnz is not None and self._nonfinite is not None
+        sums, extrema = self._require()
+        assert self.sample_shape is not None
         target = target.bind(self.sample_shape)
         out = copy.deepcopy(self)
         if axis == self.axis:
@@ -841,33 +695,9 @@ class Moments(Statistic):
                 acb_shape[1], -1
             )
 
-        groups = group_of(self._count)
-        reduced = groups.shape[:1] if axis == "channel" else ()
-        out._count = groups.sum(axis=1).reshape(reduced)
-        out._min = np.fmin.reduce(group_of(self._min), axis=1).reshape(reduced)
-        out._max = np.fmax.reduce(group_of(self._max), axis=1).reshape(reduced)
-        out._nnz = group_of(self._nnz).sum(axis=1).reshape(reduced)
-        out._nonfinite = group_of(self._nonfinite).sum(axis=1).reshape(reduced)
-        if self.exact:
-            s1, s2 = self._exact_sums()
-            out._cold1 = _obj_sum(group_of(s1)).reshape(reduced)
-            out._cold2 = _obj_sum(group_of(s2)).reshape(reduced)
-            out._s1 = np.zeros(reduced, np.int64)
-            out._s2 = np.zeros(reduced, np.int64)
-            out._hot_count = 0
-        else:
-            assert self._shift is not None and self._mean_shifted is not None
-            assert self._m2 is not None
-            n = group_of(self._count).astype(np.float64)
-            shift = group_of(self._shift)
-            k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n, strict=True)])
-            d = np.where(n > 0, (shift - k0[:, None]) + group_of(self._mean_shifted), 0.0)
-            total = np.where(n.sum(axis=1) > 0, n.sum(axis=1), 1)
-            mean_shifted = (n * d).sum(axis=1) / total
-            m2 = group_of(self._m2).sum(axis=1) + (n * (d - mean_shifted[:, None]) ** 2).sum(axis=1)
-            out._shift = k0.reshape(reduced)
-            out._mean_shifted = mean_shifted.reshape(reduced)
-            out._m2 = m2.reshape(reduced)
+        reduced = group_of(sums.count).shape[:1] if axis == "channel" else ()
+        out._sums = sums.reduce(group_of, reduced)
+        out._extrema = extrema.reduce(group_of, reduced)
         out._cache = {}
         return out
 
@@ -889,21 +719,9 @@ class Moments(Statistic):
         return meta
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        if self._count is None:
+        if self._sums is None or self._extrema is None:
             return {}
-        out = {
-            "count": self._count,
-            "min": self._min,
-            "max": self._max,
-            "n_nonzero": self._nnz,
-            "n_nonfinite": self._nonfinite,
-        }
-        if self.exact:
-            s1, s2 = self._exact_sums()
-            out.update(_encode_bigints("s1", s1))
-            out.update(_encode_bigints("s2", s2))
-        else:
-            out.update({"shift": self._shift, "mean_shifted": self._mean_shifted, "m2": self._m2})
+        out = {"count": self._sums.count, **self._extrema.to_tensors(), **self._sums.to_tensors()}
         return {k: np.array(v, order="C") for k, v in out.items()}  # keeps 0-d shapes
 
     @classmethod
@@ -927,27 +745,25 @@ class Moments(Statistic):
         if not tensors:
             return m
         weighted = not m.exact and getattr(tensors.get("count"), "dtype", None) == np.float64
-        m._count = field(tensors, "count", np.float64 if weighted else np.int64)  # Σ weights
-        shape = m._count.shape
+        count = field(tensors, "count", np.float64 if weighted else np.int64)  # Σ weights
+        shape = count.shape
         if m.sample_shape is None or m.layout.reduced_shape(m.sample_shape) != shape:
             raise FileFormatError(
                 f"statistics of shape {shape} do not fit samples of shape {m.sample_shape} "
                 f"with axis={m.axis!r}"
             )
-        m._min = field(tensors, "min", np.float64, shape)
-        m._max = field(tensors, "max", np.float64, shape)
-        m._nnz = field(tensors, "n_nonzero", np.int64, shape)
-        m._nonfinite = field(tensors, "n_nonfinite", np.int64, shape)
-        if m.exact:
-            m._cold1 = _decode_bigints("s1", tensors, shape)
-            m._cold2 = _decode_bigints("s2", tensors, shape)
-            m._s1 = np.zeros(shape, np.int64)
-            m._s2 = np.zeros(shape, np.int64)
-        else:
-            m._shift = field(tensors, "shift", np.float64, shape)
-            m._mean_shifted = field(tensors, "mean_shifted", np.float64, shape)
-            m._m2 = field(tensors, "m2", np.float64, shape)
-        if min(m._count.min(initial=0), m._nnz.min(initial=0), m._nonfinite.min(initial=0)) < 0:
+        m._extrema = Extrema.from_tensors(tensors, shape)
+        m._sums = (
+            ExactMoments.from_tensors(tensors, count)
+            if m.exact
+            else ShiftedMoments.from_tensors(tensors, count)
+        )
+        lowest = min(
+            count.min(initial=0),
+            m._extrema.n_nonzero.min(initial=0),
+            m._extrema.n_nonfinite.min(initial=0),
+        )
+        if lowest < 0:
             raise FileFormatError("negative counts in the statistics")
         from .invariants import check_moments
 
@@ -984,7 +800,7 @@ class Moments(Statistic):
         }
 
     def __repr__(self) -> str:
-        if self._count is None:
+        if self._sums is None:
             return f"Moments(axis={self.axis!r}, empty)"
         from .display import numpy_text
 
@@ -1080,132 +896,3 @@ def _scale_str(scale: dict[str, Any] | None) -> str:
     if scale["max_value"] is None:
         return "float (as given)"
     return f"{scale['dtype']} {scale['min_value']}..{scale['max_value']}"
-
-
-_Extrema = tuple[np.ndarray, np.ndarray, np.ndarray]  # min, max, number of non-zeros
-
-
-def _combine_extrema(acc: _Extrema | None, new: _Extrema) -> _Extrema:
-    if acc is None:
-        return new
-    return (np.minimum(acc[0], new[0]), np.maximum(acc[1], new[1]), acc[2] + new[2])
-
-
-def _as_int64(a: np.ndarray) -> np.ndarray | None:
-    """The exact sums as int64 when every one fits, else None."""
-    try:
-        return a.astype(np.int64)
-    except OverflowError:
-        return None
-
-
-def _int64_moments_fit(n: np.ndarray, s2: np.ndarray) -> bool:
-    """Whether ``n·S2`` and ``n·(n − ddof)`` stay below 2**63 (checked with margin in float)."""
-    return bool(np.all(n.astype(np.float64) * np.abs(s2).astype(np.float64) < 2.0**62)) and bool(
-        np.all(n < 2**31)
-    )
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` of exact integers, correctly rounded to float64; NaN where ``den ≤ 0``.
-
-    Where both are below 2**53 they convert to float64 exactly and one IEEE division rounds
-    correctly; elsewhere Python's ``int / int`` (also correctly rounded) does it.
-    """
-    shape = np.shape(num)
-    num, den = np.asarray(num).reshape(-1), np.asarray(den).reshape(-1)
-    out = np.full(num.shape, math.nan)
-    if num.dtype == np.int64 and den.dtype == np.int64:
-        fast = (den > 0) & (den < FLOAT64_EXACT) & (num > -FLOAT64_EXACT) & (num < FLOAT64_EXACT)
-        out[fast] = num[fast].astype(np.float64) / den[fast].astype(np.float64)
-        slow = np.flatnonzero(~fast & (den > 0))
-    else:
-        slow = np.flatnonzero([d > 0 for d in den])
-    for i in slow:
-        out[i] = int(num[i]) / int(den[i])
-    return out.reshape(shape)
-
-
-def _obj_sum(a: np.ndarray) -> np.ndarray:
-    out = np.empty(a.shape[0], dtype=object)
-    for i, row in enumerate(a):
-        total = 0
-        for v in row:
-            total += v
-        out[i] = total
-    return out
-
-
-def _wide_int_sums(
-    acb: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Exact sums of 32-bit integers: x = hi·2¹⁶ + lo keeps every partial sum inside int64.
-
-    Values that fit 16 bits (a quick min/max tells; integer table columns usually do) take
-    the 16-bit kernel instead, whose int64 sums are exact for any batch below 2**33 values.
-    """
-    if acb.size and acb.shape[0] * acb.shape[2] < 2**33:
-        least, most = int(acb.min()), int(acb.max())
-        narrow = (
-            np.int16 if least >= -(2**15) and most < 2**15 else np.uint16 if least >= 0 else None
-        )
-        if narrow is not None and most < 2**16:
-            s1, s2, mn, mx, nz = load_kernels().reduce_integer(acb.astype(narrow, order="C"))
-            return _to_object(s1), _to_object(s2), mn, mx, nz
-    wide = acb.astype(np.int64)
-    hi = wide >> 16
-    lo = wide & 0xFFFF
-    red = (0, 2)
-    s_hi, s_lo = _to_object(hi.sum(axis=red)), _to_object(lo.sum(axis=red))
-    s_hh = _to_object((hi * hi).sum(axis=red))
-    s_hl = _to_object((hi * lo).sum(axis=red))
-    s_ll = _to_object((lo * lo).sum(axis=red))
-    s1 = s_hi * (1 << 16) + s_lo
-    s2 = s_hh * (1 << 32) + s_hl * (1 << 17) + s_ll
-    mn, mx = wide.min(axis=red), wide.max(axis=red)
-    nz = np.count_nonzero(wide, axis=red).astype(np.int64)
-    return s1, s2, mn, mx, nz
-
-
-_LIMB_BITS = 62
-_MAX_LIMBS = 4  # |Σx²| < 2**63 · 2**64 (int64 counts of int32 squares): 3 limbs, one spare
-
-
-def _encode_bigints(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
-    """Exact Python ints as int64 limbs (base 2**62) plus a sign, for safetensors."""
-    flat = [int(v) for v in values.reshape(-1)]
-    n_limbs = max(1, max((abs(v).bit_length() for v in flat), default=0) // _LIMB_BITS + 1)
-    limbs = np.zeros((len(flat), n_limbs), np.int64)
-    sign = np.zeros(len(flat), np.int8)
-    mask = (1 << _LIMB_BITS) - 1
-    for i, v in enumerate(flat):
-        sign[i] = v < 0
-        v = abs(v)
-        for j in range(n_limbs):
-            limbs[i, j] = v & mask
-            v >>= _LIMB_BITS
-    return {f"{name}_limbs": limbs, f"{name}_sign": sign}
-
-
-def _decode_bigints(
-    name: str, tensors: dict[str, np.ndarray], shape: tuple[int, ...]
-) -> np.ndarray:
-    from .io import field
-
-    size = math.prod(shape)
-    limbs = field(tensors, f"{name}_limbs", np.int64)
-    sign = field(tensors, f"{name}_sign", np.int8, (size,))
-    if limbs.ndim != 2 or limbs.shape[0] != size or (limbs < 0).any():
-        raise NormlabError(f"corrupt exact sums {name!r} in the stats file")
-    if limbs.shape[1] > _MAX_LIMBS:  # decoding is quadratic in the limbs: bound them first
-        raise NormlabError(
-            f"exact sums {name!r} of {limbs.shape[1]} limbs; sums of int32 data over int64 "
-            f"counts need at most {_MAX_LIMBS}: corrupt stats file"
-        )
-    out = np.empty(size, dtype=object)
-    for i in range(size):
-        v = 0
-        for j in reversed(range(limbs.shape[1])):
-            v = (v << _LIMB_BITS) | int(limbs[i, j])
-        out[i] = -v if sign[i] else v
-    return out.reshape(shape)
