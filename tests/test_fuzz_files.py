@@ -112,7 +112,7 @@ def seed_bytes() -> dict[str, bytes]:
 def exercise(obj) -> None:
     """Use what was loaded, as a caller would: a corrupt file must not fail later either."""
     if isinstance(obj, Moments):
-        if obj.n_samples_seen and obj._count is not None:
+        if obj.n_samples_seen and obj.sums is not None:
             obj.summary()
             obj.var(ddof=1)
             obj + obj

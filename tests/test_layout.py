@@ -247,3 +247,26 @@ def test_warnings_point_at_the_users_line_whatever_the_entry_point():
         with pytest.warns(normlab.NormlabWarning, match="zero variance") as caught:
             fit()
         assert caught[0].filename == __file__
+
+
+def test_channels_first_batches_without_a_layout_are_named_at_every_entry_point():
+    """An NCHW batch read as channels last would give per-column statistics: warn, and say
+    layout='NCHW'; a declared layout (either way) is taken as said, silently."""
+    import warnings
+
+    x = np.random.default_rng(0).integers(0, 256, (6, 3, 4, 5), dtype=np.uint8)
+    entry_points = {
+        "Moments": lambda **kw: normlab.Moments("channel", **kw).update(x),
+        "compute_stats": lambda **kw: normlab.compute_stats(x, "channel", **kw),
+        "ZScore.fit": lambda **kw: normlab.ZScore(axis="channel", **kw).fit(x),
+        "MinMax.fit": lambda **kw: normlab.MinMax(axis="channel", **kw).fit(x),
+    }
+    for name, run in entry_points.items():
+        with pytest.warns(normlab.NormlabWarning, match="layout='NCHW'"):
+            run()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", normlab.NormlabWarning)
+            first = run(layout="NCHW")
+            run(layout="NHWC")
+        reduced = first.reduced_shape if hasattr(first, "reduced_shape") else first.shift_.shape
+        assert reduced == (3,), name

@@ -257,3 +257,32 @@ def test_affine_matches_transform():
         np.testing.assert_allclose(
             n.transform(x).reshape(40, -1), (flat - shift) / scale, rtol=1e-5, atol=1e-5
         )
+
+
+def test_from_stats_on_the_class_builds_and_fits_a_default_one():
+    """``ZScore.from_stats(m)`` reads as a constructor: it fits ``ZScore()`` (deprecated, like
+    the instance method), never a raw TypeError."""
+    m = normlab.compute_stats(np.arange(12.0).reshape(6, 2))
+    with pytest.warns(DeprecationWarning, match=r"ZScore\(\)\.fit_stats"):
+        from_class = ZScore.from_stats(m)
+    with pytest.warns(DeprecationWarning, match="fit_stats"):
+        from_instance = ZScore(with_std=False).from_stats(m)
+    np.testing.assert_array_equal(from_class.mean_, [5.0, 6.0])
+    assert from_class.with_std and not from_instance.with_std
+
+
+def test_every_normalizer_checks_its_parameters_when_fitting_starts():
+    """One moment for all: construction stores the parameters; fit refuses bad ones."""
+    x = np.ones((4, 2))
+    bad = [
+        lambda: normlab.ZScore(axis="pixel"),
+        lambda: normlab.MaxAbs(axis="pixel"),
+        lambda: normlab.MinMax(axis="pixel"),
+        lambda: normlab.MaxScale(max_value=-1.0),
+        lambda: normlab.Whiten(eps=-1.0),
+        lambda: normlab.Whiten(dtype="int8"),
+    ]
+    for make in bad:
+        normalizer = make()  # no error yet
+        with pytest.raises(NormlabError):
+            normalizer.fit(x)

@@ -296,7 +296,7 @@ def test_integer_sums_beyond_int64(dtype):
     for _ in range(50):
         big += big  # count 64·2⁵⁰: Σx² reaches ~2⁵⁶·max² > 2⁶³
     copies = 2**50
-    s1, s2 = big._exact_sums()
+    s1, s2 = big.exact_sums()
     assert max(abs(int(v)) for v in s2.reshape(-1)) > 2**63
     assert big.count.tolist() == [64 * copies] * 3
     means, variances = exact_column_stats(base)  # duplicating data keeps mean and variance

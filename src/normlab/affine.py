@@ -141,9 +141,9 @@ def apply_affine(
         cuts = [n * i // shares for i in range(shares + 1)]
         jobs: list[Any] = []
         if shares > 1:
-            from .kernels import _helpers
+            from .kernels import helper_pool
 
-            pool = _helpers(shares - 1)
+            pool = helper_pool(shares - 1)
             jobs = [
                 pool.submit(kernel, flat, shift_f, factor, out, cuts[k], cuts[k + 1])
                 for k in range(1, shares)

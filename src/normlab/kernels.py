@@ -268,7 +268,7 @@ def _compile_first(key: tuple[Any, ...], shares: int) -> bool:
     return shares > 1
 
 
-def _helpers(n: int) -> ThreadPoolExecutor:
+def helper_pool(n: int) -> ThreadPoolExecutor:
     """A pool of ``n`` helper threads (the calling thread does a share of the work too).
 
     A forked child gets a new pool: the parent's threads do not exist there.
@@ -309,7 +309,7 @@ def _axis0(y: np.ndarray, collapse: bool) -> tuple[np.ndarray, ...]:
     if first:
         _run_tasks(y, collapse, steps, lanes, cuts[0], cuts[1], *outs)
     helpers = [
-        _helpers(shares - 1).submit(
+        helper_pool(shares - 1).submit(
             _run_tasks, y, collapse, steps, lanes, cuts[i], cuts[i + 1], *outs
         )
         for i in range(1, shares)
@@ -672,7 +672,7 @@ def _float_blocks(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if first:
         _float_tasks(y, cuts[0], cuts[1], outs, n_overflow)
     helpers = [
-        _helpers(shares - 1).submit(_float_tasks, y, cuts[i], cuts[i + 1], outs, n_overflow)
+        helper_pool(shares - 1).submit(_float_tasks, y, cuts[i], cuts[i + 1], outs, n_overflow)
         for i in range(1, shares)
     ]
     if not first:

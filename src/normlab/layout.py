@@ -150,6 +150,38 @@ class Layout:
             channel = None  # scalar samples have no dims at all
         return Layout(self.granularity, channel, ndim)
 
+    def doubtful_channels(self, sample_shape: tuple[int, ...]) -> str | None:
+        """Why per-channel statistics of an undeclared layout may take the wrong dim, or None.
+
+        Only a layout the user did not spell out (no ``layout=``) is doubted: more than 64
+        "channels", or channels-last samples that look channels-first (``(3, H, W)``).
+        """
+        if self.bound or self.granularity != "channel":
+            return None
+        ca = self.channel_index(sample_shape)
+        shape = tuple(sample_shape)
+        if shape[ca] > 64:
+            return (
+                f"axis='channel' with {shape[ca]} channels (the last dim of sample "
+                f"shape {shape}); is this really the channel axis? Gray images "
+                "(n, H, W) have none: use x[..., None]; say layout='NCHW' for "
+                "channels-first batches"
+            )
+        image_channels = (1, 3, 4)
+        if (
+            len(shape) == 3
+            and ca == 2
+            and shape[0] in image_channels
+            and shape[2] not in image_channels
+        ):
+            return (
+                f"axis='channel' takes the last dim of sample shape {shape} as the channels "
+                f"({shape[2]} of them), but the samples look channels-first ({shape[0]} "
+                "channels, then H and W): say layout='NCHW' for channels-first batches, or "
+                "layout='NHWC' to keep channels last and silence this"
+            )
+        return None
+
     # ------------------------------------------------------------------ shapes
     @property
     def bound(self) -> bool:

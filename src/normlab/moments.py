@@ -379,17 +379,10 @@ class Moments(Statistic):
     def _check_batch(self, arr: np.ndarray, sample: tuple[int, ...]) -> None:
         scale = value_scale_of(arr.dtype)
         if self.value_scale is None or self._sums is None:
-            declared = self.layout.bound
+            doubt = self.layout.doubtful_channels(sample)
             self.layout = self.layout.bind(sample)
-            if self.axis == "channel" and not declared:
-                ca = self.layout.channel_index(sample)
-                if sample[ca] > 64:
-                    warn(
-                        f"axis='channel' with {sample[ca]} channels (the last dim of sample "
-                        f"shape {sample}); is this really the channel axis? Gray images "
-                        "(n, H, W) have none: use x[..., None]; say layout='NCHW' for "
-                        "channels-first batches"
-                    )
+            if doubt is not None:
+                warn(doubt)
             self.value_scale = scale
             self.exact = arr.dtype.kind in "bui"
             self.sample_shape = sample

@@ -98,6 +98,29 @@ def constant_mask(stats: Moments) -> np.ndarray:
     return const
 
 
+class DeprecatedFromStats:
+    """``from_stats``: the deprecated name of :meth:`Normalizer.fit_stats`.
+
+    On an instance it fits that instance. Called on the class, where it reads as a
+    constructor (``ZScore.from_stats(m)``), it fits a default-constructed normalizer instead of
+    failing with a ``TypeError``. Both warn, naming ``fit_stats``.
+    """
+
+    def __get__(self, obj: Normalizer | None, cls: type[Normalizer]) -> Any:
+        def from_stats(stats: Any) -> Normalizer:
+            name = cls.__name__
+            if obj is None:
+                warn(
+                    f"{name}.from_stats is deprecated: use {name}().fit_stats(stats)",
+                    DeprecationWarning,
+                )
+                return cls().fit_stats(stats)
+            warn(f"{name}.from_stats is deprecated: use .fit_stats(stats)", DeprecationWarning)
+            return obj.fit_stats(stats)
+
+        return from_stats
+
+
 class Normalizer:
     """Common behaviour: fit from data or statistics, validated apply, safe files."""
 
@@ -240,13 +263,7 @@ class Normalizer:
         self._reset()
         return self._fit_from(stats)
 
-    def from_stats(self, stats: Moments) -> Normalizer:
-        """Deprecated name of :meth:`fit_stats` (it fits this instance; it builds no new one)."""
-        warn(
-            f"{type(self).__name__}.from_stats is deprecated: use .fit_stats(stats)",
-            DeprecationWarning,
-        )
-        return self.fit_stats(stats)
+    from_stats = DeprecatedFromStats()
 
     def _coarsen(self, stats: Moments) -> Moments:
         target = self._requested_layout()

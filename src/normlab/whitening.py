@@ -84,10 +84,6 @@ class Whiten(Normalizer):
         self.eps = eps
         self.eps_mode = eps_mode
         self.n_components = n_components
-        from .validate import float_dtype
-
-        float_dtype("dtype", dtype)
-        self._validate_params()  # at construction, not first at fit
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -104,6 +100,7 @@ class Whiten(Normalizer):
         return self.method
 
     def _validate_params(self) -> None:
+        super()._validate_params()  # dtype, as for every normalizer: when fitting starts
         if self.method not in METHODS:
             raise NormlabError(f"method must be 'zca' or 'pca'; got {self.method!r}")
         if self.eps_mode not in EPS_MODES:

@@ -239,7 +239,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images under ``root/<class>/…`` (labels from the subfolder names, sorted); one shape."""
-    from ..sources.images import BadImage, ImageOptions, _list_folder, load_image
+    from ..sources.images import BadImage, ImageOptions, list_folder, load_image
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
@@ -251,7 +251,7 @@ def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     labels: list[int] = []
     options = ImageOptions()
     for index, name in enumerate(classes):
-        files, _ = _list_folder(root / name, None)
+        files, _ = list_folder(root / name, None)
         for path in files:
             try:
                 arr, _, _ = load_image(path, options)

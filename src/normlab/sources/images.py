@@ -477,7 +477,7 @@ def _released(
     return None
 
 
-def _list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
+def list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
     """Sorted image files under ``root`` (recursive) and the number of other files ignored.
 
     A ``glob`` with a ``/`` matches paths relative to ``root``; one without matches file names
@@ -626,7 +626,7 @@ def image_source(
         source = remote.path if remote is not None else source  # file:// URLs are local paths
         path = Path(source)
         if path.is_dir():
-            files, ignored = _list_folder(path, glob)
+            files, ignored = list_folder(path, glob)
             what = f"images under {path}" + (f" matching {glob!r}" if glob else "")
             if not files:
                 others = f"; {ignored} other file(s) ignored" if ignored else ""
