@@ -57,3 +57,15 @@ def test_bigints_round_trip():
     values = np.array([0, -1, 2**62, -(2**120) + 7], dtype=object)
     back = decode_bigints("s", encode_bigints("s", values), (4,))
     assert back.tolist() == values.tolist()
+
+
+def test_a_sum_merged_with_itself_doubles():
+    s = ExactSum((1,))
+    s.add(np.array([2**61], dtype=np.int64), 2**61)
+    s.add_exact(np.array([5], dtype=object))
+    s += s
+    assert s.get().tolist() == [2 * (2**61 + 5)]
+    c = normlab.CoMoments().update(np.arange(6, dtype=np.uint8).reshape(3, 2))
+    whole = normlab.CoMoments().update(np.tile(np.arange(6, dtype=np.uint8).reshape(3, 2), (2, 1)))
+    c += c
+    assert c == whole

@@ -243,6 +243,8 @@ class ExactSum:
         return self.hot if self.cold is None else self.get().astype(np.int64)
 
     def __iadd__(self, other: ExactSum) -> Self:
+        if other is self:  # s += s: read the other side before this one changes
+            other = copy.deepcopy(other)
         if other.cold is not None:
             self.add_exact(other.cold)
         if other.hot_bound:
