@@ -763,7 +763,7 @@ def _float_column_blocks(columns: np.ndarray, main: int) -> tuple[np.ndarray, np
     if first:
         _float_column_tasks(*args, cuts[0], cuts[1])
     helpers = [
-        _helpers(shares - 1).submit(_float_column_tasks, *args, cuts[i], cuts[i + 1])
+        helper_pool(shares - 1).submit(_float_column_tasks, *args, cuts[i], cuts[i + 1])
         for i in range(1, shares)
     ]
     if not first:
