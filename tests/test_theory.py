@@ -17,6 +17,7 @@ from normlab.lab import (  # noqa: E402
     load_dataset,
     theory,  # noqa: E402
 )
+from normlab.lab.stability import measure_lsq_stable_lr  # noqa: E402
 from normlab.lab.train import TrainConfig, measure_stable_lr  # noqa: E402
 
 torch.set_num_threads(1)
@@ -104,6 +105,73 @@ def test_full_batch_stability_is_two_over_lambda_max():
     problem = theory.lsq_problem(x, rng.integers(0, 2, 50), 2)
     assert theory.sgd_stable_lr(problem, 50) == pytest.approx(2.0 / problem.lambda_max)
     assert theory.sgd_stable_lr(problem, 1) < theory.sgd_stable_lr(problem, 10)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_stable_rate_is_where_the_mean_square_operator_reaches_radius_one(batch):
+    """Heavy tails: one sample lights a rare feature; the exact threshold sees it."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 6)) * [1.0, 2.0, 0.5, 1.0, 1.0, 0.1]
+    x[7, 5] = 40.0  # a rare feature: its fourth moment, not λ_max, limits small batches
+    problem = theory.lsq_problem(x, rng.integers(0, 3, 300), 3)
+    eta = theory.sgd_stable_lr(problem, batch)
+    assert eta < theory.sgd_top_direction_lr(problem, batch)
+
+    def radius(lr: float) -> float:
+        operator = theory.mean_square_operator(problem, lr, batch)
+        p = np.eye(problem.projected.shape[1])
+        for _ in range(3000):
+            q = operator(p)
+            norm = float(np.linalg.norm(q))
+            p = q / norm
+        return norm
+
+    assert radius(0.98 * eta) < 1.0 < radius(1.02 * eta)
+
+
+def test_the_fast_threshold_is_the_labs_bisection():
+    """stability.py computes the lab's lsq runs in the eigenbasis: the same threshold."""
+    ds = load_dataset("digits", seed=0, n_samples=600)
+    x, tensors = _data("feature", ds)
+    problem = theory.lsq_problem(x, ds.y_train, ds.n_classes)
+    guess = theory.sgd_stable_lr(problem, 32)
+    lab = measure_stable_lr(
+        tensors, config=TrainConfig(model="lsq", batch_size=32), n_classes=10, guess=guess
+    )
+    fast = measure_lsq_stable_lr(problem, ds.y_train, n_classes=10, batch_size=32, guess=guess)
+    assert fast["steps"] == lab["steps"] >= 500
+    assert fast["threshold"] == pytest.approx(lab["threshold"], rel=0.03)
+
+
+@pytest.mark.parametrize("scheme", ["center", "global"])
+def test_sgd_stability_prediction_within_25_percent_at_batch_1(scheme):
+    ds = load_dataset("digits", seed=0)
+    x, _ = _data(scheme, ds)
+    problem = theory.lsq_problem(x, ds.y_train, ds.n_classes)
+    predicted = theory.sgd_stable_lr(problem, 1)
+    assert predicted < 0.6 * theory.sgd_stable_lr(problem, len(x))
+    measured = measure_lsq_stable_lr(
+        problem, ds.y_train, n_classes=10, batch_size=1, guess=predicted
+    )
+    assert measured["steps"] >= 500
+    assert 0.8 <= measured["threshold"] / predicted <= 1.25
+    again = measure_lsq_stable_lr(problem, ds.y_train, n_classes=10, batch_size=1, guess=predicted)
+    assert again == measured  # deterministic
+
+
+def test_signal_half_steps_sees_a_feature_on_a_huge_scale():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 400)
+    x = rng.standard_normal((400, 5)) + np.eye(3)[y] @ rng.standard_normal((3, 5))
+    even = theory.lsq_problem(x, y, 3)
+    skewed = theory.lsq_problem(x * [1000.0, 1.0, 1.0, 1.0, 1.0], y, 3)
+    # the same explainable loss from zero weights, whatever the scale
+    zero_w, zero_b = np.zeros((3, 5)), np.zeros(3)
+    assert even.excess(zero_w, zero_b) == pytest.approx(skewed.excess(zero_w, zero_b))
+    t_even, t_skewed = theory.signal_half_steps(even), theory.signal_half_steps(skewed)
+    assert t_even is not None and t_skewed is not None and t_skewed > 10 * t_even
+    assert theory.ranking_cost(t_even, 0.5) == 2 * t_even
+    assert theory.ranking_cost(None, 0.0) == float("inf")
 
 
 def test_spearman_matches_scipy_with_ties():

@@ -642,7 +642,8 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
             f"stated before measuring: {e(th['formulas']['ranking'])}.</p>"
         )
         head = (
-            "<tr><th>scheme</th><th>κ₉₉ of E[z zᵀ]</th><th>saturated, predicted</th>"
+            "<tr><th>scheme</th><th>κ₉₉ of E[z zᵀ]</th><th>T½ (GD steps)</th>"
+            "<th>saturated, predicted</th>"
             "<th>saturated, measured</th><th>cost (rule)</th><th>samples to target</th></tr>"
         )
         key = "tanh_saturated" if act == "tanh" else "relu_dead"
@@ -653,6 +654,7 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
             sat = t.get("saturation", {})
             rows.append(
                 f"<tr><td>{e(scheme)}</td><td>{_fmt(t.get('kappa99'))}</td>"
+                f"<td>{_fmt(t.get('signal_half_steps'))}</td>"
                 f"<td>{_fmt(sat.get(key + '_predicted'), 2)}</td>"
                 f"<td>{_fmt(sat.get(key + '_measured'), 2)}</td>"
                 f"<td>{_fmt(t.get('ranking_cost'))}</td>"

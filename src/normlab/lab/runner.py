@@ -628,8 +628,10 @@ def _predict(
                 entry["lr_sgd_max_predicted"] = theory.sgd_stable_lr(problem, batch)
                 entry["lr_sgd_max_top_direction"] = theory.sgd_top_direction_lr(problem, batch)
         elif lam > 0:
-            z = theory.augmented(scheme["x_train"])
-            entry["kappa99"] = theory.kappa99(np.linalg.eigvalsh(z.T @ z / len(z)))
+            flat = np.asarray(scheme["x_train"], dtype=np.float64).reshape(len(ds.y_train), -1)
+            labelled = theory.lsq_problem(flat, ds.y_train, ds.n_classes)
+            entry["kappa99"] = theory.kappa99(labelled.lam)
+            entry["signal_half_steps"] = theory.signal_half_steps(labelled)
         layers = [i for i in inits if i is not None]
         if config.model in ("mlp", "cnn") and len(layers) == len(inits):
             found = [theory.saturation(scheme["x_train"], w, b) for w, b in layers]
@@ -638,7 +640,7 @@ def _predict(
             entry["saturated_share"] = entry["saturation"][f"{key}_predicted"]
         if config.model != "lsq":
             entry["ranking_cost"] = theory.ranking_cost(
-                entry.get("kappa99"), entry.get("saturated_share", 0.0)
+                entry.get("signal_half_steps"), entry.get("saturated_share", 0.0)
             )
         per_scheme[name] = entry
     out: dict[str, Any] = {
