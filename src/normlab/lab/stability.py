@@ -84,34 +84,41 @@ def simulate(
     initial = problem.loss_star + excess(error)
     limit = _DIVERGENCE_FACTOR * np.maximum(initial, 1e-12)
     diverged = ~np.isfinite(initial)
+    active = np.flatnonzero(~diverged)  # the rates still running; error holds only theirs
+    error, lr, limit = error[active], lr[active], limit[active]
     batch = min(max(batch_size, 1), n)
     per_epoch = math.ceil(n / batch)
     check_every = max(1, per_epoch // max(1, min(per_epoch, checkpoints_per_epoch)))
     generator = torch.Generator().manual_seed(seed)
     done = 0
     with np.errstate(over="ignore", invalid="ignore"):
-        while done < steps and not diverged.all():
+        while done < steps and len(active):
             order = torch.randperm(n, generator=generator).numpy()
             for step in range(per_epoch):
-                if done >= steps:
+                if done >= steps or not len(active):
                     break
                 if sampling == "epoch":
                     index = order[step * batch : (step + 1) * batch]
                 else:
                     index = torch.randperm(n, generator=generator)[:batch].numpy()
-                live = ~diverged
-                yb, rb = proj[index], residual_star[index]
                 if batch == n:  # the normal equations: Σ r* zᵀ = 0 and YᵀY/n = Λ
-                    error[live] *= 1.0 - lr[live] * lam
+                    error *= 1.0 - lr * lam
                 else:
-                    res = error[live] @ yb.T - rb.T  # (rates, outputs, batch)
-                    error[live] -= lr[live] / len(index) * (res @ yb)
+                    yb = proj[index]
+                    res = error @ yb.T - residual_star[index].T  # (rates, outputs, batch)
+                    error -= lr / len(index) * (res @ yb)
                 done += 1
                 if (step + 1) % check_every == 0 or step == per_epoch - 1:
-                    loss = problem.loss_star + excess(error[live])
-                    bad = ~np.isfinite(loss) | (loss > limit[live])
-                    diverged[np.flatnonzero(live)[bad]] = True
-                    error[diverged] = 0.0
+                    loss = problem.loss_star + excess(error)
+                    bad = ~np.isfinite(loss) | (loss > limit)
+                    if bad.any():
+                        diverged[active[bad]] = True
+                        active, error, lr, limit = (
+                            active[~bad],
+                            error[~bad],
+                            lr[~bad],
+                            limit[~bad],
+                        )
     return diverged
 
 
