@@ -226,4 +226,7 @@ def test_lsq_runs_are_deterministic_and_record_the_theory(tmp_path):
         entry = th["schemes"][name]
         assert entry["lr_sgd_max_predicted"] <= entry["lr_gd_max"] * (1 + 1e-6)
         assert "steps_to_epsilon_predicted" in entry and "steps_to_epsilon_measured" in entry
+        bracket = entry["lr_stable_measured"]  # the grid's measurement beside the prediction
+        assert set(bracket) == {"largest_stable", "smallest_diverging"}
+        assert isinstance(entry["stability_agrees"], bool)
     assert set(th["ranking"]["predicted"]) == {"raw", "global"}

@@ -609,7 +609,8 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
         )
         head = (
             "<tr><th>scheme</th><th>2/λ_max (GD)</th><th>largest stable SGD rate at batch "
-            f"{th['batch_size']} (predicted)</th><th>top direction only</th><th>chosen rate</th>"
+            f"{th['batch_size']} (predicted)</th><th>top direction only</th>"
+            "<th>measured on the grid: largest stable – smallest diverging</th><th>chosen rate</th>"
             "<th>steps to ε predicted</th><th>measured</th><th>measured/predicted</th></tr>"
         )
         rows = []
@@ -618,10 +619,16 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
                 continue
             ratio = t.get("ratio_measured_to_predicted")
             flag = "" if ratio is None else f"{ratio:.2f}" + ("" if t.get("agrees") else " (!)")
+            bracket = t.get("lr_stable_measured") or {}
+            measured_lr = (
+                f"{_fmt(bracket.get('largest_stable'))} – {_fmt(bracket.get('smallest_diverging'))}"
+                + (" (!)" if t.get("stability_agrees") is False else "")
+            )
             rows.append(
                 f"<tr><td>{e(scheme)}</td><td>{_fmt(t.get('lr_gd_max'))}</td>"
                 f"<td>{_fmt(t.get('lr_sgd_max_predicted'))}</td>"
-                f"<td>{_fmt(t.get('lr_sgd_max_top_direction'))}</td><td>{_fmt(t.get('lr'))}</td>"
+                f"<td>{_fmt(t.get('lr_sgd_max_top_direction'))}</td><td>{e(measured_lr)}</td>"
+                f"<td>{_fmt(t.get('lr'))}</td>"
                 f"<td>{_fmt(t.get('steps_to_epsilon_predicted'), 5)}</td>"
                 f"<td>{_fmt(t.get('steps_to_epsilon_measured'), 5)}</td><td>{flag or '—'}</td></tr>"
             )
@@ -631,6 +638,13 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
             parts.append(
                 f"<p>Prediction and measurement disagree by more than 25 % for "
                 f"{e(', '.join(disagree))}: see the ratio column.</p>"
+            )
+        unstable = [s for s, t in th["schemes"].items() if t.get("stability_agrees") is False]
+        if unstable:
+            parts.append(
+                "<p>The predicted largest stable rate lies more than 25 % outside the grid's "
+                f"measured bracket for {e(', '.join(unstable))} (marked (!)); "
+                "bench/bench_theory.py stability bisects it.</p>"
             )
     else:
         act = cfg.get("activation", "tanh")

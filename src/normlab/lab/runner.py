@@ -695,9 +695,29 @@ def _measured(
                 "agrees": None if ratio is None else bool(1 / _AGREE <= ratio <= _AGREE),
             }
         )
+    if entry.get("lr_sgd_max_predicted") is not None:
+        _stability_bracket(entry, [r for r in results["runs"] if r["scheme"] == name])
     summary = info["summary"]
     entry["samples_to_target_measured"] = summary["samples_to_target_mean"]
     _ranking(results)
+
+
+def _stability_bracket(entry: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """The grid's measured bracket of the divergence threshold beside the predicted rate.
+
+    ``largest_stable``: the largest rate below every diverging one at which no seed diverged;
+    ``smallest_diverging``: the smallest rate at which a seed diverged (``None``: none on the
+    grid). The prediction agrees if it lies inside the bracket widened by 25 % each side.
+    """
+    diverging = [r["lr"] for r in runs if r["diverged"]]
+    high = min(diverging) if diverging else None
+    stable = [r["lr"] for r in runs if not r["diverged"] and (high is None or r["lr"] < high)]
+    low = max(stable) if stable else None
+    predicted = entry["lr_sgd_max_predicted"]
+    entry["lr_stable_measured"] = {"largest_stable": low, "smallest_diverging": high}
+    entry["stability_agrees"] = bool(
+        (low is None or predicted >= low / _AGREE) and (high is None or predicted <= high * _AGREE)
+    )
 
 
 def _ranking(results: dict[str, Any]) -> None:
