@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles.
+"""Shared test set-up: hypothesis profiles, a clean working folder, the S3 server.
 
 ``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``) runs the reliability tests' property checks with
 more generated cases (over 10⁴ merge-law cases in all); the default ``dev`` profile keeps a local
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,3 +32,21 @@ def s3() -> Iterator[dict[str, Any]]:
 
     with s3_server() as options:
         yield options
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+# What a test run may leave in the project's folder (caches; the browser test's site).
+_RUN_LEFTOVERS = {".pytest_cache", ".hypothesis", "__pycache__", "site"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_written_to_the_project() -> Iterator[None]:
+    """Fail the run if a test wrote into the project's folder (tests write under tmp_path).
+
+    A CLI test once gave ``-o`` a nonsense value and left files named ``-5`` and ``nan`` there,
+    which were then committed.
+    """
+    before = set(os.listdir(_ROOT))
+    yield
+    new = set(os.listdir(_ROOT)) - before - _RUN_LEFTOVERS
+    assert not new, f"tests wrote into the project's folder: {sorted(new)} (use tmp_path)"

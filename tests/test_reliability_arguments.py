@@ -213,8 +213,10 @@ def _commands() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("command,option", _commands())
-def test_cli_options_with_nonsense_give_one_line(command, option, tmp_path):
+def test_cli_options_with_nonsense_give_one_line(command, option, tmp_path, monkeypatch):
     from normlab.cli import app
+
+    monkeypatch.chdir(tmp_path)  # an output option given a nonsense value writes a file there
 
     np.save(tmp_path / "x.npy", X)
     normlab.compute_stats(X).save(tmp_path / "s.st")
