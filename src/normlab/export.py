@@ -337,6 +337,9 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
 
 
 # ---------------------------------------------------------------- Keras
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Normalization divides by max(std, epsilon)
+
+
 def to_keras(normalizer: Normalizer, *, scale: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``keras.layers.Normalization`` giving normlab's outputs.
 
@@ -372,11 +375,23 @@ def to_keras(normalizer: Normalizer, *, scale: str | None = None) -> dict[str, A
     )
     axis = n.layout_.keras_axis
     divisor = _divisor(n.value_scale_, scale)
-    return {
-        "mean": _plain(n.shift_ / divisor),
-        "variance": _plain((n.scale_ / divisor) ** 2),
-        "axis": axis,
-    }
+    largest = float(np.max(n.scale_ / divisor, initial=0.0))
+    if largest > float(np.finfo(np.float32).max):  # keras.ops.maximum(std, 1e-7) gives inf
+        raise NormlabError(
+            f"a scale of {largest:.3g} is beyond float32, where Keras's Normalization turns it "
+            "into inf (its max(sqrt(variance), 1e-7) is computed in float32) and outputs 0; "
+            "rescale the data first, or apply normlab's transform before Keras"
+        )
+    smallest = float(np.min(n.scale_ / divisor, initial=np.inf))
+    if smallest < KERAS_EPSILON:
+        raise NormlabError(
+            f"a scale of {smallest:.3g} is below Keras's epsilon ({KERAS_EPSILON:g}): its "
+            "Normalization divides by max(sqrt(variance), epsilon), which would shrink these "
+            "outputs; rescale the data first (e.g. x * 1e6), or apply normlab's transform before "
+            "Keras"
+        )
+    variance = (n.scale_ / divisor) ** 2
+    return {"mean": _plain(n.shift_ / divisor), "variance": _plain(variance), "axis": axis}
 
 
 def keras_layer(source: Normalizer | dict[str, Any], *, scale: str | None = None) -> Any:
@@ -386,6 +401,12 @@ def keras_layer(source: Normalizer | dict[str, Any], *, scale: str | None = None
 
     ``source`` is a fitted normalizer or what :func:`to_keras` returned (e.g. read back from
     the JSON file ``normlab export --to keras`` writes). Needs ``keras``.
+
+    The layers compute in float64 (the data's mean and scale kept in float64, the input cast
+    to float64), so their outputs, once rounded to float32 by the next layer, are within 2
+    float32 ulps of ``max(|z|, 1)`` of the exact value (whitening: within 1e-5 of the
+    output's scale). ``keras.layers.Normalization(**to_keras(n))`` rounds the mean and
+    variance to Keras's float32 first: off by several ulps where the mean is large.
     """
     import keras
 
@@ -394,18 +415,20 @@ def keras_layer(source: Normalizer | dict[str, Any], *, scale: str | None = None
         kwargs = dict(spec)
         if isinstance(kwargs["axis"], list):
             kwargs["axis"] = tuple(kwargs["axis"])
-        return keras.layers.Normalization(**kwargs)
+        kwargs["mean"] = np.asarray(kwargs["mean"], np.float64)  # lists become float32
+        kwargs["variance"] = np.asarray(kwargs["variance"], np.float64)
+        return keras.layers.Normalization(**kwargs, dtype="float64")
     shape = tuple(spec["sample_shape"])
     mean = np.asarray(spec["mean"], np.float64).reshape(-1)
     matrix = np.asarray(spec["matrix"], np.float64)
-    dense = keras.layers.Dense(matrix.shape[0], use_bias=False)
+    dense = keras.layers.Dense(matrix.shape[0], use_bias=False, dtype="float64")
     block = keras.Sequential(
         [
-            keras.Input(shape=shape),
-            keras.layers.Reshape((mean.size,)),
-            keras.layers.Normalization(mean=mean, variance=np.ones_like(mean)),
+            keras.Input(shape=shape, dtype="float64"),
+            keras.layers.Reshape((mean.size,), dtype="float64"),
+            keras.layers.Normalization(mean=mean, variance=np.ones_like(mean), dtype="float64"),
             dense,
-            *([keras.layers.Reshape(shape)] if spec["method"] == "zca" else []),
+            *([keras.layers.Reshape(shape, dtype="float64")] if spec["method"] == "zca" else []),
         ],
         name=f"normlab_{spec['method']}",
     )
