@@ -120,6 +120,19 @@ def test_output_inside_an_input_image_folder_is_refused(tmp_path):
     refuse_overwrite([folder / "stats.safetensors"], [folder])  # not read by the folder reader
 
 
+def test_output_inside_an_input_parquet_folder_is_refused(tmp_path):
+    """The folder reader would read a `stats.parquet` written there: the data set would change."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": [1.0, 2.0]}), folder / "part-0.parquet")
+    result = invoke("stats", folder, "-o", folder / "stats.parquet", "-q")
+    assert result.exit_code == 1 and "read from the input folder" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
+    assert invoke("stats", folder, "-o", folder / "stats.safetensors", "-q").exit_code == 0
+
+
 # ---- special files ----------------------------------------------------------------------
 
 
@@ -309,3 +322,33 @@ def test_comoments_checkpoints_work_as_for_moments(tmp_path):
     assert on_file == compute_comoments(path)
     with pytest.raises(NormlabError, match="the output is the input"):
         compute_comoments(path, checkpoint=path)
+
+
+def test_fifos_among_shards_and_parquet_files_are_refused(fifo, tmp_path):
+    """Special files reached through a glob, a brace pattern, a folder or a list."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, format="PNG")
+    with tarfile.open(tmp_path / "s-0.tar", "w") as shard:
+        member = tarfile.TarInfo("0.png")
+        member.size = len(png.getvalue())
+        shard.addfile(member, io.BytesIO(png.getvalue()))
+    fifo("s-1.tar")
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": [1.0, 2.0]}), folder / "part-0.parquet")
+    os.mkfifo(folder / "part-1.parquet")
+    for source in (
+        str(tmp_path / "s-*.tar"),
+        str(tmp_path / "s-{0..1}.tar"),
+        folder,
+        [str(folder / "part-0.parquet"), str(folder / "part-1.parquet")],
+    ):
+        with pytest.raises(NormlabError, match="FIFO"):
+            _with_alarm(normlab.compute_stats, source)

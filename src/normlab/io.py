@@ -130,13 +130,15 @@ def refuse_overwrite(
                     f"{os.fspath(out)}: the output is the input {name}{how}; writing it would "
                     "destroy the input. Choose another output path"
                 )
-            if ident is not None and os.path.isdir(name) and _inside(out, name):
+            if os.path.isdir(name) and _inside(out, name):  # new files too: read next time
                 from .sources.images import IMAGE_SUFFIXES
+                from .sources.tables import PARQUET_SUFFIXES
 
-                if Path(out).suffix.lower() in IMAGE_SUFFIXES | {".npy", ".npz"}:
+                read = IMAGE_SUFFIXES | {".npy", ".npz", *PARQUET_SUFFIXES}  # folder readers'
+                if Path(out).suffix.lower() in read:
                     raise NormlabError(
-                        f"{os.fspath(out)}: the output is one of the files read from the "
-                        f"input folder {name}; choose an output path outside it"
+                        f"{os.fspath(out)}: the output is (or would become) one of the files "
+                        f"read from the input folder {name}; choose an output path outside it"
                     )
 
 

@@ -87,6 +87,9 @@ def _open(path: str, storage_options: tuple[tuple[str, Any], ...] = ()) -> Any:
     """A shard opened for reading: a local file, or an fsspec URL (read in blocks)."""
     loc = Location(path, storage_options)
     if loc.is_local:
+        from ..io import check_regular
+
+        check_regular(loc.path)  # a FIFO among the shards a glob names would block forever
         return open(loc.path, "rb")  # noqa: SIM115 - the caller closes it
     return loc.open()
 
