@@ -106,5 +106,6 @@ def test_unregister_takes_the_scheme_out_everywhere(new_scheme):
 def test_roles_come_from_the_registry():
     assert schemes.where(reference=True) == ["raw", "max"]
     assert schemes.where(baseline=True) == ["raw"]
+    assert schemes.where(default=True) == ["feature"]
     with pytest.raises(normlab.NormlabError, match="no field"):
         schemes.where(famous=True)

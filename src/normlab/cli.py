@@ -549,8 +549,12 @@ def fit(
         Path, typer.Option("--output", "-o", help="Where to save the normalizer.")
     ] = Path("norm.safetensors"),
     scheme: Annotated[
-        str, typer.Option("--scheme", help="A scheme name (see `normlab schemes`).")
-    ] = "feature",
+        str | None,
+        typer.Option(
+            "--scheme",
+            help="A scheme name (see `normlab schemes`) [default: the registry's default].",
+        ),
+    ] = None,
     stats_file: Annotated[
         Path | None, typer.Option("--stats", help="Fit from a saved stats file instead of data.")
     ] = None,
@@ -616,6 +620,8 @@ def fit(
 
     if (data is None) == (stats_file is None):
         raise NormlabError("give either DATA or --stats STATS_FILE (one of them)")
+    if scheme is None:
+        scheme = schemes.where(default=True)[0]
     entry = schemes.entry(scheme)
     given = {
         "axis": axis,
@@ -768,6 +774,7 @@ def list_schemes() -> None:
         "trained by `normlab diagnose --measure` by default": schemes.where(
             measured_by_default=True
         ),
+        "fitted by `normlab fit` without --scheme": schemes.where(default=True),
     }
     typer.echo("")
     for role, names in roles.items():

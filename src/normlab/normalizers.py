@@ -835,6 +835,7 @@ schemes.register(
     _zscore("feature"),
     "z-score per feature (per pixel): each input's own mean/std",
     feature_std=True,
+    default=True,
     measured_by_default=True,
     in_default_set=True,
 )

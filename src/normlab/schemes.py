@@ -63,6 +63,8 @@ class Scheme:
         Compared by ``normlab compare`` (the lab) unless the caller names the schemes.
     feature_std : bool
         Divides each feature by its own std (rare features can reach ``|z| = √(n−1)``).
+    default : bool
+        What ``normlab fit`` fits when no ``--scheme`` is named (one scheme).
     """
 
     name: str
@@ -76,6 +78,7 @@ class Scheme:
     measured_by_default: bool = False
     in_default_set: bool = False
     feature_std: bool = False
+    default: bool = False
 
     def takes_layout(self) -> bool:
         """Whether the scheme reads per-channel layouts (accepts ``layout=``)."""
@@ -136,6 +139,7 @@ def register(
     measured_by_default: bool = False,
     in_default_set: bool = False,
     feature_std: bool = False,
+    default: bool = False,
 ) -> None:
     """Add a scheme; ``factory(**options)`` returns an unfitted normalizer.
 
@@ -160,6 +164,7 @@ def register(
         measured_by_default=measured_by_default,
         in_default_set=in_default_set,
         feature_std=feature_std,
+        default=default,
     )
 
 
