@@ -24,6 +24,23 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """A ``distributed.Client`` of a real 2-process Dask ``LocalCluster`` for one module."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, Any]]:
     """``storage_options`` of a real S3-compatible server (moto, a subprocess) for one module."""
     pytest.importorskip("s3fs")

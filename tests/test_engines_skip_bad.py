@@ -32,27 +32,12 @@ def png(arr: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-@pytest.fixture(scope="module")
-def client() -> Any:
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
-
-
-def on_every_engine(client: Any, source: Any, **options: Any) -> list[Any]:
+def on_every_engine(dask_client: Any, source: Any, **options: Any) -> list[Any]:
     """The statistics of ``source`` serially, on 2 local processes and on the Dask cluster."""
     return [
         normlab.compute_stats(source, engine="serial", **options),
         normlab.compute_stats(source, engine="local", workers=2, **options),
-        normlab.compute_stats(source, engine="dask", scheduler=client, **options),
+        normlab.compute_stats(source, engine="dask", scheduler=dask_client, **options),
     ]
 
 
@@ -64,11 +49,11 @@ def same(a: Any, b: Any) -> bool:
     )
 
 
-def check(client: Any, bad: Any, clean: Any, places: list[str], **options: Any) -> None:
+def check(dask_client: Any, bad: Any, clean: Any, places: list[str], **options: Any) -> None:
     """``bad`` under skip_bad: on every engine the statistics of ``clean`` and the same skipped
     list, naming ``places`` (in task order); without skip_bad every engine names the first."""
     reference = normlab.compute_stats(clean, **options)
-    runs = on_every_engine(client, bad, skip_bad=True, **options)
+    runs = on_every_engine(dask_client, bad, skip_bad=True, **options)
     for engine, stats in zip(("serial", "local", "dask"), runs, strict=True):
         assert same(stats, reference), engine
         assert stats.skipped == runs[0].skipped, engine
@@ -77,7 +62,7 @@ def check(client: Any, bad: Any, clean: Any, places: list[str], **options: Any) 
             assert place in entry["item"], (engine, entry)
             assert entry["reason"], (engine, entry)
     for engine in ("serial", "local", "dask"):
-        where = {"dask": {"scheduler": client}, "local": {"workers": 2}}.get(engine, {})
+        where = {"dask": {"scheduler": dask_client}, "local": {"workers": 2}}.get(engine, {})
         with pytest.raises(SourceError, match=re.escape(places[0])):
             normlab.compute_stats(bad, engine=engine, **where, **options)
 
@@ -87,7 +72,7 @@ def images() -> list[np.ndarray]:
     return list(np.random.default_rng(11).integers(0, 256, (7, 6, 5, 3), dtype=np.uint8))
 
 
-def test_a_corrupt_tar_member(client, images, tmp_path):
+def test_a_corrupt_tar_member(dask_client, images, tmp_path):
     encoded = [png(a) for a in images]
     encoded[3] = encoded[3][:50]  # truncated
     clean = tmp_path / "clean"
@@ -101,11 +86,15 @@ def test_a_corrupt_tar_member(client, images, tmp_path):
                 if i != 3:
                     (clean / f"{i:03d}.png").write_bytes(encoded[i])
     check(
-        client, str(tmp_path / "shard-{0..1}.tar"), clean, ["shard-0.tar[003.png]"], axis="channel"
+        dask_client,
+        str(tmp_path / "shard-{0..1}.tar"),
+        clean,
+        ["shard-0.tar[003.png]"],
+        axis="channel",
     )
 
 
-def test_an_undecodable_file_in_a_folder(client, images, tmp_path):
+def test_an_undecodable_file_in_a_folder(dask_client, images, tmp_path):
     bad, clean = tmp_path / "bad", tmp_path / "clean"
     bad.mkdir()
     clean.mkdir()
@@ -113,7 +102,7 @@ def test_an_undecodable_file_in_a_folder(client, images, tmp_path):
         (bad / f"{i:03d}.png").write_bytes(png(arr) if i != 5 else b"\x89PNG not really")
         if i != 5:
             (clean / f"{i:03d}.png").write_bytes(png(arr))
-    check(client, bad, clean, [str(Path("bad") / "005.png")], axis="channel")
+    check(dask_client, bad, clean, [str(Path("bad") / "005.png")], axis="channel")
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +116,15 @@ def corrupt_zarr(path: Path, ints: np.ndarray) -> None:
     (path / "c" / "2" / "0" / "0").write_bytes(b"not zstd at all")  # rows 128:192
 
 
-def test_a_corrupt_zarr_chunk(client, ints, tmp_path):
+def test_a_corrupt_zarr_chunk(dask_client, ints, tmp_path):
     corrupt_zarr(tmp_path / "bad.zarr", ints)
     clean = np.concatenate([ints[:128], ints[192:]])
-    check(client, str(tmp_path / "bad.zarr"), clean, ["chunk 2 (rows 128:192)"])
+    check(dask_client, str(tmp_path / "bad.zarr"), clean, ["chunk 2 (rows 128:192)"])
     skipped = normlab.compute_stats(str(tmp_path / "bad.zarr"), skip_bad=True).skipped
     assert skipped[0]["item"].endswith("bad.zarr chunk 2 (rows 128:192)")
 
 
-def test_a_corrupt_hdf5_chunk(client, ints, tmp_path):
+def test_a_corrupt_hdf5_chunk(dask_client, ints, tmp_path):
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("x", data=ints, chunks=(50, 4, 3), compression="gzip")
@@ -145,7 +134,7 @@ def test_a_corrupt_hdf5_chunk(client, ints, tmp_path):
     data[info.byte_offset : info.byte_offset + info.size] = b"\xff" * info.size
     path.write_bytes(bytes(data))
     clean = np.concatenate([ints[:150], ints[200:]])
-    check(client, str(path), clean, ["chunk 3 (rows 150:200)"])
+    check(dask_client, str(path), clean, ["chunk 3 (rows 150:200)"])
     skipped = normlab.compute_stats(str(path), skip_bad=True).skipped
     assert skipped[0]["item"].endswith("bad.h5[x] chunk 3 (rows 150:200)")
 
@@ -156,7 +145,7 @@ def _block(i: int) -> np.ndarray:
     return np.full((10, 3), i, dtype=np.int32)
 
 
-def test_dask_blocks_that_fail_to_compute(client, ints, tmp_path):
+def test_dask_blocks_that_fail_to_compute(dask_client, ints, tmp_path):
     """On engine='dask' a Dask block is computed on a worker before its statistics: its failure
     is skipped and listed there as on the engines that compute it in the task."""
     import dask
@@ -164,17 +153,17 @@ def test_dask_blocks_that_fail_to_compute(client, ints, tmp_path):
     corrupt_zarr(tmp_path / "bad.zarr", ints)
     over_zarr = da.from_zarr(str(tmp_path / "bad.zarr"))
     clean = np.concatenate([ints[:128], ints[192:]])
-    check(client, over_zarr, clean, ["chunk 2 (rows 128:192)"])
+    check(dask_client, over_zarr, clean, ["chunk 2 (rows 128:192)"])
     made = da.concatenate(
         [da.from_delayed(dask.delayed(_block)(i), shape=(10, 3), dtype=np.int32) for i in range(4)]
     )
     clean_made = np.concatenate([np.full((10, 3), i, np.int32) for i in (0, 2, 3)])
-    check(client, made, clean_made, ["chunk 1 (rows 10:20)"])
-    runs = on_every_engine(client, made, skip_bad=True)
+    check(dask_client, made, clean_made, ["chunk 1 (rows 10:20)"])
+    runs = on_every_engine(dask_client, made, skip_bad=True)
     assert all("ValueError: checksum mismatch in block 1" in r.skipped[0]["reason"] for r in runs)
 
 
-def test_an_undecodable_dataset_cell(client, images):
+def test_an_undecodable_dataset_cell(dask_client, images):
     features = datasets.Features({"image": datasets.Image()})
     cells = [png(a) for a in images]
     bad_cells = [*cells[:4], b"junk", *cells[4:]]
@@ -184,7 +173,7 @@ def test_an_undecodable_dataset_cell(client, images):
             {"image": [{"bytes": b, "path": None} for b in rows]}, features=features
         )
 
-    check(client, dataset(bad_cells), dataset(cells), ["[4]['image']"], axis="channel")
+    check(dask_client, dataset(bad_cells), dataset(cells), ["[4]['image']"], axis="channel")
 
 
 class BrokenStatistic:
@@ -199,13 +188,13 @@ class BrokenStatistic:
         return self
 
 
-def test_a_failing_statistic_is_never_skipped_as_bad_data(client):
+def test_a_failing_statistic_is_never_skipped_as_bad_data(dask_client):
     """skip_bad skips what the data did; on the Dask engine a failure of the statistics task
     itself (after its block was computed) is raised, as on the other engines."""
     from normlab.engines import run
     from normlab.sources import resolve
 
     tasks = resolve(da.zeros((40, 3), chunks=(10, 3)), skip_bad=True).tasks
-    for engine in ({"engine": "serial"}, {"engine": "dask", "scheduler": client}):
+    for engine in ({"engine": "serial"}, {"engine": "dask", "scheduler": dask_client}):
         with pytest.raises(RuntimeError, match="a bug in the statistic"):
             run(tasks, BrokenStatistic, **engine)

@@ -61,21 +61,6 @@ def stores(tmp_path_factory, ints, floats):
     return folder
 
 
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
-
-
 def same(a: normlab.Moments, b: normlab.Moments) -> bool:
     return (
         a.n_samples_seen == b.n_samples_seen
@@ -130,13 +115,13 @@ def test_tasks_are_whole_row_chunks(stores, ints, tmp_path):
     assert "chunks 84-167 (rows 84000:168000)" in grouped.tasks[1].label
 
 
-def test_engines_give_the_same_bits(stores, client):
+def test_engines_give_the_same_bits(stores, dask_client):
     path = str(stores / "floats.zarr")
     h5 = (str(stores / "data.h5"), "extra/floats")
     for source, key in ((path, None), (da.from_zarr(path), None), h5):
         serial = normlab.compute_stats(source, key=key)
         assert same(normlab.compute_stats(source, key=key, engine="local", workers=2), serial)
-        on_dask = normlab.compute_stats(source, key=key, engine="dask", scheduler=client)
+        on_dask = normlab.compute_stats(source, key=key, engine="dask", scheduler=dask_client)
         assert same(on_dask, serial)
 
 
@@ -146,7 +131,7 @@ def _on_worker_only(i: int, rows: int) -> np.ndarray:
     return np.full((rows, 4), i, dtype=np.int16)
 
 
-def test_dask_engine_computes_each_block_on_a_worker(client):
+def test_dask_engine_computes_each_block_on_a_worker(dask_client):
     import dask
 
     blocks = [
@@ -156,7 +141,7 @@ def test_dask_engine_computes_each_block_on_a_worker(client):
     x = da.concatenate(blocks)
     with pytest.raises(SourceError, match="chunk 0"):  # not on a worker: fails, named
         normlab.compute_stats(x)
-    stats = normlab.compute_stats(x, engine="dask", scheduler=client)
+    stats = normlab.compute_stats(x, engine="dask", scheduler=dask_client)
     assert stats.n_samples_seen == 150 and stats.mean[0] == 2.0
 
 
@@ -166,7 +151,7 @@ def _broken_block(i: int) -> np.ndarray:
     return np.zeros((10, 3), np.uint8)
 
 
-def test_a_failing_dask_block_is_named_on_every_engine(client):
+def test_a_failing_dask_block_is_named_on_every_engine(dask_client):
     import dask
 
     x = da.concatenate(
@@ -175,17 +160,17 @@ def test_a_failing_dask_block_is_named_on_every_engine(client):
             for i in range(4)
         ]
     )
-    for engine, scheduler in (("serial", None), ("dask", client)):
+    for engine, scheduler in (("serial", None), ("dask", dask_client)):
         with pytest.raises(SourceError, match=r"chunk 2 \(rows 20:30\).*checksum mismatch"):
             normlab.compute_stats(x, engine=engine, scheduler=scheduler)
 
 
-def test_dask_engine_runs_statistics_where_persisted_blocks_live(client, ints):
-    x = client.persist(da.from_array(ints, chunks=(60, 6, 5, 3)))
+def test_dask_engine_runs_statistics_where_persisted_blocks_live(dask_client, ints):
+    x = dask_client.persist(da.from_array(ints, chunks=(60, 6, 5, 3)))
     distributed.wait(x)
-    holders = {key[1]: workers for key, workers in client.who_has(x).items()}
-    with distributed.get_task_stream(client) as stream:
-        stats = normlab.compute_stats(x, axis="channel", engine="dask", scheduler=client)
+    holders = {key[1]: workers for key, workers in dask_client.who_has(x).items()}
+    with distributed.get_task_stream(dask_client) as stream:
+        stats = normlab.compute_stats(x, axis="channel", engine="dask", scheduler=dask_client)
     assert same(stats, normlab.compute_stats(ints, axis="channel"))
     ran = {r["key"]: r["worker"] for r in stream.data if str(r["key"]).startswith("normlab-")}
     in_task_order = sorted(ran, key=lambda key: int(key.rsplit("-", 1)[1]))
