@@ -249,3 +249,30 @@ def test_cli_options_with_nonsense_give_one_line(command, option, tmp_path, monk
         assert not isinstance(result.exception, Exception) or isinstance(
             result.exception, SystemExit
         ), (args, repr(result.exception))
+
+
+@pytest.mark.parametrize("source", ["x.npy", "s.tar", "t.parquet"])
+def test_reading_options_of_the_wrong_type_are_refused_for_every_source(tmp_path, source):
+    """glob and skip_bad are checked once, whichever adapter reads the source."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    path = tmp_path / source
+    if source.endswith(".npy"):
+        np.save(path, np.zeros((3, 2)))
+    elif source.endswith(".tar"):
+        png = io.BytesIO()
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, format="PNG")
+        with tarfile.open(path, "w") as shard:
+            member = tarfile.TarInfo("0.png")
+            member.size = len(png.getvalue())
+            shard.addfile(member, io.BytesIO(png.getvalue()))
+    else:
+        pa = pytest.importorskip("pyarrow")
+        pytest.importorskip("pyarrow.parquet").write_table(pa.table({"a": [1.0]}), path)
+    with pytest.raises(NormlabError, match="glob must be a string"):
+        normlab.compute_stats(path, glob=3)
+    with pytest.raises(NormlabError, match="skip_bad must be True or False"):
+        normlab.compute_stats(path, skip_bad="yes")

@@ -257,3 +257,11 @@ def test_checkpoints_notice_a_changed_shard(tmp_path):
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(normlab.NormlabError, match="made for other inputs"):
         normlab.compute_stats(pattern, checkpoint=tmp_path / "ckpt")
+
+
+def test_a_brace_pattern_naming_too_many_shards_is_refused_before_expanding():
+    """{0..999999}{0..999999} would build 10**12 names: counted first, refused at once."""
+    with pytest.raises(SourceError, match="names 1000000000000 shards"):
+        expand_braces("s-{0..999999}-{0..999999}.tar")
+    with pytest.raises(SourceError, match="names 100000001 shards"):
+        normlab.compute_stats("s-{0..100000000}.tar")

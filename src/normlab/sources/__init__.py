@@ -109,6 +109,12 @@ def resolve(source: Any, **options: Any) -> Source:
     _load_adapters()
     if isinstance(source, Source):
         return source
+    from ..validate import boolean, optional_string
+
+    # options several adapters read, checked once here (an adapter that ignores one would
+    # let a wrong type through, or fail on it inside with a raw TypeError)
+    optional_string("glob", options.get("glob"))
+    boolean("skip_bad", options.get("skip_bad", False))
     if isinstance(source, (str, os.PathLike)):
         from ..io import check_regular
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import glob
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -47,6 +48,16 @@ _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
 
+MAX_SHARDS = 1_000_000  # names a brace pattern may expand to
+
+
+def _n_choices(body: str) -> int:
+    numeric = _RANGE.match(body)
+    if numeric:
+        return abs(int(numeric.group(2)) - int(numeric.group(1))) + 1
+    return body.count(",") + 1
+
+
 def expand_braces(pattern: str) -> list[str]:
     """``"s-{00..02}.tar"`` → ``["s-00.tar", "s-01.tar", "s-02.tar"]``; ``{a,b}`` lists choices.
 
@@ -56,6 +67,9 @@ def expand_braces(pattern: str) -> list[str]:
     match = _BRACE.search(pattern)
     if match is None:
         return [pattern]
+    count = math.prod(_n_choices(m.group(1)) for m in _BRACE.finditer(pattern))
+    if count > MAX_SHARDS:  # counted before any list is made: a typo must not take the RAM
+        raise SourceError(f"{pattern}: names {count} shards; at most {MAX_SHARDS} are read at once")
     body = match.group(1)
     numeric = _RANGE.match(body)
     if numeric:
