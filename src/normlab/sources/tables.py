@@ -201,7 +201,7 @@ class ParquetTask:
         # a task reads its row groups front to back: large read-ahead blocks, and pyarrow
         # coalesces each row group's column chunks into few reads (pre_buffer); measured on
         # the moto server, about 10x faster than fsspec's default 5 MiB blocks
-        with loc.open(block_size=REMOTE_BLOCK_BYTES, cache_type="readahead") as handle:
+        with _open_parquet(loc) as handle:
             with errors_named(loc):
                 parquet = _pq().ParquetFile(handle, pre_buffer=not loc.is_local)
 
@@ -234,6 +234,19 @@ class ParquetTask:
                     if i + 1 < len(self.row_groups):
                         ahead = reader.submit(read, self.row_groups[i + 1])
                     yield from batches
+
+
+def _open_parquet(loc: Location) -> Any:
+    """A local file memory-mapped (pyarrow reads it natively, without the GIL: about 15% less
+    CPU time than through a Python file object, measured on the benchmark file); a remote
+    one through fsspec in large read-ahead blocks."""
+    if not loc.is_local:
+        return loc.open(block_size=REMOTE_BLOCK_BYTES, cache_type="readahead")
+    from ..io import check_regular
+
+    check_regular(loc.path)  # a FIFO would block
+    with errors_named(loc):
+        return _pa().memory_map(loc.path)
 
 
 def _describe(exc: BaseException) -> str:
