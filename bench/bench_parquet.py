@@ -17,6 +17,9 @@ put on a moto S3 server (a subprocess on 127.0.0.1, the one the tests use) and
 ``compute_stats("s3://...")`` is timed against the local file: the overhead of the object
 store through s3fs (the server is local, so this is protocol and copy cost, not network).
 
+Then the same statistics of the file read into memory: normlab on a pandas and a polars
+DataFrame against polars' ``select`` and pandas' ``mean``/``var``/``min``/``max``.
+
 Run: ``python bench/run.py --only parquet`` (``python bench/bench_parquet.py --rows 200000``
 for a quick run).
 """
@@ -125,6 +128,45 @@ def check_agreement(path: str) -> float:
     )
 
 
+def frames(path: str, repeat: int) -> dict[str, float]:
+    """Seconds for the same statistics of the file read into memory: normlab on a pandas and a
+    polars DataFrame against polars' and pandas' own mean/var/min/max (all columns)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    import normlab
+
+    pandas_frame = pq.read_table(path).to_pandas()
+    polars_frame = pl.read_parquet(path)
+    everything = pl.all()
+    return {
+        "normlab on pandas": best_time(
+            lambda: normlab.compute_stats(pandas_frame, progress=False), repeat
+        ),
+        "normlab on polars": best_time(
+            lambda: normlab.compute_stats(polars_frame, progress=False), repeat
+        ),
+        "polars select": best_time(
+            lambda: polars_frame.select(
+                everything.mean().name.suffix("_mean"),
+                everything.var(ddof=0).name.suffix("_var"),
+                everything.min().name.suffix("_min"),
+                everything.max().name.suffix("_max"),
+            ),
+            repeat,
+        ),
+        "pandas agg": best_time(
+            lambda: (
+                pandas_frame.mean(),
+                pandas_frame.var(ddof=0),
+                pandas_frame.min(),
+                pandas_frame.max(),
+            ),
+            repeat,
+        ),
+    }
+
+
 def s3_overhead(path: Path, repeat: int) -> tuple[float, float]:
     """Seconds of compute_stats on the local file and on the same file on a moto S3 server."""
     import s3fs
@@ -152,6 +194,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-s3", action="store_true", help="skip the object-store part")
+    parser.add_argument("--no-frames", action="store_true", help="skip the DataFrame part")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -170,6 +213,12 @@ def main() -> None:
         print(f"\n{'method':<24} {'time ms':>9} {'÷ normlab':>10}  (ratio > 1: normlab is faster)")
         for name, seconds in times.items():
             print(f"{name:<24} {seconds * 1e3:>9.0f} {seconds / ours:>10.2f}")
+        if not args.no_frames:
+            in_memory = frames(str(path), args.repeat)
+            ours = in_memory["normlab on pandas"]
+            print(f"\n{'in memory':<24} {'time ms':>9} {'÷ normlab':>10}  (normlab on pandas)")
+            for name, seconds in in_memory.items():
+                print(f"{name:<24} {seconds * 1e3:>9.0f} {seconds / ours:>10.2f}")
         if not args.no_s3:
             local, remote = s3_overhead(path, args.repeat)
             print(
