@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,13 @@ from normlab.errors import NormlabError, NormlabWarning
 
 X = np.random.default_rng(0).integers(0, 256, (12, 4, 3), dtype=np.uint8)
 WRONG = ["a", 1.5, -1, 10**30, [1, 2], {"k": 1}, object(), float("nan"), True, None, b"x"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each test in its own folder: a nonsense value given to an output or checkpoint
+    argument (``-o -5``, ``checkpoint="a"``) is a valid relative path and gets written."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _constructors() -> dict[str, Callable[..., Any]]:
@@ -213,10 +221,8 @@ def _commands() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("command,option", _commands())
-def test_cli_options_with_nonsense_give_one_line(command, option, tmp_path, monkeypatch):
+def test_cli_options_with_nonsense_give_one_line(command, option, tmp_path):
     from normlab.cli import app
-
-    monkeypatch.chdir(tmp_path)  # an output option given a nonsense value writes a file there
 
     np.save(tmp_path / "x.npy", X)
     normlab.compute_stats(X).save(tmp_path / "s.st")
