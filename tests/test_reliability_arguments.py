@@ -145,7 +145,8 @@ FUNCTION_CASES = [(name, p.name) for name, f in _functions().items() for p in _p
 
 
 @pytest.mark.parametrize("func_name,param", FUNCTION_CASES)
-def test_functions_refuse_wrong_types(func_name, param, tmp_path):
+def test_functions_refuse_wrong_types(func_name, param, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # checkpoint="a" is a valid folder name: it is written there
     func = _functions()[func_name]
     defaults: dict[str, Any] = {"source": X, "path": tmp_path / "missing.safetensors"}
     if func_name == "apply_file":
