@@ -33,18 +33,9 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        ) as lc,
-        distributed.Client(lc) as client,
-    ):
-        yield client
+def cluster(dask_client):
+    """The real 2-process ``LocalCluster`` of conftest's ``dask_client``."""
+    return dask_client
 
 
 @pytest.fixture(scope="module")
