@@ -441,11 +441,7 @@ class H5Reader:
             return np.asarray(handle[self.dataset][start:stop])
 
     def identity(self) -> str:
-        loc = Location(self.path, self.storage_options)
-        state = ""
-        if loc.is_local and os.path.exists(loc.path):
-            info = os.stat(loc.path)
-            state = f"{info.st_size} {info.st_mtime_ns}"
+        state = Location(self.path, self.storage_options).local_state()
         return f"hdf5 {self.path}[{self.dataset}] {state}"
 
 

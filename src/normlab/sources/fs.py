@@ -96,6 +96,14 @@ class Location:
     def __str__(self) -> str:
         return self.path
 
+    def local_state(self) -> str:
+        """``"size mtime_ns"`` of a local file that exists, else ``""``: what a fingerprint
+        records so that a rewritten file is not taken for the one it replaced."""
+        if not (self.is_local and os.path.exists(self.path)):
+            return ""
+        info = os.stat(self.path)
+        return f"{info.st_size} {info.st_mtime_ns}"
+
     def child(self, url: str) -> Location:
         """Another file of the same filesystem (same options)."""
         return Location(url, self.options)

@@ -222,11 +222,7 @@ class TarImageTask(ImageBatches):
 
     def fingerprint(self) -> str:
         """The shard (size and modification time when local) and the members' places."""
-        loc = Location(self.shard, self.storage_options)
-        state = ""
-        if loc.is_local and os.path.exists(loc.path):
-            info = os.stat(loc.path)
-            state = f"{info.st_size} {info.st_mtime_ns}"
+        state = Location(self.shard, self.storage_options).local_state()
         places = [(m.offset, m.size) for m in self.members_[:1] + self.members_[-1:]]
         return f"{self.shard} {state} {len(self.members_)} {places}"
 
