@@ -44,7 +44,7 @@ from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
 from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactSum, decode_bigints, encode_bigints
 from .io import register
 from .moments import Moments, Statistic, as_batch, check_same_names
-from .provenance import Provenance
+from .provenance import Provenance, Recorded
 from .shifted import ShiftedCoMoments
 
 MAX_FEATURES = 4096  # 4,096² float64 = 134 MB: the largest dense matrix kept by default
@@ -111,7 +111,7 @@ def _sketch_matrix(n_features: int, sketch_size: int, seed: int) -> np.ndarray:
 
 
 @register
-class CoMoments(Statistic):
+class CoMoments(Statistic, Recorded):
     """Streaming mean vector and co-moment matrix per feature, exact for integer data.
 
     Parameters
@@ -166,15 +166,6 @@ class CoMoments(Statistic):
         self._cache: dict[str, np.ndarray] = {}
         # what the source recorded (skipped items, modes): set by compute_comoments, not merged
         self.provenance = Provenance("feature")
-
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        """Items the source skipped as unreadable (``skip_bad``), the first 1000."""
-        return self.provenance.skips
-
-    @property
-    def n_skipped(self) -> int:
-        return self.provenance.n_skipped
 
     # ------------------------------------------------------------------ properties
     @property

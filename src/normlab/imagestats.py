@@ -27,7 +27,7 @@ from .histogram import Histogram
 from .io import register
 from .layout import Layout
 from .moments import AXES, Axis, Moments, as_batch
-from .provenance import Provenance
+from .provenance import Provenance, Recorded
 
 PER_IMAGE_LABEL = (
     "per-image std average (biased recipe: the mean of each image's own std; NOT the dataset std)"
@@ -36,7 +36,7 @@ POOLED_LABEL = "std pooled over all values (the dataset std)"
 
 
 @register
-class ImageStats(Moments):
+class ImageStats(Moments, Recorded):
     """:class:`~normlab.Moments` plus optional histograms, per-image std average, skip records.
 
     Parameters
@@ -112,15 +112,6 @@ class ImageStats(Moments):
         return out
 
     # provenance, for reading (the record itself is :attr:`provenance`)
-    @property
-    def skipped(self) -> list[dict[str, str]]:
-        """The skipped unreadable items (the first 1000): ``{"item": ..., "reason": ...}``."""
-        return self.provenance.skips
-
-    @property
-    def n_skipped(self) -> int:
-        return self.provenance.n_skipped
-
     @property
     def first_of(self) -> dict[str, dict[str, str]]:
         return self.provenance.first_of

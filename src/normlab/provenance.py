@@ -132,6 +132,24 @@ class Provenance:
         return out
 
 
+class Recorded:
+    """Read access to the :class:`Provenance` a statistic carries beside its numbers
+    (``self.provenance``): shared by :class:`~normlab.CoMoments` and
+    :class:`~normlab.ImageStats`."""
+
+    provenance: Provenance
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """The skipped unreadable items (the first 1000): ``{"item": ..., "reason": ...}``."""
+        return self.provenance.skips
+
+    @property
+    def n_skipped(self) -> int:
+        """How many items were skipped as unreadable (``skip_bad``), all of them counted."""
+        return self.provenance.n_skipped
+
+
 def _checked_first_of(value: Any) -> dict[str, dict[str, str]]:
     """The saved provenance of modes and sizes, validated: ``{"mode": {..}, "size": {..}}``."""
     first_of = value if value is not None else {k: {} for k in KINDS}
