@@ -127,7 +127,7 @@ class Normalizer:
     scheme: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = True
     has_inverse: ClassVar[bool] = True  # False where inverse_transform cannot exist
-    stats_axis: Axis = "feature"
+    fixed_axis: ClassVar[Axis] = "feature"  # the granularity of a scheme without ``axis=``
     # fitted attributes: absent until fitted
     layout_: Layout | None  # None for whitening: co-moments describe the flattened sample
     sample_shape_: tuple[int, ...]
@@ -139,6 +139,14 @@ class Normalizer:
         self.layout = layout
         self.channel_axis = channel_axis
         self.dtype = dtype
+
+    @property
+    def stats_axis(self) -> Axis:
+        """The granularity of the statistics it is fitted from: its ``axis`` parameter where
+        it takes one (checked), else the scheme's ``fixed_axis``."""
+        if not hasattr(self, "axis"):
+            return self.fixed_axis
+        return check_granularity(self.axis)
 
     # ------------------------------------------------------------- validation
     def _validate_params(self) -> None:
@@ -573,7 +581,7 @@ class MaxScale(AffineNormalizer):
     """
 
     scheme = "max"
-    stats_axis = "global"
+    fixed_axis = "global"
 
     def __init__(self, *, max_value: float | None = None, dtype: Any = None) -> None:
         super().__init__(dtype=dtype)
@@ -646,11 +654,6 @@ class MaxAbs(AffineNormalizer):
         super().__init__(layout=layout, channel_axis=channel_axis, dtype=dtype)
         self.axis = axis
 
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
-
     def _compute(self, stats: Moments) -> None:
         self.max_abs_ = np.fmax(np.abs(stats.min), np.abs(stats.max))
         scale = safe_scale(self.max_abs_, ~(self.max_abs_ > 0), what="max |x| = 0")
@@ -680,11 +683,6 @@ class MinMax(AffineNormalizer):
             tuple(feature_range) if isinstance(feature_range, (tuple, list)) else feature_range
         )
         self.axis = axis
-
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
 
     def _validate_params(self) -> None:
         from . import validate
@@ -760,11 +758,6 @@ class ZScore(AffineNormalizer):
         self.with_std = with_std
         self.ddof = ddof
         self.std_floor = std_floor
-
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
 
     # mypy: a read-only property overrides the base's class attribute (ignored below)
     @property
@@ -919,11 +912,6 @@ class ClipPercentile(AffineNormalizer):
         self.low = low
         self.high = high
         self.axis = axis
-
-    # mypy: a read-only property overrides the base's class attribute (ignored below)
-    @property
-    def stats_axis(self) -> Axis:  # type: ignore[override]
-        return check_granularity(self.axis)
 
     def partial_fit(
         self, X: Any, y: Any = None, *, sample_weight: Any = None, nan_policy: str = "raise"
