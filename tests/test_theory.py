@@ -230,3 +230,122 @@ def test_lsq_runs_are_deterministic_and_record_the_theory(tmp_path):
         assert set(bracket) == {"largest_stable", "smallest_diverging"}
         assert isinstance(entry["stability_agrees"], bool)
     assert set(th["ranking"]["predicted"]) == {"raw", "global"}
+
+
+def test_predicted_ties_open_at_the_cheapest_and_do_not_chain():
+    inf = float("inf")
+    costs = {"a": 1.0, "b": 1.9, "c": 3.6, "d": 7.0, "e": inf, "f": inf}
+    assert theory.predicted_tie_groups(costs, 2.0) == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert theory.predicted_tie_groups(costs, 1.0) == [["a"], ["b"], ["c"], ["d"], ["e", "f"]]
+    # exactly the factor is still a tie; the order does not depend on the dict's order
+    assert theory.predicted_tie_groups({"y": 2.0, "x": 1.0}, 2.0) == [["x", "y"]]
+    with pytest.raises(ValueError):
+        theory.predicted_tie_groups(costs, 0.5)
+
+
+def test_measured_ties_are_overlapping_seed_ranges():
+    inf = float("inf")
+    per_seed = {
+        "fast": [32.0, 64.0, 32.0, 64.0],
+        "close": [64.0, 96.0, 128.0, 96.0],  # its best seed equals fast's worst: a tie
+        "slow": [160.0, 192.0, 224.0, 160.0],
+        "partial": [300.0, inf, inf, 400.0],  # median ∞, range overlaps never
+        "never": [inf, inf, inf, inf],
+    }
+    groups = theory.measured_tie_groups(per_seed)
+    assert groups == [["fast", "close"], ["slow"], ["never", "partial"]]
+    # one seed of "slow" as fast as "close": now indistinguishable from it, not from "fast"
+    per_seed["slow"] = [96.0, 192.0, 224.0, 160.0]
+    assert theory.measured_tie_groups(per_seed)[:2] == [["fast", "close"], ["slow"]]
+    per_seed["slow"] = [64.0, 192.0, 224.0, 160.0]
+    assert theory.measured_tie_groups(per_seed)[0] == ["fast", "close", "slow"]
+
+
+def test_rankings_with_ties_give_group_rho_and_best_worst_matches():
+    stats = pytest.importorskip("scipy.stats")
+    inf = float("inf")
+    predicted = {"feature": 1.0, "center": 1.7, "global": 5.0, "raw": 28.0, "max": 252.0}
+    per_seed = {
+        "center": [224.0, 256.0, 240.0],
+        "feature": [288.0, 320.0, 304.0],
+        "global": [640.0, 704.0, 672.0],
+        "raw": [832.0, 896.0, inf],
+        "max": [inf, inf, inf],
+    }
+    got = theory.compare_rankings(predicted, per_seed, 2.0)
+    assert got["predicted_groups"] == [["feature", "center"], ["global"], ["raw"], ["max"]]
+    assert got["measured_groups"] == [["center"], ["feature"], ["global"], ["raw", "max"]]
+    names = list(predicted)
+    pred_rank = [0, 0, 1, 2, 3]  # group indices in the order of `names`
+    meas_rank = [1, 0, 2, 3, 3]
+    assert got["spearman"] == pytest.approx(stats.spearmanr(pred_rank, meas_rank)[0])
+    medians = [304.0, 240.0, 672.0, 896.0, inf]
+    expected = stats.spearmanr([predicted[s] for s in names], [1, 0, 2, 3, 4])[0]
+    assert got["spearman_values"] == pytest.approx(expected)
+    assert theory.spearman([predicted[s] for s in names], medians) == pytest.approx(expected)
+    assert got["best_match"] is True and got["worst_match"] is True
+    # the predicted worst measured among the best: a miss
+    per_seed["max"] = [200.0, 210.0, 220.0]
+    assert theory.compare_rankings(predicted, per_seed, 2.0)["worst_match"] is False
+    # everything tied on one side: the match is undefined, not a success
+    tied = theory.compare_rankings(predicted, {s: [32.0, inf] for s in predicted}, 2.0)
+    assert tied["measured_groups"] == [sorted(predicted)]
+    assert tied["best_match"] is None and tied["worst_match"] is None
+    assert tied["spearman"] is None  # undefined, not NaN
+    with pytest.raises(ValueError):
+        theory.compare_rankings({"a": 1.0}, {"b": [1.0]}, 2.0)
+
+
+def test_relative_target_is_the_same_under_every_affine_scheme():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 4)) + np.eye(3)[y] @ rng.standard_normal((3, 4))
+    got = theory.relative_target(x, y, 3)
+    scaled = theory.relative_target(x * [1e3, 1.0, 1e-2, 5.0] + 40.0, y, 3)
+    assert got == pytest.approx(scaled)
+    assert got["majority"] == np.bincount(y).max() / 300
+    assert got["majority"] < got["target"] < got["linear_optimum"]
+    assert got["best_single_feature"] <= got["linear_optimum"] + 1e-12
+
+
+def test_mlp_ranking_is_deterministic_and_records_the_tie_groups(tmp_path):
+    options = dict(
+        schemes=("raw", "global", "feature"),
+        model="mlp",
+        seeds=2,
+        epochs=1,
+        n_samples=300,
+        target=0.5,
+        lr_factor=4.0,
+        lr_min=1 / 4,
+        lr_max=4.0,
+        max_extensions=1,
+        progress=False,
+        report=False,
+    )
+    compare("digits", out=tmp_path / "a", **options)
+    compare("digits", out=tmp_path / "b", **options)
+    a = (tmp_path / "a" / "results.json").read_bytes()
+    assert a == (tmp_path / "b" / "results.json").read_bytes()
+    th = json.loads(a)["theory"]
+    rk = th["ranking"]
+    assert rk["predicted_tie_factor"] == 2.0
+    assert sorted(s for g in rk["predicted_groups"] for s in g) == ["feature", "global", "raw"]
+    assert [s for g in rk["measured_groups"] for s in g] == rk["measured"]
+    for name in ("raw", "global", "feature"):
+        assert len(th["schemes"][name]["samples_to_target_per_seed"]) == 2
+    per_seed = {
+        s: [
+            float("inf") if v is None else v for v in th["schemes"][s]["samples_to_target_per_seed"]
+        ]
+        for s in ("raw", "global", "feature")
+    }
+    costs = {  # JSON writes an infinite cost as null
+        s: float("inf")
+        if th["schemes"][s]["ranking_cost"] is None
+        else th["schemes"][s]["ranking_cost"]
+        for s in per_seed
+    }
+    again = theory.compare_rankings(costs, per_seed, 2.0)
+    assert again["measured_groups"] == rk["measured_groups"]
+    assert again["spearman"] == rk["spearman"]

@@ -678,11 +678,30 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
     ranking = th.get("ranking")
     if ranking:
         rho = ranking.get("spearman")
-        parts.append(
-            f"<p>Predicted order: {e(' < '.join(ranking['predicted']))}; measured order: "
-            f"{e(' < '.join(ranking['measured']))}; Spearman ρ = "
-            f"{'undefined' if rho is None else f'{rho:.2f}'} (1: the same order).</p>"
+
+        def order(groups_key: str, flat_key: str) -> str:
+            groups = ranking.get(groups_key)
+            if not groups:  # results written before tie groups were recorded
+                return " < ".join(ranking[flat_key])
+            return " < ".join(" = ".join(group) for group in groups)
+
+        def match(key: str) -> str:
+            value = ranking.get(key)
+            return "undefined" if value is None else ("yes" if value else "no")
+
+        text = (
+            f"<p>Predicted order: {e(order('predicted_groups', 'predicted'))}; measured order: "
+            f"{e(order('measured_groups', 'measured'))} (= : tied); Spearman ρ = "
+            f"{'undefined' if rho is None else f'{rho:.2f}'} (1: the same order)"
         )
+        if "best_match" in ranking:
+            values = ranking.get("spearman_values")
+            text += (
+                f", of the raw values {'undefined' if values is None else f'{values:.2f}'}; "
+                f"predicted best among the measured best: {match('best_match')}, worst: "
+                f"{match('worst_match')}. Ties: {e(ranking.get('ties', ''))}"
+            )
+        parts.append(text + ".</p>")
     return parts
 
 

@@ -699,6 +699,7 @@ def _measured(
         _stability_bracket(entry, [r for r in results["runs"] if r["scheme"] == name])
     summary = info["summary"]
     entry["samples_to_target_measured"] = summary["samples_to_target_mean"]
+    entry["samples_to_target_per_seed"] = [r["samples_to_target"] for r in runs]
     _ranking(results)
 
 
@@ -721,27 +722,41 @@ def _stability_bracket(entry: dict[str, Any], runs: list[dict[str, Any]]) -> Non
 
 
 def _ranking(results: dict[str, Any]) -> None:
-    """Predicted against measured order of the finished schemes, and Spearman's ρ."""
+    """Predicted against measured order of the finished schemes, with tie groups and ρ.
+
+    The measured value of a scheme is the median over its seeds at the chosen rate (a seed
+    that never got there counts as ∞); ties as in :func:`theory.compare_rankings`, predicted
+    costs within √(grid factor) (lsq: the agreement factor 1.25) counting as tied.
+    """
     th = results["theory"]
+    lsq = results["config"]["model"] == "lsq"
     finished = [s for s, info in results["schemes"].items() if "summary" in info]
-    key = "steps_to_epsilon_predicted" if results["config"]["model"] == "lsq" else "ranking_cost"
-    measured_key = (
-        "steps_to_epsilon_measured"
-        if results["config"]["model"] == "lsq"
-        else "samples_to_target_measured"
-    )
-    pred = [th["schemes"][s].get(key) for s in finished]
-    meas = [th["schemes"][s].get(measured_key) for s in finished]
-    pred_v = [math.inf if v is None else float(v) for v in pred]
-    meas_v = [math.inf if v is None else float(v) for v in meas]
-    th["ranking"] = {
-        "rule": theory.describe()["ranking"]
-        if results["config"]["model"] != "lsq"
-        else "fewest predicted SGD steps to ε",
-        "predicted": [finished[i] for i in sorted(range(len(finished)), key=lambda i: pred_v[i])],
-        "measured": [finished[i] for i in sorted(range(len(finished)), key=lambda i: meas_v[i])],
-        "spearman": theory.spearman(pred_v, meas_v),
+    key = "steps_to_epsilon_predicted" if lsq else "ranking_cost"
+    seeds_key = "steps_to_epsilon_measured_per_seed" if lsq else "samples_to_target_per_seed"
+    pred = {s: th["schemes"][s].get(key) for s in finished}
+    pred_v = {s: math.inf if v is None else float(v) for s, v in pred.items()}
+    per_seed = {
+        s: [math.inf if v is None else float(v) for v in th["schemes"][s].get(seeds_key) or [None]]
+        for s in finished
     }
+    factor = _AGREE if lsq else math.sqrt(results["config"]["lr_factor"])
+    ranking: dict[str, Any] = {
+        "rule": theory.describe()["ranking"] if not lsq else "fewest predicted SGD steps to ε",
+        "ties": theory.describe()["ties"],
+        "predicted_tie_factor": factor,
+    }
+    if finished:
+        compared = theory.compare_rankings(pred_v, per_seed, factor)
+        ranking.update(
+            {
+                "predicted": [s for group in compared["predicted_groups"] for s in group],
+                "measured": [s for group in compared["measured_groups"] for s in group],
+                **compared,
+            }
+        )
+    else:
+        ranking.update({"predicted": [], "measured": [], "spearman": None})
+    th["ranking"] = ranking
 
 
 def _score(runs: list[dict[str, Any]], model: str = "mlp") -> tuple[float, float, float, float]:

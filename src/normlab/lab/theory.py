@@ -48,6 +48,7 @@ of ReLU units dead on at least 99 % of the samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -377,6 +378,147 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return None if denom == 0 else float(da @ db / denom)
 
 
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    low, high = ordered[mid - 1], ordered[mid]
+    return float(high) if math.isinf(high) else float((low + high) / 2.0)
+
+
+def predicted_tie_groups(costs: Mapping[str, float], factor: float) -> list[list[str]]:
+    """Predicted tie groups, best first: costs within ``factor`` of a group's first are tied.
+
+    The schemes are sorted by cost (``inf`` last, then by name); a group opens at the cheapest
+    scheme not yet placed and takes every following scheme whose cost is at most ``factor``
+    times the opener's (no chaining: 1, 1.9, 3.6 with factor 2 are two groups). All schemes
+    with an infinite cost form one group, the last.
+
+    >>> predicted_tie_groups({"a": 1.0, "b": 1.9, "c": 3.6, "d": float("inf")}, 2.0)
+    [['a', 'b'], ['c'], ['d']]
+    """
+    if not factor >= 1.0:
+        raise ValueError(f"a tie factor is at least 1; got {factor}")
+    order = sorted(costs, key=lambda s: (costs[s], s))
+    groups: list[list[str]] = []
+    for name in order:
+        if groups:
+            opener = costs[groups[-1][0]]
+            cost = costs[name]
+            if (math.isinf(opener) and math.isinf(cost)) or cost <= factor * opener:
+                groups[-1].append(name)
+                continue
+        groups.append([name])
+    return groups
+
+
+def measured_tie_groups(per_seed: Mapping[str, Sequence[float]]) -> list[list[str]]:
+    """Measured tie groups, best first, from each scheme's per-seed counts (``inf``: never).
+
+    The schemes are sorted by their median count (then by name); a group opens at the first
+    scheme not yet placed and takes every following scheme whose range over the seeds,
+    ``[min, max]``, overlaps the opener's. Two schemes are told apart only when every seed of
+    one beats every seed of the other: for ``n`` seeds each that is the exact Mann–Whitney test
+    at ``U = 0``, one-sided ``p = 1/C(2n, n)`` under exchangeable seeds (0.05 for 3 seeds,
+    0.014 for 4). Schemes that never reached the target with any seed share the last group.
+
+    >>> measured_tie_groups({"a": [32, 64, 32], "b": [64, 96, 64], "c": [128, 160, 192]})
+    [['a', 'b'], ['c']]
+    """
+    spans = {}
+    for name, values in per_seed.items():
+        if not values:
+            raise ValueError(f"scheme {name!r} has no per-seed values")
+        spans[name] = (min(values), max(values), _median(values))
+    order = sorted(spans, key=lambda s: (spans[s][2], s))
+    groups: list[list[str]] = []
+    for name in order:
+        if groups:
+            low, high, _ = spans[groups[-1][0]]
+            if max(low, spans[name][0]) <= min(high, spans[name][1]):
+                groups[-1].append(name)
+                continue
+        groups.append([name])
+    return groups
+
+
+def compare_rankings(
+    predicted: Mapping[str, float], per_seed: Mapping[str, Sequence[float]], factor: float
+) -> dict[str, Any]:
+    """Predicted against measured ranking with ties on both sides (see docs/guide/lab.md).
+
+    ``predicted``: the rule's cost per scheme (``inf``: predicted never); ``per_seed``: the
+    measured counts per seed at the scheme's chosen rate (``inf``: never reached). Returns the
+    tie groups of both sides (best first), Spearman's ρ of the group ranks (tied schemes share
+    their group's average rank) and of the raw values (predicted cost against the median
+    count), and whether the predicted best and worst groups share a scheme with the measured
+    best and worst groups; ``None`` (undefined, not a success) where either side is one group.
+
+    >>> r = compare_rankings({"a": 1.0, "b": 1.5, "c": 9.0}, {"a": [64, 96], "b": [32, 64],
+    ...                      "c": [500, float("inf")]}, factor=2.0)
+    >>> r["predicted_groups"], r["measured_groups"], r["best_match"], r["worst_match"]
+    ([['a', 'b'], ['c']], [['b', 'a'], ['c']], True, True)
+    >>> r["spearman"]
+    1.0
+    """
+    names = list(predicted)
+    if sorted(names) != sorted(per_seed):
+        raise ValueError("predicted and measured rankings must name the same schemes")
+    pred_groups = predicted_tie_groups(predicted, factor)
+    meas_groups = measured_tie_groups(per_seed)
+    pred_index = {s: i for i, group in enumerate(pred_groups) for s in group}
+    meas_index = {s: i for i, group in enumerate(meas_groups) for s in group}
+    medians = {s: _median(per_seed[s]) for s in names}
+
+    def match(a: list[str], b: list[str]) -> bool | None:
+        if len(pred_groups) < 2 or len(meas_groups) < 2:
+            return None
+        return bool(set(a) & set(b))
+
+    return {
+        "predicted_groups": pred_groups,
+        "measured_groups": meas_groups,
+        "spearman": spearman(
+            [float(pred_index[s]) for s in names], [float(meas_index[s]) for s in names]
+        ),
+        "spearman_values": spearman([predicted[s] for s in names], [medians[s] for s in names]),
+        "best_match": match(pred_groups[0], meas_groups[0]),
+        "worst_match": match(pred_groups[-1], meas_groups[-1]),
+    }
+
+
+def relative_target(
+    x: np.ndarray, y: np.ndarray, n_classes: int, share: float = 0.9
+) -> dict[str, float]:
+    """A train-accuracy target set by what the data allow, the same under every scheme.
+
+    ``majority + share × (linear − majority)``: ``majority`` is the largest class's share and
+    ``linear`` the train accuracy of the least-squares optimum on the one-hot labels, bias
+    included — invariant under every invertible affine scheme. Also returned: the best
+    accuracy of such a fit on a single feature (a target below it is met by one feature).
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    labels = np.asarray(y, dtype=np.int64)
+    targets = np.eye(n_classes)[labels]
+    majority = float(np.bincount(labels, minlength=n_classes).max() / len(labels))
+
+    def accuracy(inputs: np.ndarray) -> float:
+        z = augmented(inputs)
+        w = np.linalg.lstsq(z, targets, rcond=None)[0]
+        return float(np.mean((z @ w).argmax(axis=1) == labels))
+
+    linear = accuracy(flat)
+    single = max(accuracy(flat[:, [j]]) for j in range(flat.shape[1]))
+    return {
+        "majority": majority,
+        "linear_optimum": linear,
+        "best_single_feature": single,
+        "share": share,
+        "target": majority + share * (linear - majority),
+    }
+
+
 def describe() -> dict[str, Any]:
     """The formulas, as recorded under ``results.json["theory"]["formulas"]``."""
     return {
@@ -389,4 +531,9 @@ def describe() -> dict[str, Any]:
         "ranking": "cost = T½ / max(1 − saturated share, 0.01), T½ = full-batch GD steps at "
         "η = 1/λ_max of least squares on the one-hot labels (bias included, from zero) until "
         "half the explainable loss is gone; lower ranks first",
+        "ties": "predicted: costs within the tie factor (√ of the grid's factor) of a group's "
+        "cheapest are tied; measured: ordered by the median over seeds (never = ∞), a scheme "
+        "whose [min, max] over seeds overlaps its group's first is tied with it; ρ of the group "
+        "ranks; best (worst) matches if the first (last) groups share a scheme, undefined if "
+        "either side is a single group",
     }
