@@ -62,6 +62,7 @@ summed in float64 from a shift, in one pass at memory speed:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -725,49 +726,104 @@ def reduce_float(x: np.ndarray) -> FloatSums:
     return _merge_parts(parts, n_channels)
 
 
-def _reduce_float_columns(columns: np.ndarray) -> FloatSums:
-    """Per-row statistics of a C-contiguous ``(C, n)`` array: the columns of a table.
+def _reduce_float_columns(columns: np.ndarray | Sequence[np.ndarray]) -> FloatSums:
+    """Per-row statistics of a ``(C, n)`` array, or of C equal-length 1-D arrays: a table's
+    columns.
 
     Each row gets the bits :func:`reduce_float` gives that row alone (``row.reshape(-1, 1, 1)``:
     folded into rows of ``_FOLD_WIDTH`` values, the same fixed grid of blocks), so a column's
-    statistics never depend on which other columns are read with it. No transposing copy:
-    the columns arrive column-major from Arrow, and turning them into rows cost more than
-    the kernel.
+    statistics never depend on which other columns are read with it, nor on whether they come
+    as one array or apart. No transposing copy: the columns arrive column-major from Arrow,
+    and turning them into rows cost more than the kernel. Rows that are contiguous each but
+    not one block of memory (a slice of a column-major array, Arrow's buffers) are read where
+    they lie, one kernel call per row.
     """
-    columns = np.ascontiguousarray(columns)
-    n_channels, n = columns.shape
+    if isinstance(columns, np.ndarray):
+        if columns.flags.c_contiguous:
+            return _columns_of(columns, columns.shape[1], _float_column_tasks)
+        columns = list(columns)
+    rows = [_read_only(c) for c in columns]  # one compiled signature for every row
+    return _columns_of(rows, len(rows[0]), _float_row_tasks)
+
+
+def _read_only(column: np.ndarray) -> np.ndarray:
+    """A contiguous read-only view (a copy only where the column is strided)."""
+    view = np.ascontiguousarray(column).view()
+    view.flags.writeable = False
+    return view
+
+
+def reduce_float_columns(columns: Sequence[np.ndarray]) -> FloatSums:
+    """Per-column statistics of equal-length 1-D float arrays of one dtype: the bits
+    :func:`reduce_float` gives their stack ``(n, C, 1)``, read without stacking them.
+
+    Examples
+    --------
+    >>> a, b = np.array([1.0, 2.0, 3.0]), np.array([4.0, np.nan, 6.0])
+    >>> r = reduce_float_columns([a, b])
+    >>> (r.shift + r.mean_shifted).tolist(), r.n_nonfinite.tolist()
+    ([2.0, 5.0], [0, 1])
+    """
+    if not HAVE_NUMBA or not len(columns) or not len(columns[0]):
+        return reduce_float(np.stack(columns, axis=1)[:, :, None])
+    return _reduce_float_columns(columns)
+
+
+def _columns_of(columns: Any, n: int, tasks: Callable[..., None]) -> FloatSums:
+    """:func:`_reduce_float_columns` of rows that ``tasks`` reads from ``columns``."""
+    n_channels = len(columns)
     main = n - n % _FOLD_WIDTH
     parts = []
     if main:
-        outs, over = _float_column_blocks(columns, main)
+        outs, over = _float_column_blocks(columns, main, tasks)
         parts.append((outs.transpose(0, 2, 1, 3), over.transpose(1, 0, 2)))
     if main < n:  # fewer than _FOLD_WIDTH values of each column: a small copy
-        outs, over = _float_blocks(np.ascontiguousarray(columns[:, main:].T)[:, :, None])
+        tail = np.stack([c[main:] for c in columns], axis=1)
+        outs, over = _float_blocks(tail[:, :, None])
         parts.append((outs.transpose(0, 2, 1, 3), over.transpose(1, 0, 2)))
     return _merge_parts(parts, n_channels)
 
 
-def _float_column_blocks(columns: np.ndarray, main: int) -> tuple[np.ndarray, np.ndarray]:
+def _float_row_tasks(
+    rows: Sequence[np.ndarray],
+    main: int,
+    outs: np.ndarray,
+    n_overflow: np.ndarray,
+    first: int,
+    last: int,
+) -> None:
+    """:func:`_float_column_tasks` of rows held apart: one GIL-free kernel call per row."""
+    folded = main // _FOLD_WIDTH
+    n_blocks = -(-folded // _FLOAT_BLOCK_ROWS)
+    for c in range(first, last):
+        y = rows[c][:main].reshape(folded, 1, _FOLD_WIDTH)
+        _float_tasks(y, 0, n_blocks, outs[c], n_overflow[c])
+
+
+def _float_column_blocks(
+    columns: Any, main: int, tasks: Callable[..., None]
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_float_blocks` of each row's first ``main`` values folded into ``_FOLD_WIDTH``
     columns, all rows at once: ``(8, blocks, C, _FOLD_WIDTH)`` and ``(blocks, C, _FOLD_WIDTH)``.
-    Threads take contiguous shares of the rows; every row writes its own cells."""
-    n_channels = columns.shape[0]
+    Threads take contiguous shares of the rows (``tasks`` runs a share); every row writes
+    its own cells."""
+    n_channels = len(columns)
+    dtype = columns[0].dtype
     n_blocks = -(-(main // _FOLD_WIDTH) // _FLOAT_BLOCK_ROWS)
     outs = np.empty((n_channels, 8, n_blocks, 1, _FOLD_WIDTH))  # one C-contiguous part a row
     n_overflow = np.zeros((n_channels, n_blocks, 1, _FOLD_WIDTH), np.int64)
-    nbytes = main * n_channels * columns.itemsize
+    nbytes = main * n_channels * dtype.itemsize
     shares = min(get_threads(), n_channels, max(1, nbytes // _BYTES_PER_THREAD))
     cuts = [n_channels * i // shares for i in range(shares + 1)]
     args = (columns, main, outs, n_overflow)
-    first = _compile_first(("float columns", columns.dtype), shares)
+    first = _compile_first(("float columns", tasks, dtype), shares)
     if first:
-        _float_column_tasks(*args, cuts[0], cuts[1])
+        tasks(*args, cuts[0], cuts[1])
     helpers = [
-        helper_pool(shares - 1).submit(_float_column_tasks, *args, cuts[i], cuts[i + 1])
-        for i in range(1, shares)
+        helper_pool(shares - 1).submit(tasks, *args, cuts[i], cuts[i + 1]) for i in range(1, shares)
     ]
     if not first:
-        _float_column_tasks(*args, cuts[0], cuts[1])
+        tasks(*args, cuts[0], cuts[1])
     for done in helpers:
         done.result()
     return outs[:, :, :, 0].transpose(1, 2, 0, 3), n_overflow[:, :, 0].transpose(1, 0, 2)

@@ -26,6 +26,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from .columns import ColumnBatch
 from .errors import (
     DTypeError,
     EmptyDataError,
@@ -353,6 +354,8 @@ class Moments(Statistic):
         are left out entirely (also of ``min``/``max``); ``n_nonzero`` counts values, not
         weights.
         """
+        if isinstance(batch, ColumnBatch) and self._takes_columns(batch, sample_weight):
+            return self._update_columns(batch)
         arr = as_batch(batch)
         if not -(arr.ndim - 1) <= self.channel_axis < arr.ndim - 1:
             raise ShapeError(
@@ -411,7 +414,9 @@ class Moments(Statistic):
                 )
         self.sample_shape = sample if self.axis == "feature" else self.sample_shape
 
-    def _state(self, arr: np.ndarray) -> tuple[ExactMoments | ShiftedMoments, Extrema]:
+    def _state(
+        self, arr: np.ndarray | ColumnBatch
+    ) -> tuple[ExactMoments | ShiftedMoments, Extrema]:
         """The sums and extrema, made on the first values (of the representation ``exact``)."""
         if self._sums is None or self._extrema is None:
             reduced = self.layout.reduced_shape(arr.shape[1:])
@@ -425,16 +430,42 @@ class Moments(Statistic):
         assert isinstance(sums, ExactMoments)
         extrema.add(*sums.update(acb, load_kernels()))
 
+    def _takes_columns(self, batch: ColumnBatch, sample_weight: Any) -> bool:
+        """Whether a batch of columns held apart is read where it lies: unweighted float
+        columns, one statistic per column."""
+        return (
+            sample_weight is None
+            and batch.dtype.kind == "f"
+            and self.layout.granularity == "feature"
+            and -1 <= self.channel_axis < 1
+        )
+
+    def _update_columns(self, batch: ColumnBatch) -> Self:
+        """:meth:`update` with a table's columns, each read where the reader decoded it."""
+        head = batch.head()
+        self._check_batch(head, head.shape[1:])
+        if len(batch) == 0 or batch.shape[1] == 0:
+            return self
+        assert not self.exact  # float data; integers reach the float sums only with weights
+        part = load_kernels().reduce_float_columns(batch.columns)  # see kernels.py
+        self._add_float(part, batch)
+        self.n_samples_seen += len(batch)
+        self._cache.clear()
+        return self
+
     def _update_float(self, arr: np.ndarray) -> None:
-        acb = self.layout.kernel_view(arr)
-        sums, extrema = self._state(arr)
+        part = load_kernels().reduce_float(self.layout.kernel_view(arr))  # see kernels.py
+        self._add_float(part, arr)
+
+    def _add_float(self, part: Any, batch: np.ndarray | ColumnBatch) -> None:
+        """Add one batch's float kernel result (blocks, shifts, merge) to the sums."""
+        sums, extrema = self._state(batch)
         assert isinstance(sums, ShiftedMoments)
-        part = load_kernels().reduce_float(acb)  # blocks, shifts, merge: see kernels.py
         if part.n_overflow.any():
             raise FloatOverflowError(self._overflow_message(part))
         n_bad = int(part.n_nonfinite.sum())
         if n_bad and self.nan_policy == "raise":
-            raise NonFiniteError(self._nonfinite_message(arr, n_bad))
+            raise NonFiniteError(self._nonfinite_message(as_batch(batch), n_bad))
         shape = sums.count.shape
         sums.add(
             part.n_finite.reshape(shape),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..columns import ColumnBatch
 from ..errors import DTypeError, NormlabError, SourceError, require, warn
 from ..provenance import recorder
 from . import Source, register_source
@@ -173,6 +174,25 @@ def to_matrix(batch: Any, plan: ColumnPlan) -> np.ndarray:
     return out.T
 
 
+def to_chunk(batch: Any, plan: ColumnPlan) -> np.ndarray | ColumnBatch:
+    """What a task yields for an Arrow record batch or table: for a float plan the columns
+    where Arrow decoded them (a :class:`~normlab.columns.ColumnBatch`: no copy of float64
+    columns without nulls; nulls become NaN, other types are cast), else :func:`to_matrix`."""
+    if plan.dtype != "float64":
+        return to_matrix(batch, plan)
+    pa = _pa()
+    target = pa.float64()
+    columns = []
+    for name in plan.names:
+        column = batch.column(name)
+        if column.type != target:
+            column = column.cast(target)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        columns.append(column.to_numpy(zero_copy_only=False))
+    return ColumnBatch(columns)
+
+
 # ---------------------------------------------------------------------- Parquet files
 @dataclass
 class ParquetTask:
@@ -196,7 +216,7 @@ class ParquetTask:
     def feature_names(self) -> tuple[str, ...]:
         return self.plan.names
 
-    def chunks(self) -> Iterator[np.ndarray]:
+    def chunks(self) -> Iterator[np.ndarray | ColumnBatch]:
         loc = Location(self.path, self.storage_options)
         # a task reads its row groups front to back: large read-ahead blocks, and pyarrow
         # coalesces each row group's column chunks into few reads (pre_buffer); measured on
@@ -205,16 +225,20 @@ class ParquetTask:
             with errors_named(loc):
                 parquet = _pq().ParquetFile(handle, pre_buffer=not loc.is_local)
 
-            def read(group: int) -> list[np.ndarray]:
-                return [
-                    to_matrix(batch, self.plan)
-                    for batch in parquet.iter_batches(
+            def read(group: int) -> list[np.ndarray | ColumnBatch]:
+                names = list(self.plan.names)
+                # pyarrow's pool decodes columns in parallel; a row group that fits one
+                # chunk is read whole (iter_batches re-slices it: about 30 % slower)
+                if parquet.metadata.row_group(group).num_rows <= self.chunk_rows:
+                    parts = [parquet.read_row_group(group, columns=names, use_threads=True)]
+                else:
+                    parts = parquet.iter_batches(
                         batch_size=self.chunk_rows,
                         row_groups=[group],
-                        columns=list(self.plan.names),
-                        use_threads=True,  # pyarrow's pool decodes columns in parallel
+                        columns=names,
+                        use_threads=True,
                     )
-                ]
+                return [to_chunk(part, self.plan) for part in parts]
 
             # the next row group decodes (pyarrow releases the GIL) while the statistics of
             # this one are computed; one reader thread keeps the file's reads in order
@@ -503,9 +527,9 @@ class TableTask:
     def feature_names(self) -> tuple[str, ...]:
         return self.plan.names
 
-    def chunks(self) -> Iterator[np.ndarray]:
+    def chunks(self) -> Iterator[np.ndarray | ColumnBatch]:
         for batch in self.table.to_batches(max_chunksize=self.chunk_rows):
-            yield to_matrix(batch, self.plan)
+            yield to_chunk(batch, self.plan)
 
 
 def as_arrow_table(source: Any) -> Any | None:
