@@ -12,12 +12,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from normlab import schemes  # noqa: E402
+from normlab.errors import NormlabError  # noqa: E402
 from normlab.lab import (  # noqa: E402
     compare,
     load_dataset,
     theory,  # noqa: E402
 )
-from normlab.lab.stability import measure_lsq_stable_lr  # noqa: E402
+from normlab.lab.stability import measure_lsq_stable_lr, stable_lr_by_horizon  # noqa: E402
 from normlab.lab.train import TrainConfig, measure_stable_lr  # noqa: E402
 
 torch.set_num_threads(1)
@@ -349,3 +350,51 @@ def test_mlp_ranking_is_deterministic_and_records_the_tie_groups(tmp_path):
     again = theory.compare_rankings(costs, per_seed, 2.0)
     assert again["measured_groups"] == rk["measured_groups"]
     assert again["spearman"] == rk["spearman"]
+
+
+def _rare_feature_problem():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 6)) * [1.0, 2.0, 0.5, 1.0, 1.0, 0.1]
+    x[7, 5] = 40.0
+    y = rng.integers(0, 3, 300)
+    return theory.lsq_problem(x, y, 3), y
+
+
+def test_thresholds_by_horizon_are_the_labs_and_the_mean_squares():
+    """One grid run to the longest horizon answers every horizon; runs average the loss."""
+    problem, y = _rare_feature_problem()
+    eta = theory.sgd_stable_lr(problem, 8)
+    options = dict(n_classes=3, batch_size=8, guess=eta, span=2.0, grid=13)
+    lab = stable_lr_by_horizon(problem, y, epochs=[10, 40], **options)
+    assert [f["steps"] for f in lab] == [500, 1520]  # at least 500 steps, else whole epochs
+    assert lab[1]["threshold"] <= lab[0]["threshold"]  # a longer run only adds divergences
+    single = measure_lsq_stable_lr(problem, y, n_classes=3, batch_size=8, guess=eta, min_epochs=40)
+    assert lab[1]["threshold"] == pytest.approx(single["threshold"], rel=0.03)
+    mean_square = stable_lr_by_horizon(
+        problem, y, epochs=[40], sampling="fresh", runs=16, criterion="end", **options
+    )
+    assert mean_square[0]["runs"] == 16 and mean_square[0]["criterion"] == "end"
+    assert 0.8 <= mean_square[0]["threshold"] / eta <= 1.25
+    again = stable_lr_by_horizon(
+        problem, y, epochs=[40], sampling="fresh", runs=16, criterion="end", **options
+    )
+    assert again == mean_square  # deterministic
+    with pytest.raises(NormlabError, match="criterion"):
+        stable_lr_by_horizon(problem, y, epochs=[4], criterion="max", **options)
+
+
+def test_mean_square_of_independent_batches_is_what_the_prediction_is_about():
+    """zca on digits, batch 32: one run with one permutation per epoch stays bounded well above
+    η* (reshuffling: each rare sample once per epoch); runs with independently drawn batches,
+    which the prediction describes, grow in the mean near η*."""
+    ds = load_dataset("digits", seed=0)
+    x, _ = _data("zca", ds)
+    problem = theory.lsq_problem(x, ds.y_train, ds.n_classes)
+    eta = theory.sgd_stable_lr(problem, 32)
+    options = dict(n_classes=10, batch_size=32, guess=eta, epochs=[40], span=2.0, grid=13)
+    lab = stable_lr_by_horizon(problem, ds.y_train, **options)[0]
+    mean_square = stable_lr_by_horizon(
+        problem, ds.y_train, sampling="fresh", runs=16, criterion="end", **options
+    )[0]
+    assert lab["threshold"] / eta > 1.25
+    assert 0.8 <= mean_square["threshold"] / eta <= 1.25
