@@ -167,8 +167,9 @@ def frames(path: str, repeat: int) -> dict[str, float]:
     }
 
 
-def s3_overhead(path: Path, repeat: int) -> tuple[float, float]:
-    """Seconds of compute_stats on the local file and on the same file on a moto S3 server."""
+def s3_overhead(path: Path, repeat: int) -> tuple[float, float, float]:
+    """Seconds of compute_stats on the local file and on the same file on a moto S3 server,
+    and of ``s3fs``'s ``cat`` of the whole file (what the server gives at best)."""
     import s3fs
 
     import normlab
@@ -186,7 +187,8 @@ def s3_overhead(path: Path, repeat: int) -> tuple[float, float]:
         remote = best_time(
             lambda: normlab.compute_stats(url, storage_options=options, progress=False), repeat
         )
-    return local, remote
+        transfer = best_time(lambda: fs.cat(url), repeat)
+    return local, remote, transfer
 
 
 def main() -> None:
@@ -219,13 +221,21 @@ def main() -> None:
             print(f"\n{'in memory':<24} {'time ms':>9} {'÷ normlab':>10}  (normlab on pandas)")
             for name, seconds in in_memory.items():
                 print(f"{name:<24} {seconds * 1e3:>9.0f} {seconds / ours:>10.2f}")
+            print(
+                "same frame, other tool ÷ normlab: polars "
+                f"{in_memory['polars select'] / in_memory['normlab on polars']:.2f}, pandas "
+                f"{in_memory['pandas agg'] / in_memory['normlab on pandas']:.2f}"
+            )
         if not args.no_s3:
-            local, remote = s3_overhead(path, args.repeat)
+            local, remote, transfer = s3_overhead(path, args.repeat)
             print(
                 f"\nS3 (moto on 127.0.0.1) vs local file: {remote * 1e3:.0f} ms vs "
                 f"{local * 1e3:.0f} ms, ratio {remote / local:.2f} "
                 f"(overhead {(remote - local) * 1e3:.0f} ms, "
-                f"{size / 2**20 / remote:.0f} MiB/s from the server)"
+                f"{size / 2**20 / remote:.0f} MiB/s from the server)\n"
+                f"s3fs cat of the whole file from the same server: {transfer * 1e3:.0f} ms "
+                f"({size / 2**20 / transfer:.0f} MiB/s); compute_stats ÷ cat: "
+                f"{remote / transfer:.2f}"
             )
 
 

@@ -106,3 +106,25 @@ def test_columns_of_unequal_length_or_dtype_are_refused():
         ColumnBatch([np.zeros(3), np.zeros(3, np.float32)])
     with pytest.raises(ShapeError, match="at least one column"):
         ColumnBatch([])
+
+
+def test_a_pandas_frame_is_read_where_it_lies_and_nan_counts_as_a_null_would():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(4000, 3))
+    values[[3, 70], 1] = np.nan
+    frame = pd.DataFrame(values, columns=["a", "b", "c"])
+    frame["n"] = pd.array([1, None] * 2000, dtype="Int64")  # nullable: pyarrow's conversion
+    m = normlab.compute_stats(frame, nan_policy="omit", chunk_size=1000)
+    assert m.feature_names == ["a", "b", "c", "n"]
+    assert m.count.tolist() == [4000, 3998, 4000, 2000]
+    np.testing.assert_allclose(m.mean[:3], np.nanmean(values, axis=0), rtol=1e-13)
+    arrow = normlab.compute_stats(
+        __import__("pyarrow").Table.from_pandas(frame, preserve_index=False), nan_policy="omit"
+    )  # pyarrow's conversion makes the NaN nulls: the same statistics
+    np.testing.assert_array_equal(m.count, arrow.count)
+    np.testing.assert_allclose(m.var(), arrow.var(), rtol=1e-13)
+    with pytest.raises(NonFiniteError, match=r"^2002 non-finite .* row 1 .* in column 'n'"):
+        normlab.compute_stats(frame)  # NaN and nulls counted alike; the first is row 1's null
+    with pytest.raises(NonFiniteError, match=r"^2 non-finite .* row 3 .* in column 'b'"):
+        normlab.compute_stats(frame[["a", "b"]])
