@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles, a clean working folder, the S3 server.
+"""Shared test set-up: hypothesis profiles, a clean working folder, the S3 and GCS servers.
 
 ``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``) runs the reliability tests' property checks with
 more generated cases (over 10⁴ merge-law cases in all); the default ``dev`` profile keeps a local
@@ -49,6 +49,27 @@ def s3() -> Iterator[dict[str, Any]]:
 
     with s3_server() as options:
         yield options
+
+
+@pytest.fixture(scope="module")
+def gcs() -> Iterator[dict[str, Any]]:
+    """``storage_options`` of a real GCS emulator (the JSON API, a subprocess) for one module."""
+    pytest.importorskip("gcsfs")
+    pytest.importorskip("gcp_storage_emulator")
+    from object_store import gcs_server
+
+    with gcs_server() as options:
+        yield options
+
+
+@pytest.fixture(params=["s3", "gs"])
+def store(request: pytest.FixtureRequest) -> Any:
+    """Each object store in turn (a :class:`object_store.Store`): S3 on moto, GCS on the
+    emulator; a test that takes it reads the same data from both."""
+    from object_store import Store
+
+    options = request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+    return Store(request.param, options)
 
 
 _ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,10 @@
-"""A real S3-compatible HTTP server for tests: moto's server mode in a subprocess.
+"""Real object-store HTTP servers for tests, each in a subprocess on a free port of 127.0.0.1.
 
-``s3_server()`` starts ``python -m moto.server`` on a free port of 127.0.0.1 and yields the
-``storage_options`` that point s3fs at it (fake credentials, the server as endpoint). Tests
-use it through the ``s3`` fixture of the test modules that import it.
+``s3_server()`` starts ``python -m moto.server`` (S3) and yields the ``storage_options`` that
+point s3fs at it (fake credentials, the server as endpoint); ``gcs_server()`` starts
+``python -m gcp_storage_emulator`` (the GCS JSON API, in memory) and yields gcsfs's options
+(``endpoint_url``, ``token="anon"``). Tests use them through the ``s3``, ``gcs`` and ``store``
+fixtures of tests/conftest.py; :class:`Store` writes test data into either.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -50,6 +56,55 @@ def s3_server(*, auth: bool = False) -> Iterator[dict[str, Any]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def gcs_server() -> Iterator[dict[str, Any]]:
+    """A GCS emulator (the JSON API over plain HTTP, objects in memory).
+
+    Raises RuntimeError with the emulator's own output if it exits or does not answer within
+    60 s, so a broken install fails the test instead of hanging it.
+    """
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gcp_storage_emulator", "start"]
+            + ["--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for(port, process, path="/storage/v1/b", log=log)
+            yield {
+                "endpoint_url": f"http://127.0.0.1:{port}",
+                "token": "anon",
+                "project": "normlab-test",
+                "skip_instance_cache": True,
+            }
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Store:
+    """One object store of the tests: its protocol and the ``storage_options`` for it."""
+
+    protocol: str  # "s3" or "gs"
+    options: dict[str, Any]
+
+    def url(self, path: str) -> str:
+        return f"{self.protocol}://{path}"
+
+    def filesystem(self) -> Any:
+        """A filesystem to write test data with (``mkdir("bucket")`` creates a bucket)."""
+        if self.protocol == "s3":
+            import s3fs
+
+            return s3fs.S3FileSystem(**self.options)
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(**self.options)
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -97,15 +152,31 @@ def http_server(folder: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
+def _wait_for(
+    port: int, process: subprocess.Popen[bytes], *, path: str = "", log: Any = None
+) -> None:
+    """Until the server accepts connections (and answers ``GET path`` when one is given)."""
     deadline = time.monotonic() + 60
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if path:
+                try:
+                    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                    direct.open(f"http://127.0.0.1:{port}{path}", timeout=5).close()
+                except urllib.error.HTTPError:
+                    pass  # an HTTP answer, even an error, is a server that answers
             return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start") from None
+                said = ""
+                if log is not None:
+                    log.seek(0)
+                    said = log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(
+                    f"the test server {process.args[:4]} did not start"
+                    + (f"; it said:\n{said}" if said else "")
+                ) from None
             time.sleep(0.1)
 
 

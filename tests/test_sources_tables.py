@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 import normlab
 from normlab.errors import DTypeError, NonFiniteError, NormlabError, SourceError
 from normlab.sources import resolve
+from object_store import Store
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -230,40 +232,49 @@ def test_cli_stats_columns_over_expanded_glob(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no column 'zz'" in result.output
 
 
-def test_s3_parquet_matches_local_and_dask_workers_read_it(
-    s3: dict[str, Any], tmp_path: Path
+def test_store_parquet_matches_local_and_dask_workers_read_it(
+    store: Store, dask_client: Any, tmp_path: Path
 ) -> None:
-    import s3fs
-
-    fs = s3fs.S3FileSystem(**s3)
+    """S3 (moto) and GCS (the emulator): a folder, a glob, one file, ``columns=``; the Dask
+    engine's workers (processes of the conftest LocalCluster) open the files themselves."""
+    fs = store.filesystem()
     fs.mkdir("tables")
     for k in range(2):
         pq.write_table(_table(3000, k), tmp_path / f"part{k}.parquet", row_group_size=1000)
         fs.put(str(tmp_path / f"part{k}.parquet"), f"tables/data/part{k}.parquet")
     local = normlab.compute_stats(sorted(tmp_path.glob("*.parquet")), columns="f,i,u")
     ints = normlab.compute_stats(sorted(tmp_path.glob("*.parquet")), columns="i,u")
-    for url in ("s3://tables/data", "s3://tables/data/*.parquet"):
-        remote = normlab.compute_stats(url, columns="f,i,u", storage_options=s3)
+    options = store.options
+    for url in (store.url("tables/data"), store.url("tables/data/*.parquet")):
+        remote = normlab.compute_stats(url, columns="f,i,u", storage_options=options)
         assert np.array_equal(remote.mean, local.mean) and np.array_equal(remote.var(), local.var())
-    pytest.importorskip("distributed")
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        on_dask = normlab.compute_stats(
-            "s3://tables/data", columns="f,i,u", storage_options=s3, engine="dask", scheduler=client
-        )
-        exact = normlab.compute_stats(
-            "s3://tables/data", columns="i,u", storage_options=s3, engine="dask", scheduler=client
-        )
+    one = normlab.compute_stats(
+        store.url("tables/data/part1.parquet"), columns="i,u", storage_options=options
+    )
+    alone = normlab.compute_stats(tmp_path / "part1.parquet", columns="i,u")
+    assert one.exact and np.array_equal(one.mean, alone.mean)
+    assert np.array_equal(one.var(), alone.var())
+    on_dask = normlab.compute_stats(
+        store.url("tables/data"),
+        columns="f,i,u",
+        storage_options=options,
+        engine="dask",
+        scheduler=dask_client,
+    )
+    exact = normlab.compute_stats(
+        store.url("tables/data"),
+        columns="i,u",
+        storage_options=options,
+        engine="dask",
+        scheduler=dask_client,
+    )
     assert np.array_equal(on_dask.mean, local.mean) and np.array_equal(on_dask.var(), local.var())
     assert exact.exact and np.array_equal(exact.var(), ints.var())
-    with pytest.raises(SourceError, match=r"s3://tables/data/part9\.parquet: no such file"):
-        normlab.compute_stats("s3://tables/data/part9.parquet", storage_options=s3)
+    missing = store.url("tables/data/part9.parquet")
+    with pytest.raises(SourceError, match=rf"{re.escape(missing)}: no such file"):
+        normlab.compute_stats(missing, storage_options=options)
+    with pytest.raises(SourceError, match=rf"{store.protocol}://no-bucket/t\.parquet: no such"):
+        normlab.compute_stats(store.url("no-bucket/t.parquet"), storage_options=options)
 
 
 def test_skip_bad_skips_and_lists_row_groups(parquet_file: Path) -> None:

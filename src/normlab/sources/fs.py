@@ -7,8 +7,15 @@ small picklable value (the URL and its options): a task holds Locations, never a
 filesystem, so a Dask worker opens the data itself and no data passes through the client.
 
 Local paths and ``file://`` URLs take the plain ``open`` path (no fsspec needed); other
-protocols need fsspec and the protocol's package (``s3fs``, ``gcsfs``, ``aiohttp``), from the
-``cloud`` extra. Every failure becomes a :class:`~normlab.errors.SourceError` naming the URL.
+protocols need fsspec and the protocol's package: ``s3fs`` and ``aiohttp`` from the ``cloud``
+extra, ``gcsfs`` from the ``gcs`` extra (it pulls in gRPC). Every failure becomes a
+:class:`~normlab.errors.SourceError` naming the URL.
+
+``gs://`` with a plain ``http://`` endpoint (an emulator, through ``endpoint_url`` or
+``STORAGE_EMULATOR_HOST``) opens gcsfs's JSON-API filesystem, not the default one that first
+asks the gRPC storage-control service for the bucket's layout: gcsfs's gRPC clients always speak
+TLS, so against a plain-HTTP endpoint that call can only fail, after a minute of retries, on every
+operation.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ _PROTOCOL_PACKAGES = {
     "http": "aiohttp",
     "https": "aiohttp",
 }
-_CLOUD_EXTRA = ("s3fs", "aiohttp")  # what `normlab[cloud]` installs (gcsfs pulls in gRPC)
+# the extra that installs each package (gcsfs has its own: it pulls in gRPC)
+_EXTRA_OF_PACKAGE = {"s3fs": "cloud", "aiohttp": "cloud", "gcsfs": "gcs"}
+GCS_PROTOCOLS = ("gs", "gcs")
 
 
 def protocol_of(source: str | os.PathLike[str]) -> str:
@@ -111,8 +120,14 @@ class Location:
     def filesystem(self) -> tuple[Any, str]:
         """``(fsspec filesystem, path inside it)``; fsspec caches filesystem instances."""
         fsspec = require("fsspec", "cloud")
+        options = self.storage_options
         with errors_named(self):
-            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            if self.protocol in GCS_PROTOCOLS and gcs_endpoint_is_plain_http(options):
+                from gcsfs.core import GCSFileSystem  # the JSON API only (see the module's doc)
+
+                fs = GCSFileSystem(**options)
+                return fs, fs._strip_protocol(self.url)
+            fs, path = fsspec.core.url_to_fs(self.url, **options)
         return fs, path
 
     def open(self, **remote: Any) -> IO[bytes]:
@@ -165,6 +180,15 @@ class Location:
         fs, path = self.filesystem()
         with errors_named(self):
             return bool(fs.exists(path))
+
+
+def gcs_endpoint_is_plain_http(options: Mapping[str, Any]) -> bool:
+    """Whether gcsfs would talk to a plain-HTTP endpoint (an emulator), as gcsfs decides it:
+    ``endpoint_url``, else ``STORAGE_EMULATOR_HOST`` (``http://`` is added when it has no scheme).
+    """
+    endpoint = options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST", "")
+    endpoint = str(endpoint)
+    return endpoint not in ("", "default") and not endpoint.lower().startswith("https://")
 
 
 def location(source: str | os.PathLike[str] | Location, storage_options: Any = None) -> Location:
@@ -250,9 +274,10 @@ def errors_named(loc: Location | str) -> Iterator[None]:
     except ImportError as exc:
         protocol = protocol_of(where)
         package = _PROTOCOL_PACKAGES.get(protocol, "")
+        extra = _EXTRA_OF_PACKAGE.get(package)
         how = (
-            "pip install 'normlab[cloud]'"
-            if package in _CLOUD_EXTRA
+            f"pip install 'normlab[{extra}]'"
+            if extra
             else "pip install " + (package or f"the fsspec implementation of {protocol}://")
         )
         raise MissingExtraError(
