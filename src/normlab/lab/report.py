@@ -421,10 +421,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             t = theory.get(scheme, {})
             row["steps to ε"] = _fmt(s.get("steps_to_epsilon_mean"), 4)
             row["predicted"] = _fmt(t.get("steps_to_epsilon_predicted"), 4)
-            ratio = t.get("ratio_measured_to_predicted")
-            row["measured/predicted"] = (
-                "—" if ratio is None else f"{ratio:.2f}" + ("" if t.get("agrees") else " (!)")
-            )
+            row["measured/predicted"] = _ratio_cell(t)
         row["final test acc"] = "—" if acc is None else f"{acc:.3f} ± {s['final_test_acc_std']:.3f}"
         rows.append(row)
     return rows
@@ -538,6 +535,27 @@ def verdict(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ratio_cell(t: dict[str, Any]) -> str:
+    """``measured/predicted`` of the mean counts: ``> r`` / ``< r`` for bounds, (!) flagged."""
+    ratio = t.get("ratio_measured_to_predicted")
+    flag = " (!)" if t.get("agrees") is False else ""
+    if ratio is None:
+        if "agrees" not in t or t.get("agrees") is None:
+            return "—"
+        return ("both never" if not flag else "—") + flag
+    prefix = {"lower": "> ", "upper": "< "}.get(t.get("ratio_bound") or "", "")
+    return f"{prefix}{ratio:.2f}{flag}"
+
+
+def _counts_cell(values: list[Any] | None, side: str, t: dict[str, Any]) -> str:
+    """Per-seed counts, ``never`` where a seed did not get there (predicted: within the cap)."""
+    if not values:
+        return "—"
+    limit = t.get("steps_to_epsilon_horizon" if side == "m" else "steps_to_epsilon_prediction_cap")
+    never = "never" if limit is None else f"> {limit:,}"
+    return ", ".join(never if v is None else f"{v:,}" for v in values)
+
+
 def _paired_ratios(
     best: list[dict[str, Any]], other: list[dict[str, Any]], key: str
 ) -> list[float]:
@@ -605,20 +623,23 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
             "exact for full-batch gradient descent. Samples to a target accuracy, the headline "
             "for non-linear models, is also shown: accuracy crosses its target somewhere along "
             "the same loss curve, so the two orders usually agree but the ratios need not. "
-            "(!) marks a disagreement beyond 25 %.</p>"
+            "Counts are per seed; 'never' is beyond the horizon (measured) or beyond 4× it "
+            "(predicted), and a ratio involving one is a bound (> or <). (!) marks a "
+            "disagreement beyond 25 %, bounds included: never reached against a prediction "
+            "well inside the horizon, or reached against a prediction of never.</p>"
         )
         head = (
             "<tr><th>scheme</th><th>2/λ_max (GD)</th><th>largest stable SGD rate at batch "
             f"{th['batch_size']} (predicted)</th><th>top direction only</th>"
             "<th>measured on the grid: largest stable – smallest diverging</th><th>chosen rate</th>"
-            "<th>steps to ε predicted</th><th>measured</th><th>measured/predicted</th></tr>"
+            "<th>steps to ε predicted (per seed)</th><th>measured (per seed)</th>"
+            "<th>measured/predicted (means)</th></tr>"
         )
         rows = []
         for scheme, t in th["schemes"].items():
             if "summary" not in results["schemes"].get(scheme, {}):
                 continue
-            ratio = t.get("ratio_measured_to_predicted")
-            flag = "" if ratio is None else f"{ratio:.2f}" + ("" if t.get("agrees") else " (!)")
+            flag = _ratio_cell(t)
             bracket = t.get("lr_stable_measured") or {}
             measured_lr = (
                 f"{_fmt(bracket.get('largest_stable'))} – {_fmt(bracket.get('smallest_diverging'))}"
@@ -629,15 +650,22 @@ def _theory_section(results: dict[str, Any]) -> list[str]:
                 f"<td>{_fmt(t.get('lr_sgd_max_predicted'))}</td>"
                 f"<td>{_fmt(t.get('lr_sgd_max_top_direction'))}</td><td>{e(measured_lr)}</td>"
                 f"<td>{_fmt(t.get('lr'))}</td>"
-                f"<td>{_fmt(t.get('steps_to_epsilon_predicted'), 5)}</td>"
-                f"<td>{_fmt(t.get('steps_to_epsilon_measured'), 5)}</td><td>{flag or '—'}</td></tr>"
+                f"<td>{e(_counts_cell(t.get('steps_to_epsilon_predicted_per_seed'), 'p', t))}</td>"
+                f"<td>{e(_counts_cell(t.get('steps_to_epsilon_measured_per_seed'), 'm', t))}</td>"
+                f"<td>{e(flag)}</td></tr>"
             )
         parts.append(f'<table id="theory">{head}{"".join(rows)}</table>')
-        disagree = [s for s, t in th["schemes"].items() if t.get("agrees") is False]
+        disagree = {
+            s: t.get("disagreement") for s, t in th["schemes"].items() if t.get("agrees") is False
+        }
         if disagree:
+            items = "".join(
+                f"<li>{e(s)}: {e(why or 'see the ratio column')}</li>"
+                for s, why in disagree.items()
+            )
             parts.append(
-                f"<p>Prediction and measurement disagree by more than 25 % for "
-                f"{e(', '.join(disagree))}: see the ratio column.</p>"
+                "<p>Prediction and measurement disagree by more than 25 % for "
+                f"{e(', '.join(disagree))}:</p><ul>{items}</ul>"
             )
         unstable = [s for s, t in th["schemes"].items() if t.get("stability_agrees") is False]
         if unstable:

@@ -668,31 +668,37 @@ def _measured(
     problem = prepared[name].get("problem")
     if problem is not None and config.epsilon is not None and config.optimizer in ("sgd", "gd"):
         batch = batch_size_of(config, len(ds.y_train))
+        horizon = config.epochs * math.ceil(len(ds.y_train) / batch)
         predicted = []
         for run in runs:
             layer = _initial_layer(ds, config, run["seed"])
             assert layer is not None
             s0 = problem.components(*layer)
-            horizon = config.epochs * math.ceil(len(ds.y_train) / batch)
             predicted.append(
                 theory.sgd_steps_to_epsilon(
                     problem, s0, info["best_lr"], batch, config.epsilon, max_steps=4 * horizon
                 )
             )
+        measured = [r.get("steps_to_epsilon") for r in runs]
         reached_p = [p for p in predicted if p is not None]
-        reached_m = [r["steps_to_epsilon"] for r in runs if r.get("steps_to_epsilon") is not None]
+        reached_m = [m for m in measured if m is not None]
         mean_p = sum(reached_p) / len(reached_p) if reached_p else None
         mean_m = sum(reached_m) / len(reached_m) if reached_m else None
-        ratio = mean_m / mean_p if mean_p and mean_m is not None else None
+        compared = theory.compare_counts(predicted, measured, horizon, 4 * horizon, _AGREE)
         entry.update(
             {
                 "lr": info["best_lr"],
                 "steps_to_epsilon_predicted": mean_p,
                 "steps_to_epsilon_predicted_per_seed": predicted,
                 "steps_to_epsilon_measured": mean_m,
-                "steps_to_epsilon_measured_per_seed": [r.get("steps_to_epsilon") for r in runs],
-                "ratio_measured_to_predicted": ratio,
-                "agrees": None if ratio is None else bool(1 / _AGREE <= ratio <= _AGREE),
+                "steps_to_epsilon_measured_per_seed": measured,
+                "steps_to_epsilon_horizon": horizon,
+                "steps_to_epsilon_prediction_cap": 4 * horizon,
+                "ratio_measured_to_predicted": compared["ratio"],
+                "ratio_bound": compared["ratio_bound"],
+                "ratio_per_seed": [s["ratio"] for s in compared["per_seed"]],
+                "agrees": compared["agrees"],
+                "disagreement": compared["disagreement"],
             }
         )
     if entry.get("lr_sgd_max_predicted") is not None:

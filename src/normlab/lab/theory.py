@@ -88,7 +88,10 @@ class LsqProblem:
     """Linear least squares on one-hot targets, in the eigenbasis of the augmented moment.
 
     ``lam`` (ascending) and ``vecs`` diagonalize ``H = E[z zᵀ]``; ``w_star`` (outputs × inputs+1,
-    the bias last) is the minimum-norm optimum and ``loss_star`` its loss; ``fourth`` is
+    the bias last) is the minimum-norm optimum over the directions with ``λ > 1e-12·λ_max``
+    (the null directions are those no gradient step moves along; the same threshold as the
+    predictions') and ``loss_star`` its loss, so ``L(W) − loss_star = ½ tr(E H Eᵀ)`` for
+    ``E = [W b] − w_star`` up to rounding; ``fourth`` is
     ``K``, ``noise`` is ``N`` (see the module text); ``n`` the number of samples;
     ``projected`` the samples' coordinates along the eigenvectors with ``λ > 0``.
     """
@@ -135,7 +138,12 @@ def lsq_problem(x: np.ndarray, y: np.ndarray, n_classes: int) -> LsqProblem:
     targets[np.arange(n), np.asarray(y, dtype=np.int64)] = 1.0
     lam, vecs = np.linalg.eigh(z.T @ z / n)
     lam = lam.clip(min=0.0)
-    w_star = np.linalg.lstsq(z, targets, rcond=None)[0].T
+    # The optimum over the directions the eigenbasis keeps (λ > _NULL·λ_max, i.e. singular
+    # values above √_NULL of the largest). lstsq's default cut-off (machine ε·max(n, p)) also
+    # fits directions with λ ~ 1e-20·λ_max — a whitening's image of constant pixels, float32
+    # rounding — with weights ~1e8 that no gradient step moves along, and whose squares turn
+    # the rounding of H into an O(1) error in ½ tr(E H Eᵀ).
+    w_star = np.linalg.lstsq(z, targets, rcond=math.sqrt(_NULL))[0].T
     residual = targets - z @ w_star.T
     loss_star = float(0.5 * (residual**2).sum(axis=1).mean())
     proj2 = (z @ vecs) ** 2
@@ -275,6 +283,99 @@ def sgd_steps_to_epsilon(
         if 0.5 * lam @ s <= epsilon:
             return step
     return None
+
+
+AGREE = 1.25  # predicted and measured counts agree within this factor either way
+
+
+def _count_ratio(
+    predicted: Sequence[int | None],
+    measured: Sequence[int | None],
+    horizon: int,
+    cap: int,
+    factor: float,
+) -> tuple[float | None, str | None, bool]:
+    """Ratio of mean counts, its kind (exact, lower or upper bound) and the verdict."""
+    m_low = [float(horizon) if m is None else float(m) for m in measured]
+    p_low = [float(cap) if p is None else float(p) for p in predicted]
+    m_cut, p_cut = None in measured, None in predicted
+    mean_m, mean_p = sum(m_low) / len(m_low), sum(p_low) / len(p_low)
+    if not m_cut and not p_cut:
+        ratio = mean_m / mean_p if mean_p > 0 else (1.0 if mean_m == 0 else math.inf)
+        return ratio, "exact", 1.0 / factor <= ratio <= factor
+    if m_cut and not p_cut:  # the measurement is only known to exceed the horizon
+        ratio = mean_m / mean_p if mean_p > 0 else math.inf
+        return ratio, "lower", ratio < factor
+    if p_cut and not m_cut:  # the prediction is only known to exceed its cap
+        ratio = mean_m / mean_p
+        return ratio, "upper", ratio > 1.0 / factor
+    return None, None, True
+
+
+def compare_counts(
+    predicted: Sequence[int | None],
+    measured: Sequence[int | None],
+    horizon: int,
+    cap: int,
+    factor: float = AGREE,
+) -> dict[str, Any]:
+    """Predicted against measured steps to ε, per seed and over the seeds, with censoring.
+
+    ``predicted[i]`` and ``measured[i]`` are seed ``i``'s counts; ``None`` is "never": the
+    measurement did not get there within ``horizon`` steps (so it is above ``horizon``), the
+    prediction not within ``cap`` steps (or never at all). The ratio measured/predicted of the
+    means is exact where no count is censored, a lower bound where only measurements are
+    (``never`` counted as ``horizon``), an upper bound where only predictions are (counted as
+    ``cap``). A disagreement is a ratio known to lie outside ``[1/factor, factor]``: a
+    measurement that never reached ε against a prediction ``P ≤ horizon/factor`` is one
+    (ratio > horizon/P), and so is a prediction of never against a measurement that got there.
+    Where both are censored nothing is known beyond "both never", which agrees. Returns
+    ``ratio``, ``ratio_bound`` (``exact``/``lower``/``upper``/``None``), ``agrees``,
+    ``per_seed`` (the same three per seed) and ``disagreement`` (a sentence, or ``None``);
+    the scheme disagrees if the means do or any seed does.
+
+    >>> r = compare_counts([320, 324], [None, None], horizon=1250, cap=5000)
+    >>> round(r["ratio"], 2), r["ratio_bound"], r["agrees"]
+    (3.88, 'lower', False)
+    >>> compare_counts([None], [400], horizon=1250, cap=5000)["agrees"]
+    False
+    >>> compare_counts([1100], [None], horizon=1250, cap=5000)["agrees"]
+    True
+    >>> compare_counts([None, None], [None, None], horizon=1250, cap=5000)["ratio_bound"] is None
+    True
+    """
+    if len(predicted) != len(measured) or not predicted:
+        raise ValueError("compare_counts needs one predicted and one measured count per seed")
+
+    def finite(r: float | None) -> float | None:
+        return r if r is not None and math.isfinite(r) else None
+
+    ratio, bound, agrees = _count_ratio(predicted, measured, horizon, cap, factor)
+    ratio = finite(ratio)
+    pairs = zip(predicted, measured, strict=True)
+    seeds = [_count_ratio([p], [m], horizon, cap, factor) for p, m in pairs]
+    per_seed = [{"ratio": finite(r), "ratio_bound": b, "agrees": a} for r, b, a in seeds]
+    disagreement = None
+    if not agrees or not all(a for _, _, a in seeds):
+        shown = ["—" if r is None else _bound_text(r, b) for r, b, _ in seeds]
+        mean = "" if ratio is None else f"; over the seeds {_bound_text(ratio, bound)}"
+        disagreement = (
+            f"measured/predicted per seed {', '.join(shown)}{mean}: beyond a factor "
+            f"{factor:g} (measured never = more than {horizon} steps; predicted never = more "
+            f"than {cap})"
+        )
+        agrees = False
+    return {
+        "ratio": ratio,
+        "ratio_bound": bound,
+        "agrees": agrees,
+        "per_seed": per_seed,
+        "disagreement": disagreement,
+    }
+
+
+def _bound_text(ratio: float, bound: str | None) -> str:
+    return {"lower": "> ", "upper": "< "}.get(bound or "", "") + f"{ratio:.2f}"
 
 
 # ------------------------------------------------------------------------ non-linear models

@@ -142,7 +142,8 @@ def train_run(
     accuracy, probe means), ``checkpoints`` ``[samples, train_loss, train_acc]``,
     ``samples_to_target`` (``None`` if never reached) and ``diverged``. With ``quadratic``
     (float64 tensors ``hessian`` and ``w_star`` of the lsq problem) and ``config.epsilon``,
-    also ``steps_to_epsilon``: the first step whose excess loss over the optimum is at most ε.
+    also ``steps_to_epsilon``: the first step whose excess loss over the optimum is at most ε,
+    and ``final_excess``, the excess at the end (``final_train_loss`` minus the optimum's loss).
     ``max_steps`` stops training after that many steps (a divergence probe).
     """
     import torch
@@ -247,9 +248,11 @@ def train_run(
     for name in PROBES:
         values = [e[name] for e in epochs if e[name] is not None]
         probe_means[name] = sum(values) / len(values) if values else None
-    extra: dict[str, Any] = (
-        {"steps_to_epsilon": None if diverged else steps_to_epsilon} if track else {}
-    )
+    extra: dict[str, Any] = {}
+    if quadratic is not None and track:
+        extra["steps_to_epsilon"] = None if diverged else steps_to_epsilon
+        # the excess ½ tr(E H Eᵀ) at the end: equals final_train_loss − loss_star
+        extra["final_excess"] = None if diverged else _finite(_excess(quadratic, model))
     bn = input_norm_layer(model)
     if bn is not None:  # what the input BatchNorm learned of the inputs (means over features)
         extra["input_bn_running"] = {

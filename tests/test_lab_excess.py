@@ -1,0 +1,162 @@
+"""The lab's excess loss over the optimum, and predicted against measured steps to ε."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from normlab import schemes  # noqa: E402
+from normlab.lab import compare, load_dataset, theory  # noqa: E402
+from normlab.lab.report import write_report  # noqa: E402
+from normlab.lab.train import TrainConfig, train_run  # noqa: E402
+
+torch.set_num_threads(1)
+SCHEMES = ("raw", "max", "center", "global", "feature", "zca")
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """1,600 MNIST training images: ZCA maps their constant pixels to float32 rounding."""
+    return load_dataset("mnist5k", seed=0, n_samples=2000)
+
+
+def _normalized(name: str, ds) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        norm = schemes.get(name).fit(ds.x_train)
+        return np.asarray(norm.transform(ds.x_train), dtype=np.float32)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_measured_excess_is_train_loss_minus_the_optimum(mnist, scheme):
+    """Before the fix, zca's ½ tr(E H Eᵀ) read 3.4 where the loss was 1.4 above the optimum."""
+    x = _normalized(scheme, mnist)
+    problem = theory.lsq_problem(x, mnist.y_train, mnist.n_classes)
+    z = theory.augmented(x)
+    onehot = np.eye(mnist.n_classes)[mnist.y_train]
+    rng = np.random.default_rng(0)
+    for size in (0.0, 0.03, 0.3):  # the optimum itself, and errors of two sizes
+        w = problem.w_star + size * rng.standard_normal(problem.w_star.shape)
+        loss = 0.5 * ((z @ w.T - onehot) ** 2).sum(axis=1).mean()
+        assert problem.excess(w[:, :-1], w[:, -1]) == pytest.approx(
+            loss - problem.loss_star, rel=1e-7, abs=1e-10
+        )
+    # the optimum's loss does not depend on the (invertible, affine) scheme
+    reference = theory.lsq_problem(_normalized("max", mnist), mnist.y_train, mnist.n_classes)
+    assert problem.loss_star == pytest.approx(reference.loss_star, rel=1e-5)
+    # the trainer's excess at the end of a run equals its (float32) train loss minus the optimum
+    tensors = {
+        "x_train": torch.as_tensor(x),
+        "y_train": torch.as_tensor(mnist.y_train),
+        "x_test": torch.as_tensor(x[:10]),
+        "y_test": torch.as_tensor(mnist.y_train[:10]),
+    }
+    quadratic = {
+        "hessian": torch.as_tensor(problem.hessian),
+        "w_star": torch.as_tensor(problem.w_star),
+    }
+    run = train_run(
+        tensors,
+        config=TrainConfig(model="lsq", epochs=1, epsilon=0.05, checkpoints_per_epoch=1),
+        lr=min(0.2 / problem.lambda_max, 0.005),  # zca: heavy tails lower the stable rate
+        seed=0,
+        n_classes=mnist.n_classes,
+        quadratic=quadratic,
+    )
+    assert not run["diverged"]
+    assert run["final_excess"] == pytest.approx(
+        run["final_train_loss"] - problem.loss_star, rel=1e-6, abs=2e-6
+    )
+
+
+def test_compare_counts_flags_every_kind_of_disagreement():
+    h, cap = 1000, 4000
+    # both reached: the exact ratio decides
+    assert theory.compare_counts([100, 100], [110, 120], h, cap)["agrees"] is True
+    r = theory.compare_counts([100, 100], [140, 140], h, cap)
+    assert (r["ratio"], r["ratio_bound"], r["agrees"]) == (1.4, "exact", False)
+    # measured never, predicted well inside the horizon: a lower bound above 1.25
+    r = theory.compare_counts([320, 324], [None, None], h, cap)
+    assert r["ratio_bound"] == "lower" and r["ratio"] == pytest.approx(1000 / 322)
+    assert r["agrees"] is False and "> 3.12" in r["disagreement"]
+    assert r["per_seed"][0]["ratio"] == pytest.approx(1000 / 320)
+    # ... at exactly horizon/1.25 still a disagreement; closer to the horizon it cannot be told
+    assert theory.compare_counts([800], [None], h, cap)["agrees"] is False
+    assert theory.compare_counts([900], [None], h, cap)["agrees"] is True
+    # predicted never (beyond the cap), measured reached: an upper bound below 1/1.25
+    r = theory.compare_counts([None, None], [500, 700], h, cap)
+    assert (r["ratio_bound"], r["agrees"]) == ("upper", False)
+    assert r["ratio"] == pytest.approx(600 / 4000)
+    # predicted beyond the horizon (a number), measured reached: the exact ratio decides
+    assert theory.compare_counts([1500], [900], h, cap)["agrees"] is False
+    # one seed never against a prediction well inside: flagged although the mean bound is not
+    r = theory.compare_counts([700, 700], [660, None], h, cap)
+    assert r["ratio_bound"] == "lower" and r["ratio"] < 1.25
+    assert r["agrees"] is False and r["per_seed"][1]["agrees"] is False
+    # both never: consistent, no ratio
+    r = theory.compare_counts([None, None], [None, None], h, cap)
+    assert (r["ratio"], r["ratio_bound"], r["agrees"], r["disagreement"]) == (
+        None,
+        None,
+        True,
+        None,
+    )
+
+
+def test_results_and_report_say_where_prediction_and_measurement_disagree(tmp_path):
+    out = tmp_path / "digits-lsq"
+    compare(
+        "digits",
+        schemes=("raw", "zca"),
+        model="lsq",
+        seeds=2,
+        epochs=2,
+        n_samples=600,
+        epsilon=0.05,
+        lr_min=1 / 16,
+        lr_max=1.0,
+        lr_factor=4.0,
+        max_extensions=0,
+        out=out,
+        progress=False,
+    )
+    saved = json.loads((out / "results.json").read_text())
+    for name in ("raw", "zca"):
+        entry = saved["theory"]["schemes"][name]
+        assert entry["agrees"] in (True, False)  # never null: censored counts are bounds
+        assert entry["steps_to_epsilon_horizon"] == 2 * 15
+        assert len(entry["ratio_per_seed"]) == 2
+        for run in saved["runs"]:
+            if run["scheme"] == name and not run["diverged"]:
+                loss_star = entry["loss_star"]
+                assert run["final_excess"] == pytest.approx(
+                    run["final_train_loss"] - loss_star,
+                    rel=1e-6,
+                    abs=1e-5,  # 7 digits
+                )
+    # raw at its chosen rate: predicted and measured both beyond the horizon
+    raw = saved["theory"]["schemes"]["raw"]
+    assert raw["steps_to_epsilon_measured_per_seed"] == [None, None]
+    assert raw["agrees"] is True and raw["ratio_bound"] is None
+    # the report states a censored disagreement: measurements never reached ε against a
+    # prediction well inside the horizon (here written into a real run's results)
+    zca = saved["theory"]["schemes"]["zca"]
+    compared = theory.compare_counts([5, 6], [None, None], 30, 120)
+    zca.update(
+        {
+            "steps_to_epsilon_predicted_per_seed": [5, 6],
+            "steps_to_epsilon_measured_per_seed": [None, None],
+            "ratio_measured_to_predicted": compared["ratio"],
+            "ratio_bound": compared["ratio_bound"],
+            "agrees": compared["agrees"],
+            "disagreement": compared["disagreement"],
+        }
+    )
+    page = write_report(saved, tmp_path / "edited").read_text()
+    assert "&gt; 5.45 (!)" in page and "&gt; 30, &gt; 30" in page
+    assert "disagree by more than 25 % for zca" in page and "beyond a factor 1.25" in page
