@@ -131,6 +131,7 @@ def test_results_and_report_say_where_prediction_and_measurement_disagree(tmp_pa
         assert entry["agrees"] in (True, False)  # never null: censored counts are bounds
         assert entry["steps_to_epsilon_horizon"] == 2 * 15
         assert len(entry["ratio_per_seed"]) == 2
+        assert entry["excess_floor_predicted"] >= 0.0
         for run in saved["runs"]:
             if run["scheme"] == name and not run["diverged"]:
                 loss_star = entry["loss_star"]
@@ -160,3 +161,16 @@ def test_results_and_report_say_where_prediction_and_measurement_disagree(tmp_pa
     page = write_report(saved, tmp_path / "edited").read_text()
     assert "&gt; 5.45 (!)" in page and "&gt; 30, &gt; 30" in page
     assert "disagree by more than 25 % for zca" in page and "beyond a factor 1.25" in page
+
+
+def test_predicted_never_where_the_noise_floor_reaches_epsilon():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 5)) * [1.0, 2.0, 0.5, 1.0, 0.3]
+    problem = theory.lsq_problem(x, rng.integers(0, 3, 400), 3)
+    s0 = problem.components(np.zeros((3, 5)), np.zeros(3))
+    assert theory.sgd_excess_floor(problem, 0.05, 400) == 0.0  # full batch: no noise
+    floors = [theory.sgd_excess_floor(problem, lr, 8) for lr in (0.01, 0.02, 0.04)]
+    assert all(f is not None and f > 0 for f in floors) and floors == sorted(floors)
+    below, above = 1.01 * floors[1], 0.99 * floors[1]
+    assert theory.sgd_steps_to_epsilon(problem, s0, 0.02, 8, below, max_steps=10**6) is not None
+    assert theory.sgd_steps_to_epsilon(problem, s0, 0.02, 8, above) is None

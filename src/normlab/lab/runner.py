@@ -694,6 +694,7 @@ def _measured(
                 "steps_to_epsilon_measured_per_seed": measured,
                 "steps_to_epsilon_horizon": horizon,
                 "steps_to_epsilon_prediction_cap": 4 * horizon,
+                "excess_floor_predicted": theory.sgd_excess_floor(problem, info["best_lr"], batch),
                 "ratio_measured_to_predicted": compared["ratio"],
                 "ratio_bound": compared["ratio_bound"],
                 "ratio_per_seed": [s["ratio"] for s in compared["per_seed"]],

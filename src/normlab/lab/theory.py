@@ -285,6 +285,22 @@ def sgd_steps_to_epsilon(
     return None
 
 
+def sgd_excess_floor(problem: LsqProblem, lr: float, batch_size: int) -> float | None:
+    """The mean excess loss SGD settles at: ``½ λ·s∞``, ``s∞ = (I − A)⁻¹ η²c N``.
+
+    ``None`` where the closure ``A`` is not contracting (no floor: the mean square grows);
+    0 at full batch. :func:`sgd_steps_to_epsilon` predicts "never" when this is at least ε.
+    """
+    c = problem.noise_factor(batch_size)
+    if c == 0.0:
+        return 0.0
+    a, keep = _transition(problem, lr, c)
+    if float(np.abs(np.linalg.eigvalsh(a)).max()) >= 1.0:
+        return None
+    floor = np.linalg.solve(np.eye(len(a)) - a, lr**2 * c * problem.noise[keep])
+    return float(0.5 * problem.lam[keep] @ floor)
+
+
 AGREE = 1.25  # predicted and measured counts agree within this factor either way
 
 
