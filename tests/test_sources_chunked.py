@@ -278,6 +278,34 @@ def test_zarr_and_hdf5_on_an_s3_server(ints, tmp_path, s3):
     assert skipping.skipped[0]["item"] == "s3://normlab-chunked/ints.zarr chunk 3 (rows 192:256)"
 
 
+def test_zarr_and_hdf5_on_the_gcs_emulator(ints, tmp_path, gcs):
+    """gs:// on the GCS emulator: a Zarr store and an HDF5 file, in this process and in worker
+    processes that open them themselves; a missing store is named by its URL."""
+    from gcsfs.core import GCSFileSystem
+
+    fs = GCSFileSystem(**gcs)
+    fs.mkdir("normlab-chunked")
+    z = zarr.open(
+        str(tmp_path / "ints.zarr"),
+        mode="w",
+        shape=ints.shape,
+        chunks=(64, 6, 5, 3),
+        dtype=ints.dtype,
+    )
+    z[:] = ints
+    fs.put(str(tmp_path / "ints.zarr"), "normlab-chunked/ints.zarr", recursive=True)
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle.create_dataset("images", data=ints, chunks=(40, 6, 5, 3))
+    fs.put(str(tmp_path / "data.h5"), "normlab-chunked/data.h5")
+    reference = normlab.compute_stats(ints, axis="channel")
+    for url in ("gs://normlab-chunked/ints.zarr", "gs://normlab-chunked/data.h5"):
+        for engine in ({"engine": "serial"}, {"engine": "local", "workers": 2}):
+            got = normlab.compute_stats(url, axis="channel", storage_options=gcs, **engine)
+            assert same(got, reference), (url, engine)
+    with pytest.raises(SourceError, match=r"gs://normlab-chunked/nope\.zarr: no Zarr"):
+        normlab.compute_stats("gs://normlab-chunked/nope.zarr", storage_options=gcs)
+
+
 def test_checkpoints_notice_a_changed_store(tmp_path, ints):
     path = str(tmp_path / "ckpt.zarr")
     z = zarr.open(path, mode="w", shape=ints.shape, chunks=(64, 6, 5, 3), dtype=ints.dtype)

@@ -243,6 +243,28 @@ def test_shards_on_an_s3_server(tmp_path, s3):
         normlab.compute_stats("s3://normlab-wds/nope-{0..1}.tar", storage_options=s3)
 
 
+def test_shards_on_the_gcs_emulator(tmp_path, gcs):
+    """gs:// shards on the GCS emulator, read here and by worker processes; a missing shard is
+    named by its URL."""
+    from gcsfs.core import GCSFileSystem
+
+    rng = np.random.default_rng(9)
+    good = [encode(a, "png") for a in rng.integers(0, 256, (7, 5, 4, 3), dtype=np.uint8)]
+    folder, _ = write_corpus(tmp_path / "good", good, "png", 2)
+    fs = GCSFileSystem(**gcs)
+    fs.mkdir("normlab-wds")
+    for shard in ("shard-000.tar", "shard-001.tar"):
+        fs.put(str(tmp_path / "good" / shard), f"normlab-wds/good/{shard}")
+    reference = normlab.compute_stats(folder, "channel")
+    for engine in ({"engine": "serial"}, {"engine": "local", "workers": 2}):
+        got = normlab.compute_stats(
+            "gs://normlab-wds/good/shard-{000..001}.tar", "channel", storage_options=gcs, **engine
+        )
+        assert same(got, reference), engine
+    with pytest.raises(SourceError, match=r"gs://normlab-wds/nope-0\.tar: no such"):
+        normlab.compute_stats("gs://normlab-wds/nope-{0..1}.tar", storage_options=gcs)
+
+
 def test_checkpoints_notice_a_changed_shard(tmp_path):
     rng = np.random.default_rng(8)
     images = [encode(a, "png") for a in rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)]

@@ -39,7 +39,7 @@ from ..errors import DTypeError, NormlabError, ShapeError, SourceError, require
 from ..moments import as_batch
 from . import Source, register_source
 from .arrays import rows_per_chunk
-from .fs import Location, is_path_like, location
+from .fs import GCS_PROTOCOLS, Location, gcs_endpoint_is_plain_http, is_path_like, location
 
 TASK_BYTES = 8 * 1024 * 1024  # consecutive row-chunks are grouped into tasks of at least this
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -391,9 +391,8 @@ def zarr_source(
         where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else str(source)
         if not module.startswith("zarr"):
             loc = location(source, storage_options)
-            opened = {"storage_options": loc.storage_options} if loc.options else {}
             try:
-                node = zarr.open(loc.url if loc.options else loc.path, mode="r", **opened)
+                node = zarr.open(mode="r", **_zarr_store(zarr, loc))
             except FileNotFoundError:
                 raise SourceError(f"{where}: no Zarr array or group there") from None
             except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on bad metadata
@@ -424,6 +423,29 @@ def zarr_source(
         f"{name} of shape {shape} and dtype {array.dtype}",
         skip_bad=skip_bad,
     )
+
+
+def _zarr_store(zarr: Any, loc: Location) -> dict[str, Any]:
+    """``zarr.open``'s store arguments for a path or URL.
+
+    A ``gs://`` URL with a plain-HTTP endpoint (an emulator) gets gcsfs's JSON-API filesystem,
+    as :meth:`Location.filesystem` does (zarr would otherwise open gcsfs's default filesystem,
+    whose gRPC bucket-layout lookup cannot reach an emulator and retries for a minute).
+    """
+    options = loc.storage_options
+    if (
+        loc.protocol in GCS_PROTOCOLS
+        and gcs_endpoint_is_plain_http(options)
+        and hasattr(zarr.storage, "FsspecStore")
+    ):
+        from gcsfs.core import GCSFileSystem
+
+        fs = GCSFileSystem(asynchronous=True, **options)
+        path = fs._strip_protocol(loc.url)
+        return {"store": zarr.storage.FsspecStore(fs, path=path, read_only=True)}
+    if loc.options:
+        return {"store": loc.url, "storage_options": options}
+    return {"store": loc.path}
 
 
 # ---------------------------------------------------------------------- HDF5
