@@ -10,7 +10,8 @@ a step is ``E ← E − η/B · Σ_batch (E Vᵀz − r*) (Vᵀz)ᵀ`` and the t
 ``L* + ½ Σ_k λ_k ‖E_k‖²``. Initial weights, batch order (one seeded permutation per epoch, as
 ``train_run`` draws it), checkpoints and the divergence criterion (a non-finite loss, or a train
 loss above 10× its initial value at a checkpoint) are the lab's; only the arithmetic is
-float64 instead of float32 (a numba kernel; about 0.3 ns per multiply-add on one core).
+float64 instead of float32 (a numba kernel; about 0.35 ns per floating-point operation on one
+core).
 ``tests/test_theory.py`` checks the thresholds against ``measure_stable_lr``.
 
 ``sampling="independent"`` draws every batch afresh (without replacement inside the batch, with
