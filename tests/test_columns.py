@@ -65,6 +65,9 @@ def test_moments_of_a_column_batch_equal_those_of_its_array():
     batch = ColumnBatch(columns)
     array = np.asarray(batch)
     assert array.shape == (70_001, 5) and array.flags.f_contiguous
+    with pytest.raises(ValueError, match="cannot be viewed"):
+        np.asarray(batch, copy=False)
+    assert np.asarray(batch, dtype=np.float32).dtype == np.float32
     a = Moments("feature", nan_policy="omit").update(batch).update(batch)
     b = Moments("feature", nan_policy="omit").update(array).update(array)
     assert a == b

@@ -52,7 +52,10 @@ class ColumnBatch:
         return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        """The ``(n, k)`` array (column-major: each column is copied once, contiguously)."""
+        """The ``(n, k)`` array (column-major: each column is copied once, contiguously).
+        ``copy=False`` (numpy's "never copy") raises: the columns are not one block."""
+        if copy is False:
+            raise ValueError("a ColumnBatch's columns are not one array: it cannot be viewed")
         out = np.empty(self.shape[::-1], dtype=dtype or self.dtype)
         for row, column in zip(out, self.columns, strict=True):
             row[...] = column
