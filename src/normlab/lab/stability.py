@@ -168,35 +168,6 @@ def _batches(
     return np.argpartition(keys, batch - 1, axis=1)[:, :batch].ravel().astype(np.int64), starts
 
 
-def divergence_steps(
-    problem: LsqProblem,
-    y: np.ndarray,
-    rates: np.ndarray,
-    *,
-    n_classes: int,
-    batch_size: int,
-    steps: int,
-    seed: int = 0,
-    sampling: str = "epoch",
-    runs: int = 1,
-    checkpoints_per_epoch: int = 50,
-) -> np.ndarray:
-    died, _, _ = _run(
-        problem,
-        y,
-        rates,
-        n_classes=n_classes,
-        batch_size=batch_size,
-        steps=steps,
-        seed=seed,
-        sampling=sampling,
-        runs=runs,
-        checkpoints_per_epoch=checkpoints_per_epoch,
-        factor=_DIVERGENCE_FACTOR,
-    )
-    return died
-
-
 def _run(
     problem: LsqProblem,
     y: np.ndarray,
@@ -211,18 +182,17 @@ def _run(
     checkpoints_per_epoch: int,
     factor: float,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Divergence steps (criterion: mean loss above ``factor`` × its initial value at a
-    checkpoint), the mean loss at the end of every epoch (rates × epochs), the initial loss."""
-    import torch
-
-    """The step at which each of ``rates`` diverged, ``-1`` where it did not within ``steps``.
+    """The step at which each of ``rates`` diverged (``-1`` where it did not within
+    ``steps``), the mean loss at the end of every epoch (rates × epochs), the initial loss.
 
     ``runs`` runs share the initial weights (``seed``'s) and draw their batches from the
     seeds ``seed, seed + 1, …``; a rate diverges when the train loss *averaged over the runs*
-    becomes non-finite or exceeds 10× its initial value at a checkpoint (with one run: the
-    lab's criterion). The divergence step of a rate does not depend on ``steps``, so one call
-    answers every horizon up to ``steps``.
+    becomes non-finite or exceeds ``factor`` × its initial value at a checkpoint (10× with
+    one run: the lab's criterion). The divergence step of a rate does not depend on
+    ``steps``, so one call answers every horizon up to ``steps``.
     """
+    import torch
+
     if sampling not in SAMPLINGS:
         raise NormlabError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
     if runs < 1:
@@ -312,7 +282,7 @@ def simulate(
     checkpoints_per_epoch: int = 50,
 ) -> np.ndarray:
     """Which of ``rates`` diverge within ``steps`` SGD steps (a boolean per rate)."""
-    died = divergence_steps(
+    died, _, _ = _run(
         problem,
         y,
         rates,
@@ -323,6 +293,7 @@ def simulate(
         sampling=sampling,
         runs=runs,
         checkpoints_per_epoch=checkpoints_per_epoch,
+        factor=_DIVERGENCE_FACTOR,
     )
     return np.asarray(died >= 0)
 
