@@ -151,46 +151,40 @@ def plan_dtype(types: list[Any], exact: bool) -> str:
     return common.name
 
 
-def to_matrix(batch: Any, plan: ColumnPlan) -> np.ndarray:
-    """The selected columns of an Arrow record batch or table as an ``(n, k)`` array.
-
-    Nulls become NaN (float plans only: an integer plan is chosen only without nulls). The
-    columns are copied into the rows of a ``(k, n)`` array (contiguous writes) and its
-    transpose is returned: a column-major ``(n, k)`` batch, which the kernels read column by
-    column (a transposing copy into rows cost more than the statistics).
-    """
+def _plan_columns(batch: Any, plan: ColumnPlan) -> Iterator[np.ndarray]:
+    """Each selected column of an Arrow record batch or table as a 1-D array of the plan's
+    dtype: where Arrow decoded it when it has that type and one chunk (no copy), else cast or
+    joined. Nulls become NaN (float plans only: an integer plan is chosen only without
+    nulls)."""
     pa = _pa()
-    out = np.empty((len(plan.names), batch.num_rows), dtype=plan.dtype)
     target = pa.from_numpy_dtype(np.dtype(plan.dtype))
-    for j, name in enumerate(plan.names):
-        column = batch.column(name)
-        if column.type != target:
-            column = column.cast(target)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        if plan.dtype != "float64" and column.null_count:
-            raise SourceError(f"column {name!r} holds nulls although its statistics said none")
-        out[j] = column.to_numpy(zero_copy_only=False)
-    return out.T
-
-
-def to_chunk(batch: Any, plan: ColumnPlan) -> np.ndarray | ColumnBatch:
-    """What a task yields for an Arrow record batch or table: for a float plan the columns
-    where Arrow decoded them (a :class:`~normlab.columns.ColumnBatch`: no copy of float64
-    columns without nulls; nulls become NaN, other types are cast), else :func:`to_matrix`."""
-    if plan.dtype != "float64":
-        return to_matrix(batch, plan)
-    pa = _pa()
-    target = pa.float64()
-    columns = []
     for name in plan.names:
         column = batch.column(name)
         if column.type != target:
             column = column.cast(target)
         if isinstance(column, pa.ChunkedArray):
             column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-        columns.append(column.to_numpy(zero_copy_only=False))
-    return ColumnBatch(columns)
+        if plan.dtype != "float64" and column.null_count:
+            raise SourceError(f"column {name!r} holds nulls although its statistics said none")
+        yield column.to_numpy(zero_copy_only=False)
+
+
+def to_chunk(batch: Any, plan: ColumnPlan) -> np.ndarray | ColumnBatch:
+    """What a task yields for an Arrow record batch or table.
+
+    A float plan gives the columns where Arrow decoded them (a
+    :class:`~normlab.columns.ColumnBatch`: no copy of float64 columns without nulls). An
+    integer plan (the exact path, which reads one array) gives them copied into the rows of
+    a ``(k, n)`` array (contiguous writes), transposed: a column-major ``(n, k)`` batch,
+    which the kernels read column by column (a transposing copy into rows cost more than
+    the statistics).
+    """
+    if plan.dtype == "float64":
+        return ColumnBatch(list(_plan_columns(batch, plan)))
+    out = np.empty((len(plan.names), batch.num_rows), dtype=plan.dtype)
+    for row, column in zip(out, _plan_columns(batch, plan), strict=True):
+        row[...] = column
+    return out.T
 
 
 # ---------------------------------------------------------------------- Parquet files
