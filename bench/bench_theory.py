@@ -4,6 +4,8 @@
         --batch 1,32,full --epochs 10,20,40,80 --out docs/results/theory-stability
     python bench/bench_theory.py ranking --dataset digits --dataset shifted --seeds 4 \
         --out docs/results/theory-ranking
+    python bench/bench_theory.py floor --dataset mnist5k --scheme zca --lr 0.0312,0.0078 \
+        --epochs 10 --runs 8 --additive
 
 ``stability``: for each scheme the largest stable SGD rate predicted from the statistics
 (``normlab.lab.theory.sgd_stable_lr``: exact mean-square stability) beside two measured
@@ -14,6 +16,9 @@ permutation per epoch, 10× the initial loss at any checkpoint; ``--epochs``) an
 mean-square one that the prediction is about (``--runs`` runs with independently drawn
 batches, their mean loss above 10× its initial value at the end of the horizon;
 ``--ms-epochs``). Ratios to the prediction; flagged beyond 25 % (mean square, longest horizon).
+``floor``: the predicted noise floor of the steps to ε (``theory.sgd_excess_floor``) for one
+permutation per epoch (the lab's) and for independent batches, beside the mean excess of
+simulated runs of each kind (``--additive``: also with the mean Hessian at every step).
 ``ranking``: small MLP comparisons; the predicted order (the rule in docs/guide/lab.md) against
 the measured one, with Spearman's ρ. ``breast_cancer``, ``wine`` and ``iris`` are
 scikit-learn's bundled tables; ``scaled`` is generated here (:func:`_scaled`): features on
@@ -325,6 +330,112 @@ def ranking(args: argparse.Namespace) -> None:
         )
 
 
+def _additive_only(
+    problem: Any, y: np.ndarray, n_classes: int, lr: float, batch: int, epochs: int, runs: int
+) -> dict[str, float]:
+    """Mean excess at the last epoch's end when every step uses the mean Hessian ``H``.
+
+    Only the additive noise (the batch gradient at the optimum) is random, so the drive of
+    :func:`normlab.lab.theory._drives` is the whole story: a check of its formula alone.
+    """
+    from normlab.lab.theory import _NULL
+
+    keep = problem.lam > _NULL * problem.lambda_max
+    lam, u = problem.lam[keep], problem.projected
+    n = len(u)
+    onehot = np.zeros((n, n_classes))
+    onehot[np.arange(n), y] = 1.0
+    residual = onehot - u @ (problem.w_star @ problem.vecs[:, keep]).T
+    noise = u[:, :, None] * residual[:, None, :]  # per-sample gradient at the optimum
+    m, a = n // batch, 1.0 - lr * lam
+    rng = np.random.default_rng(0)
+    found = {}
+    for sampling in ("epoch", "fresh"):
+        total = 0.0
+        for _ in range(runs):
+            e = np.zeros((len(lam), n_classes))
+            for _ in range(epochs):
+                order = rng.permutation(n)
+                for t in range(m):
+                    if sampling == "epoch":
+                        rows = order[t * batch : (t + 1) * batch]
+                    else:
+                        rows = rng.choice(n, batch, replace=False)
+                    e = a[:, None] * e + lr * noise[rows].mean(axis=0)
+            total += 0.5 * float((lam[:, None] * e**2).sum())
+        found[sampling] = total / runs
+    return found
+
+
+def floor(args: argparse.Namespace) -> None:
+    """The closure's mean excess against simulated runs, for both ways of drawing batches.
+
+    Predicted: the closure iterated from the runs' initial error (``s ← A s + d_t``) to the end
+    of the last epoch, and its steady state's lowest point (the floor); simulated: the mean
+    excess of ``--runs`` runs at the same step (the lab's lsq runs in float64).
+    """
+    from normlab import schemes
+    from normlab.lab.stability import _initial_error, _run
+    from normlab.lab.theory import _drives, _transition, lsq_problem, sgd_excess_floor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = _load(args.dataset, Path(tmp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = schemes.get(args.scheme).fit(ds.x_train).transform(ds.x_train)
+    problem = lsq_problem(x, ds.y_train, ds.n_classes)
+    n = len(ds.y_train)
+    per_epoch = -(-n // args.batch)
+    start = _initial_error(problem, problem.vecs.shape[0] - 1, ds.n_classes, 0)
+    print(
+        f"{args.dataset} {args.scheme}, batch {args.batch}: mean excess after {args.epochs} "
+        f"epochs ({args.runs} runs), predicted from the same initial error; floor = the "
+        "predicted steady state's lowest point"
+    )
+    print("rate        sampling      predicted  simulated  sim/pred  floor     additive pred/sim")
+    for lr in (float(v) for v in args.lr.split(",")):
+        additive = (
+            _additive_only(problem, ds.y_train, ds.n_classes, lr, args.batch, args.epochs, 4)
+            if args.additive
+            else {}
+        )
+        a, keep = _transition(problem, lr, problem.noise_factor(args.batch))
+        lam = problem.lam[keep]
+        for sampling, kernel in (("epoch", "epoch"), ("independent", "fresh")):
+            _, ends, _ = _run(
+                problem,
+                ds.y_train,
+                np.array([lr]),
+                n_classes=ds.n_classes,
+                batch_size=args.batch,
+                steps=args.epochs * per_epoch,
+                seed=0,
+                sampling=kernel,
+                runs=args.runs,
+                checkpoints_per_epoch=1,
+                factor=1e12,
+            )
+            simulated = float(ends[0, -1] - problem.loss_star)
+            drives = _drives(problem, lr, args.batch, sampling)
+            s = (start**2).sum(axis=0)
+            for t in range(args.epochs * per_epoch):
+                s = a @ s + drives[t % per_epoch % len(drives)]
+            predicted = 0.5 * float(lam @ s)
+            steady = sgd_excess_floor(problem, lr, args.batch, sampling=sampling)
+            extra = ""
+            if additive:
+                s = np.zeros(len(lam))
+                for _ in range(args.epochs):
+                    for t in range(n // args.batch):
+                        s = (1.0 - lr * lam) ** 2 * s + drives[t % len(drives)]
+                extra = f"  {0.5 * lam @ s:.5f}/{additive[kernel]:.5f}"
+            print(
+                f"{lr:<10.4g}  {sampling:12s}  {predicted:9.5f}  {simulated:9.5f}  "
+                f"{simulated / predicted:7.2f}  {steady or float('nan'):8.5f}{extra}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -337,6 +448,14 @@ def main() -> None:
     st.add_argument("--runs", type=int, default=16, help="runs averaged for the mean square")
     st.add_argument("--out", default=None, help="folder for <name>.json")
     st.add_argument("--name", default=None, help="file name (default: the data set)")
+    fl = sub.add_parser("floor")
+    fl.add_argument("--dataset", default="digits")
+    fl.add_argument("--scheme", default="zca")
+    fl.add_argument("--batch", type=int, default=32)
+    fl.add_argument("--lr", default="0.125", help="comma-separated rates")
+    fl.add_argument("--epochs", type=int, default=20)
+    fl.add_argument("--runs", type=int, default=32)
+    fl.add_argument("--additive", action="store_true", help="also the mean-Hessian check")
     rk = sub.add_parser("ranking")
     rk.add_argument("--dataset", dest="dataset_list", action="append")
     rk.add_argument("--schemes", default="raw,max,center,global,feature")
@@ -352,6 +471,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "stability":
         stability(args)
+    elif args.what == "floor":
+        floor(args)
     else:
         args.dataset_list = args.dataset_list or ["digits"]
         ranking(args)

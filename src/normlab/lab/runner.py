@@ -256,7 +256,8 @@ def compare(
     if resume:
         done, timings = _previous(Path(str(out)), results)
     out_dir = _prepare_out(out, overwrite or resume)
-    started = time.perf_counter()
+    # a resumed run's total counts the stopped run's time too
+    started = time.perf_counter() - float(timings.get("total_seconds", 0.0))
     planned = len(names) * (k_high - k_low + 1) * seeds
     say = log or (lambda text: None)
     say(

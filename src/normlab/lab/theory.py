@@ -29,7 +29,9 @@ error along ``v_k`` summed over output rows; the excess loss over the optimum is
   The steps to ε keep only the diagonal of ``P`` in the eigenbasis (the closure):
   ``s ← A s + η² c N`` with ``A = diag((1 − η λ)² − c η² λ²) + c η² K``,
   ``K_kj = E[(v_kᵀz)² (v_jᵀz)²]`` and ``N_k = Σ_o E[(v_kᵀz)² r_o²]`` (the residuals ``r`` at
-  the optimum: the noise floor).
+  the optimum: the noise floor). The lab draws one permutation per epoch, not independent
+  batches: the batch gradients at the optimum then sum to zero over each epoch, which lowers
+  the drive within the epoch (:func:`_drives`; exact to first order for the additive noise).
 
 Non-linear models (:func:`saturation`): the first layer's pre-activations ``a = W x + b`` at
 initialization have, per unit, mean ``wᵀμ + b`` and variance ``wᵀ Σ w`` (μ, Σ: the data's mean
@@ -251,6 +253,52 @@ def sgd_top_direction_lr(problem: LsqProblem, batch_size: int) -> float:
     return 2.0 / (lam * (1.0 - c) + c * problem.fourth[-1, -1] / lam)
 
 
+SAMPLINGS = ("epoch", "independent")
+
+
+def _drives(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> np.ndarray:
+    """The noise drive of the closure at each step of an epoch (rows), or one row.
+
+    ``sampling="independent"``: every batch drawn afresh, one drive ``η² c N``.
+    ``sampling="epoch"`` (the lab's): one permutation per epoch cut into ``m = n/B`` batches.
+    The batch gradients at the optimum then sum to zero over the epoch, so two batches of one
+    epoch have covariance ``−c N / (m − 1)``; the error at position ``p`` of an epoch holds
+    the epoch's earlier batches' noise, decayed by ``a_k = 1 − η λ_k`` per step, and the drive
+    along ``v_k`` becomes ``η² c N_k (1 − 2 a_k (1 − a_k^p) / ((m − 1)(1 − a_k)))``: exact to
+    first order for the additive noise (over a whole epoch with ``a → 1`` it sums to zero),
+    leaving the multiplicative noise as it is for independent batches.
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    c = problem.noise_factor(batch_size)
+    keep = problem.lam > _NULL * problem.lambda_max
+    drive = lr**2 * c * problem.noise[keep]
+    b = min(max(batch_size, 1), problem.n)
+    m = problem.n / b
+    if sampling == "independent" or m <= 1.0:
+        return drive[None, :]
+    a = 1.0 - lr * problem.lam[keep]
+    position = np.arange(math.ceil(m))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        memory = np.where(np.abs(1.0 - a) > 1e-12, (1.0 - a**position) / (1.0 - a), position)
+    return drive * (1.0 - 2.0 * a * memory / (m - 1.0))
+
+
+def _floor_orbit(a: np.ndarray, drives: np.ndarray) -> np.ndarray:
+    """The steady state of ``s ← A s + drive[t mod m]`` at every position of the cycle."""
+    period = len(drives)
+    one_cycle = np.zeros(len(a))
+    for drive in drives:
+        one_cycle = a @ one_cycle + drive
+    start = np.linalg.solve(np.eye(len(a)) - np.linalg.matrix_power(a, period), one_cycle)
+    orbit = []
+    s = start
+    for drive in drives:
+        s = a @ s + drive
+        orbit.append(s)
+    return np.asarray(orbit)
+
+
 def sgd_steps_to_epsilon(
     problem: LsqProblem,
     s0: np.ndarray,
@@ -258,38 +306,45 @@ def sgd_steps_to_epsilon(
     batch_size: int,
     epsilon: float,
     max_steps: int = 100_000,
+    sampling: str = "epoch",
 ) -> int | None:
     """Predicted SGD steps until the mean excess loss is at most ``epsilon`` (``None``: never).
 
-    Iterates ``s ← A s + η² c N``; stops early when the noise floor lies above ``epsilon``.
+    Iterates ``s ← A s + d_t`` with the drive ``d_t`` of ``sampling`` (:func:`_drives`;
+    ``"epoch"``, one permutation per epoch, is how the lab trains); stops early when the
+    noise floor (its lowest point over an epoch) lies at or above ``epsilon``.
     """
     c = problem.noise_factor(batch_size)
     if c == 0.0:
         return gd_steps_to_epsilon(problem, s0, lr, epsilon)
     a, keep = _transition(problem, lr, c)
     lam = problem.lam[keep]
-    drive = lr**2 * c * problem.noise[keep]
+    drives = _drives(problem, lr, batch_size, sampling)
     s = np.asarray(s0, dtype=np.float64)[keep]
     if 0.5 * lam @ s <= epsilon:
         return 0
     radius = float(np.abs(np.linalg.eigvalsh(a)).max())
     if radius >= 1.0:
         return None
-    floor = np.linalg.solve(np.eye(len(lam)) - a, drive)
-    if 0.5 * lam @ floor >= epsilon:
+    if float((_floor_orbit(a, drives) @ lam).min()) * 0.5 >= epsilon:
         return None
+    period = len(drives)
     for step in range(1, max_steps + 1):
-        s = a @ s + drive
+        s = a @ s + drives[(step - 1) % period]
         if 0.5 * lam @ s <= epsilon:
             return step
     return None
 
 
-def sgd_excess_floor(problem: LsqProblem, lr: float, batch_size: int) -> float | None:
-    """The mean excess loss SGD settles at: ``½ λ·s∞``, ``s∞ = (I − A)⁻¹ η²c N``.
+def sgd_excess_floor(
+    problem: LsqProblem, lr: float, batch_size: int, sampling: str = "epoch"
+) -> float | None:
+    """The mean excess loss SGD settles at: ``½ λ·s∞``, ``s∞`` the closure's steady state.
 
-    ``None`` where the closure ``A`` is not contracting (no floor: the mean square grows);
-    0 at full batch. :func:`sgd_steps_to_epsilon` predicts "never" when this is at least ε.
+    With one permutation per epoch (``sampling="epoch"``) the steady state cycles over the
+    epoch; this is its lowest point (what a first crossing of ε can reach). ``None`` where the
+    closure ``A`` is not contracting (no floor: the mean square grows); 0 at full batch.
+    :func:`sgd_steps_to_epsilon` predicts "never" when this is at least ε.
     """
     c = problem.noise_factor(batch_size)
     if c == 0.0:
@@ -297,8 +352,8 @@ def sgd_excess_floor(problem: LsqProblem, lr: float, batch_size: int) -> float |
     a, keep = _transition(problem, lr, c)
     if float(np.abs(np.linalg.eigvalsh(a)).max()) >= 1.0:
         return None
-    floor = np.linalg.solve(np.eye(len(a)) - a, lr**2 * c * problem.noise[keep])
-    return float(0.5 * problem.lam[keep] @ floor)
+    orbit = _floor_orbit(a, _drives(problem, lr, batch_size, sampling))
+    return float(0.5 * (orbit @ problem.lam[keep]).min())
 
 
 AGREE = 1.25  # predicted and measured counts agree within this factor either way
@@ -644,7 +699,9 @@ def describe() -> dict[str, Any]:
         "sgd_stable_lr": "1/μ_max of Q P = μ S P over symmetric P: S(P) = HP + PH, "
         "Q(P) = (1 − c) HPH + c E[(zᵀPz) z zᵀ], c = (n − B)/(B(n − 1)) (mean-square stability "
         "of P ← (I − ηH)P(I − ηH) + cη²(E[(zᵀPz) z zᵀ] − HPH))",
-        "sgd_steps": "iterate s ← A s + η²c N, N_k = Σ_o E[(v_kᵀz)² r_o²]; first t with ½ λ·s ≤ ε",
+        "sgd_steps": "iterate s ← A s + η²c N f(p), N_k = Σ_o E[(v_kᵀz)² r_o²], one permutation "
+        "per epoch of m = n/B batches: f_k(p) = 1 − 2a_k(1 − a_k^p)/((m − 1)(1 − a_k)), "
+        "a_k = 1 − ηλ_k, p the step's position in its epoch; first t with ½ λ·s ≤ ε",
         "ranking": "cost = T½ / max(1 − saturated share, 0.01), T½ = full-batch GD steps at "
         "η = 1/λ_max of least squares on the one-hot labels (bias included, from zero) until "
         "half the explainable loss is gone; lower ranks first",
