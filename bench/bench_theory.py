@@ -347,7 +347,7 @@ def _additive_only(
     onehot[np.arange(n), y] = 1.0
     residual = onehot - u @ (problem.w_star @ problem.vecs[:, keep]).T
     noise = u[:, :, None] * residual[:, None, :]  # per-sample gradient at the optimum
-    m, a = n // batch, 1.0 - lr * lam
+    m, a = -(-n // batch), 1.0 - lr * lam  # the last batch of an epoch may be smaller
     rng = np.random.default_rng(0)
     found = {}
     for sampling in ("epoch", "fresh"):
@@ -395,7 +395,7 @@ def floor(args: argparse.Namespace) -> None:
     print("rate        sampling      predicted  simulated  sim/pred  floor     additive pred/sim")
     for lr in (float(v) for v in args.lr.split(",")):
         additive = (
-            _additive_only(problem, ds.y_train, ds.n_classes, lr, args.batch, args.epochs, 4)
+            _additive_only(problem, ds.y_train, ds.n_classes, lr, args.batch, args.epochs, 16)
             if args.additive
             else {}
         )
@@ -426,7 +426,7 @@ def floor(args: argparse.Namespace) -> None:
             if additive:
                 s = np.zeros(len(lam))
                 for _ in range(args.epochs):
-                    for t in range(n // args.batch):
+                    for t in range(per_epoch):
                         s = (1.0 - lr * lam) ** 2 * s + drives[t % len(drives)]
                 extra = f"  {0.5 * lam @ s:.5f}/{additive[kernel]:.5f}"
             print(

@@ -260,28 +260,30 @@ def _drives(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> n
     """The noise drive of the closure at each step of an epoch (rows), or one row.
 
     ``sampling="independent"``: every batch drawn afresh, one drive ``η² c N``.
-    ``sampling="epoch"`` (the lab's): one permutation per epoch cut into ``m = n/B`` batches.
-    The batch gradients at the optimum then sum to zero over the epoch, so two batches of one
-    epoch have covariance ``−c N / (m − 1)``; the error at position ``p`` of an epoch holds
-    the epoch's earlier batches' noise, decayed by ``a_k = 1 − η λ_k`` per step, and the drive
-    along ``v_k`` becomes ``η² c N_k (1 − 2 a_k (1 − a_k^p) / ((m − 1)(1 − a_k)))``: exact to
-    first order for the additive noise (over a whole epoch with ``a → 1`` it sums to zero),
-    leaving the multiplicative noise as it is for independent batches.
+    ``sampling="epoch"`` (the lab's): one permutation per epoch, cut into batches of ``B``
+    (the last one may be smaller). Two disjoint batches of one permutation have batch-mean
+    covariance ``−N/(n − 1)`` whatever their sizes (the gradients at the optimum sum to zero),
+    and the error at position ``p`` of an epoch holds the epoch's earlier batches' noise,
+    decayed by ``a_k = 1 − η λ_k`` per step: the drive along ``v_k`` becomes
+    ``η² N_k (c_p − 2 a_k (1 − a_k^p) / ((n − 1)(1 − a_k)))``, ``c_p`` the noise factor of
+    the batch at ``p``. Exact to first order for the additive noise (over a whole epoch with
+    ``a → 1`` it sums to zero); the multiplicative noise is left as for independent batches.
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    c = problem.noise_factor(batch_size)
     keep = problem.lam > _NULL * problem.lambda_max
-    drive = lr**2 * c * problem.noise[keep]
+    noise = lr**2 * problem.noise[keep]
     b = min(max(batch_size, 1), problem.n)
-    m = problem.n / b
-    if sampling == "independent" or m <= 1.0:
-        return drive[None, :]
+    if sampling == "independent" or b >= problem.n:
+        return (problem.noise_factor(b) * noise)[None, :]
+    sizes = np.full(math.ceil(problem.n / b), b)
+    sizes[-1] = problem.n - b * (len(sizes) - 1)
+    factors = np.array([problem.noise_factor(int(size)) for size in sizes])[:, None]
     a = 1.0 - lr * problem.lam[keep]
-    position = np.arange(math.ceil(m))[:, None]
+    position = np.arange(len(sizes))[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         memory = np.where(np.abs(1.0 - a) > 1e-12, (1.0 - a**position) / (1.0 - a), position)
-    return drive * (1.0 - 2.0 * a * memory / (m - 1.0))
+    return noise * (factors - 2.0 * a * memory / (problem.n - 1.0))
 
 
 def _floor_orbit(a: np.ndarray, drives: np.ndarray) -> np.ndarray:
@@ -699,9 +701,9 @@ def describe() -> dict[str, Any]:
         "sgd_stable_lr": "1/μ_max of Q P = μ S P over symmetric P: S(P) = HP + PH, "
         "Q(P) = (1 − c) HPH + c E[(zᵀPz) z zᵀ], c = (n − B)/(B(n − 1)) (mean-square stability "
         "of P ← (I − ηH)P(I − ηH) + cη²(E[(zᵀPz) z zᵀ] − HPH))",
-        "sgd_steps": "iterate s ← A s + η²c N f(p), N_k = Σ_o E[(v_kᵀz)² r_o²], one permutation "
-        "per epoch of m = n/B batches: f_k(p) = 1 − 2a_k(1 − a_k^p)/((m − 1)(1 − a_k)), "
-        "a_k = 1 − ηλ_k, p the step's position in its epoch; first t with ½ λ·s ≤ ε",
+        "sgd_steps": "iterate s ← A s + d(p), N_k = Σ_o E[(v_kᵀz)² r_o²], one permutation per "
+        "epoch: d_k(p) = η² N_k (c_p − 2a_k(1 − a_k^p)/((n − 1)(1 − a_k))), a_k = 1 − ηλ_k, p the "
+        "step's position in its epoch, c_p its batch's noise factor; first t with ½ λ·s ≤ ε",
         "ranking": "cost = T½ / max(1 − saturated share, 0.01), T½ = full-batch GD steps at "
         "η = 1/λ_max of least squares on the one-hot labels (bias included, from zero) until "
         "half the explainable loss is gone; lower ranks first",
