@@ -4,7 +4,7 @@
         --batch 1,32,full --epochs 10,20,40,80 --out docs/results/theory-stability
     python bench/bench_theory.py ranking --dataset digits --dataset shifted --seeds 4 \
         --out docs/results/theory-ranking
-    python bench/bench_theory.py floor --dataset mnist5k --scheme zca --lr 0.0312,0.0078 \
+    python bench/bench_theory.py floor --dataset mnist5k --scheme zca --lr 0.03125,0.0078125 \
         --epochs 10 --runs 8 --additive
 
 ``stability``: for each scheme the largest stable SGD rate predicted from the statistics
@@ -376,7 +376,7 @@ def floor(args: argparse.Namespace) -> None:
     """
     from normlab import schemes
     from normlab.lab.stability import _initial_error, _run
-    from normlab.lab.theory import _drives, _transition, lsq_problem, sgd_excess_floor
+    from normlab.lab.theory import _NULL, _drives, lsq_problem, sgd_excess_floor, sgd_excess_path
 
     with tempfile.TemporaryDirectory() as tmp:
         ds = _load(args.dataset, Path(tmp))
@@ -399,7 +399,7 @@ def floor(args: argparse.Namespace) -> None:
             if args.additive
             else {}
         )
-        a, keep = _transition(problem, lr, problem.noise_factor(args.batch))
+        keep = problem.lam > _NULL * problem.lambda_max
         lam = problem.lam[keep]
         for sampling, kernel in (("epoch", "epoch"), ("independent", "fresh")):
             _, ends, _ = _run(
@@ -416,14 +416,14 @@ def floor(args: argparse.Namespace) -> None:
                 factor=1e12,
             )
             simulated = float(ends[0, -1] - problem.loss_star)
-            drives = _drives(problem, lr, args.batch, sampling)
-            s = (start**2).sum(axis=0)
-            for t in range(args.epochs * per_epoch):
-                s = a @ s + drives[t % per_epoch % len(drives)]
-            predicted = 0.5 * float(lam @ s)
+            s0 = np.zeros(len(problem.lam))
+            s0[keep] = (start**2).sum(axis=0)
+            steps = args.epochs * per_epoch
+            predicted = float(sgd_excess_path(problem, s0, lr, args.batch, steps, sampling)[-1])
             steady = sgd_excess_floor(problem, lr, args.batch, sampling=sampling)
             extra = ""
             if additive:
+                drives = _drives(problem, lr, args.batch, sampling)
                 s = np.zeros(len(lam))
                 for _ in range(args.epochs):
                     for t in range(per_epoch):

@@ -50,7 +50,7 @@ of ReLU units dead on at least 99 % of the samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,18 +256,27 @@ def sgd_top_direction_lr(problem: LsqProblem, batch_size: int) -> float:
 SAMPLINGS = ("epoch", "independent")
 
 
+def _batch_sizes(n: int, batch_size: int) -> np.ndarray:
+    """The sizes of one epoch's batches when a permutation of ``n`` is cut into ``batch_size``."""
+    b = min(max(batch_size, 1), n)
+    sizes = np.full(math.ceil(n / b), b)
+    sizes[-1] = n - b * (len(sizes) - 1)
+    return sizes
+
+
 def _drives(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> np.ndarray:
     """The noise drive of the closure at each step of an epoch (rows), or one row.
 
     ``sampling="independent"``: every batch drawn afresh, one drive ``η² c N``.
-    ``sampling="epoch"`` (the lab's): one permutation per epoch, cut into batches of ``B``
-    (the last one may be smaller). Two disjoint batches of one permutation have batch-mean
-    covariance ``−N/(n − 1)`` whatever their sizes (the gradients at the optimum sum to zero),
-    and the error at position ``p`` of an epoch holds the epoch's earlier batches' noise,
+    ``sampling="epoch"`` (the lab's): one permutation per epoch, cut into ``⌈n/B⌉`` batches
+    of ``B`` (the last one may be smaller). The means of two disjoint batches of one permutation
+    have covariance ``−N/(n − 1)`` whatever their sizes (the gradients at the optimum sum to
+    zero), and the error at position ``p`` of an epoch holds the epoch's earlier batches' noise,
     decayed by ``a_k = 1 − η λ_k`` per step: the drive along ``v_k`` becomes
     ``η² N_k (c_p − 2 a_k (1 − a_k^p) / ((n − 1)(1 − a_k)))``, ``c_p`` the noise factor of
-    the batch at ``p``. Exact to first order for the additive noise (over a whole epoch with
-    ``a → 1`` it sums to zero); the multiplicative noise is left as for independent batches.
+    the batch at ``p``. Exact when every step's Hessian is ``H`` (the additive noise alone; over
+    an epoch of equal batches with ``a → 1`` the drives sum to zero); the multiplicative noise
+    is left as for independent batches (:func:`_closure`).
     """
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -276,29 +285,110 @@ def _drives(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> n
     b = min(max(batch_size, 1), problem.n)
     if sampling == "independent" or b >= problem.n:
         return (problem.noise_factor(b) * noise)[None, :]
-    sizes = np.full(math.ceil(problem.n / b), b)
-    sizes[-1] = problem.n - b * (len(sizes) - 1)
+    sizes = _batch_sizes(problem.n, b)
     factors = np.array([problem.noise_factor(int(size)) for size in sizes])[:, None]
-    a = 1.0 - lr * problem.lam[keep]
+    x = lr * problem.lam[keep]  # 1 − a_k
     position = np.arange(len(sizes))[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        memory = np.where(np.abs(1.0 - a) > 1e-12, (1.0 - a**position) / (1.0 - a), position)
-    return noise * (factors - 2.0 * a * memory / (problem.n - 1.0))
+        # (1 − a^p)/(1 − a) without the cancellation of 1 − a^p when ηλ is tiny
+        geometric = -np.expm1(position * np.log1p(-x)) / x
+        direct = (1.0 - (1.0 - x) ** position) / x
+    memory = np.where(x <= 0.0, position, np.where(x < 1.0, geometric, direct))
+    return noise * (factors - 2.0 * (1.0 - x) * memory / (problem.n - 1.0))
 
 
-def _floor_orbit(a: np.ndarray, drives: np.ndarray) -> np.ndarray:
-    """The steady state of ``s ← A s + drive[t mod m]`` at every position of the cycle."""
-    period = len(drives)
-    one_cycle = np.zeros(len(a))
-    for drive in drives:
-        one_cycle = a @ one_cycle + drive
-    start = np.linalg.solve(np.eye(len(a)) - np.linalg.matrix_power(a, period), one_cycle)
-    orbit = []
-    s = start
-    for drive in drives:
-        s = a @ s + drive
-        orbit.append(s)
-    return np.asarray(orbit)
+@dataclass
+class _Closure:
+    """The diagonal closure ``s ← A_p s + d_p`` over the positions ``p`` of an epoch.
+
+    ``full`` is ``A`` for a batch of ``B``, ``last`` for the epoch's last batch (smaller when
+    ``B`` does not divide ``n``: its multiplicative noise is larger too); ``drives`` one row
+    per position (one row in all for independent batches); ``keep`` the eigen-directions kept.
+    """
+
+    full: np.ndarray
+    last: np.ndarray
+    drives: np.ndarray
+    keep: np.ndarray
+
+    @property
+    def period(self) -> int:
+        return len(self.drives)
+
+    def transition(self, position: int) -> np.ndarray:
+        return self.last if position == self.period - 1 else self.full
+
+    def epoch_matrix(self) -> np.ndarray | None:
+        """``A_last A^(period − 1)``; ``None`` where it overflows."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            phi = self.last @ np.linalg.matrix_power(self.full, self.period - 1)
+        return phi if np.isfinite(phi).all() else None
+
+    def stable(self) -> bool:
+        """Whether the second moment settles (the epoch map's spectral radius is below 1)."""
+        if float(np.abs(np.linalg.eigvalsh(self.full)).max()) >= 1.0:
+            return False
+        phi = self.epoch_matrix()
+        return phi is not None and float(np.abs(np.linalg.eigvals(phi)).max()) < 1.0
+
+    def orbit(self) -> np.ndarray:
+        """The steady state after each position of the epoch (the last row: an epoch's end)."""
+        one_cycle = np.zeros(len(self.full))
+        for position, drive in enumerate(self.drives):
+            one_cycle = self.transition(position) @ one_cycle + drive
+        phi = self.epoch_matrix()
+        assert phi is not None
+        s = np.linalg.solve(np.eye(len(phi)) - phi, one_cycle)
+        rows = []
+        for position, drive in enumerate(self.drives):
+            s = self.transition(position) @ s + drive
+            rows.append(s)
+        return np.asarray(rows)
+
+    def path(self, s: np.ndarray) -> Iterator[np.ndarray]:
+        """The mean squared error along each direction after every step, from ``s``."""
+        position = 0
+        while True:
+            s = self.transition(position) @ s + self.drives[position]
+            yield s
+            position = (position + 1) % self.period
+
+
+def _closure(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> _Closure:
+    """The closure of one rate, batch size and way of drawing batches."""
+    c = problem.noise_factor(batch_size)
+    full, keep = _transition(problem, lr, c)
+    drives = _drives(problem, lr, batch_size, sampling)
+    last = full
+    if sampling == "epoch" and len(drives) > 1:
+        size = int(_batch_sizes(problem.n, batch_size)[-1])
+        if problem.noise_factor(size) != c:
+            last = _transition(problem, lr, problem.noise_factor(size))[0]
+    return _Closure(full, last, drives, keep)
+
+
+def sgd_excess_path(
+    problem: LsqProblem,
+    s0: np.ndarray,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    sampling: str = "epoch",
+) -> np.ndarray:
+    """The predicted mean excess loss after each of ``steps`` SGD steps (from ``s0``).
+
+    The closure of :func:`sgd_steps_to_epsilon`, step by step (a training run starts at the
+    beginning of an epoch); at full batch the exact gradient-descent excess.
+    """
+    if problem.noise_factor(batch_size) == 0.0:
+        t = np.arange(1, steps + 1)[:, None]
+        factor = (1.0 - lr * problem.lam[None, :]) ** (2 * t)
+        return np.asarray(0.5 * (factor * problem.lam * s0).sum(axis=1))
+    closure = _closure(problem, lr, batch_size, sampling)
+    lam = problem.lam[closure.keep]
+    path = closure.path(np.asarray(s0, dtype=np.float64)[closure.keep])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.array([0.5 * float(lam @ next(path)) for _ in range(steps)])
 
 
 def sgd_steps_to_epsilon(
@@ -312,29 +402,24 @@ def sgd_steps_to_epsilon(
 ) -> int | None:
     """Predicted SGD steps until the mean excess loss is at most ``epsilon`` (``None``: never).
 
-    Iterates ``s ← A s + d_t`` with the drive ``d_t`` of ``sampling`` (:func:`_drives`;
+    Iterates ``s ← A_p s + d_p`` with the drive ``d_p`` of ``sampling`` (:func:`_drives`;
     ``"epoch"``, one permutation per epoch, is how the lab trains); stops early when the
     noise floor (its lowest point over an epoch) lies at or above ``epsilon``.
     """
-    c = problem.noise_factor(batch_size)
-    if c == 0.0:
+    if problem.noise_factor(batch_size) == 0.0:
         return gd_steps_to_epsilon(problem, s0, lr, epsilon)
-    a, keep = _transition(problem, lr, c)
-    lam = problem.lam[keep]
-    drives = _drives(problem, lr, batch_size, sampling)
-    s = np.asarray(s0, dtype=np.float64)[keep]
+    closure = _closure(problem, lr, batch_size, sampling)
+    lam = problem.lam[closure.keep]
+    s = np.asarray(s0, dtype=np.float64)[closure.keep]
     if 0.5 * lam @ s <= epsilon:
         return 0
-    radius = float(np.abs(np.linalg.eigvalsh(a)).max())
-    if radius >= 1.0:
+    if not closure.stable() or 0.5 * float((closure.orbit() @ lam).min()) >= epsilon:
         return None
-    if float((_floor_orbit(a, drives) @ lam).min()) * 0.5 >= epsilon:
-        return None
-    period = len(drives)
-    for step in range(1, max_steps + 1):
-        s = a @ s + drives[(step - 1) % period]
-        if 0.5 * lam @ s <= epsilon:
+    for step, moment in enumerate(closure.path(s), start=1):
+        if 0.5 * lam @ moment <= epsilon:
             return step
+        if step >= max_steps:
+            break
     return None
 
 
@@ -345,17 +430,15 @@ def sgd_excess_floor(
 
     With one permutation per epoch (``sampling="epoch"``) the steady state cycles over the
     epoch; this is its lowest point (what a first crossing of ε can reach). ``None`` where the
-    closure ``A`` is not contracting (no floor: the mean square grows); 0 at full batch.
+    closure is not contracting (no floor: the mean square grows); 0 at full batch.
     :func:`sgd_steps_to_epsilon` predicts "never" when this is at least ε.
     """
-    c = problem.noise_factor(batch_size)
-    if c == 0.0:
+    if problem.noise_factor(batch_size) == 0.0:
         return 0.0
-    a, keep = _transition(problem, lr, c)
-    if float(np.abs(np.linalg.eigvalsh(a)).max()) >= 1.0:
+    closure = _closure(problem, lr, batch_size, sampling)
+    if not closure.stable():
         return None
-    orbit = _floor_orbit(a, _drives(problem, lr, batch_size, sampling))
-    return float(0.5 * (orbit @ problem.lam[keep]).min())
+    return max(0.0, 0.5 * float((closure.orbit() @ problem.lam[closure.keep]).min()))
 
 
 AGREE = 1.25  # predicted and measured counts agree within this factor either way
