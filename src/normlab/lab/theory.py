@@ -31,7 +31,7 @@ error along ``v_k`` summed over output rows; the excess loss over the optimum is
   ``K_kj = E[(v_kᵀz)² (v_jᵀz)²]`` and ``N_k = Σ_o E[(v_kᵀz)² r_o²]`` (the residuals ``r`` at
   the optimum: the noise floor). The lab draws one permutation per epoch, not independent
   batches: the batch gradients at the optimum then sum to zero over each epoch, which lowers
-  the drive within the epoch (:func:`_drives`; exact to first order for the additive noise).
+  the drive within the epoch (:func:`_drives`; exact when every step's Hessian is ``H``).
 
 Non-linear models (:func:`saturation`): the first layer's pre-activations ``a = W x + b`` at
 initialization have, per unit, mean ``wᵀμ + b`` and variance ``wᵀ Σ w`` (μ, Σ: the data's mean
@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -318,6 +319,7 @@ class _Closure:
     def transition(self, position: int) -> np.ndarray:
         return self.last if position == self.period - 1 else self.full
 
+    @cached_property
     def epoch_matrix(self) -> np.ndarray | None:
         """``A_last A^(period − 1)``; ``None`` where it overflows."""
         with np.errstate(over="ignore", invalid="ignore"):
@@ -328,7 +330,7 @@ class _Closure:
         """Whether the second moment settles (the epoch map's spectral radius is below 1)."""
         if float(np.abs(np.linalg.eigvalsh(self.full)).max()) >= 1.0:
             return False
-        phi = self.epoch_matrix()
+        phi = self.epoch_matrix
         return phi is not None and float(np.abs(np.linalg.eigvals(phi)).max()) < 1.0
 
     def orbit(self) -> np.ndarray:
@@ -336,7 +338,7 @@ class _Closure:
         one_cycle = np.zeros(len(self.full))
         for position, drive in enumerate(self.drives):
             one_cycle = self.transition(position) @ one_cycle + drive
-        phi = self.epoch_matrix()
+        phi = self.epoch_matrix
         assert phi is not None
         s = np.linalg.solve(np.eye(len(phi)) - phi, one_cycle)
         rows = []
