@@ -286,3 +286,25 @@ def test_an_unstable_last_batch_has_no_floor():
     assert theory.sgd_excess_floor(problem, 0.1, 399) is not None
     assert theory.sgd_excess_floor(problem, 0.45, 399) is None
     assert theory.sgd_excess_floor(problem, 0.45, 399, sampling="independent") is not None
+
+
+def test_a_large_mean_does_not_move_the_optimum_that_epsilon_counts_from():
+    """Inputs offset by 1000: the bias direction's eigenvalue falls below 1e-12 of the largest.
+
+    The optimum over the kept directions then lies well above the true one; the part between
+    them (``unreachable``) is added to every excess, so ε counts from the same optimum as for
+    centred inputs, and a count that only the missing direction would reach is "never".
+    """
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 200)
+    x = rng.standard_normal((200, 6)) + 1.5 * y[:, None] + 1000.0
+    raw = theory.lsq_problem(x, y, 2)
+    centred = theory.lsq_problem(x - x.mean(axis=0), y, 2)
+    assert centred.unreachable == 0.0 and raw.unreachable > 0.05
+    assert raw.loss_star - raw.unreachable == pytest.approx(centred.loss_star, rel=1e-6)
+    s0 = raw.components(np.zeros((2, 6)), np.zeros(2))
+    epsilon = 0.5 * raw.unreachable
+    assert theory.gd_steps_to_epsilon(raw, s0, 1.0 / raw.lambda_max, epsilon) is None
+    assert theory.sgd_steps_to_epsilon(raw, s0, 0.1 / raw.lambda_max, 8, epsilon) is None
+    floor = theory.sgd_excess_floor(raw, 0.1 / raw.lambda_max, 8)
+    assert floor is not None and floor >= raw.unreachable

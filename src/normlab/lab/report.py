@@ -491,6 +491,14 @@ def _why_not(results: dict[str, Any], scheme: str) -> str:
         )
         return f"{saturated:.0%} of the first layer's {what} at initialization (saturation)"
     predicted = entry.get("steps_to_epsilon_predicted_per_seed")
+    unreachable = entry.get("loss_unreachable") or 0.0
+    epsilon = results.get("theory", {}).get("epsilon")
+    if predicted and epsilon is not None and unreachable >= epsilon:
+        return (
+            f"{unreachable:.3g} of its loss lies along directions with eigenvalues below "
+            "1e-12 of the largest, which no gradient step moves (a large mean against the bias), "
+            f"above ε = {epsilon:g}: predicted too"
+        )
     if predicted and all(p is None for p in predicted) and entry.get("kappa99"):
         return (
             f"predicted too: more than 4× the steps run at the chosen rate (κ₉₉ of E[z zᵀ] "

@@ -583,6 +583,7 @@ def _prepare_scheme(
         prepared["quadratic"] = {
             "hessian": torch.as_tensor(problem.hessian),
             "w_star": torch.as_tensor(problem.w_star),
+            "unreachable": problem.unreachable,
         }
     return prepared
 
@@ -624,7 +625,9 @@ def _predict(
         problem = scheme.get("problem")
         if problem is not None:
             entry["kappa99"] = theory.kappa99(problem.lam)
-            entry["loss_star"] = problem.loss_star
+            # the optimum over all directions: the excess (measured and predicted) counts from it
+            entry["loss_star"] = problem.loss_star - problem.unreachable
+            entry["loss_unreachable"] = problem.unreachable
             if config.optimizer in ("sgd", "gd"):
                 entry["lr_sgd_max_predicted"] = theory.sgd_stable_lr(problem, batch)
                 entry["lr_sgd_max_top_direction"] = theory.sgd_top_direction_lr(problem, batch)

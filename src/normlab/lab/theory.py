@@ -96,7 +96,12 @@ class LsqProblem:
     predictions') and ``loss_star`` its loss, so ``L(W) − loss_star = ½ tr(E H Eᵀ)`` for
     ``E = [W b] − w_star`` up to rounding; ``fourth`` is
     ``K``, ``noise`` is ``N`` (see the module text); ``n`` the number of samples;
-    ``projected`` the samples' coordinates along the eigenvectors with ``λ > 0``.
+    ``projected`` the samples' coordinates along the eigenvectors with ``λ > 0``;
+    ``unreachable`` how far ``loss_star`` lies above the optimum over all directions (computed
+    on centred inputs, where a large mean does not hide the bias): the part of the loss that
+    gradient steps cannot remove, added to every excess the lab measures and predicts, so that
+    ε is counted from the same optimum under every scheme. 0 unless a large mean makes a real
+    direction look null (e.g. inputs offset by 1000).
     """
 
     lam: np.ndarray
@@ -107,6 +112,7 @@ class LsqProblem:
     noise: np.ndarray
     n: int
     projected: np.ndarray
+    unreachable: float = 0.0
 
     @property
     def lambda_max(self) -> float:
@@ -154,7 +160,14 @@ def lsq_problem(x: np.ndarray, y: np.ndarray, n_classes: int) -> LsqProblem:
     noise = proj2.T @ (residual**2).sum(axis=1) / n
     keep = lam > _NULL * lam[-1]
     projected = (z @ vecs[:, keep]).astype(np.float64)
-    return LsqProblem(lam, vecs, w_star, loss_star, fourth, noise, n, projected)
+    # the optimum over every direction, from centred inputs: the bias is the targets' mean
+    centred = z[:, :-1] - z[:, :-1].mean(axis=0)
+    aims = targets - targets.mean(axis=0)
+    fit = np.linalg.lstsq(centred, aims, rcond=math.sqrt(_NULL))[0]
+    full = float(0.5 * ((aims - centred @ fit) ** 2).sum(axis=1).mean())
+    gap = loss_star - full
+    unreachable = gap if gap > 1e-9 * max(1.0, loss_star) else 0.0
+    return LsqProblem(lam, vecs, w_star, loss_star, fourth, noise, n, projected, unreachable)
 
 
 def gd_steps_to_epsilon(
@@ -166,7 +179,11 @@ def gd_steps_to_epsilon(
     """
 
     def excess(t: int) -> float:
-        return float(0.5 * np.sum(problem.lam * (1.0 - lr * problem.lam) ** (2 * t) * s0))
+        moving = 0.5 * np.sum(problem.lam * (1.0 - lr * problem.lam) ** (2 * t) * s0)
+        return float(moving) + problem.unreachable
+
+    if problem.unreachable >= epsilon:
+        return None
 
     if excess(0) <= epsilon:
         return 0
@@ -385,12 +402,13 @@ def sgd_excess_path(
     if problem.noise_factor(batch_size) == 0.0:
         t = np.arange(1, steps + 1)[:, None]
         factor = (1.0 - lr * problem.lam[None, :]) ** (2 * t)
-        return np.asarray(0.5 * (factor * problem.lam * s0).sum(axis=1))
+        return np.asarray(0.5 * (factor * problem.lam * s0).sum(axis=1) + problem.unreachable)
     closure = _closure(problem, lr, batch_size, sampling)
     lam = problem.lam[closure.keep]
     path = closure.path(np.asarray(s0, dtype=np.float64)[closure.keep])
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.array([0.5 * float(lam @ next(path)) for _ in range(steps)])
+        moving = np.array([0.5 * float(lam @ next(path)) for _ in range(steps)])
+    return moving + problem.unreachable
 
 
 def sgd_steps_to_epsilon(
@@ -413,9 +431,12 @@ def sgd_steps_to_epsilon(
     closure = _closure(problem, lr, batch_size, sampling)
     lam = problem.lam[closure.keep]
     s = np.asarray(s0, dtype=np.float64)[closure.keep]
+    epsilon -= problem.unreachable  # what the moving directions must get below
     if 0.5 * lam @ s <= epsilon:
         return 0
-    if not closure.stable() or 0.5 * float((closure.orbit() @ lam).min()) >= epsilon:
+    if epsilon <= 0.0 or not closure.stable():
+        return None
+    if 0.5 * float((closure.orbit() @ lam).min()) >= epsilon:
         return None
     for step, moment in enumerate(closure.path(s), start=1):
         if 0.5 * lam @ moment <= epsilon:
@@ -436,11 +457,12 @@ def sgd_excess_floor(
     :func:`sgd_steps_to_epsilon` predicts "never" when this is at least ε.
     """
     if problem.noise_factor(batch_size) == 0.0:
-        return 0.0
+        return problem.unreachable
     closure = _closure(problem, lr, batch_size, sampling)
     if not closure.stable():
         return None
-    return max(0.0, 0.5 * float((closure.orbit() @ problem.lam[closure.keep]).min()))
+    lowest = 0.5 * float((closure.orbit() @ problem.lam[closure.keep]).min())
+    return max(0.0, lowest) + problem.unreachable
 
 
 AGREE = 1.25  # predicted and measured counts agree within this factor either way

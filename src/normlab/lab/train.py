@@ -101,14 +101,16 @@ def check_batches(config: TrainConfig, n: int) -> None:
 
 
 def _excess(quadratic: dict[str, Any], model: Any) -> float:
-    """``½ tr(E H Eᵀ)`` in float64 for the lsq model's error ``E = [W b] − W*``."""
+    """``½ tr(E H Eᵀ)`` in float64 for the lsq model's error ``E = [W b] − W*``, plus the
+    loss no gradient step can remove (``unreachable``: see ``theory.LsqProblem``)."""
     import torch
 
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
     with torch.no_grad():
         w = torch.cat([linear.weight, linear.bias[:, None]], dim=1).to(torch.float64)
         err = w - quadratic["w_star"]
-        return float(0.5 * ((err @ quadratic["hessian"]) * err).sum())
+        moving = float(0.5 * ((err @ quadratic["hessian"]) * err).sum())
+    return moving + float(quadratic.get("unreachable", 0.0))
 
 
 def make_optimizer(name: str, parameters: Any, lr: float) -> Any:
