@@ -308,3 +308,43 @@ def test_a_large_mean_does_not_move_the_optimum_that_epsilon_counts_from():
     assert theory.sgd_steps_to_epsilon(raw, s0, 0.1 / raw.lambda_max, 8, epsilon) is None
     floor = theory.sgd_excess_floor(raw, 0.1 / raw.lambda_max, 8)
     assert floor is not None and floor >= raw.unreachable
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_no_ranking_of_step_counts_that_were_not_predicted(optimizer):
+    """Steps to ε are predicted for SGD and GD only: no 'raw = zca (tied)' of two unknowns."""
+    results = compare(
+        "digits",
+        schemes=("raw", "zca"),
+        model="lsq",
+        optimizer=optimizer,
+        n_samples=300,
+        seeds=1,
+        epochs=1,
+        epsilon=0.05,
+        lr_factor=4.0,
+        max_extensions=0,
+        progress=False,
+    )
+    assert results["theory"]["ranking"] is None
+    assert all(
+        "steps_to_epsilon_predicted" not in entry for entry in results["theory"]["schemes"].values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "mlp", "--epsilon", "0.5"], "applies to --model lsq only"),
+        (["--model", "lsq", "--optimizer", "gd", "--batch-size", "7"], "does not apply"),
+    ],
+)
+def test_compare_refuses_options_it_would_ignore(tmp_path, args, words):
+    from typer.testing import CliRunner
+
+    from normlab.cli import app
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["compare", "--dataset", "digits", *args, "--out", str(out)])
+    assert result.exit_code != 0 and words in result.output
+    assert "Traceback" not in result.output and not out.exists()

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import NormlabError
+
 # The summary's columns kept at any terminal width (the others show while they fit).
 SUMMARY_KEYS = frozenset({"scheme", "chosen LR", "samples to target", "final test acc"})
 
@@ -66,7 +68,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="First seed; also shuffles the train/test split.")
         ] = 0,
         epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 10,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 32,
+        batch_size: Annotated[
+            int | None,
+            typer.Option("--batch-size", help="Mini-batch size [default: 32; not for gd]."),
+        ] = None,
         target: Annotated[
             float, typer.Option(help="Target train accuracy for samples-to-target.")
         ] = 0.9,
@@ -74,8 +79,11 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="sgd, momentum, adam, or gd (full-batch gradient descent).")
         ] = "sgd",
         epsilon: Annotated[
-            float, typer.Option(help="lsq: absolute excess loss over the optimum for steps-to-ε.")
-        ] = 0.01,
+            float | None,
+            typer.Option(
+                help="lsq: absolute excess loss over the optimum for steps-to-ε [default: 0.01]."
+            ),
+        ] = None,
         activation: Annotated[
             str, typer.Option(help="Hidden activation of mlp/cnn: tanh or relu.")
         ] = "tanh",
@@ -137,6 +145,16 @@ def register(app: typer.Typer) -> None:
 
         if dataset is None and data is None:
             dataset = "digits"
+        if epsilon is not None and model != "lsq":
+            raise NormlabError(
+                f"--epsilon is the excess loss over the least-squares optimum: it applies to "
+                f"--model lsq only; drop it for --model {model}"
+            )
+        if batch_size is not None and optimizer == "gd":
+            raise NormlabError(
+                "--optimizer gd takes one step on the whole training split: --batch-size does "
+                "not apply; drop it, or use --optimizer sgd"
+            )
         command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv[1:2] == ["compare"] else None
         try:
             results = run_compare(
@@ -148,7 +166,7 @@ def register(app: typer.Typer) -> None:
                 seeds=seeds,
                 seed=seed,
                 epochs=epochs,
-                batch_size=batch_size,
+                batch_size=32 if batch_size is None else batch_size,
                 target=target,
                 optimizer=optimizer,
                 activation=activation,
@@ -166,7 +184,7 @@ def register(app: typer.Typer) -> None:
                 out=out,
                 overwrite=overwrite,
                 resume=resume,
-                epsilon=epsilon,
+                epsilon=0.01 if epsilon is None else epsilon,
                 threads=threads,
                 progress=progress_flag(quiet),
                 command=command,

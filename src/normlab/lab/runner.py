@@ -740,7 +740,11 @@ def _ranking(results: dict[str, Any]) -> None:
     costs within √(grid factor) (lsq: the agreement factor 1.25) counting as tied.
     """
     th = results["theory"]
-    lsq = results["config"]["model"] == "lsq"
+    config = results["config"]
+    lsq = config["model"] == "lsq"
+    if lsq and (config.get("epsilon") is None or config["optimizer"] not in ("sgd", "gd")):
+        th["ranking"] = None  # nothing predicted to rank: steps to ε are for SGD and GD only
+        return
     finished = [s for s, info in results["schemes"].items() if "summary" in info]
     key = "steps_to_epsilon_predicted" if lsq else "ranking_cost"
     seeds_key = "steps_to_epsilon_measured_per_seed" if lsq else "samples_to_target_per_seed"
@@ -750,7 +754,7 @@ def _ranking(results: dict[str, Any]) -> None:
         s: [math.inf if v is None else float(v) for v in th["schemes"][s].get(seeds_key) or [None]]
         for s in finished
     }
-    factor = _AGREE if lsq else math.sqrt(results["config"]["lr_factor"])
+    factor = _AGREE if lsq else math.sqrt(config["lr_factor"])
     ranking: dict[str, Any] = {
         "rule": theory.describe()["ranking"] if not lsq else "fewest predicted SGD steps to ε",
         "ties": theory.describe()["ties"],
