@@ -174,9 +174,11 @@ def test_overflow_is_told_apart_from_nan(nan_policy):
     with pytest.raises(FloatOverflowError, match=r"statistic \(1,\).*not NaN/inf"):
         Moments(nan_policy=nan_policy).update(x)
     big = np.full((10, 3), 1.5e308)  # near the limit but no spread: fine
-    big[::2] = 1.4e308
     m = Moments(nan_policy=nan_policy).update(big)
-    assert np.isfinite(m.var()).all() and m.mean[0] == pytest.approx(1.45e308)
+    assert (m.var() == 0.0).all() and m.mean[0] == pytest.approx(1.5e308)
+    big[::2] = 1.4e308  # a spread of 1e307: its square (the variance) is beyond float64
+    with pytest.raises(FloatOverflowError):
+        Moments(nan_policy=nan_policy).update(big)
 
 
 def test_float16_and_bfloat16_accumulate_in_float64():
@@ -194,3 +196,16 @@ def test_float16_and_bfloat16_accumulate_in_float64():
     stored = bf.float().numpy().astype(np.float64)
     np.testing.assert_allclose(b.var(), stored.var(0), rtol=1e-12)
     np.testing.assert_allclose(b.mean, stored.mean(0), rtol=1e-14)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e200, 1e300])
+def test_squared_deviations_beyond_float64_are_an_overflow_never_a_zero_variance(scale):
+    """Values far apart at 1e200: Σd² and s1·mean both overflow to inf, and inf − inf is NaN.
+
+    Before the fix ``max(0, NaN)`` read 0: a variance of 0 for data spread over 1e199.
+    """
+    x = np.random.default_rng(5).random((30, 3)) * scale
+    with pytest.raises(FloatOverflowError, match="not NaN/inf"):
+        Moments().update(x)
+    with pytest.raises(FloatOverflowError):
+        normlab.compute_stats(x, "feature")

@@ -587,8 +587,11 @@ if HAVE_NUMBA:
             for c in range(w):
                 n = (r1 - r0) - bad[c]
                 mean = s1[c] / n if n > 0 else 0.0
-                m2 = max(0.0, s2[c] - s1[c] * mean) if n > 0 else 0.0
+                # inf − inf (squared deviations beyond float64) is NaN: an overflow, never 0
+                m2 = s2[c] - s1[c] * mean if n > 0 else 0.0
                 ok = np.isfinite(mean) and np.isfinite(m2)
+                if ok and m2 < 0.0:
+                    m2 = 0.0
                 outs[0, rb, k, c0 + c] = n
                 outs[1, rb, k, c0 + c] = shift[c] if n > 0 else np.nan
                 outs[2, rb, k, c0 + c] = mean if ok else 0.0
