@@ -348,3 +348,24 @@ def test_compare_refuses_options_it_would_ignore(tmp_path, args, words):
     result = CliRunner().invoke(app, ["compare", "--dataset", "digits", *args, "--out", str(out)])
     assert result.exit_code != 0 and words in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_compare_refuses_inputs_beyond_float32(tmp_path):
+    """The lab trains in float32: inputs near 1e150 would be inf, and the theory would overflow."""
+    from normlab.errors import NormlabError
+
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "x.npy", rng.random((120, 4)) * 1e150)
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 120))
+    with pytest.raises(NormlabError, match=r"beyond float32.*x / 1e148"):
+        compare(
+            None,
+            data=tmp_path / "x.npy",
+            labels=tmp_path / "y.npy",
+            model="lsq",
+            seeds=1,
+            epochs=1,
+            out=tmp_path / "out",
+            progress=False,
+        )
+    assert not (tmp_path / "out").exists()

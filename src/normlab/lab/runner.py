@@ -193,6 +193,16 @@ def compare(
         data=data,
         labels=labels,
     )
+    largest = max(
+        float(np.abs(part).max(initial=0.0)) if part.dtype.kind == "f" else 0.0
+        for part in (ds.x_train, ds.x_test)
+    )
+    if largest > float(np.finfo(np.float32).max):
+        raise NormlabError(
+            f"the inputs reach {largest:.3g}, beyond float32 (up to 3.4e38), in which the lab "
+            "trains: the raw scheme's inputs would be inf; rescale the data first "
+            f"(e.g. x / 1e{int(math.log10(largest)) - 1})"
+        )
     # bad shapes fail before anything is written
     build_model(
         model,
