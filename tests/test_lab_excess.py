@@ -369,3 +369,29 @@ def test_compare_refuses_inputs_beyond_float32(tmp_path):
             progress=False,
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_predicted_counts_beyond_the_cap_read_never_at_full_batch_too(tmp_path):
+    from normlab.errors import NormlabError
+
+    """GD's exact count may run far past 4× the horizon: it is 'never' there, as for SGD."""
+    results = compare(
+        "digits",
+        schemes=("raw",),
+        model="lsq",
+        optimizer="gd",
+        n_samples=300,
+        seeds=1,
+        epochs=2,
+        epsilon=0.01,
+        lr_factor=4.0,
+        max_extensions=0,
+        progress=False,
+    )
+    entry = results["theory"]["schemes"]["raw"]
+    cap = entry["steps_to_epsilon_prediction_cap"]
+    assert cap == 8 and entry["steps_to_epsilon_predicted_per_seed"] == [None]
+    with pytest.raises(NormlabError, match="is a file"):
+        (tmp_path / "afile").write_text("keep me")
+        compare("digits", model="lsq", seeds=1, epochs=1, out=tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "keep me"

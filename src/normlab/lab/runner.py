@@ -179,6 +179,8 @@ def compare(
             f"--resume needs the folder of a stopped run holding {RESULTS_FILE}; "
             f"{out} has none: run without --resume"
         )
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise NormlabError(f"--out {out} is a file, not a folder: choose another --out")
     if out is not None and Path(out).exists() and not (overwrite or resume):
         raise NormlabError(
             f"output folder {out} exists; pass --overwrite to replace its report files, or "
@@ -688,11 +690,10 @@ def _measured(
             layer = _initial_layer(ds, config, run["seed"])
             assert layer is not None
             s0 = problem.components(*layer)
-            predicted.append(
-                theory.sgd_steps_to_epsilon(
-                    problem, s0, info["best_lr"], batch, config.epsilon, max_steps=4 * horizon
-                )
-            )
+            count = theory.sgd_steps_to_epsilon(
+                problem, s0, info["best_lr"], batch, config.epsilon, max_steps=4 * horizon
+            )  # full batch: the exact count, which may lie beyond the cap
+            predicted.append(None if count is None or count > 4 * horizon else count)
         measured = [r.get("steps_to_epsilon") for r in runs]
         reached_p = [p for p in predicted if p is not None]
         reached_m = [m for m in measured if m is not None]
