@@ -179,13 +179,14 @@ def compare(
             f"--resume needs the folder of a stopped run holding {RESULTS_FILE}; "
             f"{out} has none: run without --resume"
         )
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise NormlabError(f"--out {out} is a file, not a folder: choose another --out")
-    if out is not None and Path(out).exists() and not (overwrite or resume):
-        raise NormlabError(
-            f"output folder {out} exists; pass --overwrite to replace its report files, or "
-            "--resume to continue the run in it"
-        )
+    if out is not None and Path(out).exists():
+        if not Path(out).is_dir():
+            raise NormlabError(f"--out {out} is a file, not a folder: choose another --out")
+        if not (overwrite or resume):
+            raise NormlabError(
+                f"output folder {out} exists; pass --overwrite to replace its report files, or "
+                "--resume to continue the run in it"
+            )
     ds = load_dataset(
         dataset,
         seed=seed,
@@ -267,7 +268,7 @@ def compare(
     done: dict[tuple[str, int, int], dict[str, Any]] = {}
     if resume:
         done, timings = _previous(Path(str(out)), results)
-    out_dir = _prepare_out(out, overwrite or resume)
+    out_dir = _prepare_out(out)
     # a resumed run's total counts the stopped run's time too
     started = time.perf_counter() - float(timings.get("total_seconds", 0.0))
     planned = len(names) * (k_high - k_low + 1) * seeds
@@ -515,16 +516,11 @@ def _torch() -> Any:
     return require("torch", "lab")
 
 
-def _prepare_out(out: str | Path | None, overwrite: bool) -> Path | None:
+def _prepare_out(out: str | Path | None) -> Path | None:
+    """The output folder, created once the data loaded (``compare`` checked ``out`` first)."""
     if out is None:
         return None
     out_dir = Path(out)
-    if out_dir.exists() and not overwrite:
-        raise NormlabError(
-            f"output folder {out_dir} exists; pass --overwrite to replace its report files"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NormlabError(f"output path {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
