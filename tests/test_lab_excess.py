@@ -177,10 +177,14 @@ def test_predicted_never_where_the_noise_floor_reaches_epsilon():
     assert theory.sgd_steps_to_epsilon(problem, s0, 0.02, 8, above) is None
 
 
-def _noisy_problem():
+def _noisy_problem_data():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((400, 5)) * [1.0, 2.0, 0.5, 1.0, 0.3]
-    y = rng.integers(0, 3, 400)
+    return x, rng.integers(0, 3, 400)
+
+
+def _noisy_problem():
+    x, y = _noisy_problem_data()
     return theory.lsq_problem(x, y, 3), y
 
 
@@ -271,6 +275,34 @@ def test_predicted_steps_are_the_first_crossing_of_the_predicted_path():
         assert steps == int(np.argmax(path <= epsilon)) + 1
     gd = theory.sgd_excess_path(problem, s0, 0.05, 400, 50)
     assert theory.sgd_steps_to_epsilon(problem, s0, 0.05, 400, float(gd[29])) == 30
+
+
+@pytest.mark.parametrize(("batch", "lr"), [(1, 0.01), (48, 0.2), (7, 0.05)])
+def test_an_epoch_at_a_time_is_the_step_by_step_closure(monkeypatch, batch, lr):
+    """The predicted path walks whole epochs (one product per epoch): the same numbers as
+    applying each step's transition and drive in turn, with and without the stored rows."""
+    problem, _ = _noisy_problem()
+    s0 = problem.components(np.ones((3, 5)), np.zeros(3))
+    closure = theory._build_closure(problem, lr, batch, "epoch")
+    s, reference = s0[closure.keep].copy(), []
+    for step in range(3 * closure.period + 5):
+        position = step % closure.period
+        s = closure.transition(position) @ s + closure.drives[position]
+        reference.append(0.5 * closure.lam @ s + problem.unreachable)
+    steps = len(reference)
+    fast = theory.sgd_excess_path(problem, s0, lr, batch, steps)
+    np.testing.assert_allclose(fast, reference, rtol=1e-10)
+    monkeypatch.setattr(theory, "_ROWS_LIMIT", 0)  # too large to store: walked step by step
+    slow = theory.sgd_excess_path(
+        theory.lsq_problem(*_noisy_problem_data(), 3), s0, lr, batch, steps
+    )
+    np.testing.assert_allclose(slow, reference, rtol=1e-10)
+    epsilon = float(np.quantile(reference, 0.4))
+    expected = int(np.argmax(np.asarray(reference) <= epsilon)) + 1
+    assert theory.sgd_steps_to_epsilon(problem, s0, lr, batch, epsilon) == expected
+    assert (
+        theory.sgd_steps_to_epsilon(problem, s0, lr, batch, epsilon, max_steps=expected - 1) is None
+    )
 
 
 def test_tiny_rates_give_a_small_positive_floor():

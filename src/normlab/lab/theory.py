@@ -50,8 +50,8 @@ of ReLU units dead on at least 99 % of the samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -113,6 +113,11 @@ class LsqProblem:
     n: int
     projected: np.ndarray
     unreachable: float = 0.0
+    # closures already built, by (rate, batch size, sampling): a report asks for the same one
+    # per seed and once more for the floor, and at batch 1 its orbit costs seconds
+    _closures: dict[tuple[float, int, str], _Closure] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def lambda_max(self) -> float:
@@ -315,19 +320,27 @@ def _drives(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> n
     return noise * (factors - 2.0 * (1.0 - x) * memory / (problem.n - 1.0))
 
 
+_ROWS_LIMIT = 1 << 23  # floats (64 MiB): above, an epoch is walked step by step
+
+
 @dataclass
 class _Closure:
     """The diagonal closure ``s ← A_p s + d_p`` over the positions ``p`` of an epoch.
 
     ``full`` is ``A`` for a batch of ``B``, ``last`` for the epoch's last batch (smaller when
     ``B`` does not divide ``n``: its multiplicative noise is larger too); ``drives`` one row
-    per position (one row in all for independent batches); ``keep`` the eigen-directions kept.
+    per position (one row in all for independent batches); ``keep`` the eigen-directions kept
+    and ``lam`` their eigenvalues. The transitions are symmetric, so the excess after position
+    ``p`` of an epoch that starts at ``s`` is ``r_p · s + g_p`` with ``r_p = ½ A^p λ`` (the last:
+    ``½ Φᵀλ``, ``Φ`` the epoch's product) and ``g_p`` the drives' part: one product per epoch
+    instead of one per step (:meth:`epoch_excess`).
     """
 
     full: np.ndarray
     last: np.ndarray
     drives: np.ndarray
     keep: np.ndarray
+    lam: np.ndarray
 
     @property
     def period(self) -> int:
@@ -350,31 +363,72 @@ class _Closure:
         phi = self.epoch_matrix
         return phi is not None and float(np.abs(np.linalg.eigvals(phi)).max()) < 1.0
 
-    def orbit(self) -> np.ndarray:
-        """The steady state after each position of the epoch (the last row: an epoch's end)."""
-        one_cycle = np.zeros(len(self.full))
-        for position, drive in enumerate(self.drives):
-            one_cycle = self.transition(position) @ one_cycle + drive
-        phi = self.epoch_matrix
-        assert phi is not None
-        s = np.linalg.solve(np.eye(len(phi)) - phi, one_cycle)
-        rows = []
+    @cached_property
+    def _from_zero(self) -> tuple[np.ndarray, np.ndarray]:
+        """The drives' part of an epoch from ``s = 0``: ``g_p`` per position, ``s`` at the end."""
+        s = np.zeros(len(self.full))
+        offsets = np.empty(self.period)
         for position, drive in enumerate(self.drives):
             s = self.transition(position) @ s + drive
-            rows.append(s)
-        return np.asarray(rows)
+            offsets[position] = 0.5 * float(self.lam @ s)
+        return offsets, s
 
-    def path(self, s: np.ndarray) -> Iterator[np.ndarray]:
-        """The mean squared error along each direction after every step, from ``s``."""
-        position = 0
-        while True:
-            s = self.transition(position) @ s + self.drives[position]
-            yield s
-            position = (position + 1) % self.period
+    @cached_property
+    def _rows(self) -> np.ndarray | None:
+        """``r_p`` for every position (``None`` above :data:`_ROWS_LIMIT` floats)."""
+        phi = self.epoch_matrix
+        if phi is None or self.period * len(self.full) > _ROWS_LIMIT:
+            return None
+        rows = np.empty((self.period, len(self.full)))
+        v = 0.5 * self.lam
+        for position in range(self.period - 1):
+            v = self.full @ v
+            rows[position] = v
+        rows[-1] = phi.T @ (0.5 * self.lam)
+        return rows
+
+    def epoch_excess(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean excess after each position of an epoch that starts at ``s``, and its end."""
+        offsets, cycle = self._from_zero
+        rows, phi = self._rows, self.epoch_matrix
+        if rows is not None and phi is not None:
+            return rows @ s + offsets, phi @ s + cycle
+        excess = np.empty(self.period)
+        for position, drive in enumerate(self.drives):
+            s = self.transition(position) @ s + drive
+            excess[position] = 0.5 * float(self.lam @ s)
+        return excess, s
+
+    @cached_property
+    def orbit(self) -> np.ndarray:
+        """The steady mean excess after each position of the epoch (the last: an epoch's end)."""
+        phi = self.epoch_matrix
+        assert phi is not None
+        steady = np.linalg.solve(np.eye(len(phi)) - phi, self._from_zero[1])
+        return self.epoch_excess(steady)[0]
+
+    def first_crossing(self, s: np.ndarray, epsilon: float, max_steps: int) -> int | None:
+        """The first step (≤ ``max_steps``) whose mean excess is at most ``epsilon``, from ``s``."""
+        done = 0
+        while done < max_steps:
+            excess, s = self.epoch_excess(s)
+            below = np.flatnonzero(excess <= epsilon)
+            if below.size:
+                step = done + int(below[0]) + 1
+                return step if step <= max_steps else None
+            done += self.period
+        return None
 
 
 def _closure(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> _Closure:
-    """The closure of one rate, batch size and way of drawing batches."""
+    """The closure of one rate, batch size and way of drawing batches (built once per problem)."""
+    key = (float(lr), int(batch_size), sampling)
+    if key not in problem._closures:
+        problem._closures[key] = _build_closure(problem, lr, batch_size, sampling)
+    return problem._closures[key]
+
+
+def _build_closure(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> _Closure:
     c = problem.noise_factor(batch_size)
     full, keep = _transition(problem, lr, c)
     drives = _drives(problem, lr, batch_size, sampling)
@@ -383,7 +437,7 @@ def _closure(problem: LsqProblem, lr: float, batch_size: int, sampling: str) -> 
         size = int(_batch_sizes(problem.n, batch_size)[-1])
         if problem.noise_factor(size) != c:
             last = _transition(problem, lr, problem.noise_factor(size))[0]
-    return _Closure(full, last, drives, keep)
+    return _Closure(full, last, drives, keep, problem.lam[keep])
 
 
 def sgd_excess_path(
@@ -404,11 +458,13 @@ def sgd_excess_path(
         factor = (1.0 - lr * problem.lam[None, :]) ** (2 * t)
         return np.asarray(0.5 * (factor * problem.lam * s0).sum(axis=1) + problem.unreachable)
     closure = _closure(problem, lr, batch_size, sampling)
-    lam = problem.lam[closure.keep]
-    path = closure.path(np.asarray(s0, dtype=np.float64)[closure.keep])
+    s = np.asarray(s0, dtype=np.float64)[closure.keep]
+    epochs = []
     with np.errstate(over="ignore", invalid="ignore"):
-        moving = np.array([0.5 * float(lam @ next(path)) for _ in range(steps)])
-    return moving + problem.unreachable
+        for _ in range(math.ceil(steps / closure.period)):
+            excess, s = closure.epoch_excess(s)
+            epochs.append(excess)
+    return np.concatenate(epochs)[:steps] + problem.unreachable
 
 
 def sgd_steps_to_epsilon(
@@ -423,8 +479,9 @@ def sgd_steps_to_epsilon(
     """Predicted SGD steps until the mean excess loss is at most ``epsilon`` (``None``: never).
 
     Iterates ``s ← A_p s + d_p`` with the drive ``d_p`` of ``sampling`` (:func:`_drives`;
-    ``"epoch"``, one permutation per epoch, is how the lab trains); stops early when the
-    noise floor (its lowest point over an epoch) lies at or above ``epsilon``.
+    ``"epoch"``, one permutation per epoch, is how the lab trains), an epoch at a time
+    (:meth:`_Closure.epoch_excess`); stops early when the noise floor (its lowest point over an
+    epoch) lies at or above ``epsilon``.
     """
     if problem.noise_factor(batch_size) == 0.0:
         return gd_steps_to_epsilon(problem, s0, lr, epsilon)
@@ -436,14 +493,9 @@ def sgd_steps_to_epsilon(
         return 0
     if epsilon <= 0.0 or not closure.stable():
         return None
-    if 0.5 * float((closure.orbit() @ lam).min()) >= epsilon:
+    if float(closure.orbit.min()) >= epsilon:
         return None
-    for step, moment in enumerate(closure.path(s), start=1):
-        if 0.5 * lam @ moment <= epsilon:
-            return step
-        if step >= max_steps:
-            break
-    return None
+    return closure.first_crossing(s, epsilon, max_steps)
 
 
 def sgd_excess_floor(
@@ -461,7 +513,7 @@ def sgd_excess_floor(
     closure = _closure(problem, lr, batch_size, sampling)
     if not closure.stable():
         return None
-    lowest = 0.5 * float((closure.orbit() @ problem.lam[closure.keep]).min())
+    lowest = float(closure.orbit.min())
     return max(0.0, lowest) + problem.unreachable
 
 
