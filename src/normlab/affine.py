@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NormlabError
+from .finite import refuse_non_finite, refuse_overflow
 
 try:
     from numba import njit
@@ -110,11 +110,19 @@ def _numpy_rows(
 
 
 def apply_affine(
-    x: np.ndarray, shift: np.ndarray, scale: np.ndarray, out_dtype: np.dtype
+    x: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    out_dtype: np.dtype,
+    *,
+    nan_policy: str = "raise",
+    names: list[str] | None = None,
 ) -> np.ndarray:
     """``(x − shift) / scale`` of ``x (n, *sample)``; ``shift``/``scale`` broadcast to ``x[:1]``.
 
-    Raises :class:`NormlabError` when finite inputs give outputs beyond ``out_dtype``'s range.
+    Raises :class:`NormlabError` when finite inputs give outputs beyond ``out_dtype``'s range,
+    and :class:`~normlab.errors.NonFiniteError` on NaN/inf inputs under ``nan_policy="raise"``
+    (see :mod:`normlab.finite`; ``names``: the features' names for the message).
     """
     out_dtype = np.dtype(out_dtype)
     n = x.shape[0]
@@ -160,8 +168,10 @@ def apply_affine(
             out = out.astype(out_dtype)
     if not _may_overflow(flat.dtype, shift_f, scale_f, out_dtype) or np.isfinite(out).all():
         return out.reshape(n, *sample)
-    # Some outputs are not finite: NaN/inf inputs (kept as they are), |x − shift| beyond
-    # float64 (computed again as x/scale − shift/scale), or results beyond out_dtype.
+    # Some outputs are not finite: NaN/inf inputs, |x − shift| beyond float64 (computed again
+    # as x/scale − shift/scale), or results beyond out_dtype.
+    if nan_policy == "raise":
+        refuse_non_finite(flat, sample, names=names)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite(out) & (np.isfinite(flat) if flat.dtype.kind == "f" else True)
         if flat.dtype.kind == "f" and bad.any():
@@ -169,12 +179,7 @@ def apply_affine(
             v = flat[rows, cols].astype(np.float64)
             out[rows, cols] = v / scale_f[cols] - shift_f[cols] / scale_f[cols]
             bad = ~np.isfinite(out) & np.isfinite(flat)
-    if bad.any():
-        raise NormlabError(
-            f"{int(bad.sum())} output value(s) exceed the range of {out_dtype} (largest "
-            f"{np.finfo(out_dtype).max:.4g}): the inputs lie far outside the data the "
-            "normalizer was fitted on; pass dtype=np.float64 or check the inputs"
-        )
+    refuse_overflow(bad, sample, out_dtype, names=names)
     return out.reshape(n, *sample)
 
 

@@ -733,6 +733,13 @@ def apply(
         typer.Option("--chunk-size", help="Samples per window (default: about 32 MiB)."),
     ] = None,
     key: KeyOpt = None,
+    nan_policy: Annotated[
+        str,
+        typer.Option(
+            "--nan-policy",
+            help="NaN/inf in DATA: raise (nothing is written), or propagate them to the output.",
+        ),
+    ] = "raise",
     quiet: QuietOpt = False,
 ) -> None:
     """Normalize DATA in windows (files larger than RAM work) and write it atomically."""
@@ -754,6 +761,7 @@ def apply(
         key=key,
         chunk_size=chunk_size,
         progress=progress_flag(quiet),
+        nan_policy=nan_policy,
     )
     typer.echo(f"{normalizer.scheme}: {shape[0]} samples of shape {shape[1:]} -> {output}")
 

@@ -358,14 +358,37 @@ class Normalizer:
                 f"{top} twice)?"
             )
 
-    def transform(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:  # pragma: no cover
+        """Normalize ``X``; NaN/inf in it raise unless ``nan_policy="propagate"``
+        (see :mod:`normlab.finite`)."""
         raise NotImplementedError
 
-    def inverse_transform(self, X: Any) -> np.ndarray:  # pragma: no cover - abstract
+    def inverse_transform(
+        self, X: Any, *, nan_policy: str = "raise"
+    ) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        return self.fit(X).transform(X)
+    def _checked_output(
+        self, x: np.ndarray, out: np.ndarray, nan_policy: str, *, whole_sample: bool = False
+    ) -> np.ndarray:
+        """``out`` after refusing NaN/inf in ``x`` (``nan_policy="raise"``) and outputs that
+        overflowed their dtype from finite inputs (see :func:`normlab.finite.check_output`)."""
+        from .finite import check_output
+
+        check_output(
+            x.reshape(len(x), -1),
+            out.reshape(len(out), -1),
+            tuple(x.shape[1:]),
+            nan_policy,
+            whole_sample=whole_sample,
+            names=getattr(self, "feature_names_", None),
+        )
+        return out
+
+    def fit_transform(self, X: Any, y: Any = None, *, nan_policy: str = "raise") -> np.ndarray:
+        """``fit(X)`` then ``transform(X)``; NaN/inf in ``X`` raise (fit and transform both
+        take them only by choice: fit ``nan_policy="omit"``, transform ``"propagate"``)."""
+        return self.fit(X).transform(X, nan_policy=nan_policy)
 
     # ------------------------------------------------------------- files
     def metadata(self) -> dict[str, Any]:
@@ -493,29 +516,42 @@ class AffineNormalizer(Normalizer):
             return mult, offset
         return None
 
-    def transform(self, X: Any) -> np.ndarray:
-        """Normalize ``X`` of shape ``(n_samples, *sample_shape)``."""
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        """Normalize ``X`` of shape ``(n_samples, *sample_shape)``.
+
+        NaN/inf in ``X`` raise :class:`~normlab.errors.NonFiniteError` naming the first row and
+        position; ``nan_policy="propagate"`` keeps them (NaN stays NaN, ±inf stays ±inf).
+        Outputs beyond the output dtype raise either way.
+        """
+        from .affine import apply_affine  # numba kernels: imported on first use
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
         x = self._check_input(X)
         out_dtype = self.output_dtype(x)
         ndim = x.ndim - 1
         shift, scale = self.broadcast(self.shift_, ndim), self.broadcast(self.scale_, ndim)
+        names = getattr(self, "feature_names_", None)
         if out_dtype.kind == "f":  # subtract in float64, round once (see normlab.affine)
-            from .affine import apply_affine  # numba kernels: imported on first use
-
-            return apply_affine(x, shift, scale, out_dtype)
+            return apply_affine(x, shift, scale, out_dtype, nan_policy=nan_policy, names=names)
         out = np.subtract(x, shift, dtype=np.float64)
         np.divide(out, scale, out=out)
-        return out.astype(out_dtype, copy=False)
+        return self._checked_output(x, out, nan_policy).astype(out_dtype, copy=False)
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
-        """Back to the data's units: ``y · scale_ + shift_``."""
+    def inverse_transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        """Back to the data's units: ``y · scale_ + shift_`` (NaN/inf: as :meth:`transform`)."""
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
         self._check_fitted()
         y = as_batch(X, "X")
         ndim = y.ndim - 1
         out_dtype = y.dtype if y.dtype.kind == "f" else np.dtype(np.float64)
-        out = np.multiply(y, self.broadcast(self.scale_, ndim), dtype=np.float64)
-        np.add(out, self.broadcast(self.shift_, ndim), out=out)
-        return out.astype(out_dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.multiply(y, self.broadcast(self.scale_, ndim), dtype=np.float64)
+            np.add(out, self.broadcast(self.shift_, ndim), out=out)
+            out = out.astype(out_dtype, copy=False)
+        return self._checked_output(y, out, nan_policy)
 
     def affine(self, sample_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature ``(shift, scale)``, flat, for samples of ``sample_shape``."""
@@ -547,12 +583,21 @@ class Identity(Normalizer):
     def __init__(self, *, dtype: Any = None) -> None:
         super().__init__(dtype=dtype)
 
-    def transform(self, X: Any) -> np.ndarray:
-        x = as_batch(X, "X")
-        return x.astype(self.output_dtype(x), copy=True)
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        from .finite import check_policy
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
-        return np.array(as_batch(X, "X"), copy=True)
+        nan_policy = check_policy(nan_policy)
+        x = as_batch(X, "X")
+        with np.errstate(over="ignore"):
+            out = x.astype(self.output_dtype(x), copy=True)
+        return self._checked_output(x, out, nan_policy)
+
+    def inverse_transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
+        x = as_batch(X, "X")
+        return self._checked_output(x, np.array(x, copy=True), nan_policy)
 
     def affine(self, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         size = math.prod(_shape("sample_shape", sample_shape))
@@ -850,14 +895,22 @@ class PerImage(Normalizer):
     def __init__(self, *, dtype: Any = None) -> None:
         super().__init__(dtype=dtype)
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        """Each sample by its own mean/std; a NaN/inf in a sample makes all of its outputs NaN
+        under ``nan_policy="propagate"`` (its mean and std are undefined)."""
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
         x = as_batch(X, "X")
         flat = x.reshape(x.shape[0], -1).astype(np.float64)
-        mean = flat.mean(axis=1, keepdims=True)
-        std = np.maximum(flat.std(axis=1, keepdims=True), 1.0 / math.sqrt(max(1, flat.shape[1])))
-        return ((flat - mean) / std).reshape(x.shape).astype(self.output_dtype(x), copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = flat.mean(axis=1, keepdims=True)
+            floor = 1.0 / math.sqrt(max(1, flat.shape[1]))
+            std = np.maximum(flat.std(axis=1, keepdims=True), floor)
+            out = ((flat - mean) / std).reshape(x.shape).astype(self.output_dtype(x), copy=False)
+        return self._checked_output(x, out, nan_policy, whole_sample=True)
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
+    def inverse_transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
         raise NormlabError(
             "per-image standardization has no inverse: each sample's own mean and std are not kept"
         )
@@ -968,9 +1021,10 @@ class ClipPercentile(AffineNormalizer):
         self._set_affine(np.where(np.isnan(self.low_), 0.0, self.low_), scale)
         self._upper = np.where(span > 0, 1.0, 0.0)
 
-    def transform(self, X: Any) -> np.ndarray:
-        """Clip to ``[low_, high_]`` and scale onto ``[0, 1]``."""
-        out = super().transform(X)
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        """Clip to ``[low_, high_]`` and scale onto ``[0, 1]`` (NaN stays NaN under
+        ``nan_policy="propagate"``; ±inf is clipped to 0 or 1)."""
+        out = super().transform(X, nan_policy=nan_policy)
         upper = self.broadcast(self._upper.astype(out.dtype), out.ndim - 1)
         np.clip(out, 0, upper, out=out)
         return out

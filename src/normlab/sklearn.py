@@ -16,6 +16,7 @@ scikit-learn transformer): NaN is left out of ``fit`` and passed through by ``tr
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -271,15 +272,17 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _apply(self, method: str, X: np.ndarray) -> np.ndarray:
         """``normalizer_.<method>`` on flat rows, reshaped to its sample shape and back."""
         shape = tuple(getattr(self.normalizer_, "sample_shape_", None) or ())
+        apply = functools.partial(getattr(self.normalizer_, method), nan_policy="propagate")
         if len(shape) > 1 and method == "transform":
-            out = getattr(self.normalizer_, method)(X.reshape(len(X), *shape))
-            return out.reshape(len(X), -1)
-        return getattr(self.normalizer_, method)(X)
+            return apply(X.reshape(len(X), *shape)).reshape(len(X), -1)
+        return apply(X)
 
     def transform(self, X: Any) -> np.ndarray:
         """Normalize ``X`` (float output: the input's float dtype, float32 for integers).
 
-        NaN passes through as NaN, as in ``StandardScaler``.
+        NaN passes through as NaN, as in ``StandardScaler`` (``nan_policy="propagate"`` of the
+        normlab normalizer); inf is refused by scikit-learn's input check, and outputs beyond
+        the output dtype (``dtype=np.float16``) raise.
         """
         check_is_fitted(self)
         X = _validate(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
@@ -299,8 +302,7 @@ class InputScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Back to the data's units (absent for ``per-image``, which keeps no statistics)."""
         check_is_fitted(self)
         X = _validate(self, X, reset=False, dtype="numeric", ensure_all_finite="allow-nan")
-        out = self.normalizer_.inverse_transform(X)
-        return out.reshape(len(X), -1)
+        return self._apply("inverse_transform", X).reshape(len(X), -1)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -11,6 +11,10 @@ loop is not vectorized; see ``bench/bench_torch.py``.)
 
 ``mean``/``std`` are buffers, so they are in ``state_dict`` and move with ``.to(device)``;
 the module exports with ``torch.export`` and works as a ``Dataset`` transform.
+
+NaN and inf pass through both modules unchecked (NaN stays NaN): they are model layers, and a
+data-dependent check would break ``torch.compile``/``torch.export`` and synchronise the GPU on
+every batch. The numpy normalizers and ``normlab apply`` refuse them by default.
 """
 
 from __future__ import annotations

@@ -242,17 +242,30 @@ class Whiten(Normalizer):
         self._warn_double_normalization(x)
         return x
 
-    def transform(self, X: Any) -> np.ndarray:
-        """Whiten ``X``: ZCA keeps the sample shape, PCA returns ``(n, n_components)``."""
-        x = self._check_input(X)
-        flat = x.reshape(x.shape[0], -1).astype(np.float64) - self.mean_
-        out = flat @ self.matrix_.T
-        if self.method == "zca":
-            out = out.reshape(x.shape)
-        return out.astype(self.output_dtype(x), copy=False)
+    def transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
+        """Whiten ``X``: ZCA keeps the sample shape, PCA returns ``(n, n_components)``.
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
+        NaN/inf in ``X`` raise :class:`~normlab.errors.NonFiniteError`; under
+        ``nan_policy="propagate"`` one makes every output of its sample NaN (the matrix mixes
+        all of a sample's values). Outputs beyond the output dtype raise either way.
+        """
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
+        x = self._check_input(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            flat = x.reshape(x.shape[0], -1).astype(np.float64) - self.mean_
+            out = flat @ self.matrix_.T
+            if self.method == "zca":
+                out = out.reshape(x.shape)
+            out = out.astype(self.output_dtype(x), copy=False)
+        return self._checked_output(x, out, nan_policy, whole_sample=True)
+
+    def inverse_transform(self, X: Any, *, nan_policy: str = "raise") -> np.ndarray:
         """Back to data units (exact up to rounding when no component was dropped)."""
+        from .finite import check_policy
+
+        nan_policy = check_policy(nan_policy)
         self._check_fitted()
         y = as_batch(X, "X")
         flat = y.reshape(y.shape[0], -1).astype(np.float64)
@@ -264,7 +277,9 @@ class Whiten(Normalizer):
         out = (flat @ self.inverse_matrix_.T + self.mean_).reshape(
             (y.shape[0], *self.sample_shape_)
         )
-        return out.astype(y.dtype if y.dtype.kind == "f" else np.float64, copy=False)
+        with np.errstate(over="ignore"):
+            out = out.astype(y.dtype if y.dtype.kind == "f" else np.float64, copy=False)
+        return self._checked_output(y, out, nan_policy, whole_sample=True)
 
     # ------------------------------------------------------------- files
     def _json_params(self) -> dict[str, Any]:
