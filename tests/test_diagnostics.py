@@ -32,9 +32,70 @@ def test_isotropic_gaussian_with_mean_has_the_predicted_spike():
     pred = report["predictions"]["schemes"]
     assert pred["raw"]["lr_max"] == pytest.approx(2 / raw["lambda_max"])
     assert pred["feature"]["speedup_vs_raw"] == pytest.approx(
-        pred["raw"]["kappa99"] / pred["feature"]["kappa99"]
+        pred["raw"]["gd_steps"] / pred["feature"]["gd_steps"]
     )
     assert "per-image" in report["spectrum"] and "skipped" in report["spectrum"]["per-image"]
+
+
+def _steps_by_brute_force(
+    x: np.ndarray, y: np.ndarray, tol: float, cap: int, shared_unit: bool
+) -> int | None:
+    """GD at 1/λ_max from w = 0 on each (standardized) feature as the target, excesses summed.
+
+    The expectation over f = Σ w_j z_j with standard normal w_j of a quadratic in f is the sum
+    over the basis targets z_j: an exact reference for the predicted step count.
+    """
+    n = len(x)
+    std = x.std(axis=0)
+    keep = std > (0.0 if shared_unit else 1e-2 * np.median(std[std > 0]))
+    targets = (x[:, keep] - x[:, keep].mean(axis=0)) / (1.0 if shared_unit else std[keep])
+    h = y.T @ y / n
+    lam = np.linalg.eigvalsh(h)[-1]
+    optimum = np.linalg.lstsq(y, targets, rcond=None)[0]
+    floor = ((targets - y @ optimum) ** 2).sum() / (2 * n)
+    w = np.zeros((y.shape[1], targets.shape[1]))
+    start = None
+    for step in range(cap + 1):
+        excess = ((targets - y @ w) ** 2).sum() / (2 * n) - floor
+        start = excess if start is None else start
+        if excess <= tol * start:
+            return step
+        w -= (y.T @ (y @ w - targets) / n) / lam
+    return None
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["features", "image"])
+@pytest.mark.parametrize("scheme", ["raw", "center", "global", "feature", "zca"])
+def test_predicted_gd_steps_are_the_expected_count_over_the_prior(scheme, image):
+    rng = np.random.default_rng(5)
+    x = rng.normal([5.0, 0.0, 10.0, 1.0], [1.0, 3.0, 0.5, 0.2], (400, 4))
+    x[:, 1] += 0.8 * x[:, 0]  # correlated features
+    data = x.reshape(400, 2, 2) if image else x  # images: pixels share a unit
+    report = diagnose(data)
+    assert report["predictions"]["steps_prior"] == ("shared-unit" if image else "per-feature")
+    y = normlab.schemes.get(scheme).fit(data).transform(data).astype(np.float64).reshape(400, -1)
+    got = report["spectrum"][scheme]["gd_steps"]
+    expected = _steps_by_brute_force(x, y, 1e-2, 20000, shared_unit=image)
+    assert expected is not None and got == pytest.approx(expected, abs=1)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"),
+    [([5.0, 0.0, 100.0], [1.0, 3.0, 0.1]), ([0.0, 0.0, 0.0], [1000.0, 1.0, 1.0])],
+    ids=["mean-spike", "unequal-variances"],
+)
+def test_one_dominant_direction_does_not_read_as_well_conditioned(mean, std):
+    """A mean (or one feature) holding > 99 % of E[xxᵀ] once gave raw κ₉₉ = 1: "use 'raw'"."""
+    x = np.random.default_rng(6).normal(mean, std, (500, 3))
+    report = diagnose(x)
+    pred = report["predictions"]["schemes"]
+    assert pred["raw"]["gd_steps"] is None or pred["raw"]["gd_steps"] > 1000
+    assert pred["feature"]["gd_steps"] <= 2
+    assert pred["feature"]["speedup_vs_raw"] > 100
+    assert report["recommendation"][-1].startswith("Use '") or any(
+        line.startswith("Use 'feature'") for line in report["recommendation"]
+    )
+    assert not any(line.startswith("Use 'raw'") for line in report["recommendation"])
 
 
 def test_planted_constant_rare_and_outlier_features():
@@ -145,6 +206,9 @@ def test_cli_json_table_mask_and_saved_file(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "recommendation" in result.output and "feature" in result.output
+    # the answer comes first: the recommendation opens the output, above the spectrum table
+    assert result.output.index("• Use '") < result.output.index("spectrum of E[yyᵀ]")
+    assert result.output.lstrip().startswith("recommendation")
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     a = runner.invoke(app, ["diagnose", str(tmp_path / "x.npy"), "--json", "--quiet"])
     b = runner.invoke(app, ["diagnose", str(saved), "--json"])

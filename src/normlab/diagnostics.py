@@ -118,11 +118,12 @@ def diagnose(
     if rare_threshold < 0:
         raise NormlabError(f"rare_threshold must be ≥ 0; got {rare_threshold}")
     fitted, skipped = _fit_schemes(comoments)
-    spectra = {name: _spectrum(comoments, norm) for name, norm in fitted.items()}
+    weights, prior = _prior_weights(comoments)
+    spectra = {name: _spectrum(comoments, norm, weights) for name, norm in fitted.items()}
     report: dict[str, Any] = {
         "data": comoments.summary(),
         "spectrum": {**spectra, **{name: {"skipped": why} for name, why in skipped.items()}},
-        "predictions": _predictions(spectra),
+        "predictions": _predictions(spectra, prior),
         "health": _health(comoments.moments, rare_threshold),
     }
     if holdout is not None:
@@ -244,43 +245,127 @@ def _fit_schemes(comoments: CoMoments) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------- spectrum
-def _second_moment(comoments: CoMoments, norm: Any) -> np.ndarray:
-    """``E[y yᵀ]`` of the normalized data, from the co-moments alone."""
+def _moments_of(
+    comoments: CoMoments, norm: Any
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``E[y yᵀ]``, ``Cov(y)`` and ``Cov(y, x)`` of the normalized data, from the co-moments.
+
+    ``Cov(y)`` is ``None`` where it equals ``E[y yᵀ]`` (the scheme centres the data).
+    """
     from .whitening import Whiten
 
     cov = comoments.cov()
     if isinstance(norm, Whiten):
         _, matrix = norm.linear_map()
-        return matrix @ cov @ matrix.T
+        return matrix @ cov @ matrix.T, None, matrix @ cov
     shift, scale = norm.affine(comoments.sample_shape)
     inv, v = 1.0 / scale, comoments.mean - shift
-    return inv[:, None] * (cov + np.outer(v, v)) * inv[None, :]
+    cov_y = inv[:, None] * cov * inv[None, :]
+    cross = inv[:, None] * cov
+    if not np.any(v):
+        return cov_y, None, cross
+    return cov_y + np.outer(inv * v, inv * v), cov_y, cross
 
 
-def _spectrum(comoments: CoMoments, norm: Any) -> dict[str, Any]:
+def _k99(lam: np.ndarray) -> int | None:
+    """How many eigenvalues (largest first) hold 99 % of the trace."""
+    total = float(lam.sum())
+    if total <= 0:
+        return None
+    return min(int(np.searchsorted(np.cumsum(lam) / total, 0.99) + 1), lam.size)
+
+
+PRIORS = {
+    "shared-unit": "f = Σ w_j (x_j − μ_j): the samples are images, whose pixels share one unit, "
+    "so a pixel matters as much as it varies",
+    "per-feature": "f = Σ w_j (x_j − μ_j)/σ_j: the features need not share a unit (grams and "
+    "tonnes weigh the same), so each matters equally; near-constant features left out",
+}
+
+
+def _prior_weights(comoments: CoMoments) -> tuple[np.ndarray, str]:
+    """The weights of the step prediction's targets, and the name of the prior.
+
+    The targets are ``f(x) = Σ_j w_j a_j (x_j − μ_j)`` with independent standard normal
+    ``w_j`` — a prior that no scheme changes. Images (samples of two or more axes) share a unit:
+    ``a_j = 1``, and a pixel matters as much as it varies. Other samples are features of
+    possibly different units: ``a_j = 1/σ_j`` makes every feature, in its own units, matter
+    equally, and a large-unit feature cannot hide the others (the case in which κ₉₉ calls raw
+    data well conditioned); constant and near-constant features (std below 1 % of the median
+    std, the health table's rule) are left out.
+    """
+    std = np.sqrt(comoments.moments.var().reshape(-1))
+    if len(comoments.sample_shape or ()) >= 2:
+        return np.ones_like(std), "shared-unit"
+    varied = std[std > 0]
+    if varied.size == 0:
+        return np.zeros_like(std), "per-feature"
+    keep = std > NEAR_CONSTANT * float(np.median(varied))
+    return np.where(keep, 1.0 / np.where(keep, std, 1.0), 0.0), "per-feature"
+
+
+def _steps_to_tolerance(lam: np.ndarray, excess: np.ndarray) -> int | None:
+    """Full-batch GD steps at ``1/λ_max`` until ``Σ e_k (1 − λ_k/λ_max)^{2t} ≤ tol · Σ e_k``.
+
+    ``None`` beyond :data:`MAX_ITERATIONS` (the measurement's cap).
+    """
+    total = float(excess.sum())
+    if total <= 0 or lam.size == 0:
+        return 0
+    decay = (1.0 - lam / lam.max()).clip(0.0, 1.0)
+
+    def left(t: int) -> float:
+        return float((excess * decay ** (2 * t)).sum()) / total
+
+    if left(0) <= TOLERANCE:
+        return 0
+    if left(MAX_ITERATIONS) > TOLERANCE:
+        return None
+    low, high = 0, MAX_ITERATIONS  # left(low) > tol ≥ left(high): the remainder only falls
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if left(mid) > TOLERANCE else (low, mid)
+    return high
+
+
+def _spectrum(comoments: CoMoments, norm: Any, weights: np.ndarray) -> dict[str, Any]:
     if not comoments.dense:
         return _sketch_spectrum(comoments, norm)
-    lam = np.linalg.eigvalsh(_second_moment(comoments, norm))[::-1].clip(min=0.0)
+    second, cov_y, cross = _moments_of(comoments, norm)
+    lam, vecs = np.linalg.eigh(second)
+    lam, vecs = lam[::-1].clip(min=0.0), vecs[:, ::-1]
+    # k99 counts the directions of the data's *variation* that hold 99 % of its variance: a
+    # mean spike is one more eigenvalue of E[yyᵀ] (it caps the rate) but carries none of the
+    # variation a model must fit, so it must not count as "99 % fitted" (raw data whose mean
+    # holds 99.9 % of the trace would otherwise read κ₉₉ = 1, perfectly conditioned)
+    varied = lam if cov_y is None else np.linalg.eigvalsh(cov_y)[::-1].clip(min=0.0)
     d = lam.size
     top = float(lam[0])
     tol = max(d, comoments.n_samples_seen) * np.finfo(np.float64).eps * top
-    retained = lam[lam > tol]
-    n_zero = int(d - retained.size)
+    retained = lam > tol
+    n_zero = int(d - retained.sum())
     total = float(lam.sum())
-    k99 = int(np.searchsorted(np.cumsum(lam) / total, 0.99) + 1) if total > 0 else None
+    k99 = _k99(varied)
     share = lam[lam > 0] / total if total > 0 else np.ones(1)
+    # the prior's expected excess along each eigenvector at w = 0: ‖Gᵀu_k‖²/λ_k with
+    # G = Cov(y, x)·diag(1/σ) (the optimum is H⁺E[y f], and E[y f] = G w)
+    reach = ((vecs.T @ (cross * weights[None, :])) ** 2).sum(axis=1)
+    excess = np.where(retained, reach / np.where(retained, lam, 1.0), 0.0)
     out = {
         "lambda_max": top,
         "lambda_2": float(lam[1]) if d > 1 else None,
         "ratio_max_2": _ratio(top, lam[1]) if d > 1 else None,
         "ratio_max_10": _ratio(top, lam[9]) if d >= 10 else None,
         "k99": k99,
-        "ratio_max_k99": _ratio(top, lam[k99 - 1]) if k99 else None,
-        "kappa_retained": _ratio(top, retained[-1]) if retained.size else None,
+        "ratio_max_k99": _ratio(top, varied[k99 - 1]) if k99 else None,
+        "kappa_retained": _ratio(top, lam[retained][-1]) if retained.any() else None,
         "effective_rank": float(np.exp(-(share * np.log(share)).sum())),
         "trace": total,
         "n_zero": n_zero,
         "zero_reason": _zero_reason(comoments, n_zero, d) if n_zero else None,
+        "gd_steps": _steps_to_tolerance(lam[retained], excess[retained]),
+        # the mean's direction carries most of E[yyᵀ]'s top eigenvalue (a non-centred scheme)
+        "mean_spike": cov_y is not None and top > 2.0 * float(varied[0]),
         "estimated": False,
     }
     return out
@@ -336,6 +421,8 @@ def _sketch_spectrum(comoments: CoMoments, norm: Any) -> dict[str, Any]:
         "trace": float((inv**2 * (var + v**2)).sum()),
         "n_zero": None,
         "zero_reason": None,
+        "gd_steps": None,
+        "mean_spike": None,
         "estimated": True,
     }
 
@@ -345,33 +432,53 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------- predictions
-def _predictions(spectra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _predictions(spectra: dict[str, dict[str, Any]], prior: str) -> dict[str, Any]:
     def kappa(name: str) -> float | None:
         s = spectra.get(name)
         if s is None:
             return None
         return s["ratio_max_k99"] if s["ratio_max_k99"] is not None else s["ratio_max_2"]
 
+    def speedup(name: str, ref: str) -> tuple[float | None, bool]:
+        """(speed-up of ``name`` over ``ref``, whether it is a lower bound)."""
+        mine, theirs = spectra[name], spectra.get(ref)
+        if theirs is None:
+            return None, False
+        if mine["estimated"] or theirs["estimated"]:  # a sketch: no step count, κ = λ_max/λ_2
+            km, kr = kappa(name), kappa(ref)
+            return (_ratio(kr, km) if km and kr else None), False
+        steps, ref_steps = mine["gd_steps"], theirs["gd_steps"]
+        if steps is None:
+            return None, False
+        if ref_steps is None:  # the reference never gets there: at least this much faster
+            return MAX_ITERATIONS / max(steps, 1), True
+        return max(ref_steps, 1) / max(steps, 1), False
+
     per_scheme = {}
-    references = {ref: kappa(ref) for ref in schemes.where(reference=True)}
+    references = tuple(schemes.where(reference=True))
     for name, s in spectra.items():
-        k = kappa(name)
-        per_scheme[name] = {
+        entry: dict[str, Any] = {
             "lr_max": 2.0 / s["lambda_max"] if s["lambda_max"] > 0 else None,
-            "kappa99": k,
-            **{
-                f"speedup_vs_{ref}": _ratio(kr, k) if k and kr else None
-                for ref, kr in references.items()
-            },
+            "kappa99": kappa(name),
+            "gd_steps": s["gd_steps"],
         }
+        for ref in references:
+            value, bound = speedup(name, ref)
+            entry[f"speedup_vs_{ref}"] = value
+            entry[f"speedup_vs_{ref}_is_lower_bound"] = bound
+        per_scheme[name] = entry
     return {
         "formula": (
             "largest stable learning rate = 2/λ_max (of E[yyᵀ]: a model with a bias sees one more "
-            "input, the constant 1); full-batch GD on least squares at step "
-            "1/λ_max needs about κ₉₉ = λ_max/λ_k99 iterations (k99: components holding 99 % of "
-            "the variance) times ln(1/tol); predicted speed-up of A over B = κ₉₉(B)/κ₉₉(A) "
-            "(κ = λ_max/λ_2 where only a sketch of the spectrum exists)"
+            "input, the constant 1); GD steps = full-batch gradient descent on least squares at "
+            f"step 1/λ_max from w = 0 until the excess loss is {TOLERANCE:g} of its start, "
+            f"expected over targets {PRIORS[prior]} (w_j standard normal); "
+            f"'—' beyond {MAX_ITERATIONS} steps; speed-up of A over B = steps(B)/steps(A) "
+            "('>' where B is beyond the cap; κ₉₉(B)/κ₉₉(A) with κ = λ_max/λ_2 where only a "
+            "sketch of the spectrum exists); κ₉₉ = λ_max/λ_k99, k99: the components holding "
+            "99 % of the variance"
         ),
+        "steps_prior": prior,
         "schemes": per_scheme,
     }
 
@@ -577,13 +684,23 @@ def _iterations(h: np.ndarray, b: np.ndarray, c: float, lr: float) -> int | None
 
 
 # ---------------------------------------------------------------------------- advice
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _speed_key(prediction: dict[str, Any]) -> tuple[float, float]:
+    """Fewest predicted GD steps first (beyond the cap: last), then the smallest κ₉₉."""
+    steps = prediction["gd_steps"]
+    return (math.inf if steps is None else float(steps), prediction["kappa99"] or math.inf)
+
+
 def _recommend(report: dict[str, Any]) -> list[str]:
     spectra = {k: v for k, v in report["spectrum"].items() if "skipped" not in v}
     preds = report["predictions"]["schemes"]
     health = report["health"]
     lines = []
     raw = next((spectra[b] for b in schemes.where(baseline=True) if b in spectra), None)
-    if raw and raw["ratio_max_2"]:
+    if raw and raw["ratio_max_2"] and raw["mean_spike"] is not False:
         lines.append(
             f"The raw data's E[xxᵀ] has one dominant eigenvalue {raw['lambda_max']:.4g}, "
             f"{raw['ratio_max_2']:.3g}× the next: the mean spike. Centering removes it."
@@ -592,15 +709,23 @@ def _recommend(report: dict[str, Any]) -> list[str]:
         k: v for k, v in preds.items() if "comoments" not in schemes.entry(k).needs and v["kappa99"]
     }
     if affine:
-        best = min(affine, key=lambda k: affine[k]["kappa99"])
+        best = min(affine, key=lambda k: _speed_key(affine[k]))
         p = affine[best]
         versus = "; ".join(
+            f"{'over ' if p[f'speedup_vs_{ref}_is_lower_bound'] else ''}"
             f"{p[f'speedup_vs_{ref}']:.3g}× faster than '{ref}'"
             for ref in reversed(schemes.where(reference=True))  # the stronger reference first
             if p[f"speedup_vs_{ref}"]
         )
+        steps = (
+            f"{_plural(p['gd_steps'], 'GD step')} to 1 %"
+            if p["gd_steps"] is not None
+            else f"over {MAX_ITERATIONS} GD steps to 1 %"
+            if not spectra[best]["estimated"]
+            else "steps not predicted (sketch)"
+        )
         lines.append(
-            f"Use '{best}': κ₉₉ = {p['kappa99']:.4g} (λ_max/λ_k99), largest stable LR "
+            f"Use '{best}': {steps}, κ₉₉ = {p['kappa99']:.4g}, largest stable LR "
             f"{p['lr_max']:.3g}; predicted {versus or 'no reference to compare with'}."
         )
         floor = health.get("std_floor")
@@ -624,10 +749,17 @@ def _recommend(report: dict[str, Any]) -> list[str]:
             whiten = preds.get(name)
             if "comoments" not in schemes.entry(name).needs or not (whiten and whiten["kappa99"]):
                 continue
-            gain = p["kappa99"] / whiten["kappa99"]
+            if p["gd_steps"] is not None and whiten["gd_steps"] is not None:
+                gain = max(p["gd_steps"], 1) / max(whiten["gd_steps"], 1)
+                what = _plural(whiten["gd_steps"], "GD step")
+            elif whiten["gd_steps"] is not None and not spectra[best]["estimated"]:
+                gain, what = math.inf, _plural(whiten["gd_steps"], "GD step")
+            else:
+                gain = p["kappa99"] / whiten["kappa99"]
+                what = f"κ₉₉ = {whiten['kappa99']:.4g}"
             verdict = "worth it" if gain >= WHITEN_WORTH else "not worth the cost"
             lines.append(
-                f"{name.upper()} whitening: κ₉₉ = {whiten['kappa99']:.4g}, {gain:.3g}× below "
+                f"{name.upper()} whitening: {what}, {gain:.3g}× below "
                 f"'{best}': {verdict} (threshold {WHITEN_WORTH:g}×) for a linear model."
             )
     if health["constant"]["count"]:

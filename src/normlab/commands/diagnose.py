@@ -17,6 +17,7 @@ from ..cli import (
     progress_flag,
     reads_data,
 )
+from ..diagnostics import MAX_ITERATIONS
 from .tables import Column, fitted_table
 
 
@@ -136,8 +137,9 @@ def _num(value: Any, spec: str = ".3g") -> str:
 SPECTRUM_COLUMNS = (
     Column("scheme", key=True, justify="left"),
     Column("λ_max", key=True),
-    Column("κ₉₉=λmax/λk99", key=True),
+    Column("GD steps", key=True),
     Column("LR ≤ 2/λmax", key=True),
+    Column("κ₉₉=λmax/λk99"),
     Column("vs raw", key=True),
     Column("vs max", key=True),
     Column("λmax/λ2"),
@@ -158,7 +160,7 @@ def measured_columns() -> tuple[Column, ...]:
     """The measured table: one speed-up column per reference scheme of the registry."""
     return (
         Column("scheme", key=True, justify="left"),
-        Column("iterations", key=True),
+        Column("iterations (pred / meas)", key=True),
         *(
             Column(speedup_heading(i, ref), key=True)
             for i, ref in enumerate(schemes.where(reference=True))
@@ -170,6 +172,7 @@ def measured_columns() -> tuple[Column, ...]:
 
 
 def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
@@ -177,6 +180,15 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
         out.width = max(out.width, 200)
     info = report["data"]
     preds = report["predictions"]["schemes"]
+    # the answer first (what a person came for), the evidence below it
+    out.print(
+        f"[bold]recommendation[/bold] for {escape(title)} ({info['samples']} samples x "
+        f"{info['features']} features)",
+        highlight=False,
+    )
+    for line in report["recommendation"]:
+        out.print(f"• {line}", markup=False)
+    out.print()
     skipped = []
     rows = []
     for name, s in report["spectrum"].items():
@@ -193,11 +205,11 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
                 "λmax/λ10": _num(s["ratio_max_10"]),
                 "k99": _num(s["k99"]),
                 "κ₉₉=λmax/λk99": _num(s["ratio_max_k99"], ".4g"),
+                "GD steps": _steps(s["gd_steps"], s["estimated"]),
                 "eff. rank": _num(s["effective_rank"], ".1f"),
                 "# ~0": _num(s["n_zero"]),
                 "LR ≤ 2/λmax": _num(p["lr_max"]),
-                "vs raw": _num(p["speedup_vs_raw"]) + "×",
-                "vs max": _num(p["speedup_vs_max"]) + "×",
+                **{f"vs {ref}": _predicted_speedup(p, ref) for ref in ("raw", "max")},
             }
         )
     spectrum, note = fitted_table(
@@ -258,12 +270,13 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
                     "2/λ_max": _num(row["lr_predicted"]),
                     "measured threshold": _num(row["lr_threshold"]),
                     "ratio": _num(row["ratio_measured_to_predicted"]),
-                    "iterations": _num(iterations)
-                    if iterations is not None
-                    else f"> {measured['max_iterations']}",
+                    "iterations (pred / meas)": (
+                        f"{_steps(p['gd_steps'], report['spectrum'][name]['estimated'])} / "
+                        + (_num(iterations) if iterations is not None else f"> {MAX_ITERATIONS}")
+                    ),
                     **{
                         speedup_heading(i, ref): (
-                            f"{_num(p[f'speedup_vs_{ref}'])} / {_speedup(row, ref)}"
+                            f"{_predicted_speedup(p, ref)} / {_speedup(row, ref)}"
                         )
                         for i, ref in enumerate(schemes.where(reference=True))
                     },
@@ -278,9 +291,20 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
         out.print(
             f"threshold: {measured['threshold']}; iterations: {measured['tolerance']}", markup=False
         )
-    out.print("[bold]recommendation[/bold]")
-    for line in report["recommendation"]:
-        out.print(f"• {line}", markup=False)
+
+
+def _steps(steps: int | None, estimated: bool) -> str:
+    if estimated:
+        return "—"
+    return f"> {MAX_ITERATIONS}" if steps is None else str(steps)
+
+
+def _predicted_speedup(prediction: dict[str, Any], ref: str) -> str:
+    value = prediction.get(f"speedup_vs_{ref}")
+    if value is None:
+        return "—"
+    bound = "> " if prediction.get(f"speedup_vs_{ref}_is_lower_bound") else ""
+    return f"{bound}{_num(value)}×"
 
 
 def _speedup(row: dict[str, Any], ref: str) -> str:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..diagnostics import MAX_ITERATIONS as MAX_STEPS
 from ..errors import NormlabError, require
 from ..io import atomic_write
 
@@ -756,20 +757,28 @@ def _diagnosis_section(results: dict[str, Any]) -> list[str]:
     base = baseline_scheme()
     rows = [
         "<tr><th>scheme</th><th>λ_max</th><th>λ_max/λ_2</th><th>largest stable LR 2/λ_max</th>"
-        f"<th>κ₉₉</th><th>predicted speed-up vs {e(base)}</th>"
+        f"<th>κ₉₉</th><th>GD steps (predicted)</th><th>predicted speed-up vs {e(base)}</th>"
         f"<th>measured speed-up vs {e(base)}</th></tr>"
     ]
     measured = _measured_speedups(results)
     for scheme, spectrum in diagnosis["spectrum"].items():
         head = f'<tr><th scope="row">{e(scheme)}</th>'
         if "skipped" in spectrum:
-            rows.append(f'{head}<td colspan="6">not applicable: {e(spectrum["skipped"])}</td></tr>')
+            rows.append(f'{head}<td colspan="7">not applicable: {e(spectrum["skipped"])}</td></tr>')
             continue
         pred = predictions.get(scheme, {})
+        steps = pred.get("gd_steps")
+        if spectrum.get("estimated"):
+            steps = "—"  # a sketch: no step count
+        elif steps is None:
+            steps = f"beyond {MAX_STEPS}"
+        bound = "&gt; " if pred.get(f"speedup_vs_{base}_is_lower_bound") else ""
         rows.append(
             f"{head}<td>{_fmt(spectrum.get('lambda_max'))}</td>"
             f"<td>{_fmt(spectrum.get('ratio_max_2'))}</td><td>{_fmt(pred.get('lr_max'))}</td>"
-            f"<td>{_fmt(pred.get('kappa99'))}</td><td>{_fmt(pred.get(f'speedup_vs_{base}'))}</td>"
+            f"<td>{_fmt(pred.get('kappa99'))}</td>"
+            f"<td>{steps}</td>"
+            f"<td>{bound}{_fmt(pred.get(f'speedup_vs_{base}'))}</td>"
             f"<td>{e(measured.get(scheme, 'not run'))}</td></tr>"
         )
     advice = "".join(f"<li>{e(text)}</li>" for text in diagnosis["recommendation"])
