@@ -220,7 +220,8 @@ def test_one_and_two_samples_at_the_dtype_extremes(dtype):
     one = np.array([[hi]], dtype=dtype)
     m1 = Moments.from_array(one)
     assert m1.var().tolist() == [0.0] and m1.mean.tolist() == [float(hi)]
-    assert np.isnan(m1.var(ddof=1)).all()  # undefined, as numpy's; never a crash
+    with pytest.raises(NormlabError, match=r"ddof=1 .* only 1 \(from 1 samples"):
+        m1.var(ddof=1)  # undefined: refused, naming ddof and the count (never NaN)
     two = np.array([[lo], [hi]], dtype=dtype)
     m2 = Moments().update(two[:1]) + Moments().update(two[1:])
     exact_var = (Fraction(float(hi)) - Fraction(float(lo))) ** 2 / 4

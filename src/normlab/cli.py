@@ -465,8 +465,9 @@ def stats(
         checkpoint_fingerprint=checkpoint_fingerprint,
         **reading,
     )
+    lines = stats_lines(m)  # everything that may fail, before the write: a failure writes nothing
     m.save(output)
-    print_lines(f"statistics of {' '.join(data)}\nsaved to {output}", stats_lines(m))
+    print_lines(f"statistics of {' '.join(data)}\nsaved to {output}", lines)
     print_skipped(m)
 
 
@@ -661,8 +662,9 @@ def fit(
             )
         print_skipped(stats)
         normalizer.fit_stats(stats)
+    lines = normalizer_lines(normalizer)  # may fail: before the write, so a failure writes nothing
     normalizer.save(output)
-    print_lines(f"fitted {scheme}\nsaved to {output}", normalizer_lines(normalizer))
+    print_lines(f"fitted {scheme}\nsaved to {output}", lines)
 
 
 # Every option of every scheme (the registry entry's) is an option of `fit` named after it

@@ -286,7 +286,9 @@ class CoMoments(Statistic, Recorded):
             self.moments.feature_names = names
             return self
         n_a = self.n_samples_seen
-        self.moments += other.moments  # checks shapes and value scales
+        # checks shapes and value scales; kept apart until the second moments merged too, so
+        # that a refused merge (float64 overflow) leaves these co-moments as they were
+        moments = self.moments + other.moments
         mine, theirs = self._second, other._second
         if isinstance(mine, ExactSum) and isinstance(theirs, ExactSum):
             mine += theirs
@@ -298,6 +300,7 @@ class CoMoments(Statistic, Recorded):
             raise MergeError(
                 f"cannot merge co-moments of {self._kind()} with co-moments of {other._kind()}"
             )
+        self.moments = moments
         self._cache.clear()
         return self
 

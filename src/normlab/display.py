@@ -175,16 +175,30 @@ def health_lines(stats: Any) -> list[str]:
     names = feature_names(stats)
     what = {"feature": "features", "channel": "channels", "global": "values"}[stats.axis]
     const = constant_mask(stats)
-    rare = ~const & (stats.n_nonzero <= RARE_THRESHOLD)
+    empty = stats.no_values()
+    rare = ~const & ~empty & (stats.n_nonzero <= RARE_THRESHOLD)
     total = const.size
+    lines = (
+        [
+            _line(
+                "no values",
+                f"{int(empty.sum())} of {total} {what} (all NaN/inf, omitted)"
+                f"{_places(empty, shape, names)}",
+            )
+        ]
+        if empty.any()
+        else []
+    )
     if stats.axis == "global":
-        return [_line("constant", "yes" if const.all() else "no")]
+        return [*lines, _line("constant", "yes" if const.all() else "no")]
     if stats.axis == "channel":  # rare is a per-feature notion: few samples non-zero
         return [
+            *lines,
             _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape)}"),
             _line("rare", "counted per feature (statistics with --axis feature)"),
         ]
     return [
+        *lines,
         _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape, names)}"),
         _line(
             "rare",

@@ -38,12 +38,18 @@ MAX_LIMBS = 4  # |Σx²| < 2**63 · 2**64 (int64 counts of int32 squares): 3 lim
 
 
 def to_object(a: Any) -> np.ndarray:
-    """Python-int (exact, unbounded) object array of the same shape."""
-    if isinstance(a, np.ndarray) and a.dtype.kind in "iu":
-        return a.astype(object)  # Python ints, element by element in C (no nested lists)
-    if isinstance(a, np.ndarray) and a.dtype != object:
-        a = a.tolist()
-    return np.asarray(a, dtype=object)
+    """Python-int (exact, unbounded) object array of the same shape.
+
+    numpy integer scalars (``np.int64(3)``: what arithmetic on 0-d arrays returns) become
+    Python ints too: kept as numpy scalars inside an object array, they would overflow at
+    the first product beyond 64 bits.
+    """
+    arr = np.asarray(a)
+    if arr.dtype.kind in "biu":
+        return (arr.astype(np.int64) if arr.dtype.kind == "b" else arr).astype(object)
+    if arr.dtype != object:
+        return np.asarray(arr.tolist(), dtype=object)
+    return arr
 
 
 def as_int64(a: np.ndarray) -> np.ndarray | None:
@@ -98,10 +104,12 @@ def exact_dtype(arr: np.ndarray) -> np.ndarray:
         return arr.view(np.uint8)
     if arr.dtype.itemsize <= 2 or arr.dtype == np.int32:
         return arr
-    if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+    low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if low < np.iinfo(np.int32).min or high > np.iinfo(np.int32).max:
         raise DTypeError(
-            f"{arr.dtype} values outside the int32 range are not supported exactly; "
-            "convert to float64 first"
+            f"{arr.dtype} values outside the int32 range (found {low}..{high}) are not "
+            "supported exactly: exact statistics take integers of at most 32 bits; convert "
+            "to float64 first (x.astype(np.float64))"
         )
     return arr.astype(np.int32)
 
@@ -325,7 +333,7 @@ class ExactMoments:
         assert isinstance(other, ExactMoments)
         self.s1 += other.s1
         self.s2 += other.s2
-        self.count = self.count + other.count
+        self.count = np.asarray(self.count + other.count)  # 0-d stays an array
 
     def __iadd__(self, other: Any) -> Self:
         self.merge(other)

@@ -3,7 +3,13 @@ is a :class:`~normlab.errors.FileFormatError` at load, not a wrong number later.
 
 Checked, per reduced element (feature, channel or the one global value):
 
-* counts: ``0 ≤ n_nonzero ≤ count`` (unweighted), ``n_nonfinite ≥ 0``;
+* counts: ``0 ≤ n_nonzero ≤ count`` (unweighted), ``n_nonfinite ≥ 0``; and against
+  ``n_samples_seen`` (below 2**63): every sample gives each statistic the same number of
+  values, so ``count + n_nonfinite = n_samples_seen × values per sample`` (per feature: 1;
+  per channel: the sample's size over the channels; global: its size), and at least
+  ``n_samples_seen`` where samples of several shapes came in (per-channel statistics: the
+  same for every channel); weighted statistics: counts are sums of weights, and any count
+  needs a sample; and no statistic counts more than 2**62 values;
 * an element with count 0 has sums 0; one with values has ``min ≤ max``, both finite
   (integers: whole numbers);
 * exact sums (integer data): ``count·min ≤ Σx ≤ count·max`` and
@@ -16,12 +22,15 @@ file size.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .errors import FileFormatError
+from .exact import INT64_LIMIT
 
+COUNT_LIMIT = 2**62  # values per statistic: exabytes of data; exact weighted counts stop here
 _ROUNDING = 64 * np.finfo(np.float64).eps  # mean within [min, max] up to this relative slack
 
 
@@ -47,6 +56,7 @@ def check_moments(m: Any) -> None:
         raise FileFormatError("negative counts in the statistics")
     if m.n_samples_seen < 0:
         raise FileFormatError(f"negative n_samples_seen ({m.n_samples_seen})")
+    _check_counts(m, count, nonfinite)
     if not weighted:
         if (nnz > count).any():
             raise FileFormatError(
@@ -62,6 +72,54 @@ def check_moments(m: Any) -> None:
         _check_exact(sums, count, lo, hi, seen)
     else:
         _check_float(sums, lo, hi, seen)
+
+
+def _check_counts(m: Any, count: np.ndarray, nonfinite: np.ndarray) -> None:
+    """``count`` and ``n_nonfinite`` against ``n_samples_seen`` (see the module's description)."""
+    n = int(m.n_samples_seen)
+    if n > INT64_LIMIT:
+        raise FileFormatError(f"n_samples_seen={n} is beyond int64: corrupt statistics")
+    if count.size and n == 0 and bool((count > 0).any()):
+        raise FileFormatError(
+            f"n_samples_seen=0 but count holds values ({_first(count > 0)}): corrupt statistics"
+        )
+    if m.weighted and count.dtype.kind == "f":
+        return  # sums of fractional weights: no relation to the number of samples
+    # Python ints: a corrupt count near 2**63 plus n_nonfinite must not wrap around
+    total = np.asarray(count.astype(object) + nonfinite.astype(object), dtype=object)
+    if count.size and max(total.reshape(-1)) > COUNT_LIMIT:
+        raise FileFormatError(
+            f"count + n_nonfinite of {max(total.reshape(-1))} values at one statistic "
+            f"({_first(np.asarray(total > COUNT_LIMIT, dtype=bool))}): beyond 2**62, more "
+            "than any data set (and than exact weighted counts allow); corrupt count"
+        )
+    if count.size and min(total.reshape(-1)) < n:
+        low = np.asarray(total < n, dtype=bool)
+        raise FileFormatError(
+            f"count + n_nonfinite below n_samples_seen={n} ({_first(low)}, "
+            f"{min(total.reshape(-1))} values): every sample gives each statistic a value; "
+            "corrupt count"
+        )
+    if m.weighted:
+        return  # whole-number weights: at least one value per sample, no upper bound
+    if m.mixed_shapes:
+        if m.axis == "channel" and len(set(total.reshape(-1).tolist())) > 1:
+            raise FileFormatError(
+                "count + n_nonfinite differ between channels; every sample gives each channel "
+                "as many values: corrupt count"
+            )
+        return
+    sample = m.sample_shape
+    per = math.prod(sample) // max(1, math.prod(count.shape)) if sample is not None else 1
+    expected = n * per
+    wrong = np.asarray(total != expected, dtype=bool)
+    if wrong.any():
+        first = total.reshape(-1)[int(np.argmax(wrong.reshape(-1)))]
+        raise FileFormatError(
+            f"count + n_nonfinite is {first} ({_first(wrong)}), but n_samples_seen={n} samples "
+            f"of shape {tuple(sample or ())} give {expected} values to each {m.axis} statistic: "
+            "corrupt count or n_samples_seen"
+        )
 
 
 def _check_exact(sums: Any, count: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:

@@ -258,15 +258,18 @@ class Layout:
         """A :class:`MergeError` naming both layouts unless statistics of both may merge."""
         if not (self.bound and other.bound):
             return
+        # per-feature statistics too: element (i, j, k) is another pixel of HWC and of CHW
+        # samples, and the channels decide what a later reduce("channel") groups
         same = (
             self.granularity == other.granularity
             and self.sample_ndim == other.sample_ndim
-            and (self.granularity != "channel" or self.same_channels(other))
+            and (self.granularity == "global" or self.same_channels(other))
         )
         if not same:
             raise MergeError(
                 f"cannot merge statistics laid out as {self.describe()}{mine} with statistics "
-                f"laid out as {other.describe()}{theirs}: they cover different sets of values"
+                f"laid out as {other.describe()}{theirs}: they cover different sets of values. "
+                "Compute both with the same axis and layout"
             )
 
     # ------------------------------------------------------------------ names

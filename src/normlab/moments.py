@@ -41,7 +41,7 @@ from .errors import (
 from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactMoments, copy_flat, exact_dtype
 from .io import register
 from .layout import GRANULARITIES, Granularity, Layout, check_granularity
-from .shifted import ShiftedMoments
+from .shifted import ShiftedMoments, overflow_message
 
 
 def load_kernels() -> Any:
@@ -307,6 +307,11 @@ class Moments(Statistic):
         self.value_scale: dict[str, Any] | None = None
         self.exact: bool | None = None  # integer (exact) or float representation
         self.n_samples_seen = 0
+        # how the counts relate to n_samples_seen (checked when a file is loaded): every sample
+        # gives each statistic the same number of values, unless weights or samples of several
+        # shapes (per-channel and global statistics take them) came in
+        self.weighted = False
+        self.mixed_shapes = False
         # names of the sample's features (flat order; table columns), None when unnamed
         self.feature_names: list[str] | None = None
         # both None until the first values arrive, then both set
@@ -370,6 +375,7 @@ class Moments(Statistic):
         if arr.shape[0] == 0 or math.prod(sample) == 0:
             return self
         if weights is not None:
+            self.weighted = True
             self._update_weighted(arr, weights)
         elif self.exact:
             self._update_exact(exact_dtype(arr))
@@ -412,6 +418,8 @@ class Moments(Statistic):
                     f"{self.layout.reduced_shape(sample)[0]} channels in sample shape {sample}, "
                     f"expected {self.reduced_shape[0]} as in {self.sample_shape}"
                 )
+        if sample != self.sample_shape:  # per-channel and global statistics take them
+            self.mixed_shapes = True
         self.sample_shape = sample if self.axis == "feature" else self.sample_shape
 
     def _state(
@@ -479,12 +487,7 @@ class Moments(Statistic):
     def _overflow_message(self, part: Any) -> str:
         where = np.unravel_index(int(np.argmax(part.n_overflow)), self.reduced_shape)
         largest = float(np.nanmax(np.maximum(np.abs(part.min), np.abs(part.max))))
-        return (
-            f"float64 sums overflow at statistic {tuple(int(i) for i in where)} (axis="
-            f"{self.axis!r}): the values are finite (up to {largest:.3g}), not NaN/inf, but "
-            "their squared deviations exceed the float64 range. Rescale the data first, "
-            "e.g. x / 1e150"
-        )
+        return overflow_message(tuple(int(i) for i in where), largest, self.axis)
 
     # ------------------------------------------------------------------ weights
     def _update_weighted(self, arr: np.ndarray, weights: np.ndarray) -> None:
@@ -593,7 +596,15 @@ class Moments(Statistic):
         assert other._sums is not None and other._extrema is not None
         self._sums.merge(other._sums)
         self._extrema += other._extrema
+        if self.axis == "global" and self.layout != other.layout:
+            # a global statistic does not depend on where the channels are: keep one of the
+            # two layouts whichever side came first, so that a + b == b + a
+            self.layout = min(self.layout, other.layout, key=_layout_order)
         self.n_samples_seen += other.n_samples_seen
+        self.weighted = self.weighted or other.weighted
+        self.mixed_shapes = (
+            self.mixed_shapes or other.mixed_shapes or self.sample_shape != other.sample_shape
+        )
         self._cache.clear()
         return self
 
@@ -639,10 +650,35 @@ class Moments(Statistic):
 
         ddof = integer("ddof", ddof, minimum=0)
         sums, _ = self._require()
+        self._check_ddof(sums.count, ddof)
         key = f"var{ddof}"
         if key not in self._cache:
             self._cache[key] = np.asarray(sums.var(ddof), dtype=np.float64)
         return self._cache[key].copy()
+
+    def _check_ddof(self, count: np.ndarray, ddof: int) -> None:
+        """``ddof`` must leave at least one degree of freedom wherever values were seen."""
+        short = (count > 0) & (count <= ddof)
+        if not short.any():
+            return
+        flat = int(np.argmax(short.reshape(-1)))
+        where = tuple(int(i) for i in np.unravel_index(flat, short.shape))
+        have = count.reshape(-1)[flat]
+        have_text = f"{int(have)}" if float(have) == int(have) else f"{float(have):g}"
+        element = (
+            f"feature {where}"
+            if self.axis == "feature"
+            else f"channel {where[0]}"
+            if self.axis == "channel"
+            else "the global statistic"
+        )
+        raise NormlabError(
+            f"ddof={ddof} needs more than {ddof} values per statistic, but {element} has only "
+            f"{have_text} (from {self.n_samples_seen} samples; "
+            f"{int(np.count_nonzero(short))} statistic(s) short): the variance would divide by "
+            f"{have_text} - {ddof} ≤ 0. Use a smaller ddof (0: population, 1: sample variance) "
+            "or more data"
+        )
 
     def std(self, ddof: int = 0) -> np.ndarray:
         """Standard deviation per reduced element."""
@@ -669,6 +705,41 @@ class Moments(Statistic):
         """Number of NaN/inf values left out per reduced element (``nan_policy="omit"``)."""
         _, extrema = self._require()
         return extrema.n_nonfinite.copy()
+
+    def no_values(self) -> np.ndarray:
+        """Elements that saw no value at all (every one NaN/inf, left out under
+        ``nan_policy="omit"``): their mean, std, min and max are NaN, and no normalizer can
+        be fitted for them (see :meth:`require_values`)."""
+        sums, _ = self._require()
+        empty: np.ndarray = np.asarray(sums.count) == 0
+        return empty
+
+    def require_values(self, purpose: str) -> None:
+        """Raise :class:`NormlabError` naming the elements that saw no value, if any.
+
+        ``purpose`` says what needs them (``"fitting ZScore"``): an element without values
+        has no mean, spread or range, so nothing may be made up for it.
+        """
+        empty = self.no_values()
+        if not empty.any():
+            return
+        idx = np.flatnonzero(empty.reshape(-1))
+        shape = empty.shape
+        names = self.feature_names if self.axis == "feature" else None
+        places = [
+            names[i]
+            if names is not None
+            else str(tuple(int(j) for j in np.unravel_index(i, shape)))
+            for i in idx[:8]
+        ]
+        what = {"feature": "feature", "channel": "channel", "global": "statistic"}[self.axis]
+        omitted = int(self.n_nonfinite.reshape(-1)[idx[0]])
+        raise NormlabError(
+            f"{purpose}: {idx.size} of {empty.size} {what}(s) have no values "
+            f"({', '.join(places)}{', ...' if idx.size > 8 else ''}): every value there was "
+            f"NaN/inf, left out under nan_policy='omit' ({omitted} at the first). Drop "
+            f"those {what}s, fill them, or compute statistics of data that has values there"
+        )
 
     def is_constant(self) -> np.ndarray:
         """Elements whose values are all equal (exact: ``min == max``)."""
@@ -740,6 +811,9 @@ class Moments(Statistic):
         }
         if self.feature_names is not None:  # files without names stay as they were
             meta["feature_names"] = list(self.feature_names)
+        for flag in FLAGS:  # saved when set: a file without them is
+            if getattr(self, flag):  # checked strictly (count = samples x values per sample)
+                meta[flag] = True
         return meta
 
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -762,11 +836,17 @@ class Moments(Statistic):
         m.value_scale = meta["value_scale"]
         m.exact = meta["exact"]
         m.n_samples_seen = int(meta["n_samples_seen"])
+        m.weighted = meta.get("weighted", False)
+        m.mixed_shapes = meta.get("mixed_shapes", False)
         try:
             m.feature_names = check_feature_names(meta.get("feature_names"), m.sample_shape)
         except NormlabError as exc:
             raise FileFormatError(f"invalid statistics metadata: {exc}") from None
         if not tensors:
+            if m.n_samples_seen:
+                raise FileFormatError(
+                    f"n_samples_seen={m.n_samples_seen} but no statistics in the file"
+                )
             return m
         weighted = not m.exact and getattr(tensors.get("count"), "dtype", None) == np.float64
         count = field(tensors, "count", np.float64 if weighted else np.int64)  # Σ weights
@@ -820,6 +900,7 @@ class Moments(Statistic):
             "min": float(np.nanmin(self.min)),
             "max": float(np.nanmax(self.max)),
             "constant": int(self.is_constant().sum()),
+            "no_values": int(self.no_values().sum()),
             "nonfinite_omitted": int(self.n_nonfinite.sum()),
         }
 
@@ -834,6 +915,10 @@ class Moments(Statistic):
         )
         values = {"mean": self.mean, "std": self.std(), "min": self.min, "max": self.max}
         return "\n".join([head, *(f"  {k:<4} = {numpy_text(v)}" for k, v in values.items())])
+
+
+def _layout_order(layout: Layout) -> tuple[bool, int]:
+    return layout.channel is None, layout.channel or 0
 
 
 def check_feature_names(names: Any, sample_shape: tuple[int, ...] | None) -> list[str] | None:
@@ -883,6 +968,9 @@ _SCALES = [
 ]
 
 
+FLAGS = ("weighted", "mixed_shapes")  # optional metadata: true when set
+
+
 def _check_loaded_meta(meta: dict[str, Any]) -> None:
     """Types and consistency of a stats file's metadata, before anything is built from it."""
 
@@ -900,7 +988,11 @@ def _check_loaded_meta(meta: dict[str, Any]) -> None:
             "sample_shape",
         ),
         (meta["value_scale"] is not None and meta["value_scale"] not in _SCALES, "value_scale"),
-        (not count_like(meta["n_samples_seen"]), "n_samples_seen"),
+        (
+            not count_like(meta["n_samples_seen"]) or meta["n_samples_seen"] > INT64_LIMIT,
+            "n_samples_seen",
+        ),
+        *((not isinstance(meta.get(flag, False), bool), flag) for flag in FLAGS),
     ]
     scale = meta["value_scale"]
     if meta["exact"] is not None or scale is not None:

@@ -89,7 +89,7 @@ def safe_scale(
 
 def constant_mask(stats: Moments) -> np.ndarray:
     """Constant features: ``min == max`` exactly, or a float spread within rounding noise."""
-    const = stats.is_constant() | (stats.count == 0)
+    const = stats.is_constant()  # elements without values are not constant: they have none
     if not stats.exact:
         with np.errstate(invalid="ignore"):
             magnitude = np.fmax(np.abs(stats.min), np.abs(stats.max))
@@ -295,6 +295,8 @@ class Normalizer:
         self.value_scale_ = stats.value_scale
         if stats.sample_shape is None:  # no batch seen
             raise EmptyDataError("no samples seen: statistics of empty data are undefined")
+        if isinstance(stats, Moments):  # never a made-up normalizer where no value was seen
+            stats.require_values(f"cannot fit {type(self).__name__}")
         self.sample_shape_ = stats.sample_shape
         # the features' names (table columns), saved with the statistics; None when unnamed
         self.feature_names_ = getattr(stats, "feature_names", None)

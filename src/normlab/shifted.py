@@ -27,7 +27,31 @@ from typing import Any, Self
 
 import numpy as np
 
+from .errors import FloatOverflowError
 from .exact import copy_flat
+
+
+def overflow_message(where: tuple[int, ...], largest: float, axis: str | None = None) -> str:
+    """Why finite float data gave non-finite sums, and what to do (one wording everywhere)."""
+    at = f"statistic {where}" + (f" (axis={axis!r})" if axis is not None else "")
+    return (
+        f"float64 sums overflow at {at}: the values are finite (up to {largest:.3g}), not "
+        "NaN/inf, but their squared deviations exceed the float64 range. Rescale the data "
+        "first, e.g. x / 1e150"
+    )
+
+
+def check_finite_sums(
+    seen: np.ndarray, magnitude: np.ndarray, *sums: np.ndarray, axis: str | None = None
+) -> None:
+    """Raise :class:`FloatOverflowError` where an element that ``seen`` values has a
+    non-finite sum (float64 overflow of finite data); ``magnitude``: the values' size there."""
+    bad = np.asarray(seen, bool) & ~np.logical_and.reduce([np.isfinite(s) for s in sums])
+    if bad.any():
+        flat = int(np.argmax(bad.reshape(-1)))
+        where = tuple(int(i) for i in np.unravel_index(flat, bad.shape))
+        largest = float(np.broadcast_to(magnitude, bad.shape).reshape(-1)[flat])
+        raise FloatOverflowError(overflow_message(where, largest, axis))
 
 
 class ShiftedMoments:
@@ -47,18 +71,23 @@ class ShiftedMoments:
 
         Elements that have not seen a finite value yet take the part's shift.
         """
-        self.shift = np.where(np.isnan(self.shift), shift_b, self.shift)
+        shift = np.where(np.isnan(self.shift), shift_b, self.shift)
         n_a = self.count
         n = n_a + n_b
         safe = np.where(n > 0, n, 1)  # counts are sums of weights: they may lie below 1
-        delta = np.where(n_b > 0, (shift_b - self.shift) + (mean_b - self.mean_shifted), 0.0)
-        delta = np.where(n_a > 0, delta, 0.0)
-        base = np.where(
-            n_a > 0, self.mean_shifted, np.where(n_b > 0, mean_b + (shift_b - self.shift), 0.0)
-        )
-        self.mean_shifted = base + delta * (n_b / safe)
-        self.m2 = self.m2 + m2_b + delta**2 * (n_a * (n_b / safe))
-        self.count = n
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below, as one error
+            delta = np.where(n_b > 0, (shift_b - shift) + (mean_b - self.mean_shifted), 0.0)
+            delta = np.where(n_a > 0, delta, 0.0)
+            base = np.where(
+                n_a > 0, self.mean_shifted, np.where(n_b > 0, mean_b + (shift_b - shift), 0.0)
+            )
+            mean_shifted = base + delta * (n_b / safe)
+            m2 = self.m2 + m2_b + delta**2 * (n_a * (n_b / safe))
+            magnitude = np.fmax(np.abs(shift), np.abs(shift_b))
+            check_finite_sums(n > 0, magnitude, delta, mean_shifted, m2, shift + mean_shifted)
+        # nothing changes before the checks pass: a refused merge leaves these as they were
+        self.shift, self.mean_shifted, self.m2 = shift, mean_shifted, m2
+        self.count = np.asarray(n)
 
     def update_weighted(
         self, rows: np.ndarray, finite: np.ndarray, weights: np.ndarray
@@ -74,16 +103,19 @@ class ShiftedMoments:
         k_new = np.where(finite.any(axis=0), rows[first, np.arange(rows.shape[1])], np.nan)
         shift = self.shift.reshape(-1)
         shift = np.where(np.isnan(shift), k_new, shift)  # first value seen per element
-        y = np.where(finite, rows - shift, 0.0)
-        mean_c = (w * y).sum(axis=0) / np.where(counts > 0, counts, 1)
-        m2_c = (w * (y - mean_c) ** 2).sum(axis=0)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns; overflow: below
+            y = np.where(finite, rows - shift, 0.0)
+            mean_c = (w * y).sum(axis=0) / np.where(counts > 0, counts, 1)
+            m2_c = (w * (y - mean_c) ** 2).sum(axis=0)
             masked = np.where(finite, rows, np.nan)
             mn, mx = np.nanmin(masked, axis=0), np.nanmax(masked, axis=0)
+            magnitude = np.fmax(np.abs(mn), np.abs(mx))
+        check_finite_sums(counts > 0, magnitude, mean_c, m2_c)
         shape = self.count.shape
-        self.shift = shift.reshape(shape)
-        self.add(counts.reshape(shape), self.shift, mean_c.reshape(shape), m2_c.reshape(shape))
+        self.add(
+            counts.reshape(shape), shift.reshape(shape), mean_c.reshape(shape), m2_c.reshape(shape)
+        )
         return mn, mx
 
     def merge(self, other: Any) -> None:
@@ -113,10 +145,16 @@ class ShiftedMoments:
         n = group_of(self.count).astype(np.float64)
         shift = group_of(self.shift)
         k0 = np.array([row[np.argmax(cnt > 0)] for row, cnt in zip(shift, n, strict=True)])
-        d = np.where(n > 0, (shift - k0[:, None]) + group_of(self.mean_shifted), 0.0)
         total = np.where(n.sum(axis=1) > 0, n.sum(axis=1), 1)
-        mean_shifted = (n * d).sum(axis=1) / total
-        m2 = group_of(self.m2).sum(axis=1) + (n * (d - mean_shifted[:, None]) ** 2).sum(axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below, as one error
+            d = np.where(n > 0, (shift - k0[:, None]) + group_of(self.mean_shifted), 0.0)
+            mean_shifted = (n * d).sum(axis=1) / total
+            m2 = group_of(self.m2).sum(axis=1) + (n * (d - mean_shifted[:, None]) ** 2).sum(axis=1)
+            magnitude = np.nanmax(np.where(n > 0, np.abs(shift), 0.0), axis=1)
+            check_finite_sums(
+                *(a.reshape(reduced) for a in (n.sum(axis=1) > 0, magnitude, mean_shifted, m2)),
+                (k0 + mean_shifted).reshape(reduced),
+            )
         out = ShiftedMoments(reduced)
         out.count = group_of(self.count).sum(axis=1).reshape(reduced)
         out.shift = k0.reshape(reduced)
@@ -155,17 +193,31 @@ class ShiftedCoMoments:
 
     def update(self, flat: np.ndarray, n_a: int) -> None:
         """Add samples ``flat`` (one per row) to the ``n_a`` samples seen before."""
-        y = flat.astype(np.float64) - self.shift
-        mean_b = y.mean(axis=0)
-        y -= mean_b
-        self.add(n_a, flat.shape[0], mean_b, y.T @ y)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused by add
+            y = flat.astype(np.float64) - self.shift
+            mean_b = y.mean(axis=0)
+            y -= mean_b
+            comoment_b = y.T @ y
+        self.add(n_a, flat.shape[0], mean_b, comoment_b)
 
     def add(self, n_a: int, n_b: int, mean_b: np.ndarray, comoment_b: np.ndarray) -> None:
         """Chan's merge in matrix form; ``mean_b`` is measured from this object's shift."""
         n = n_a + n_b
-        delta = mean_b - self.mean_shifted
-        self.mean_shifted = self.mean_shifted + delta * (n_b / n)
-        self.comoment = self.comoment + comoment_b + np.outer(delta, delta) * (n_a * (n_b / n))
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below, as one error
+            delta = mean_b - self.mean_shifted
+            mean_shifted = self.mean_shifted + delta * (n_b / n)
+            comoment = self.comoment + comoment_b + np.outer(delta, delta) * (n_a * (n_b / n))
+            magnitude = np.abs(self.shift) + np.abs(mean_b)
+            check_finite_sums(
+                np.ones(self.shift.shape, bool),
+                magnitude,
+                mean_shifted,
+                np.diagonal(comoment),
+                self.shift + mean_shifted,
+            )
+            if not np.isfinite(comoment).all():  # the diagonal bounds the rest; rounding aside
+                check_finite_sums(np.ones(comoment.shape, bool), magnitude[:, None], comoment)
+        self.mean_shifted, self.comoment = mean_shifted, comoment
 
     def merge(self, n_a: int, other: ShiftedCoMoments, n_b: int) -> None:
         """Merge ``other`` (``n_b`` samples) into this one (``n_a`` samples)."""

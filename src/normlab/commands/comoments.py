@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
             **given,
             **reading,
         )
+        lines = comoments_lines(result)  # may fail: before the write, so a failure writes nothing
         result.save(output)
-        print_lines(f"co-moments of {' '.join(data)}\nsaved to {output}", comoments_lines(result))
+        print_lines(f"co-moments of {' '.join(data)}\nsaved to {output}", lines)
         print_skipped(result)
