@@ -70,6 +70,9 @@ _state: dict[str, Any] = {"debug": False, "command": None}
 OUTPUT_PARAMETERS: frozenset[str] = frozenset(
     {"output", "out", "mask_png", "save_comoments", "checkpoint"}
 )
+# Those that name a folder (the lab's report, a checkpoint); the others name one file each, and
+# every one of them is checked before the command starts, so a bad one writes nothing.
+FOLDER_OUTPUTS: frozenset[str] = frozenset({"out", "checkpoint"})
 
 # Modules under normlab/commands/ that add commands (each has ``register(app)``).
 COMMAND_MODULES: list[str] = ["lab", "export", "diagnose", "comoments"]
@@ -99,11 +102,14 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .io import reading, refuse_overwrite
+        from .io import check_destination, reading, refuse_overwrite
 
         try:
             outputs, inputs = _paths_of(kwargs)
             refuse_overwrite(outputs, inputs)
+            for name in OUTPUT_PARAMETERS - FOLDER_OUTPUTS:
+                if kwargs.get(name) is not None:
+                    check_destination(kwargs[name])
             with warnings.catch_warnings(), reading(*inputs):
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)

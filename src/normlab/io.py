@@ -208,6 +208,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     a destination that is one of the inputs is refused.
     """
     dest = Path(path)
+    check_destination(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_TMP_SUFFIX, dir=dest.parent)
+    pending = _PENDING.get()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live; the kernel drops it if we die
+        os.chmod(tmp, _new_file_mode(dest))  # mkstemp makes 0600 files; keep the usual mode
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+            if pending is None:
+                os.replace(tmp, dest)  # still locked: a concurrent cleaner never takes it
+            else:  # renamed at the end of `written_together`; the lock lives on in the copy
+                pending.append((tmp, dest, os.dup(handle.fileno())))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_destination(path: str | os.PathLike[str]) -> None:
+    """Refuse a destination that cannot take a new file: one of the running command's inputs
+    (inside :func:`reading`), a folder, a special file, or a path below a file."""
+    dest = Path(path)
     ident = _identity(dest)
     if ident is not None:
         for dev, ino, name in _INPUTS.get():
@@ -220,21 +246,44 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             raise NormlabError(f"{dest}: is a folder; give a file path to write")
         if not stat.S_ISREG(os.stat(dest).st_mode):
             raise NormlabError(f"{dest}: is {_kind(os.stat(dest).st_mode)}; cannot replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_TMP_SUFFIX, dir=dest.parent)
+    for parent in dest.absolute().parents:  # the nearest existing folder above must be one
+        if os.path.lexists(parent):
+            if not os.path.isdir(parent):
+                raise NormlabError(f"{dest}: {parent} is a file, not a folder")
+            break
+
+
+# (temporary file, destination, lock) of the writes waiting for `written_together` to end
+_PENDING: contextvars.ContextVar[list[tuple[str, Path, int]] | None] = contextvars.ContextVar(
+    "normlab_pending_writes", default=None
+)
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[None]:
+    """Every :func:`atomic_write` inside this block puts its file in place only when the block
+    ends without an error: a command that writes several files writes all or none of them.
+
+    Each file is complete (fsynced) in its temporary file before the first rename; on an
+    error every temporary file is removed and no destination is touched.
+    """
+    pending: list[tuple[str, Path, int]] = []
+    token = _PENDING.set(pending)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live; the kernel drops it if we die
-        os.chmod(tmp, _new_file_mode(dest))  # mkstemp makes 0600 files; keep the usual mode
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.replace(tmp, dest)  # still locked: a concurrent cleaner never takes it
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        try:
+            yield
+        finally:
+            _PENDING.reset(token)
+        while pending:
+            tmp, dest, lock = pending[0]
+            os.replace(tmp, dest)
+            pending.pop(0)
+            os.close(lock)
+    finally:
+        for tmp, _, lock in pending:  # an error: nothing of the block reaches its destination
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.close(lock)
 
 
 def _new_file_mode(dest: Path) -> int:

@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         from ..comoments import compute_comoments
         from ..diagnostics import diagnose as run_diagnose
         from ..errors import NormlabError
+        from ..io import written_together
 
         if (data is None) == (dataset is None):
             raise NormlabError(
@@ -88,33 +89,35 @@ def register(app: typer.Typer) -> None:
             )
         name = dataset or data
         source: Any = data
-        if save_comoments is not None:
-            if dataset is not None:
-                from ..lab.datasets import load_arrays
+        # the co-moments file and the mask appear together, after the diagnosis succeeded
+        with written_together():
+            if save_comoments is not None:
+                if dataset is not None:
+                    from ..lab.datasets import load_arrays
 
-                x, y, _ = load_arrays(dataset)
-                source, dataset = x, None
-                labels_arg: Any = y
+                    x, y, _ = load_arrays(dataset)
+                    source, dataset = x, None
+                    labels_arg: Any = y
+                else:
+                    labels_arg = labels
+                comoments = compute_comoments(source, progress=progress_flag(quiet), **reading)
+                print_skipped(comoments)
+                comoments.save(save_comoments)
+                if not measure:
+                    source, labels_arg = comoments, None
             else:
                 labels_arg = labels
-            comoments = compute_comoments(source, progress=progress_flag(quiet), **reading)
-            print_skipped(comoments)
-            comoments.save(save_comoments)
-            if not measure:
-                source, labels_arg = comoments, None
-        else:
-            labels_arg = labels
-        report = run_diagnose(
-            source,
-            dataset=dataset,
-            labels=labels_arg,
-            holdout=holdout,
-            measure=measure,
-            rare_threshold=rare,
-            mask_png=mask_png,
-            progress=progress_flag(quiet),
-            **(reading if dataset is None else {}),
-        )
+            report = run_diagnose(
+                source,
+                dataset=dataset,
+                labels=labels_arg,
+                holdout=holdout,
+                measure=measure,
+                rare_threshold=rare,
+                mask_png=mask_png,
+                progress=progress_flag(quiet),
+                **(reading if dataset is None else {}),
+            )
         if as_json:
             typer.echo(json.dumps(report))
             return

@@ -12,6 +12,7 @@ import typer
 from ..errors import NormlabError
 
 TARGETS = ("sklearn", "torch", "keras", "torchvision", "json")
+SINGLE_FILE_TARGETS = ("torchvision", "json")  # the others write a loading snippet beside
 
 TORCH_SNIPPET = """\
 # Load the normalization exported by normlab: a safetensors state dict (no pickle).
@@ -146,24 +147,48 @@ def export_file(
     layout: str | None = None,
     scale: str | None = None,
 ) -> list[Path]:
-    """Export a saved normalizer to ``target``; returns the paths written."""
+    """Export a saved normalizer to ``target``; returns the paths written.
+
+    Every path is checked before anything is written, and the data file and its loading
+    snippet appear together or not at all (:func:`normlab.io.written_together`).
+    """
+    from ..io import check_destination, written_together
+
+    if target not in TARGETS:
+        raise NormlabError(f"--to must be one of {', '.join(TARGETS)}; got {target!r}")
+    paths = output_paths(target, output)
+    for path in paths:
+        check_destination(path)
+    with written_together():
+        _export(normalizer_file, target, output, layout=layout, scale=scale)
+    return paths
+
+
+def output_paths(target: str, output: Path) -> list[Path]:
+    """The files ``export --to target -o output`` writes: the data, and a loading snippet."""
+    return [output] if target in SINGLE_FILE_TARGETS else [output, snippet_path(output)]
+
+
+def _export(
+    normalizer_file: Path,
+    target: str,
+    output: Path,
+    *,
+    layout: str | None,
+    scale: str | None,
+) -> None:
     from .. import export
     from ..io import load
     from ..whitening import Whiten
 
-    if target not in TARGETS:
-        raise NormlabError(f"--to must be one of {', '.join(TARGETS)}; got {target!r}")
     normalizer = load(normalizer_file)
     names = export.feature_names_of(normalizer)
-    written = [output]
     if target == "sklearn":
         _write_json(output, export.sklearn_state(export.to_sklearn(normalizer)))
-        written.append(snippet_path(output))
-        _write_text(written[1], export.SKLEARN_SNIPPET.format(path=output.name))
+        _write_text(snippet_path(output), export.SKLEARN_SNIPPET.format(path=output.name))
     elif target == "torch":
         module = export.to_torch(normalizer, layout=layout)
         module.save(output)
-        written.append(snippet_path(output))
         if isinstance(normalizer, Whiten):
             text = TORCH_WHITENING_SNIPPET.format(
                 path=output.name,
@@ -176,16 +201,14 @@ def export_file(
             text = TORCH_SNIPPET.format(
                 path=output.name, layout=module.layout, value_max=module.value_max, names=names
             )
-        _write_text(written[1], text)
+        _write_text(snippet_path(output), text)
     elif target == "keras":
         _write_json(output, export.to_keras(normalizer, scale=scale))
-        written.append(snippet_path(output))
-        _write_text(written[1], KERAS_SNIPPET.format(path=output.name, names=names))
+        _write_text(snippet_path(output), KERAS_SNIPPET.format(path=output.name, names=names))
     elif target == "torchvision":
         _write_json(output, export.to_torchvision(normalizer, scale=scale or "0..1"))
     else:
         _write_json(output, export.to_json(normalizer))
-    return written
 
 
 def register(app: typer.Typer) -> None:
@@ -222,7 +245,7 @@ def register(app: typer.Typer) -> None:
         """Write NORMALIZER_FILE for scikit-learn, PyTorch, Keras, torchvision or as plain JSON."""
         from ..io import refuse_overwrite
 
-        if target != "torchvision" and output.suffix != ".py":
-            refuse_overwrite([snippet_path(output)], [normalizer_file])
+        if target in TARGETS:
+            refuse_overwrite(output_paths(target, output), [normalizer_file])
         for path in export_file(normalizer_file, target, output, layout=layout, scale=scale):
             typer.echo(f"{target}: {path}")
