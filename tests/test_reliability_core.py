@@ -171,6 +171,10 @@ def _paths_of_huge() -> list[tuple[str, object]]:
         ),
         ("co-moments", lambda: CoMoments().update(x[:2]) + CoMoments().update(x[2:])),
         ("co-moments by chunks", lambda: CoMoments().update(x[:2]).update(x[2:])),
+        (
+            "variance over a weight sum below the values' spread",
+            lambda: Moments().update([[1e154], [-1e154]], sample_weight=[0.75, 0.75]).var(ddof=1),
+        ),
     ]
     return out
 
@@ -300,6 +304,27 @@ def test_a_feature_without_values_is_reported_and_never_fitted(tmp_path):
     assert np.isfinite(normlab.ZScore(axis="global").fit(x, nan_policy="omit").scale_).all()
 
 
+def test_a_channel_without_values_gives_nothing_to_paste(tmp_path):
+    x = np.random.default_rng(1).random((10, 2, 2, 3))
+    x[..., 1] = np.nan
+    np.save(tmp_path / "c.npy", x)
+    out = tmp_path / "c.st"
+    result = invoke(
+        "stats", tmp_path / "c.npy", "--nan-policy", "omit", "--axis", "channel", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "no values    1 of 3 channels" in result.output
+    assert "# nothing to paste: 1 channel(s) without values" in result.output
+    assert "nan, " not in result.output.split("# nothing")[1]
+    result = invoke("show", out, "--format", "torchvision")
+    assert result.exit_code == 1 and "have no values" in result.output
+    with pytest.raises(NormlabError, match="have no values"):
+        normlab.export.to_torchvision(normlab.load(out))
+    every = np.full((4, 3), np.nan)
+    with pytest.raises(NormlabError, match="every one of the 12 values of the 4 samples was NaN"):
+        compute_stats(every, nan_policy="omit").var()
+
+
 # ----------------------------------------------------------- 5. impossible counts in files
 def _write(meta: dict, tensors: dict, path: Path) -> Path:
     path.write_bytes(save_tensors(tensors, metadata={"normlab": json.dumps(meta)}))
@@ -325,6 +350,8 @@ def _u8_channel_file(tmp_path: Path) -> Path:
         ("n_samples_seen", lambda m, t: m.__setitem__("n_samples_seen", 10**30)),
         ("n_samples_seen", lambda m, t: m.__setitem__("n_samples_seen", 1e30)),
         ("weighted", lambda m, t: m.__setitem__("weighted", "yes")),
+        ("mixed_shapes", lambda m, t: m.__setitem__("mixed_shapes", 1)),
+        ("n_nonfinite", lambda m, t: t.__setitem__("n_nonfinite", t["n_nonfinite"] + 0 + 1)),
     ],
 )
 def test_impossible_counts_are_refused_at_load(field, change, tmp_path):
@@ -365,6 +392,23 @@ def test_any_changed_count_is_refused(axis, omit, element, delta, tmp_path_facto
     _write(meta, tensors, path)
     with pytest.raises(FileFormatError, match="count"):
         normlab.load(path)
+
+
+def test_nonfinite_counts_without_omit_and_a_gram_unlike_its_moments_are_refused(tmp_path):
+    x = np.random.default_rng(6).random((5, 3))
+    compute_stats(x).save(tmp_path / "f.st")
+    meta, tensors = read_file(tmp_path / "f.st")
+    tensors["n_nonfinite"] = tensors["n_nonfinite"] + 1
+    tensors["count"] = tensors["count"] - 1  # still count + n_nonfinite = samples
+    with pytest.raises(FileFormatError, match="nan_policy='raise' stops at the first"):
+        normlab.load(_write(meta, tensors, tmp_path / "bad.st"))
+    c = CoMoments().update(np.arange(12, dtype=np.uint8).reshape(4, 3))
+    c.save(tmp_path / "c.st")
+    meta, tensors = read_file(tmp_path / "c.st")
+    tensors["gram_limbs"] = tensors["gram_limbs"].copy()
+    tensors["gram_limbs"][0, 0] += 1
+    with pytest.raises(FileFormatError, match="corrupt gram"):
+        normlab.load(_write(meta, tensors, tmp_path / "badc.st"))
 
 
 def test_weighted_and_mixed_shape_statistics_still_load(tmp_path):
@@ -433,6 +477,12 @@ def test_hwc_and_chw_per_feature_statistics_never_merge():
         with pytest.raises(MergeError, match="HWC samples .* CHW samples|CHW samples .* HWC"):
             left + right
     assert (a + compute_stats(x, "feature")).layout == a.layout  # HWC is the default
+    declared = Moments("feature", layout="CHW")  # empty, but its layout was said in full
+    with pytest.raises(MergeError, match="CHW samples"):
+        declared += a
+    undeclared = Moments("feature")
+    undeclared += b
+    assert undeclared.layout == b.layout
 
 
 def test_files_that_cannot_merge_are_refused_by_every_engine(tmp_path, dask_client):

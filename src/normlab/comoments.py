@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EmptyDataError, MergeError, NormlabError, ShapeError
+from .errors import EmptyDataError, FileFormatError, MergeError, NormlabError, ShapeError
 from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactSum, decode_bigints, encode_bigints
 from .io import register
 from .moments import Moments, Statistic, as_batch, check_same_names
@@ -451,7 +451,16 @@ class CoMoments(Statistic, Recorded):
         if not obj.dense:
             obj._second = field(tensors, "sketch", np.float64, (d, obj.sketch_size))
         elif obj.exact:
-            obj._second = ExactSum.of(decode_bigints("gram", tensors, (d, d)))
+            gram = decode_bigints("gram", tensors, (d, d))
+            # the Gram matrix's diagonal is Σx² of each feature: the moments hold it too
+            if obj.moments.sums is not None and list(np.diagonal(gram)) != list(
+                obj.moments.exact_sums()[1].reshape(-1)
+            ):
+                raise FileFormatError(
+                    "the Gram matrix's diagonal differs from the moments' sums of squares: "
+                    "corrupt gram"
+                )
+            obj._second = ExactSum.of(gram)
         else:
             obj._second = ShiftedCoMoments.from_tensors(tensors, d)
         return obj

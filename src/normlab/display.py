@@ -262,13 +262,22 @@ def stats_lines(stats: Any) -> list[str]:
         if per_channel is not None:
             lines += ["", f"per channel ({per_channel.layout.letters}, exact from these):"]
             lines += _value_lines(per_channel, per_channel.std())
-            lines += paste_lines(per_channel.mean, per_channel.std(), stats.value_scale)
+            lines += _paste_or_why(per_channel, per_channel.std(), stats.value_scale)
         return lines
     lines += _value_lines(stats, std)
     lines += health_lines(stats)
     lines += _extra_lines(stats)
-    lines += paste_lines(stats.mean, std, stats.value_scale)
+    lines += _paste_or_why(stats, std, stats.value_scale)
     return lines
+
+
+def _paste_or_why(stats: Any, std: Any, value_scale: dict[str, Any] | None) -> list[str]:
+    """:func:`paste_lines`, unless some channel has no values (no NaN to paste)."""
+    empty = stats.no_values()
+    if empty.any():
+        what = "channel(s)" if stats.axis == "channel" else "statistic(s)"
+        return [f"# nothing to paste: {int(empty.sum())} {what} without values (see above)"]
+    return paste_lines(stats.mean, std, value_scale)
 
 
 def feature_names(stats: Any) -> list[str] | None:

@@ -314,6 +314,7 @@ def to_torchvision(source: Normalizer | Moments, *, scale: str = "0..1") -> dict
                 if stats.sample_shape is not None and len(stats.sample_shape) >= 2
                 else "global"
             )
+        stats.require_values("torchvision's mean/std")  # never NaN in a pipeline
         value_scale, mean, std = stats.value_scale, stats.mean, stats.std()
     else:
         n = as_affine(

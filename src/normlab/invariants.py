@@ -3,7 +3,8 @@ is a :class:`~normlab.errors.FileFormatError` at load, not a wrong number later.
 
 Checked, per reduced element (feature, channel or the one global value):
 
-* counts: ``0 ≤ n_nonzero ≤ count`` (unweighted), ``n_nonfinite ≥ 0``; and against
+* counts: ``0 ≤ n_nonzero ≤ count`` (unweighted), ``n_nonfinite ≥ 0`` (0 for integer data and
+  under ``nan_policy="raise"``); and against
   ``n_samples_seen`` (below 2**63): every sample gives each statistic the same number of
   values, so ``count + n_nonfinite = n_samples_seen × values per sample`` (per feature: 1;
   per channel: the sample's size over the channels; global: its size), and at least
@@ -82,6 +83,12 @@ def _check_counts(m: Any, count: np.ndarray, nonfinite: np.ndarray) -> None:
     if count.size and n == 0 and bool((count > 0).any()):
         raise FileFormatError(
             f"n_samples_seen=0 but count holds values ({_first(count > 0)}): corrupt statistics"
+        )
+    if (m.nan_policy == "raise" or m.exact) and bool((nonfinite != 0).any()):
+        why = "integer data have none" if m.exact else "nan_policy='raise' stops at the first"
+        raise FileFormatError(
+            f"n_nonfinite holds NaN/inf counts ({_first(nonfinite != 0)}), but {why}: "
+            "corrupt n_nonfinite"
         )
     if m.weighted and count.dtype.kind == "f":
         return  # sums of fractional weights: no relation to the number of samples

@@ -41,7 +41,7 @@ from .errors import (
 from .exact import FLOAT64_EXACT, INT64_LIMIT, ExactMoments, copy_flat, exact_dtype
 from .io import register
 from .layout import GRANULARITIES, Granularity, Layout, check_granularity
-from .shifted import ShiftedMoments, overflow_message
+from .shifted import ShiftedMoments, check_finite_sums, overflow_message
 
 
 def load_kernels() -> Any:
@@ -559,11 +559,10 @@ class Moments(Statistic):
                 f"with Moments(axis={other.axis!r}, nan_policy={other.nan_policy!r})"
             )
         check_same_names(self.feature_names, other.feature_names)
+        # layouts declared in full (``layout="CHW"``) must agree even on an empty side
+        self.layout.check_mergeable(other.layout, _samples_str(self), _samples_str(other))
         if self._sums is None or other._sums is None:
             return
-        self.layout.check_mergeable(
-            other.layout, f" (samples {self.sample_shape})", f" (samples {other.sample_shape})"
-        )
         if self.value_scale != other.value_scale:
             raise MergeError(
                 f"cannot merge statistics of value scale {_scale_str(self.value_scale)} with "
@@ -612,8 +611,16 @@ class Moments(Statistic):
 
     # ------------------------------------------------------------------ results
     def _require(self) -> tuple[ExactMoments | ShiftedMoments, Extrema]:
-        if self._sums is None or self._extrema is None or not self._sums.count.any():
+        if self._sums is None or self._extrema is None:
             raise EmptyDataError("no samples seen: statistics of empty data are undefined")
+        if not self._sums.count.any():
+            raise EmptyDataError(
+                f"no values: every one of the {int(self._extrema.n_nonfinite.sum())} values of "
+                f"the {self.n_samples_seen} samples was NaN/inf (left out under "
+                "nan_policy='omit'); statistics of no values are undefined"
+                if self.n_samples_seen
+                else "no samples seen: statistics of empty data are undefined"
+            )
         return self._sums, self._extrema
 
     def exact_sums(self) -> tuple[np.ndarray, np.ndarray]:
@@ -653,7 +660,12 @@ class Moments(Statistic):
         self._check_ddof(sums.count, ddof)
         key = f"var{ddof}"
         if key not in self._cache:
-            self._cache[key] = np.asarray(sums.var(ddof), dtype=np.float64)
+            with np.errstate(over="ignore"):  # M2 / (n − ddof) with a weight sum below 1
+                var = np.asarray(sums.var(ddof), dtype=np.float64)
+            _, extrema = self._require()
+            magnitude = np.fmax(np.abs(extrema.min), np.abs(extrema.max))
+            check_finite_sums(np.asarray(sums.count) > 0, magnitude, var, axis=self.axis)
+            self._cache[key] = var
         return self._cache[key].copy()
 
     def _check_ddof(self, count: np.ndarray, ddof: int) -> None:
@@ -915,6 +927,10 @@ class Moments(Statistic):
         )
         values = {"mean": self.mean, "std": self.std(), "min": self.min, "max": self.max}
         return "\n".join([head, *(f"  {k:<4} = {numpy_text(v)}" for k, v in values.items())])
+
+
+def _samples_str(m: Moments) -> str:
+    return f" (samples {m.sample_shape})" if m.sample_shape is not None else ""
 
 
 def _layout_order(layout: Layout) -> tuple[bool, int]:
