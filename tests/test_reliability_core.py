@@ -501,3 +501,43 @@ def test_files_that_cannot_merge_are_refused_by_every_engine(tmp_path, dask_clie
     result = invoke("stats", *files, "-o", tmp_path / "m.st", "-q")
     assert result.exit_code == 1 and "value scale" in result.output
     assert not (tmp_path / "m.st").exists()
+
+
+# ----------------------------------------------------------- the per-image std average
+def test_per_image_std_average_leaves_nan_out_or_refuses(tmp_path):
+    """Finding 4's class in ImageStats: NaN under omit made the per-image average NaN."""
+    rng = np.random.default_rng(7)
+    x = rng.random((4, 2, 2, 3))
+    x[0, 0, 0, 0] = np.nan
+    m = compute_stats(x, "channel", nan_policy="omit", per_image_std_average=True)
+    expected = np.mean([np.nanstd(x[i].reshape(-1, 3), axis=0) for i in range(4)], axis=0)
+    np.testing.assert_allclose(m.per_image_std_average, expected, rtol=1e-14)
+    clean = rng.random((3, 2, 2, 3))
+    got = compute_stats(clean, "channel", per_image_std_average=True).per_image_std_average
+    assert (
+        got.tolist() == np.mean([clean[i].reshape(-1, 3).std(axis=0) for i in range(3)], 0).tolist()
+    )
+    x[1, :, :, 2] = np.nan
+    with pytest.raises(NormlabError, match="image 1 has no finite value in channel 2"):
+        compute_stats(x, "channel", nan_policy="omit", per_image_std_average=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m, t: m["per_image_std_average"].__setitem__("n_images", 7),
+        lambda m, t: m["per_image_std_average"].__setitem__("n_images", 0),
+        lambda m, t: t.__setitem__("per_image_std_sum", t["per_image_std_sum"] * 1000),
+        lambda m, t: t.__setitem__("per_image_std_sum", -t["per_image_std_sum"]),
+    ],
+)
+def test_per_image_stds_are_checked_at_load(change, tmp_path):
+    x = np.random.default_rng(8).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
+    m = compute_stats(x[:3], "channel", per_image_std_average=True, histogram=True)
+    m += compute_stats(x[3:], "channel", per_image_std_average=True, histogram=True)
+    m.save(tmp_path / "i.st")
+    assert normlab.load(tmp_path / "i.st") == m
+    meta, tensors = read_file(tmp_path / "i.st")
+    change(meta, tensors)
+    with pytest.raises(FileFormatError, match="corrupt ImageStats file .*(n_images|std_sum)"):
+        normlab.load(_write(meta, tensors, tmp_path / "bad.st"))

@@ -18,16 +18,18 @@ Sources never talk to it: they record provenance beside the data, and
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import numpy as np
 
-from .errors import MergeError, NormlabError
+from .errors import FloatOverflowError, MergeError, NormlabError
 from .histogram import Histogram
 from .io import register
 from .layout import Layout
 from .moments import AXES, Axis, Moments, as_batch
 from .provenance import Provenance, Recorded
+from .shifted import overflow_message
 
 PER_IMAGE_LABEL = (
     "per-image std average (biased recipe: the mean of each image's own std; NOT the dataset std)"
@@ -142,12 +144,34 @@ class ImageStats(Moments, Recorded):
     def _add_image_stds(self, arr: np.ndarray) -> None:
         n = arr.shape[0]
         if self.axis == "global":
-            stds = arr.reshape(n, -1).astype(np.float64).std(axis=1)
+            values = arr.reshape(n, -1, 1).astype(np.float64)
         else:
             ca = self.layout.channel_index(arr.shape[1:])
             moved = np.moveaxis(arr, ca + 1, -1)
-            stds = moved.reshape(n, -1, moved.shape[-1]).astype(np.float64).std(axis=1)
-        total = stds.sum(axis=0)
+            values = moved.reshape(n, -1, moved.shape[-1]).astype(np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():  # only under nan_policy="omit": Moments.update raised otherwise
+            empty = ~finite.any(axis=1)
+            if empty.any():
+                image, channel = (int(i) for i in np.argwhere(empty)[0])
+                raise NormlabError(
+                    f"image {self.n_samples_seen - n + image} has no finite value in channel "
+                    f"{channel}: its own std, which the per-image std average needs, is "
+                    "undefined; drop per_image_std_average (--per-image-std-average) or that "
+                    "image"
+                )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow: refused just below
+            stds = (
+                values.std(axis=1)
+                if finite.all()
+                else np.nanstd(np.where(finite, values, np.nan), axis=1)
+            )
+        if not np.isfinite(stds).all():
+            raise FloatOverflowError(
+                overflow_message((), float(np.nanmax(np.abs(np.where(finite, values, 0)))))
+            )
+        total = stds[:, 0].sum(axis=0) if self.axis == "global" else stds.sum(axis=0)
         self._image_std_sum = total if self._image_std_sum is None else self._image_std_sum + total
         self._n_images += n
 
@@ -319,7 +343,32 @@ class ImageStats(Moments, Recorded):
         out._n_images = int(pis.get("n_images") or 0)
         if "per_image_std_sum" in tensors:
             out._image_std_sum = field(tensors, "per_image_std_sum", np.float64)
+        _check_image_stds(out)
         out.provenance = Provenance.from_metadata(meta, out.axis)
         out.source = meta.get("source", "")
         out.requested_percentiles = [float(q) for q in (meta.get("percentiles") or {})]
         return out
+
+
+def _check_image_stds(stats: ImageStats) -> None:
+    """Loaded per-image stds: one per image seen, each within half the range of its values."""
+    from .errors import FileFormatError
+
+    n, kept = stats._n_images, stats._image_std_sum
+    expected = stats.n_samples_seen if stats.per_image_std_average_requested else 0
+    if n != expected or (kept is None) != (n == 0):
+        raise FileFormatError(
+            f"per-image std average of {n} images (sums {'absent' if kept is None else 'kept'}) "
+            f"for {stats.n_samples_seen} samples: corrupt n_images"
+        )
+    if kept is None or stats.sums is None:
+        return
+    if kept.shape != tuple(stats.reduced_shape):
+        raise FileFormatError(f"per_image_std_sum of shape {kept.shape}: corrupt statistics")
+    with np.errstate(invalid="ignore", over="ignore"):
+        half_range = (stats.max - stats.min) / 2 * n * (1 + 1e-9)
+        bad = ~np.isfinite(kept) | (kept < 0) | (kept > half_range)
+    if bad.any():
+        raise FileFormatError(
+            "per_image_std_sum outside [0, n_images × (max − min) / 2]: corrupt statistics"
+        )
