@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -42,6 +43,13 @@ from .arrays import rows_per_chunk
 from .fs import GCS_PROTOCOLS, Location, gcs_endpoint_is_plain_http, is_path_like, location
 
 TASK_BYTES = 8 * 1024 * 1024  # consecutive row-chunks are grouped into tasks of at least this
+MAX_TASKS = 100_000  # tasks of one Zarr/HDF5 array at most: a larger array gets larger tasks
+# The most bytes one read may decode: one storage chunk, or one sample (row). What a file
+# declares beyond this is refused before anything is allocated.
+MAX_READ_BYTES = 2**32
+# Values of one array at most: 2**50 (8 PiB of float64) takes about two weeks at a billion
+# values a second; a header declaring more is refused rather than read for years.
+MAX_VALUES = 2**50
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -58,29 +66,73 @@ class ChunkReader(Protocol):
 
 @dataclass(frozen=True)
 class ChunkGrid:
-    """Where the row-chunks of an array start and stop (``bounds[k]:bounds[k+1]`` is chunk k)."""
+    """Where the row-chunks of an array start and stop.
 
-    bounds: tuple[int, ...]
+    A regular grid (Zarr, HDF5: every chunk ``size`` rows, the last one shorter) is computed,
+    never listed: its memory does not grow with the number of chunks, so a declared shape of
+    10**15 rows costs nothing until rows are read. A Dask array's chunks are listed by Dask
+    already: ``bounds[k]:bounds[k+1]`` is chunk ``first + k``.
+    """
+
+    n_rows: int
+    size: int = 0  # rows per chunk of a regular grid; 0 for listed bounds
+    bounds: tuple[int, ...] = ()
     first: int = 0  # the index of chunk ``bounds[0]:bounds[1]`` in the whole array
 
     @classmethod
     def regular(cls, n_rows: int, chunk_rows: int) -> ChunkGrid:
-        return cls((*range(0, n_rows, max(1, chunk_rows)), n_rows) if n_rows else (0,))
+        return cls(n_rows, max(1, chunk_rows))
+
+    @classmethod
+    def listed(cls, bounds: tuple[int, ...]) -> ChunkGrid:
+        return cls(bounds[-1], 0, bounds)
+
+    @property
+    def n_chunks(self) -> int:
+        if self.size:
+            return -(-self.n_rows // self.size)
+        return len(self.bounds) - 1
 
     def chunk_of(self, row: int) -> int:
+        if self.size:
+            return row // self.size
         return self.first + int(np.searchsorted(self.bounds, row, side="right")) - 1
 
     def rows_of(self, chunk: int) -> tuple[int, int]:
+        if self.size:
+            return chunk * self.size, min((chunk + 1) * self.size, self.n_rows)
         return self.bounds[chunk - self.first], self.bounds[chunk - self.first + 1]
 
-    def within(self, start: int, stop: int) -> ChunkGrid:
-        """The chunks of rows ``start:stop`` (whole chunks): what one task carries."""
-        lo, hi = self.chunk_of(start) - self.first, self.chunk_of(stop - 1) - self.first
-        return ChunkGrid(self.bounds[lo : hi + 2], self.first + lo)
+    def between(self, start: int, stop: int) -> Iterator[int]:
+        """The chunk boundaries strictly between rows ``start`` and ``stop``, in order."""
+        if self.size:
+            yield from range((start // self.size + 1) * self.size, stop, self.size)
+            return
+        k = int(np.searchsorted(self.bounds, start, side="right"))
+        while k < len(self.bounds) and self.bounds[k] < stop:
+            yield self.bounds[k]
+            k += 1
 
-    def tasks(self, row_bytes: int, group: bool) -> list[tuple[int, int]]:
+    def within(self, start: int, stop: int) -> ChunkGrid:
+        """The chunks of rows ``start:stop`` (whole chunks): what one task carries (a regular
+        grid is carried whole: it is a few numbers)."""
+        if self.size:
+            return self
+        lo, hi = self.chunk_of(start) - self.first, self.chunk_of(stop - 1) - self.first
+        return ChunkGrid(self.bounds[hi + 1], 0, self.bounds[lo : hi + 2], self.first + lo)
+
+    def tasks(self, row_bytes: int, group: bool) -> Sequence[tuple[int, int]]:
         """``(start, stop)`` rows: one task per chunk, or (``group``) runs of whole chunks of at
-        least :data:`TASK_BYTES` each."""
+        least :data:`TASK_BYTES` each; a regular grid makes at most :data:`MAX_TASKS` tasks
+        (larger runs for a larger array), computed as they are asked for."""
+        if self.size:
+            n_chunks = self.n_chunks
+            per = 1
+            if group:
+                chunk_bytes = self.size * row_bytes
+                per = -(-TASK_BYTES // chunk_bytes) if chunk_bytes else max(1, n_chunks)
+                per = max(per, -(-n_chunks // MAX_TASKS))
+            return _Runs(self.n_rows, per * self.size)
         runs: list[tuple[int, int]] = []
         start = self.bounds[0]
         for stop in self.bounds[1:]:
@@ -90,6 +142,27 @@ class ChunkGrid:
         if start < self.bounds[-1]:
             runs.append((start, self.bounds[-1]))
         return runs
+
+
+class _Runs(Sequence[tuple[int, int]]):
+    """Rows ``0:n_rows`` in runs of ``step`` rows (the last shorter), computed on demand."""
+
+    def __init__(self, n_rows: int, step: int) -> None:
+        self.n_rows, self.step = n_rows, step
+        self._range = range(0, n_rows, step)
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, int]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, int]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        start = self._range[index]
+        return start, min(start + self.step, self.n_rows)
 
 
 @dataclass
@@ -114,19 +187,25 @@ class ChunkedTask:
     def n_items(self) -> int:
         return self.stop - self.start
 
-    def windows(self) -> list[tuple[int, int]]:
-        """``chunk_size`` rows at a time, or whole chunks up to about 32 MiB by default."""
+    def windows(self) -> Iterator[tuple[int, int]]:
+        """``chunk_size`` rows at a time, or whole chunks up to about 32 MiB by default (a
+        row-chunk beyond :data:`MAX_READ_BYTES` in pieces of about 32 MiB); computed as they
+        are read, never listed."""
         if self.chunk_size is not None:
             step = rows_per_chunk(self.row_bytes, self.chunk_size)
-            return [(i, min(i + step, self.stop)) for i in range(self.start, self.stop, step)]
+            for i in range(self.start, self.stop, step):
+                yield i, min(i + step, self.stop)
+            return
         target = rows_per_chunk(self.row_bytes, None)
-        inner = [b for b in self.grid.bounds if self.start < b < self.stop]
-        out, begin = [], self.start
-        for bound in [*inner, self.stop]:
+        most = max(target, MAX_READ_BYTES // max(1, self.row_bytes))
+        begin = self.start
+        for bound in itertools.chain(self.grid.between(self.start, self.stop), (self.stop,)):
+            while bound - begin > most:  # a row-chunk too large for one read: in pieces
+                yield begin, begin + target
+                begin += target
             if bound - begin >= target or bound == self.stop:
-                out.append((begin, bound))
+                yield begin, bound
                 begin = bound
-        return out
 
     def chunks(self) -> Iterator[np.ndarray]:
         for begin, end in self.windows():
@@ -264,6 +343,39 @@ def _first_block(blocks: Any) -> Any:
     return _first_block(blocks[0]) if isinstance(blocks, list) else blocks
 
 
+def check_declared(
+    name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_shape: tuple[int, ...] | None
+) -> None:
+    """Refuse what a header declares but no read could hold, before anything is allocated:
+    more than :data:`MAX_VALUES` values, or a sample (row) or a storage chunk of more than
+    :data:`MAX_READ_BYTES` bytes (each is decoded whole)."""
+    if any(n < 0 for n in shape) or (chunk_shape and any(n < 1 for n in chunk_shape)):
+        raise SourceError(f"{name}: corrupt metadata: shape {shape}, chunks {chunk_shape}")
+    n_values = math.prod(shape)
+    if n_values > MAX_VALUES:
+        raise SourceError(
+            f"{name}: declares shape {shape} of {dtype}: {n_values} values "
+            f"({n_values * dtype.itemsize} bytes); normlab reads at most 2**50 values of one "
+            "array (two weeks at a billion values a second). Read a part of it as a Dask "
+            "array (dask.array.from_zarr(path)[:n], dask.array.from_array(dataset)[:n])"
+        )
+    row_bytes = dtype.itemsize * math.prod(shape[1:])
+    if row_bytes > MAX_READ_BYTES:
+        raise SourceError(
+            f"{name}: declares samples of shape {shape[1:]} of {dtype}: {row_bytes} bytes each, "
+            f"more than the {MAX_READ_BYTES} bytes normlab reads at once (a sample is read "
+            "whole). Put more of the axes in the first (samples) axis"
+        )
+    if chunk_shape:
+        chunk_bytes = dtype.itemsize * math.prod(chunk_shape)
+        if chunk_bytes > MAX_READ_BYTES:
+            raise SourceError(
+                f"{name}: declares storage chunks of shape {chunk_shape} of {dtype}: "
+                f"{chunk_bytes} bytes each, more than the {MAX_READ_BYTES} bytes normlab decodes "
+                "at once (a chunk is decoded whole). Rechunk it into smaller chunks"
+            )
+
+
 def _chunked_source(
     reader: Any,
     shape: tuple[int, ...],
@@ -274,6 +386,7 @@ def _chunked_source(
     *,
     group: bool = True,
     skip_bad: bool = False,
+    chunk_shape: tuple[int, ...] | None = None,
 ) -> Source:
     if dtype.kind not in "buif":
         raise DTypeError(f"{reader.name}: expected numeric data, got dtype {dtype}")
@@ -284,6 +397,7 @@ def _chunked_source(
         )
     if chunk_size is not None:
         rows_per_chunk(1, chunk_size)  # validates it
+    check_declared(reader.name, shape, dtype, chunk_shape)
     row_bytes = dtype.itemsize * math.prod(shape[1:])
     tasks = [
         ChunkedTask(
@@ -292,7 +406,7 @@ def _chunked_source(
         for start, stop in grid.tasks(row_bytes, group)
         if stop > start
     ]
-    info = {"shape": shape, "dtype": str(dtype), "n_chunks": len(grid.bounds) - 1}
+    info = {"shape": shape, "dtype": str(dtype), "n_chunks": grid.n_chunks}
     return Source(tasks, description, info)
 
 
@@ -327,7 +441,7 @@ def dask_source(
             "dask array of unknown shape (NaN sizes); call .compute_chunk_sizes() on it first"
         )
     shape = tuple(int(n) for n in source.shape)
-    grid = ChunkGrid(tuple(int(b) for b in np.cumsum((0, *source.chunks[0]))))
+    grid = ChunkGrid.listed(tuple(int(b) for b in np.cumsum((0, *source.chunks[0]))))
     name = f"dask array {source.name[:24]}"
     return _chunked_source(
         DaskReader(source, name),
@@ -335,8 +449,7 @@ def dask_source(
         np.dtype(source.dtype),
         grid,
         chunk_size,
-        f"dask array of shape {shape} and dtype {source.dtype} in {len(grid.bounds) - 1} "
-        "row-chunks",
+        f"dask array of shape {shape} and dtype {source.dtype} in {grid.n_chunks} row-chunks",
         group=False,  # blocks may live on different workers: one task each, computed there
         skip_bad=skip_bad,
     )
@@ -422,6 +535,7 @@ def zarr_source(
         chunk_size,
         f"{name} of shape {shape} and dtype {array.dtype}",
         skip_bad=skip_bad,
+        chunk_shape=tuple(int(n) for n in array.chunks) if shape else None,
     )
 
 
@@ -527,6 +641,7 @@ def hdf5_source(
         chunk_size,
         f"{name} of shape {shape} and dtype {dtype}",
         skip_bad=skip_bad,
+        chunk_shape=tuple(int(n) for n in chunks) if chunks else None,
     )
 
 
