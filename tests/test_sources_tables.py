@@ -325,3 +325,108 @@ def test_wide_integer_columns_stay_exact_on_the_16_bit_path(low: int, high: int)
     assert m.min.tolist() == x.min(axis=0).tolist() and m.value_scale["dtype"] == "int32"
     column_major = normlab.Moments().update(np.asfortranarray(x))
     assert column_major == m
+
+
+# ---------------------------------------------------------------------- found by a hostile test
+def _cli(*args: str) -> Any:
+    from normlab.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("order", ["later", "earlier"])
+def test_files_disagreeing_on_numeric_columns_fail_in_either_order(
+    tmp_path: Path, order: str
+) -> None:
+    """A numeric column only some files hold is never dropped: the same error whichever file
+    comes first, from the footers, before any row is read."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    only_a = pa.table({"a": pa.array([1, 2], pa.int32())})
+    with_c = pa.table({"a": pa.array([3, 4], pa.int32()), "c": [1.5, 2.5]})
+    first, second = (only_a, with_c) if order == "later" else (with_c, only_a)
+    pq.write_table(first, folder / "0.parquet")
+    pq.write_table(second, folder / "1.parquet")
+    lacking, holding = ("0", "1") if order == "later" else ("1", "0")
+    pattern = rf"{lacking}\.parquet: no column 'c' \(which .*{holding}\.parquet has\)"
+    with pytest.raises(SourceError, match=pattern):
+        normlab.compute_stats(folder)
+    out = tmp_path / "o.st"
+    result = _cli("stats", str(folder), "-o", str(out))
+    assert result.exit_code == 1 and "no column 'c'" in result.output and not out.exists()
+    # columns= chooses what every file holds
+    assert normlab.compute_stats(folder, columns="a").mean.tolist() == [2.5]
+
+
+def test_a_column_numeric_in_one_file_and_text_in_another_is_refused(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": [1.0], "b": ["x"]}), tmp_path / "0.parquet")
+    pq.write_table(pa.table({"a": [2.0], "b": [5.0]}), tmp_path / "1.parquet")
+    with (
+        pytest.warns(normlab.NormlabWarning),
+        pytest.raises(
+            DTypeError, match=r"0\.parquet: columns b \(string; numeric in .*1\.parquet\)"
+        ),
+    ):
+        normlab.compute_stats(tmp_path)
+    # a text column only a later file has is named too
+    pq.write_table(pa.table({"a": [3.0], "note": ["y"]}), tmp_path / "2.parquet")
+    files = [tmp_path / "0.parquet", tmp_path / "2.parquet"]
+    pq.write_table(pa.table({"a": [1.0]}), files[0])
+    with pytest.warns(normlab.NormlabWarning, match=r"note \(string\) in .*2\.parquet"):
+        m = normlab.compute_stats(files)
+    assert m.feature_names == ["a"] and m.mean.tolist() == [2.0]
+
+
+def test_integer_types_differing_between_files_stay_exact(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": pa.array([1, 2], pa.int8())}), tmp_path / "0.parquet")
+    pq.write_table(pa.table({"a": pa.array([1000, 2000], pa.int32())}), tmp_path / "1.parquet")
+    m = normlab.compute_stats(tmp_path)
+    assert m.exact and m.mean.tolist() == [750.75] and m.max.tolist() == [2000]
+
+
+BIG = [2**53 + 1, 2**53 + 3, -(2**62)]
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array(BIG, pa.int64()),
+        pa.array([2**63 + 1, 2**64 - 1, 5], pa.uint64()),
+        pa.array([2**53 + 1, None, 2**53 + 3], pa.int64()),
+    ],
+    ids=["int64", "uint64", "int64-nulls"],
+)
+def test_integers_beyond_2_53_take_the_float_path(tmp_path: Path, array: Any) -> None:
+    """Integers that float64 cannot hold exactly round to the nearest float64 (the documented
+    float path), in a file, a DataFrame or an Arrow table; never an unreadable row group."""
+    values = [v for v in array.to_pylist() if v is not None]
+    want = np.array([float(v) for v in values])
+    path = tmp_path / "i.parquet"
+    pq.write_table(pa.table({"a": array}), path)
+    m = normlab.compute_stats(path, nan_policy="omit", skip_bad=True)
+    assert not m.exact and getattr(m, "n_skipped", 0) == 0 and m.count.tolist() == [len(values)]
+    assert m.mean.tolist() == pytest.approx([want.mean()], rel=1e-15)
+    assert m.min.tolist() == [want.min()] and m.max.tolist() == [want.max()]
+    out = tmp_path / "o.st"
+    result = _cli("stats", str(path), "--nan-policy", "omit", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    candidates: list[Any] = [pa.table({"a": array})]
+    if array.null_count == 0:
+        pd = pytest.importorskip("pandas")
+        candidates.append(pd.DataFrame({"a": array.to_numpy()}))
+        try:
+            import polars as pl
+
+            candidates.append(pl.from_arrow(pa.table({"a": array})))
+        except ImportError:
+            pass
+    for source in candidates:
+        got = normlab.compute_stats(source, nan_policy="omit")
+        assert np.array_equal(got.mean, m.mean) and np.array_equal(got.max, m.max)
+
+
+def test_a_one_group_task_names_its_row_group_once(parquet_file: Path) -> None:
+    _corrupt_row_group(parquet_file, 1)
+    with pytest.raises(SourceError) as info:
+        normlab.compute_stats(parquet_file, columns="f", chunk_size=100)
+    assert str(info.value).count("row group 1") == 1, str(info.value)

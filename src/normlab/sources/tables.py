@@ -3,14 +3,17 @@ and datasets, pandas and polars DataFrames.
 
 * **Columns**: ``columns=`` (a list, or ``"a,b"``) picks the features, in that order; by
   default every numeric column (integer, float, bool, decimal) is a feature and the others
-  are listed in a :class:`~normlab.errors.NormlabWarning`, never dropped silently.
+  are listed in a :class:`~normlab.errors.NormlabWarning`, never dropped silently. The files
+  of a data set must agree (checked on every footer before any row is read): a numeric
+  column some files lack is an error naming one file without it and one with it.
 * **Tasks**: one per row group of a Parquet file, or a run of consecutive small row groups
   up to ``TASK_CHUNKS`` chunks of rows; a task reads its row groups with pyarrow in
   batches of ``chunk_size`` rows (default: about 32 MiB), never a whole file. A task holds the
   file's URL and ``storage_options``: a Dask worker opens the file itself.
 * **Types**: integer and bool columns without nulls whose values fit int32 (Parquet's
   row-group statistics or Arrow's min/max tell) travel as integers and take the exact path;
-  the others as float64 (an integer up to 2**53 converts exactly), nulls as NaN, counted per
+  the others as float64 (an integer up to 2**53 converts exactly, a larger one to the nearest
+  float64), nulls as NaN, counted per
   column under ``nan_policy="omit"`` and refused under ``"raise"``. When both kinds are
   chosen, the source's ``parts`` read each group apart (see :func:`split_source`).
 * **Errors** name the file's URL and the row group: a missing column, a corrupt row group, an
@@ -161,7 +164,11 @@ def _plan_columns(batch: Any, plan: ColumnPlan) -> Iterator[np.ndarray]:
     for name in plan.names:
         column = batch.column(name)
         if column.type != target:
-            column = column.cast(target)
+            # to float64, rounding is the float path's contract: an integer beyond 2**53 (or
+            # a wide decimal) takes the nearest float64, as numpy's astype gives; pyarrow's
+            # safe cast would refuse it. An integer plan keeps the safe cast: the statistics
+            # said every value fits, and a file that lied is an error, never a wrapped value.
+            column = column.cast(target, safe=plan.dtype != "float64")
         if isinstance(column, pa.ChunkedArray):
             column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         if plan.dtype != "float64" and column.null_count:
@@ -245,9 +252,8 @@ class ParquetTask:
                         batches = []
                         reason = str(exc) if isinstance(exc, NormlabError) else _describe(exc)
                         if not self.skip_bad:  # the engine puts the task's label (the URL) first
-                            raise SourceError(
-                                f"{self.label}: row group {group}: {reason}"
-                            ) from None
+                            which = f"row group {group}: " if len(self.row_groups) > 1 else ""
+                            raise SourceError(f"{self.label}: {which}{reason}") from None
                         skipped(f"{self.path} row group {group}", reason)
                     if i + 1 < len(self.row_groups):
                         ahead = reader.submit(read, self.row_groups[i + 1])
@@ -365,19 +371,13 @@ def parquet_source(
     if files is None:
         return None
     wanted = parse_columns(columns)
-    infos: list[_FileInfo] = []
-    first_schema = None
-    names: list[str] = []
-    for loc in files:
-        schema, rows, exact = _read_footer(loc, wanted)
-        if first_schema is None:
-            first_schema = schema
-            names = select_columns(schema, wanted, loc.path)
-        else:
-            select_columns_in(schema, names, loc.path, files[0].path)
-        infos.append(_FileInfo(loc, schema, rows, exact))
-    assert first_schema is not None  # files is never empty here
-    types = {n: first_schema.field(n).type for n in names}
+    infos = [_FileInfo(loc, *_read_footer(loc, wanted)) for loc in files]
+    # every footer is read before any row: the files must agree on the columns, whichever
+    # file comes first
+    names = select_columns(infos[0].schema, wanted, files[0].path)
+    if len(infos) > 1:
+        check_same_columns(infos, names, wanted is None)
+    types = {n: _common_type([info.schema.field(n).type for info in infos]) for n in names}
     exact_columns = {n for n in names if all(info.exact.get(n, False) for info in infos)}
     where = (
         files[0].path if len(files) == 1 else f"{len(files)} Parquet files ({files[0].path}, ...)"
@@ -400,18 +400,62 @@ def parquet_source(
     return split_source(names, types, exact_columns, read)
 
 
-def select_columns_in(schema: Any, names: list[str], where: str, first: str) -> None:
-    """Every file of a data set must hold the chosen columns with numeric types."""
-    types = {field.name: field.type for field in schema}
-    missing = [n for n in names if n not in types]
-    if missing:
-        raise SourceError(
-            f"{where}: no column {', '.join(map(repr, missing))} (which {first} has); every "
-            "file of a data set needs the chosen columns"
-        )
-    bad = [f"{n} ({types[n]})" for n in names if not _is_numeric(types[n])]
-    if bad:
-        raise DTypeError(f"{where}: columns {', '.join(bad)} are not numeric here")
+def check_same_columns(infos: list[_FileInfo], names: list[str], default: bool) -> None:
+    """Every file of a data set holds the chosen columns, numeric; by default (no ``columns=``)
+    they also agree on which columns are numeric, so that no file's column is left out
+    unnoticed. The first file lacking a column, and the first holding it, are named."""
+    first = {name: info.loc.path for info in reversed(infos) for name in info.schema.names}
+    numeric: dict[str, str] = {}  # name -> first file where it is numeric
+    for info in reversed(infos):
+        for field in info.schema:
+            if _is_numeric(field.type):
+                numeric[field.name] = info.loc.path
+    wanted = list(names)
+    if default:
+        wanted += [n for n in numeric if n not in names]
+    for info in infos:
+        types = {field.name: field.type for field in info.schema}
+        missing = [n for n in wanted if n not in types]
+        if missing:
+            has = "; ".join(f"{n!r} (which {numeric[n]} has)" for n in missing)
+            fix = (
+                "pass columns= to choose the features every file holds"
+                if default
+                else "every file of a data set needs the chosen columns"
+            )
+            raise SourceError(f"{info.loc.path}: no column {has}; {fix}")
+        bad = [n for n in wanted if not _is_numeric(types[n])]
+        if bad:
+            listed = ", ".join(f"{n} ({types[n]}; numeric in {numeric[n]})" for n in bad)
+            raise DTypeError(
+                f"{info.loc.path}: columns {listed} are not numeric here; "
+                "pass columns= to choose the features"
+            )
+    if default:
+        left_out: dict[str, str] = {}
+        for info in infos[1:]:
+            for field in info.schema:
+                if field.name not in first or first[field.name] != info.loc.path:
+                    continue
+                if not _is_numeric(field.type):
+                    left_out[f"{field.name} ({field.type})"] = info.loc.path
+        if left_out:
+            listed = ", ".join(f"{n} in {where}" for n, where in left_out.items())
+            warn(
+                f"non-numeric columns left out of the statistics: {listed}; pass columns= to "
+                "choose the features"
+            )
+
+
+def _common_type(types: list[Any]) -> Any:
+    """A column's type over every file: the type itself where they agree, else int32 for
+    integer and bool columns (an exact plan checked that every value fits it) or float64."""
+    if all(t == types[0] for t in types):
+        return types[0]
+    pa = _pa()
+    if all(pa.types.is_integer(t) or pa.types.is_boolean(t) for t in types):
+        return pa.int32()
+    return pa.float64()
 
 
 def _row_group_runs(rows: list[int], task_rows: int) -> Iterator[tuple[tuple[int, ...], int]]:
