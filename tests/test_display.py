@@ -93,7 +93,7 @@ def test_feature_stats_print_a_summary_with_where_the_extremes_are(tmp_path):
         "constant 10 of 12 features at (0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (1, 0, 0), ..."
         in flat
     )
-    assert "rare         1 of 12 features (non-zero in 1..5 samples) at (2, 3, 0)" in out
+    assert "rare         1 of 12 features (non-zero in 1..1 of 10 samples) at (2, 3, 0)" in out
     assert "per channel (HWC, exact from these):" in out
 
 

@@ -36,6 +36,7 @@ class _Group(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, command, rest = super().resolve_command(ctx, args)
         _state["command"] = command
+        _state["group"] = self
         return name, command, rest
 
     def get_params(self, ctx: Any) -> list[Any]:
@@ -138,30 +139,69 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 # A Python keyword in a library message: ``max_value=``, ``nan_policy='omit'``, ``resize=(H, W)``
 _KEYWORD = re.compile(r"(?<![\w.\-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^()]*\)|[^\s,;()]*)")
+# A keyword named without a value: ``std_floor must be positive``, ``the nan_policy``
+_BARE_KEYWORD = re.compile(
+    r"(?<![\w.\-'\"`])([a-z][a-z0-9]*_[a-z0-9_]*[a-z0-9]|[a-z][a-z0-9]*(?= must ))(?![\w=(])"
+)
+# Python keywords whose command-line option has another name (keyword: option's parameter)
+OPTION_OF_KEYWORD: dict[str, str] = {"rare_threshold": "rare"}
+
+
+def _long_flag(param: Any) -> str:
+    return str(max((o for o in param.opts if o.startswith("--")), key=len))
+
+
+def _options_of(command: Any) -> dict[str, Any]:
+    return {p.name: p for p in command.params if any(o.startswith("--") for o in p.opts)}
 
 
 def as_options(message: str) -> str:
-    """A library message in the command line's words: each keyword that is an option of the
-    running command becomes that option (``max_value=255``: ``--max-value 255``,
-    ``resize=(H, W)``: ``--resize H W``)."""
+    """A library message in the command line's words (the one place that translates).
+
+    Each Python keyword that is an option of the running command becomes that option
+    (``max_value=255``: ``--max-value 255``, ``resize=(H, W)``: ``--resize H W``,
+    ``std_floor must be positive``: ``--std-floor must be positive``); a keyword with a value
+    that only ``fit`` takes (a scheme's parameter) names that command (``std_floor=0.3``:
+    ``normlab fit --std-floor 0.3``). Values are written as the option takes them
+    (``dtype=np.float64``: ``--dtype float64``).
+    """
     command = _state.get("command")
     if command is None:
         return message
-    options = {p.name: p for p in command.params if any(o.startswith("--") for o in p.opts)}
+    options = _options_of(command)
+    # the schemes' parameters are options of `fit`: a hint about a scheme names it there
+    fitting = getattr(_state.get("group"), "commands", {}).get("fit")
+    others = [("fit", fitting)] if fitting is not None and fitting is not command else []
+
+    def find(name: str) -> tuple[str | None, Any]:
+        name = OPTION_OF_KEYWORD.get(name, name)
+        if name in options:
+            return None, options[name]
+        for command_name, other in others:  # e.g. diagnose's hint about a fit option
+            if name in _options_of(other):
+                return command_name, _options_of(other)[name]
+        return None, None
 
     def replace(match: re.Match[str]) -> str:
-        param = options.get(match.group(1))
-        value = match.group(2).strip("'\"")
+        where, param = find(match.group(1))
+        value = re.sub(r"^np\.", "", match.group(2).strip("'\""))
         if param is None or (value in ("True", "False") and not param.is_flag):
             return match.group(0)
-        flag = max((o for o in param.opts if o.startswith("--")), key=len)
+        flag = _long_flag(param)
         if param.is_flag:
-            return flag
-        if value.startswith("("):
-            value = " ".join(part.strip() for part in value[1:-1].split(","))
-        return f"{flag} {value}" if value else flag
+            text = flag
+        else:
+            if value.startswith("("):
+                value = " ".join(part.strip() for part in value[1:-1].split(","))
+            text = f"{flag} {value}" if value else flag
+        return f"`normlab {where} {text}`" if where else text
 
-    return _KEYWORD.sub(replace, message)
+    def replace_bare(match: re.Match[str]) -> str:
+        name = OPTION_OF_KEYWORD.get(match.group(1), match.group(1))
+        param = options.get(name)
+        return _long_flag(param) if param is not None else match.group(0)
+
+    return _BARE_KEYWORD.sub(replace_bare, _KEYWORD.sub(replace, message))
 
 
 def _silence_stdout() -> None:
@@ -849,4 +889,8 @@ def main() -> None:  # the console script
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m normlab.cli`: run the package's module, the one the commands import (their
+    # messages read the running command from it), not this second copy named __main__
+    from normlab.cli import main as package_main
+
+    package_main()

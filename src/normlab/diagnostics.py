@@ -40,8 +40,8 @@ from . import schemes
 from .comoments import MAX_FEATURES, SKETCH_SIZE, CoMoments, compute_comoments
 from .errors import EmptyDataError, NormlabError, NormlabWarning, ShapeError
 from .moments import Moments
+from .rarity import RARE_THRESHOLD, rare_limit, rare_rule
 
-RARE_THRESHOLD = 5  # a feature non-zero in at most this many samples is "rare"
 NEAR_CONSTANT = 1e-2  # std below 1 % of the median std: near-constant
 SCALE_OFF = 100.0  # std more than 100x above or below the median std
 Z_CAP = 10.0  # recommended std_floor = max |x − mean| / 10: every training |z| stays ≤ 10
@@ -90,7 +90,8 @@ def diagnose(
         registry marks ``measured_by_default``) and report the measured
         divergence threshold and iterations next to the predictions (needs the data and labels).
     rare_threshold
-        A feature non-zero in at most this many samples is rare.
+        A feature non-zero in at most this many samples, and in at most a tenth of them, is
+        rare (:mod:`normlab.rarity`).
     mask_png
         For image-shaped samples, write a PNG of the constant (red) and rare (orange) pixels.
     source_options
@@ -131,8 +132,8 @@ def diagnose(
     if measure:
         if data is None or targets is None:
             raise NormlabError(
-                "--measure trains on the data: give the data with labels (--dataset NAME, or "
-                "DATA.npy with --labels y.npy), not a co-moments file"
+                "measure=True trains on the data: give the data with labels (dataset='NAME', "
+                "or DATA.npy with labels='y.npy'), not a co-moments file"
             )
         if measure_schemes is None:
             measure_schemes = tuple(schemes.where(measured_by_default=True))
@@ -506,7 +507,7 @@ def _health(m: Moments, rare_threshold: int) -> dict[str, Any]:
             0.0,
         )
     near = live & (std < NEAR_CONSTANT * median_std)
-    rare = live & (m.n_nonzero.reshape(-1) <= rare_threshold)
+    rare = live & (m.n_nonzero.reshape(-1) <= rare_limit(n, rare_threshold))
     off = live & ((std > SCALE_OFF * median_std) | (std < median_std / SCALE_OFF))
     worst = int(np.argmax(z))
     health = {
@@ -519,7 +520,7 @@ def _health(m: Moments, rare_threshold: int) -> dict[str, Any]:
         },
         "rare": {
             "count": int(rare.sum()),
-            "rule": f"non-zero in 1..{rare_threshold} of {n} samples",
+            "rule": rare_rule(n, rare_threshold),
             "indices": _indices(rare, shape),
         },
         "max_abs_z": {
@@ -799,7 +800,8 @@ def _write_mask(m: Moments, rare_threshold: int, path: str | os.PathLike) -> Non
     span = float(mean.max() - mean.min()) or 1.0
     gray = (mean - mean.min()) / span
     rgb = np.stack([gray, gray, gray], axis=-1)
-    rare = per_pixel((m.n_nonzero <= rare_threshold) & ~constant_mask(m), np.any)
+    limit = rare_limit(m.n_samples_seen, rare_threshold)
+    rare = per_pixel((m.n_nonzero <= limit) & ~constant_mask(m), np.any)
     const = per_pixel(constant_mask(m), np.all)
     rgb[rare] = (1.0, 0.6, 0.0)
     rgb[const] = (1.0, 0.0, 0.0)

@@ -27,7 +27,6 @@ SHOWN_ROWS = 40  # named features (table columns) listed one per line
 NAME_WIDTH = 24  # longer names are cut to this many characters in those lines
 LINE_WIDTH = 80
 LABEL_WIDTH = 13
-RARE_THRESHOLD = 5  # a feature non-zero in at most this many values is "rare" (as diagnose)
 
 
 def _is_integral(arr: np.ndarray) -> bool:
@@ -106,11 +105,29 @@ def _places(mask: np.ndarray, shape: tuple[int, ...], names: list[str] | None = 
 
 
 def label_text(name: str, width: int | None = None) -> str:
-    """A column name for one line of text: unprintable characters as ``?``, cut to ``width``."""
+    """A column name for one line of text: unprintable characters as ``?``; longer than
+    ``width``, its middle becomes ``~`` (names of one table often differ at the end only)."""
     text = "".join(ch if ch.isprintable() else "?" for ch in name)
     if width is not None and len(text) > width:
-        return text[: width - 1] + "~"
+        head = (width - 1) // 2
+        return text[:head] + "~" + text[len(text) - (width - 1 - head) :]
     return text
+
+
+def distinct_labels(names: list[str], width: int) -> list[str]:
+    """:func:`label_text` of each name, cut to ``width``; names that would still read the same
+    (or that read like another's label) are told apart by their column number (``#12 a~z``)."""
+    labels = [label_text(name, width) for name in names]
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    out = []
+    for i, (name, label) in enumerate(zip(names, labels, strict=True)):
+        if seen[label] > 1:
+            tag = f"#{i} "
+            label = tag + label_text(name, max(3, width - len(tag)))
+        out.append(label)
+    return out
 
 
 def named_rows(names: list[str], columns: dict[str, Any]) -> list[str]:
@@ -125,9 +142,10 @@ def named_rows(names: list[str], columns: dict[str, Any]) -> list[str]:
     }
     cell = max([10, *(len(t) + 1 for values in texts.values() for t in values)])
     lines = ["column".ljust(width) + "".join(k.rjust(cell) for k in texts)]
-    for i, name in enumerate(names[:SHOWN_ROWS]):
+    labels = distinct_labels(names, NAME_WIDTH)
+    for i in range(min(len(names), SHOWN_ROWS)):
         values = "".join(texts[k][i].rjust(cell) for k in texts)
-        lines.append(label_text(name, NAME_WIDTH).ljust(width) + values)
+        lines.append(labels[i].ljust(width) + values)
     if len(names) > SHOWN_ROWS:
         lines.append(f"... {len(names) - SHOWN_ROWS} more columns (`show --format json` lists all)")
     return lines
@@ -170,13 +188,14 @@ def _units(stats: Any) -> str:
 def health_lines(stats: Any) -> list[str]:
     """Constant and rare features (channels) with where the first few are."""
     from .normalizers import constant_mask
+    from .rarity import rare_limit, rare_rule
 
     shape = tuple(stats.reduced_shape)
     names = feature_names(stats)
     what = {"feature": "features", "channel": "channels", "global": "values"}[stats.axis]
     const = constant_mask(stats)
     empty = stats.no_values()
-    rare = ~const & ~empty & (stats.n_nonzero <= RARE_THRESHOLD)
+    rare = ~const & ~empty & (stats.n_nonzero <= rare_limit(stats.n_samples_seen))
     total = const.size
     lines = (
         [
@@ -202,10 +221,18 @@ def health_lines(stats: Any) -> list[str]:
         _line("constant", f"{int(const.sum())} of {total} {what}{_places(const, shape, names)}"),
         _line(
             "rare",
-            f"{int(rare.sum())} of {total} {what} (non-zero in 1..{RARE_THRESHOLD} samples)"
-            f"{_places(rare, shape, names)}",
+            f"{int(rare.sum())} of {total} {what} ({rare_rule(stats.n_samples_seen)})"
+            f"{_places(rare, shape, names)}"
+            if rare_limit(stats.n_samples_seen)
+            else rare_rule(stats.n_samples_seen),
         ),
     ]
+
+
+def python_number(value: float) -> str:
+    """``value`` as a Python literal that reads back exactly: ``255``, ``2147483647``, ``0.1``."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
 
 
 def paste_lines(mean: Any, std: Any, value_scale: dict[str, Any] | None) -> list[str]:
@@ -215,8 +242,9 @@ def paste_lines(mean: Any, std: Any, value_scale: dict[str, Any] | None) -> list
     mean01 = np.asarray(mean, np.float64).reshape(-1) / divisor
     std01 = np.asarray(std, np.float64).reshape(-1) / divisor
     if top:
-        head = f"# on the 0..1 scale (data / {top:g}), as after ToTensor() or Rescaling(1/{top:g}):"
-        pixel = f", max_pixel_value={float(top):g}.0" if float(top) == int(top) else ""
+        exact = python_number(top)  # 2147483647, never 2.14748e+09: pasted, it must be exact
+        head = f"# on the 0..1 scale (data / {exact}), as after ToTensor() or Rescaling(1/{exact}):"
+        pixel = f", max_pixel_value={float(top)!r}"
     else:
         head = "# float data: taken to be on the 0..1 scale already"
         pixel = ", max_pixel_value=1.0"

@@ -11,6 +11,7 @@ import typer
 from .. import schemes
 from ..cli import (
     QuietOpt,
+    as_options,
     cli_errors,
     console,
     print_skipped,
@@ -190,13 +191,13 @@ def _print(report: dict[str, Any], title: str, wide: bool = False) -> None:
         highlight=False,
     )
     for line in report["recommendation"]:
-        out.print(f"• {line}", markup=False)
+        out.print(f"• {as_options(line)}", markup=False)  # `fit` options, not Python keywords
     out.print()
     skipped = []
     rows = []
     for name, s in report["spectrum"].items():
         if "skipped" in s:
-            skipped.append(f"{name}: {s['skipped']}")
+            skipped.append(f"{name}: {as_options(s['skipped'])}")
             continue
         p = preds[name]
         rows.append(

@@ -134,8 +134,8 @@ def fingerprint(
             raise NormlabError(
                 f"checkpoint: {task.label} has no identity normlab can check (a generator, "
                 "an iterable of batches or a dataset object may hold other data in a later run, "
-                "and resuming would mix the two). Pass checkpoint_key='a name for this data' "
-                "(--checkpoint-key), changing it whenever the data changes, or run without a "
+                "and resuming would mix the two). Pass checkpoint_key='NAME' (a name for this "
+                "data), changing it whenever the data changes, or run without a "
                 "checkpoint"
             )
         for path in paths:

@@ -141,7 +141,7 @@ def _outcome(future: cf.Future, task: Any) -> TaskResult:
         raise NormlabError(
             _unguarded_main()
             or f"a worker process died while running {task.label} (killed, or out of memory); "
-            "rerun, with --checkpoint to keep finished work"
+            "rerun with checkpoint='FOLDER' to keep finished work"
         ) from None
 
 
