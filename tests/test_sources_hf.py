@@ -4,6 +4,7 @@ statistics, contiguous index-range tasks, saved folders, numeric columns, errors
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -191,3 +192,25 @@ def test_saved_folder_at_a_url_from_the_command_line(corpus):
     assert result.exit_code == 0, result.output
     loaded = normlab.load(out)
     assert same(loaded, normlab.compute_stats(root / "folder", "channel"))
+
+
+def test_a_saved_arrow_file_cut_between_record_batches_is_truncated(tmp_path):
+    """An Arrow stream cut exactly between record batches reads as a shorter dataset: the file
+    must end with the end-of-stream marker, or the folder is refused naming the file and byte."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(8)
+    dataset = datasets.Dataset.from_dict({"x": rng.normal(size=5000).tolist()})
+    dataset.save_to_disk(str(tmp_path / "saved"), num_shards=1)
+    (arrow,) = (tmp_path / "saved").glob("*.arrow")
+    whole = arrow.read_bytes()
+    reader = pa.BufferReader(whole)
+    batch_ends = [reader.tell() for _ in pa.ipc.open_stream(reader)]
+    assert len(batch_ends) > 2
+    assert normlab.compute_stats(str(tmp_path / "saved")).n_samples_seen == 5000
+    for length in (batch_ends[0], batch_ends[-2], batch_ends[-1]):
+        cut = tmp_path / f"cut{length}"  # a new folder: a loaded one stays memory-mapped
+        shutil.copytree(tmp_path / "saved", cut)
+        (cut / arrow.name).write_bytes(whole[:length])
+        with pytest.raises(SourceError, match=rf"{arrow.name} is truncated.* {length}\b"):
+            normlab.compute_stats(str(cut))

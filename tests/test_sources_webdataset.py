@@ -287,3 +287,29 @@ def test_a_brace_pattern_naming_too_many_shards_is_refused_before_expanding():
         expand_braces("s-{0..999999}-{0..999999}.tar")
     with pytest.raises(SourceError, match="names 100000001 shards"):
         normlab.compute_stats("s-{0..100000000}.tar")
+
+
+def test_a_shard_cut_anywhere_is_truncated(tmp_path):
+    """A cut between members, or inside the padding after one (not a multiple of 512 bytes,
+    no end-of-archive marker), loses the members after it: reported with the byte where the
+    file ends, or skipped and listed with skip_bad, never read as a shorter shard."""
+    rng = np.random.default_rng(5)
+    images = [encode(a, "png") for a in rng.integers(0, 256, (4, 4, 4, 3), dtype=np.uint8)]
+    write_corpus(tmp_path, images, "png", 1)
+    whole = (tmp_path / "shard-000.tar").read_bytes()
+    members, damaged = index_shard(str(tmp_path / "shard-000.tar"))
+    assert damaged is None and len(members) == 8
+    cut = tmp_path / "cut.tar"
+    # inside the padding after the first image, after its label, and on a block boundary
+    padding = members[0].offset + members[0].size + 10
+    for length in (padding, members[1].offset + members[1].size + 64, 1600, 700, 2048):
+        cut.write_bytes(whole[:length])
+        with pytest.raises(SourceError, match=rf"cut\.tar: truncated.* {length}\b"):
+            normlab.compute_stats(str(cut), "channel")
+        stats = normlab.compute_stats(str(cut), "channel", skip_bad=True)
+        assert stats.n_samples_seen < 4
+        assert [s["item"] for s in stats.skipped] == [str(cut)]
+        assert "truncated" in stats.skipped[0]["reason"]
+    for length in (len(whole), members[-1].offset + 512 + 512):  # one zero block: tar's end
+        cut.write_bytes(whole[:length])
+        assert normlab.compute_stats(str(cut), "channel").n_samples_seen == 4

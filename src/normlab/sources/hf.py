@@ -21,6 +21,7 @@ or a folder written by ``save_to_disk``.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,32 @@ def open_saved(loc: Location, split: str | None) -> Any:
             raise  # errors_named names the credentials
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise SourceError(f"{loc.path}: not a readable saved dataset ({exc})") from None
-    return _pick_split(loaded, split, loc.path)
+    picked = _pick_split(loaded, split, loc.path)
+    for cached in getattr(picked, "cache_files", []):
+        check_arrow_end(cached["filename"], loc.path)
+    return picked
+
+
+ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an Arrow IPC stream's end-of-stream marker
+
+
+def check_arrow_end(path: str, where: str) -> None:
+    """Refuse an Arrow file cut short: a stream cut between record batches reads as a shorter
+    dataset, so the file must end with the end-of-stream marker (``datasets`` writes it on
+    closing) or, for the IPC file format, the ``ARROW1`` magic."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - len(ARROW_EOS)))
+            tail = handle.read()
+    except OSError as exc:
+        raise SourceError(f"{where}: cannot read {path} ({exc.strerror or exc})") from None
+    if tail != ARROW_EOS and not tail.endswith(b"ARROW1"):
+        raise SourceError(
+            f"{where}: {os.path.basename(path)} is truncated: it ends at byte {size} without "
+            "the Arrow end-of-stream marker, so the record batches after the cut are lost. "
+            "Save the dataset again (save_to_disk)"
+        )
 
 
 def _pick_split(dataset: Any, split: str | None, where: str) -> Any:

@@ -16,6 +16,10 @@
 * **Errors** name the shard and the member (``shard-003.tar[0042.jpg]``), or the byte offset
   of a damaged header; ``skip_bad=True`` skips a bad member (and the rest of a shard after a
   damaged header) and lists it in the statistics.
+* **Truncation**: a shard must end with tar's end-of-archive marker (a zero block). One cut
+  anywhere (inside a header, a member, the padding after it, or between members) is a
+  ``SourceError`` naming the shard and the byte where it ends, or with ``skip_bad=True`` the
+  members before the cut are read and the rest of the shard is listed as skipped.
 """
 
 from __future__ import annotations
@@ -156,11 +160,11 @@ def index_shard(
         offset = 0
         while True:
             handle.seek(offset)
-            header = handle.read(BLOCK)
-            if len(header) < BLOCK or header == bytes(BLOCK):
-                if len(header) and len(header) < BLOCK:
-                    return members, f"truncated tar header at byte {offset}"
+            header = handle.read(BLOCK) if offset < size else b""
+            if header == bytes(BLOCK):  # the end-of-archive marker: what tar writes last
                 return members, None
+            if len(header) < BLOCK:
+                return members, _truncated(offset, size, len(header), members)
             where = f"{path} (byte {offset})"
             stored = _number(header[148:156], where)
             if stored != sum(header) - sum(header[148:156]) + 8 * 32:
@@ -171,7 +175,9 @@ def index_shard(
             data_at = offset + BLOCK
             if data_at + length > size:
                 name = long_name or header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-                return members, f"truncated: member {name} runs past the end of the file"
+                return members, (
+                    f"truncated: member {name} runs past the end of the file (at byte {size})"
+                )
             if kind in (b"L", b"x"):  # the next member's long name / pax header
                 handle.seek(data_at)
                 data = handle.read(length)
@@ -191,6 +197,22 @@ def index_shard(
                     members.append(Member(name, data_at, length))
                 long_name = None
             offset = data_at + -(-length // BLOCK) * BLOCK
+
+
+def _truncated(offset: int, size: int, got: int, members: list[Member]) -> str:
+    """Why a shard that ends before its end-of-archive marker is truncated."""
+    after = f" after member {members[-1].name}" if members else ""
+    if got:
+        return f"truncated tar header at byte {offset} (the file ends at byte {size})"
+    if offset > size:
+        return (
+            f"truncated: the file ends at byte {size}, inside the padding{after} (a tar file "
+            "is whole 512-byte blocks); the members after it are lost"
+        )
+    return (
+        f"truncated: the file ends at byte {size}{after} without the end-of-archive marker "
+        "(the zero blocks tar writes last); the members after it are lost"
+    )
 
 
 def _read_member(handle: Any, member: Member) -> bytes:
