@@ -101,3 +101,58 @@ def test_declared_sizes_no_read_could_hold_are_refused(tmp_path: Path, kind: str
             peak(lambda p=path: resolve(p))  # type: ignore[misc]
         assert Path(path).name in str(info.value)
         assert str(shape[0]) in str(info.value) or str(chunks[0]) in str(info.value)
+
+
+def sparse(path: Path, head: bytes, size: int) -> str:
+    """A file of ``size`` bytes starting with ``head``, the rest a hole (no disk used)."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return str(path)
+
+
+def test_array_files_declaring_samples_no_read_could_hold_are_refused(tmp_path: Path) -> None:
+    """A .npy (or .npz member) whose every byte is there, but one sample is 8 GiB: refused
+    before a window is sized from it (the window would hold at least one sample)."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f8", "fortran_order": False, "shape": (2, 2**30)}
+    )
+    path = sparse(tmp_path / "wide.npy", head.getvalue(), len(head.getvalue()) + 2 * 2**33)
+    with pytest.raises(SourceError, match=r"wide\.npy: declares samples of shape \(1073741824,\)"):
+        peak(lambda: resolve(path))
+    with zipfile.ZipFile(tmp_path / "wide.npz", "w") as archive:  # a header, then nothing
+        archive.writestr("x.npy", head.getvalue())
+    with pytest.raises(SourceError, match=r"wide\.npz\[x\]: .*(declares|holds)"):
+        resolve(str(tmp_path / "wide.npz"))
+
+
+def test_image_files_and_members_larger_than_any_image_are_not_read(tmp_path: Path) -> None:
+    """A 5 GiB file named .png, or a shard member declaring 5 GiB, is refused before it is
+    read (it was read whole into memory first): an error naming it, or skipped with skip_bad."""
+    import tarfile
+
+    import normlab
+
+    pytest.importorskip("cv2")
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "a.png")
+    big = 5 * 2**30
+    sparse(folder / "b.png", b"\x89PNG\r\n\x1a\n", big)
+    with pytest.raises(SourceError, match=rf"b\.png: {big} bytes: larger than any image"):
+        peak(lambda: normlab.compute_stats(str(folder), "channel"))
+    stats, used = peak(lambda: normlab.compute_stats(str(folder), "channel", skip_bad=True))
+    assert stats.n_samples_seen == 1 and stats.n_skipped == 1 and used < 256 * MiB
+
+    info = tarfile.TarInfo("0000.png")
+    info.size = big
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    shard = sparse(tmp_path / "big.tar", header, 512 + big + 1024)  # zero blocks end it
+    with pytest.raises(SourceError, match=rf"big\.tar\[0000\.png\]: {big} bytes"):
+        peak(lambda: normlab.compute_stats(shard, "channel"))

@@ -20,6 +20,21 @@ from .fs import Location, errors_named, location_of
 
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # a window: big enough for the kernels, small for RAM
 TASK_CHUNKS = 8  # chunks per task: tasks are the unit of parallel work and of checkpoints
+# The most bytes one read may hold: a sample (one row) of an array file, a storage chunk, an
+# image file. What a header declares beyond this is refused before anything is allocated.
+MAX_READ_BYTES = 2**32
+
+
+def check_row_bytes(label: str, sample: tuple[int, ...], dtype: np.dtype) -> int:
+    """The bytes of one sample, refused beyond :data:`MAX_READ_BYTES` (a sample is read whole)."""
+    row_bytes = dtype.itemsize * math.prod(sample)
+    if row_bytes > MAX_READ_BYTES:
+        raise SourceError(
+            f"{label}: declares samples of shape {sample} of {dtype}: {row_bytes} bytes each, "
+            f"more than the {MAX_READ_BYTES} bytes normlab reads at once (a sample is read "
+            "whole). Put more of the axes in the first (samples) axis"
+        )
+    return row_bytes
 
 
 def rows_per_chunk(row_bytes: int, chunk_size: int | None) -> int:
@@ -208,7 +223,7 @@ def npy_source(
         raise SourceError(
             f"{path}: holds an array of shape {header.shape}; expected (n_samples, *sample_shape)"
         )
-    row_bytes = header.dtype.itemsize * math.prod(header.shape[1:])
+    row_bytes = check_row_bytes(path, header.shape[1:], header.dtype)
     expected = header.offset + header.shape[0] * row_bytes
     size = loc.size()
     if size < expected:
@@ -259,7 +274,7 @@ class NpzTask:
             ):
                 header = read_npy_header(handle, self.label)
                 sample = header.shape[1:]
-                row_bytes = header.dtype.itemsize * math.prod(sample)
+                row_bytes = check_row_bytes(self.label, sample, header.dtype)
                 chunk_rows = rows_per_chunk(row_bytes, self.chunk_size)
                 for i in range(0, header.shape[0], chunk_rows):
                     rows = min(chunk_rows, header.shape[0] - i)
@@ -307,6 +322,7 @@ def npz_source(
         raise SourceError(
             f"{path}[{key}]: shape {header.shape}; expected (n_samples, *sample_shape)"
         )
+    check_row_bytes(f"{path}[{key}]", header.shape[1:], header.dtype)
     task = NpzTask(path, key + ".npy", chunk_size, header.shape[0], loc.options)
     return Source([task], f"{path}[{key}]", {"shape": header.shape, "dtype": str(header.dtype)})
 

@@ -39,14 +39,11 @@ import numpy as np
 from ..errors import DTypeError, NormlabError, ShapeError, SourceError, require
 from ..moments import as_batch
 from . import Source, register_source
-from .arrays import rows_per_chunk
+from .arrays import MAX_READ_BYTES, check_row_bytes, rows_per_chunk
 from .fs import GCS_PROTOCOLS, Location, gcs_endpoint_is_plain_http, is_path_like, location
 
 TASK_BYTES = 8 * 1024 * 1024  # consecutive row-chunks are grouped into tasks of at least this
 MAX_TASKS = 100_000  # tasks of one Zarr/HDF5 array at most: a larger array gets larger tasks
-# The most bytes one read may decode: one storage chunk, or one sample (row). What a file
-# declares beyond this is refused before anything is allocated.
-MAX_READ_BYTES = 2**32
 # Values of one array at most: 2**50 (8 PiB of float64) takes about two weeks at a billion
 # values a second; a header declaring more is refused rather than read for years.
 MAX_VALUES = 2**50
@@ -359,13 +356,7 @@ def check_declared(
             "array (two weeks at a billion values a second). Read a part of it as a Dask "
             "array (dask.array.from_zarr(path)[:n], dask.array.from_array(dataset)[:n])"
         )
-    row_bytes = dtype.itemsize * math.prod(shape[1:])
-    if row_bytes > MAX_READ_BYTES:
-        raise SourceError(
-            f"{name}: declares samples of shape {shape[1:]} of {dtype}: {row_bytes} bytes each, "
-            f"more than the {MAX_READ_BYTES} bytes normlab reads at once (a sample is read "
-            "whole). Put more of the axes in the first (samples) axis"
-        )
+    check_row_bytes(name, shape[1:], dtype)
     if chunk_shape:
         chunk_bytes = dtype.itemsize * math.prod(chunk_shape)
         if chunk_bytes > MAX_READ_BYTES:

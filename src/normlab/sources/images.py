@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import EmptyDataError, MissingExtraError, NormlabError, SourceError, require
 from ..provenance import recorder
 from . import Source, register_source
+from .arrays import MAX_READ_BYTES
 from .fs import Location, expand, is_path_like, is_url, location
 
 IMAGE_SUFFIXES = frozenset(
@@ -77,6 +78,16 @@ def check_declared(width: int, height: int, bytes_per_pixel: int, data: bytes, w
         raise BadImage(
             f"{what} header declares {width} x {height} pixels ({decoded} bytes decoded) in a "
             f"file of {len(data)} bytes: more than any real image compresses to; corrupt file"
+        )
+
+
+def check_file_size(size: int) -> None:
+    """Refuse an image file (or a shard's member) larger than any image normlab decodes, before
+    reading it: :data:`MAX_PIXELS` of 4 channels of 16 bits are 2 GiB decoded."""
+    if size > MAX_READ_BYTES:
+        raise BadImage(
+            f"{size} bytes: larger than any image normlab decodes (at most {MAX_READ_BYTES} "
+            "bytes are read at once)"
         )
 
 
@@ -313,6 +324,7 @@ def read_bytes(path: str) -> bytes:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise BadImage("not a regular file")
+            check_file_size(info.st_size)
             data = os.read(fd, info.st_size)
         finally:
             os.close(fd)

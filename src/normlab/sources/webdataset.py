@@ -44,6 +44,7 @@ from .images import (
     BadImage,
     ImageBatches,
     ImageOptions,
+    check_file_size,
     image_options,
 )
 
@@ -216,6 +217,7 @@ def _truncated(offset: int, size: int, got: int, members: list[Member]) -> str:
 
 
 def _read_member(handle: Any, member: Member) -> bytes:
+    check_file_size(member.size)  # the header's size, checked before it sizes a read
     handle.seek(member.offset)
     data = handle.read(member.size)
     if len(data) != member.size:
