@@ -8,6 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import normlab
+from normlab import display
 from normlab.cli import app
 from normlab.export import to_torchvision
 
@@ -139,3 +140,23 @@ def test_repr_shows_values_numpy_style():
     big = normlab.compute_stats(np.arange(200.0).reshape(2, 100), "feature")
     assert "mean = [ 50.,  51.,  52., ..., 147., 148., 149.]" in repr(big)
     assert repr(normlab.ZScore()) == normlab.ZScore().params_repr()  # unfitted: parameters only
+
+
+@pytest.mark.parametrize(
+    ("dtype", "head", "divisor"),
+    [
+        ("int32", "# int32 is signed (no 0..1 scale): data units, for unscaled floats", 1.0),
+        ("uint16", "# on the 0..1 scale (data / 65535), as after Rescaling(1/65535):", 65535.0),
+    ],
+)
+def test_paste_lines_say_what_each_integer_type_is_divided_by(dtype, head, divisor):
+    """ToTensor rescales uint8 only; signed data has no 0..1 scale (data / max spans −1..1)."""
+    info = np.iinfo(dtype)
+    scale = {"dtype": dtype, "min_value": int(info.min), "max_value": int(info.max)}
+    lines = display.paste_lines(np.array([-3.0, 120.0]), np.array([7.0, 2.0]), scale)
+    assert lines[0] == head and all(len(line) <= 80 for line in lines)
+    pasted: dict[str, object] = {}
+    exec("\n".join(lines[1:3]), pasted)
+    np.testing.assert_allclose(pasted["mean"], np.array([-3.0, 120.0]) / divisor, atol=5e-4)
+    pixel = "1.0" if dtype == "int32" else "65535.0"
+    assert lines[-2].endswith(f"max_pixel_value={pixel})")

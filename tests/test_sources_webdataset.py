@@ -313,3 +313,26 @@ def test_a_shard_cut_anywhere_is_truncated(tmp_path):
     for length in (len(whole), members[-1].offset + 512 + 512):  # one zero block: tar's end
         cut.write_bytes(whole[:length])
         assert normlab.compute_stats(str(cut), "channel").n_samples_seen == 4
+
+
+@pytest.mark.parametrize(
+    ("compress", "name"),
+    [
+        ("gzip", "gzip"),
+        ("bz2", "bzip2"),
+        ("lzma", "xz"),
+    ],
+)
+def test_a_compressed_shard_says_so(tmp_path, compress, name):
+    """A compressed .tar is not a damaged one: "truncated tar header at byte 0" told nothing."""
+    import importlib
+
+    rng = np.random.default_rng(6)
+    images = [encode(a, "png") for a in rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)]
+    write_corpus(tmp_path, images, "png", 1)
+    whole = (tmp_path / "shard-000.tar").read_bytes()
+    packed = tmp_path / "packed.tar"
+    packed.write_bytes(importlib.import_module(compress).compress(whole))
+    for skip_bad in (False, True):
+        with pytest.raises(SourceError, match=rf"packed\.tar: {name}-compressed.*decompress"):
+            normlab.compute_stats(str(packed), "channel", skip_bad=skip_bad)

@@ -237,13 +237,19 @@ def python_number(value: float) -> str:
 
 def paste_lines(mean: Any, std: Any, value_scale: dict[str, Any] | None) -> list[str]:
     """The 0..1-scale mean and std as Python lines to paste, and how each library takes them."""
-    top = (value_scale or {}).get("max_value")
-    divisor = float(top) if top else 1.0
+    scale = value_scale or {}
+    top = scale.get("max_value")
+    signed = top is not None and (scale.get("min_value") or 0) < 0
+    divisor = float(top) if top and not signed else 1.0
     mean01 = np.asarray(mean, np.float64).reshape(-1) / divisor
     std01 = np.asarray(std, np.float64).reshape(-1) / divisor
-    if top:
+    if signed:  # int8/int16/int32 …: no library maps them to 0..1; data / max would span −1..1
+        head = f"# {scale.get('dtype')} is signed (no 0..1 scale): data units, for unscaled floats"
+        pixel = ", max_pixel_value=1.0"
+    elif top:
         exact = python_number(top)  # 2147483647, never 2.14748e+09: pasted, it must be exact
-        head = f"# on the 0..1 scale (data / {exact}), as after ToTensor() or Rescaling(1/{exact}):"
+        after = "ToTensor() or " if int(top) == 255 else ""  # ToTensor rescales uint8 only
+        head = f"# on the 0..1 scale (data / {exact}), as after {after}Rescaling(1/{exact}):"
         pixel = f", max_pixel_value={float(top)!r}"
     else:
         head = "# float data: taken to be on the 0..1 scale already"

@@ -162,6 +162,8 @@ def index_shard(
         while True:
             handle.seek(offset)
             header = handle.read(BLOCK) if offset < size else b""
+            if offset == 0:
+                _refuse_compressed(path, header)
             if header == bytes(BLOCK):  # the end-of-archive marker: what tar writes last
                 return members, None
             if len(header) < BLOCK:
@@ -198,6 +200,25 @@ def index_shard(
                     members.append(Member(name, data_at, length))
                 long_name = None
             offset = data_at + -(-length // BLOCK) * BLOCK
+
+
+COMPRESSED = {  # magic bytes of whole-file compressors (a shard is an uncompressed tar)
+    b"\x1f\x8b": ("gzip", "gunzip -k"),
+    b"BZh": ("bzip2", "bunzip2 -k"),
+    b"\xfd7zXZ\x00": ("xz", "unxz -k"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"),
+}
+
+
+def _refuse_compressed(path: str, head: bytes) -> None:
+    """A compressed shard is not a damaged one: say what it is and how to read it."""
+    for magic, (name, command) in COMPRESSED.items():
+        if head.startswith(magic):
+            base = path.rstrip("/").rsplit("/", 1)[-1]
+            raise SourceError(
+                f"{path}: {name}-compressed; normlab reads uncompressed tar shards (WebDataset's "
+                f"usual form): decompress it first (e.g. `{command} {base}`)"
+            )
 
 
 def _truncated(offset: int, size: int, got: int, members: list[Member]) -> str:
