@@ -423,6 +423,8 @@ def test_weighted_and_mixed_shape_statistics_still_load(tmp_path):
         m.save(tmp_path / f"{i}.st")
         assert normlab.load(tmp_path / f"{i}.st") == m
     assert normlab.load(tmp_path / "1.st").count.tolist() == [96 + 48] * 3
+    shown = invoke("show", tmp_path / "1.st")
+    assert "channel (3 of HWC samples (4, 4, 3) and other shapes)" in shown.output
 
 
 # ----------------------------------------------------------- 6. merges that mean nothing

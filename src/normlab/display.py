@@ -181,7 +181,8 @@ def _units(stats: Any) -> str:
     if axis == "global":
         return "global (one value over all features)"
     if axis == "channel":
-        return f"channel ({size} of {stats.layout.letters} samples {shape})"
+        several = " and other shapes" if getattr(stats, "mixed_shapes", False) else ""
+        return f"channel ({size} of {stats.layout.letters} samples {shape}{several})"
     return f"feature ({size} features: samples {shape})"
 
 
