@@ -355,3 +355,57 @@ def test_worker_processes_give_the_same_bits(tmp_path):
     serial = normlab.compute_stats(tmp_path / "w", "channel", **options)
     local = normlab.compute_stats(tmp_path / "w", "channel", engine="local", workers=2, **options)
     assert local == serial and local.n_skipped == 1
+
+
+# ---------------------------------------------------------------------- found by a hostile test
+def _png(path, value, size=4, channels=3):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((size, size, channels), value, np.uint8))
+
+
+def test_symlinked_folders_are_followed_and_each_real_file_read_once(tmp_path):
+    """A linked subfolder is read (it was skipped unnoticed); a loop terminates and is named;
+    a second link to a folder or a file already read does not read it twice."""
+    root, ext = tmp_path / "sl", tmp_path / "ext"
+    _png(root / "real" / "0.png", 0)
+    _png(ext / "0.png", 200)
+    _png(ext / "1.png", 200)
+    os.symlink(ext, root / "ext")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing repeated: no warning
+        m = normlab.compute_stats(root, "channel")
+    assert m.n_samples_seen == 3
+    np.testing.assert_allclose(m.mean, [400 / 3] * 3, rtol=1e-15)
+    os.symlink(root, ext / "loop")  # sl/ext/loop -> sl: a loop
+    os.symlink(ext, root / "real" / "again")  # a second link to ext
+    os.symlink(ext / "1.png", root / "real" / "dup.png")  # a link to a file read already
+    with pytest.warns(normlab.NormlabWarning) as record:
+        again = normlab.compute_stats(root, "channel")
+    messages = " | ".join(str(w.message) for w in record)
+    assert "loop (the folder" in messages and "again (the folder" in messages, messages
+    assert "dup.png (the file" in messages, messages
+    assert again.n_samples_seen == 3 and np.array_equal(again.mean, m.mean)
+    with pytest.warns(normlab.NormlabWarning):
+        src = resolve(root, axis="channel")
+    assert src.info["n_files"] == 3 and src.info["ignored_files"] == 1
+    # a path pattern follows the links too
+    with pytest.warns(normlab.NormlabWarning):
+        by_glob = normlab.compute_stats(root, "channel", glob="**/*.png")
+    assert by_glob.n_samples_seen == 3
+
+
+def test_hidden_files_follow_one_rule_with_and_without_glob(tmp_path):
+    """A wildcard never matches a leading dot (as in a shell), by default, with a name pattern
+    and with a path pattern; a pattern that spells the dot picks hidden names."""
+    _png(tmp_path / "a" / "0.png", 10)
+    _png(tmp_path / "a" / ".1.png", 250)
+    _png(tmp_path / ".cache" / "2.png", 250)
+    for glob in (None, "*.png", "**/*.png", "a/*.png", "*/*"):
+        m = normlab.compute_stats(tmp_path, "global", glob=glob)
+        assert m.n_samples_seen == 1 and float(m.mean) == 10.0, glob
+    assert normlab.compute_stats(tmp_path, "global", glob=".*.png").mean == 250.0
+    assert normlab.compute_stats(tmp_path, "global", glob="a/.*").mean == 250.0
+    hidden = normlab.compute_stats(tmp_path, "global", glob=".cache/*.png")
+    assert hidden.mean == 250.0
+    src = resolve(tmp_path, glob="**/*.png")
+    assert src.info["ignored_files"] == 1  # .1.png, counted as the default listing counts it

@@ -2,7 +2,9 @@
 
 * **Files**: a folder (searched recursively; ``glob=`` picks files, default every file with an
   image suffix; a pattern without ``/`` such as ``"*.png"`` matches file names in every
-  subfolder, one with ``/`` matches relative paths, ``**/`` for any depth), a list of image
+  subfolder, one with ``/`` matches relative paths, ``**/`` for any depth; a wildcard never
+  matches a leading dot, as in a shell; symbolic links to folders are followed, each real
+  folder and file read once, loops named in a warning), a list of image
   paths (kept in the given order), or a ``.txt`` file listing one path per line (relative to
   the list's folder). A folder is sorted by relative path, and a task is a contiguous slice of
   the list, so tasks are small picklable objects for any engine.
@@ -24,11 +26,11 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import importlib
 import io
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -38,7 +40,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import EmptyDataError, MissingExtraError, NormlabError, SourceError, require
+from ..errors import (
+    EmptyDataError,
+    MissingExtraError,
+    NormlabError,
+    SourceError,
+    require,
+    warn,
+)
 from ..provenance import recorder
 from . import Source, register_source
 from .arrays import MAX_READ_BYTES
@@ -492,24 +501,148 @@ def _released(
 def list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
     """Sorted image files under ``root`` (recursive) and the number of other files ignored.
 
-    A ``glob`` with a ``/`` matches paths relative to ``root``; one without matches file names
-    in every subfolder (as ``.gitignore`` does), so ``*.png`` finds ``cats/1.png``.
+    A ``glob`` with a ``/`` matches paths relative to ``root`` (``*`` within one folder, ``**``
+    any depth); one without matches file names in every subfolder (as ``.gitignore`` does), so
+    ``*.png`` finds ``cats/1.png``. Hidden names (a leading ``.``) are skipped, as a shell
+    skips them: a wildcard never matches a leading dot, and a hidden folder is entered only
+    when the pattern spells its dot (``**/.cache/*.png``).
+
+    Symbolic links to folders are followed; each real folder is read once (a loop, or a second
+    link to a folder read already, is not entered again), and so is each real file (a link to
+    a file read already is counted as ignored); a warning names what was not read twice.
     """
-    if glob is not None and "/" in glob:
-        found = [p for p in root.glob(glob) if not p.is_dir()]
-        return sorted(str(p) for p in found), 0
-    files, ignored = [], 0
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if name.startswith("."):
+    match = _glob_matcher(glob)
+    by_path = glob is not None and "/" in glob
+    enter_hidden = by_path and any(p.startswith(".") for p in (glob or "").split("/"))
+    try:
+        top = os.stat(root)
+    except OSError as exc:
+        raise SourceError(f"{root}: cannot list the folder ({exc.strerror or exc})") from None
+    seen_dirs = {(top.st_dev, top.st_ino): str(root)}
+    seen_files: dict[tuple[int, int], str] = {}
+    repeated_dirs: list[str] = []
+    repeated_files: list[str] = []
+    unreadable: list[str] = []
+    files: list[str] = []
+    ignored = 0
+    stack = [(str(root), "", top.st_dev)]
+    while stack:
+        folder, relative, device = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            unreadable.append(f"{folder} ({exc.strerror or exc})")
+            continue
+        subfolders = []
+        for entry in entries:
+            hidden = entry.name.startswith(".")
+            try:
+                is_dir = entry.is_dir()  # follows a symbolic link
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if hidden and not enter_hidden:
+                    continue
+                try:
+                    info = entry.stat()
+                except OSError as exc:
+                    unreadable.append(f"{entry.path} ({exc.strerror or exc})")
+                    continue
+                key = (info.st_dev, info.st_ino)
+                if key in seen_dirs:
+                    repeated_dirs.append(f"{entry.path} (the folder {seen_dirs[key]})")
+                    continue
+                seen_dirs[key] = entry.path
+                subfolders.append((entry.path, f"{relative}{entry.name}/", info.st_dev))
+                continue
+            if not match(f"{relative}{entry.name}" if by_path else entry.name):
                 ignored += 1
-            elif fnmatch.fnmatchcase(name, glob) if glob is not None else _has_image_suffix(name):
-                files.append(os.path.join(folder, name))
-            else:
-                ignored += 1
+                continue
+            file_key: tuple[int, int] | None = (device, entry.inode())
+            if entry.is_symlink():
+                try:
+                    target = os.stat(entry.path)
+                    file_key = (target.st_dev, target.st_ino)
+                except OSError:  # a dangling link: read, and reported as a missing file
+                    file_key = None
+            if file_key is not None:
+                if file_key in seen_files:
+                    repeated_files.append(f"{entry.path} (the file {seen_files[file_key]})")
+                    ignored += 1
+                    continue
+                seen_files[file_key] = entry.path
+            files.append(entry.path)
+        stack.extend(reversed(subfolders))  # depth first, in name order: the same every run
+    _warn_listing(root, repeated_dirs, repeated_files, unreadable)
     # every path starts with the same str(root) prefix: plain string order is relative-path order
     return sorted(files), ignored
+
+
+def _warn_listing(
+    root: Path, repeated_dirs: list[str], repeated_files: list[str], unreadable: list[str]
+) -> None:
+    def some(items: list[str]) -> str:
+        return "; ".join(items[:3]) + (f"; ... ({len(items)} in all)" if len(items) > 3 else "")
+
+    if repeated_dirs:
+        warn(
+            f"{root}: {len(repeated_dirs)} folder(s) reached again through symbolic links "
+            f"(a loop, or a second link to one folder) were read once: {some(repeated_dirs)}"
+        )
+    if repeated_files:
+        warn(
+            f"{root}: {len(repeated_files)} file(s) reached again through symbolic links were "
+            f"read once (counted as ignored): {some(repeated_files)}; to weigh a file twice, "
+            "pass a list of paths"
+        )
+    if unreadable:
+        warn(f"{root}: {len(unreadable)} folder(s) could not be listed: {some(unreadable)}")
+
+
+def _glob_matcher(glob: str | None) -> Callable[[str], bool]:
+    """Whether a name (a pattern without ``/``) or a relative path matches ``glob``; without
+    one, whether a name has an image suffix. Names with a leading dot match only a pattern
+    that spells the dot."""
+    if glob is None:
+        return lambda name: not name.startswith(".") and _has_image_suffix(name)
+    parts = []
+    if glob.endswith("/**"):  # every file below the folder, at any depth
+        glob += "/*"
+    for part in glob.split("/"):
+        if part == "**":
+            parts.append(r"(?:(?!\.)[^/]*/)*")
+            continue
+        parts.append(("" if part.startswith(".") else r"(?!\.)") + _translate(part) + "/")
+    pattern = re.compile("".join(parts).removesuffix("/") + r"\Z", re.DOTALL)
+    return lambda name: pattern.match(name) is not None
+
+
+def _translate(part: str) -> str:
+    """One path component of a glob as a regular expression (``*``, ``?``, ``[...]``)."""
+    out, i = [], 0
+    while i < len(part):
+        char = part[i]
+        i += 1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            j = i + 1 if part[i : i + 1] == "!" else i
+            j = j + 1 if part[j : j + 1] == "]" else j
+            close = part.find("]", j)
+            if close < 0:
+                out.append(re.escape(char))
+                continue
+            body, i = part[i:close], close + 1
+            negate = body.startswith("!")
+            body = (body[1:] if negate else body).replace("\\", "\\\\").replace("[", "\\[")
+            body = "\\" + body if body.startswith("^") else body
+            out.append("[" + ("^/" if negate else "") + body + "]")
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
 
 
 def _has_image_suffix(name: str) -> bool:
@@ -533,15 +666,10 @@ def _url_files(loc: Location, glob: str | None) -> tuple[list[str], int, str] | 
         return None
     root = loc.url.rstrip("/") + "/"
     files, ignored = [], 0
+    match = _glob_matcher(glob)
     for found in expand(loc):
         relative = found.url.partition(root)[2] or found.name
-        if glob is not None and "/" in glob:
-            chosen = fnmatch.fnmatchcase(relative, glob)
-        elif glob is not None:
-            chosen = fnmatch.fnmatchcase(found.name, glob)
-        else:
-            chosen = _has_image_suffix(found.name)
-        if chosen:
+        if match(relative if glob is not None and "/" in glob else found.name):
             files.append(found.url)
         else:
             ignored += 1
