@@ -409,3 +409,71 @@ def test_hidden_files_follow_one_rule_with_and_without_glob(tmp_path):
     assert hidden.mean == 250.0
     src = resolve(tmp_path, glob="**/*.png")
     assert src.info["ignored_files"] == 1  # .1.png, counted as the default listing counts it
+
+
+def _corrupt_idat(path):
+    """A PNG whose IDAT deflate stream is broken and whose CRC is recomputed (libpng reports
+    ``invalid block type``/``invalid distance`` itself, on stderr)."""
+    import struct
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"IDAT")
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    data[at + 6 : at + 4 + length] = b"\xff" * (length - 2)  # past the 2-byte zlib header
+    crc = zlib.crc32(bytes(data[at : at + 4 + length]))
+    data[at + 4 + length : at + 8 + length] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def _with_bad_ancillary_chunk(path):
+    """A valid PNG plus a text chunk with a wrong CRC: libpng prints a warning and decodes."""
+    import struct
+
+    data = path.read_bytes()
+    chunk = struct.pack(">I", 3) + b"tEXtk\x00v" + b"\x00\x00\x00\x00"
+    path.write_bytes(data[:33] + chunk + data[33:])
+
+
+def test_decoder_libraries_print_nothing_on_stderr(tmp_path):
+    """Only normlab's own error names a corrupt PNG: libpng's stray stderr lines are kept off
+    the terminal (a subprocess: the CLI as a user runs it)."""
+    import subprocess
+
+    _png(tmp_path / "bad" / "0.png", 7, size=32)
+    _corrupt_idat(tmp_path / "bad" / "0.png")
+    _png(tmp_path / "warn" / "0.png", 9, size=8)
+    _with_bad_ancillary_chunk(tmp_path / "warn" / "0.png")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = [sys.executable, "-m", "normlab.cli", "stats", "--axis", "global"]
+    bad = subprocess.run(
+        [*run, str(tmp_path / "bad"), "-o", str(tmp_path / "b.st")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "0.png" in lines[0], lines
+    good = subprocess.run(
+        [*run, str(tmp_path / "warn"), "-o", str(tmp_path / "w.st"), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert good.returncode == 0 and "libpng" not in good.stderr + good.stdout, good.stderr
+
+
+def test_stderr_is_restored_and_other_writes_kept_across_threads(tmp_path, capfd):
+    for i in range(12):
+        _png(tmp_path / f"{i:02d}.png", i, size=16)
+    for i in range(0, 12, 3):
+        _corrupt_idat(tmp_path / f"{i:02d}.png")
+    for engine, workers in (("serial", None), ("local", 4)):
+        m = normlab.compute_stats(tmp_path, "global", skip_bad=True, engine=engine, workers=workers)
+        assert m.n_samples_seen == 8 and m.n_skipped == 4
+    os.write(2, b"written after decoding\n")
+    err = capfd.readouterr().err
+    assert "libpng" not in err and "written after decoding" in err, err
