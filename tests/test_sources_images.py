@@ -477,3 +477,73 @@ def test_stderr_is_restored_and_other_writes_kept_across_threads(tmp_path, capfd
     os.write(2, b"written after decoding\n")
     err = capfd.readouterr().err
     assert "libpng" not in err and "written after decoding" in err, err
+
+
+def test_every_page_of_a_multi_page_tiff_is_a_sample(tmp_path):
+    """The issue's case: three pages of 0, 100 and 200 (only the first was read: mean 0)."""
+    (tmp_path / "mt").mkdir()
+    pages = [np.full((5, 5), v, np.uint8) for v in (0, 100, 200)]
+    assert cv2.imwritemulti(str(tmp_path / "mt" / "0.tif"), pages)
+    m = normlab.compute_stats(tmp_path / "mt", "channel")
+    assert m.n_samples_seen == 3 and m.mean.tolist() == [100.0] and m.max.tolist() == [200]
+    # 16-bit colour pages keep 16 bits (OpenCV reads the pages)
+    deep = [np.full((4, 6, 3), v, np.uint16) for v in (0, 1000, 60000)]
+    assert cv2.imwritemulti(str(tmp_path / "deep.tif"), deep)
+    m = normlab.compute_stats([str(tmp_path / "deep.tif")], "channel")
+    assert m.n_samples_seen == 3 and m.exact and m.max.tolist() == [60000] * 3
+    assert m.mean.tolist() == [61000 / 3] * 3
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "WEBP"])
+def test_every_frame_of_an_animated_image_is_a_sample(tmp_path, fmt):
+    frames = [Image.fromarray(np.full((5, 7, 3), v, np.uint8)) for v in (0, 100, 200)]
+    path = tmp_path / "a" / f"anim.{fmt.lower()}"
+    path.parent.mkdir()
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    frames[0].save(path, fmt, save_all=True, append_images=frames[1:], **extra)
+    assert Image.open(path).n_frames == 3
+    m = normlab.compute_stats(path.parent, "channel")
+    assert m.n_samples_seen == 3 and m.mean.tolist() == [100.0] * 3
+    # a still image of the same format is one sample, as before
+    frames[1].save(path.parent / f"still.{fmt.lower()}", fmt, **extra)
+    m = normlab.compute_stats(path.parent, "channel")
+    assert m.n_samples_seen == 4 and m.mean.tolist() == [100.0] * 3
+
+
+def _set_subfile_types(path, values):
+    """Set each page's NewSubfileType tag (254) of a little-endian TIFF in place."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for value in values:
+        (n,) = struct.unpack("<H", data[ifd : ifd + 2])
+        for k in range(n):
+            at = ifd + 2 + 12 * k
+            if struct.unpack("<H", data[at : at + 2])[0] == 254:
+                data[at + 8 : at + 12] = struct.pack("<I", value)
+        ifd = struct.unpack("<I", data[ifd + 2 + 12 * n : ifd + 6 + 12 * n])[0]
+    path.write_bytes(bytes(data))
+
+
+def test_reduced_resolution_tiff_pages_are_not_samples(tmp_path):
+    pages = [Image.fromarray(np.full(s, v, np.uint8)) for s, v in (((8, 8), 10), ((4, 4), 250))]
+    pages.append(Image.fromarray(np.full((8, 8), 30, np.uint8)))
+    path = tmp_path / "p" / "pyramid.tif"
+    path.parent.mkdir()
+    pages[0].save(path, "TIFF", save_all=True, append_images=pages[1:], tiffinfo={254: 1})
+    _set_subfile_types(path, [0, 1, 0])  # page 1: a thumbnail of page 0
+    m = normlab.compute_stats(path.parent, "global")
+    assert m.n_samples_seen == 2 and float(m.mean) == 20.0 and float(m.max) == 30.0
+
+
+def test_a_broken_multi_page_file_is_skipped_whole(tmp_path):
+    pages = [np.full((64, 64), v, np.uint8) for v in (50, 60, 70)]
+    cv2.imwritemulti(str(tmp_path / "0.tif"), pages)
+    data = (tmp_path / "0.tif").read_bytes()
+    (tmp_path / "0.tif").write_bytes(data[: len(data) * 2 // 3])
+    _png(tmp_path / "1.png", 9, size=64, channels=1)
+    with pytest.raises(SourceError, match=r"0\.tif"):
+        normlab.compute_stats(tmp_path, "global")
+    m = normlab.compute_stats(tmp_path, "global", skip_bad=True)
+    assert m.n_samples_seen == 1 and float(m.mean) == 9.0 and m.n_skipped == 1

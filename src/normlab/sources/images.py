@@ -12,6 +12,8 @@
   OpenCV (``IMREAD_UNCHANGED``: 16-bit files stay 16-bit — Pillow turns 16-bit colour PNGs
   into 8-bit), else Pillow; every other format by Pillow. Samples are ``(H, W, C)`` arrays, with
   ``C = 1`` for grey images, in RGB order.
+* **Frames**: every page of a multi-page TIFF and every frame of an animated PNG, GIF or WebP
+  is a sample (reduced-resolution TIFF pages after the first are not); a JPEG is one image.
 * **Modes**: by default every file must have one mode (``L 8-bit``, ``RGB 8-bit``,
   ``L 16-bit``, ...); mixed modes are an error naming one file of each. ``mode="RGB"`` or
   ``"L"`` (any case) converts (alpha is dropped; grey from colour uses ITU-R 601-2 luma,
@@ -38,7 +40,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -439,6 +441,12 @@ def decode_member(
     if options.resize is not None:
         into = None
     arr = decode_image(data, name, options.mode, into)
+    arr, mode = _finish(arr, options)
+    return arr, mode, arr is into
+
+
+def _finish(arr: np.ndarray, options: ImageOptions) -> tuple[np.ndarray, str]:
+    """A decoded image converted to ``options.mode`` and resized, with its mode's name."""
     if options.mode in ("RGB", "L"):
         arr = convert_mode(arr, options.mode)
     key = (arr.shape[2], arr.dtype)
@@ -447,7 +455,147 @@ def decode_member(
     )
     if options.resize is not None:
         arr = resize_image(arr, options.resize, options.interpolation)
-    return arr, name, arr is into
+    return arr, name
+
+
+def decode_frames(
+    data: bytes, name: str, options: ImageOptions, into: np.ndarray | None = None
+) -> list[tuple[np.ndarray, str, bool]]:
+    """Every frame of a file as :func:`decode_member` gives one: the pages of a multi-page
+    TIFF and the frames of an animated PNG, GIF or WebP are samples each (in file order);
+    reduced-resolution TIFF pages (thumbnails, pyramid levels) are left out. A JPEG is one
+    image (an MPO file's extra pictures, previews or a second view, are not read)."""
+    if _may_have_frames(data):
+        frames = _all_frames(data)
+        if frames is not None:
+            return [(arr, mode, False) for arr, mode in (_finish(f, options) for f in frames)]
+    return [decode_member(data, name, options, into)]
+
+
+def _may_have_frames(data: bytes) -> bool:
+    """Whether a file may hold several frames or pages (a few bytes looked at; no decoding):
+    an ``acTL`` chunk before a PNG's image data, a TIFF's second page, an animated WebP, any
+    GIF."""
+    if data.startswith(_PNG_MAGIC):
+        first_data = data.find(b"IDAT", 8)
+        return data.find(b"acTL", 8, first_data if first_data > 0 else len(data)) > 0
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_pages(data) > 1
+    if data[:4] == b"II+\x00" or data[:4] == b"MM\x00+":  # BigTIFF: let Pillow count
+        return True
+    if data[:4] == b"RIFF" and data[8:16] == b"WEBPVP8X" and len(data) > 20:
+        return bool(data[20] & 0x02)  # the animation flag
+    return data[:4] == b"GIF8"
+
+
+def _tiff_pages(data: bytes) -> int:
+    """The number of pages (image directories) of a classic TIFF, from the chain of directory
+    links; a link beyond the end of the file (a truncated file) or back to an earlier page is
+    :class:`BadImage` (a decoder would silently read the pages before it)."""
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    offset, pages, seen = int.from_bytes(data[4:8], order), 0, set()
+    while offset:
+        if offset in seen:
+            raise BadImage(f"TIFF page {pages} links back to an earlier page (a loop)")
+        seen.add(offset)
+        entries = int.from_bytes(data[offset : offset + 2], order)
+        end = offset + 2 + 12 * entries
+        if end + 4 > len(data):
+            raise BadImage(
+                f"truncated TIFF: the directory of page {pages} lies beyond the end of the file"
+            )
+        pages += 1
+        offset = int.from_bytes(data[end : end + 4], order)
+    return pages
+
+
+def _all_frames(data: bytes) -> list[np.ndarray] | None:
+    """The frames of a file holding more than one, as ``(H, W, C)`` arrays of one mode; None
+    for a single frame (decoded as usual). Sizes are checked from the headers first."""
+    Image = require("PIL.Image", "images")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            n_frames = int(getattr(img, "n_frames", 1))
+            fmt = str(img.format or "image")
+            classic = data[:4] in (b"II*\x00", b"MM\x00*")
+            if fmt == "TIFF" and classic and n_frames != _tiff_pages(data):
+                raise BadImage(f"TIFF of {_tiff_pages(data)} pages; {n_frames} could be read")
+            if n_frames <= 1:
+                return None
+            keep, total = [], 0
+            for i in range(n_frames):
+                img.seek(i)
+                tags = getattr(img, "tag_v2", None)
+                if i and fmt == "TIFF" and tags is not None and int(tags.get(254, 0)) & 1:
+                    continue  # NewSubfileType: a reduced-resolution copy of another page
+                width, height = img.size
+                check_declared(width, height, 1, data, f"{fmt} frame {i}")
+                total += width * height
+                keep.append(i)
+            check_declared(total, 1, 1, data, f"{fmt} ({len(keep)} frames)")
+            alpha = img.mode in ("LA", "RGBA") if fmt == "TIFF" else False
+            img.seek(0)
+            first_mode = img.mode
+            cv2 = _cv2()
+            if fmt in ("PNG", "TIFF") and cv2 is not None and not alpha:
+                frames = _frames_cv2(cv2, data, fmt, n_frames)
+                if frames is not None:
+                    if fmt == "PNG" and first_mode == "LA":
+                        frames = [np.ascontiguousarray(f[:, :, [0, 3]]) for f in frames]
+                    return [frames[i] for i in keep]
+            return _frames_pillow(img, keep)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"corrupt or truncated image ({exc})") from None
+
+
+def _frames_cv2(cv2: Any, data: bytes, fmt: str, n_frames: int) -> list[np.ndarray] | None:
+    """Every page/frame by OpenCV (16-bit colour kept); None when it counts another number."""
+    try:
+        with _C_STDERR:
+            ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise BadImage(f"corrupt {fmt} ({str(exc).strip().splitlines()[-1]})") from None
+    if not ok:
+        raise BadImage(f"corrupt or truncated {fmt}")
+    if len(pages) != n_frames:
+        return None
+    out = []
+    for page in pages:
+        arr = _as_hwc(page)
+        if arr.shape[2] >= 3:  # OpenCV stores BGR(A)
+            arr = np.ascontiguousarray(arr[:, :, [2, 1, 0, *range(3, arr.shape[2])]])
+        out.append(arr)
+    return out
+
+
+def _frames_pillow(img: Any, keep: list[int]) -> list[np.ndarray]:
+    """The chosen frames by Pillow, each in the mode the first one is read in (a GIF's later
+    frames come as RGB or RGBA: converted to the first's)."""
+    frames: list[np.ndarray] = []
+    target = None
+    for i in keep:
+        img.seek(i)
+        img.load()
+        frame = img
+        if frame.mode == "1":
+            frame = frame.convert("L")
+        elif frame.mode not in ("L", "LA", "RGB", "RGBA", "I", "F") and not frame.mode.startswith(
+            "I;16"
+        ):
+            has_alpha = "A" in frame.mode or "transparency" in frame.info
+            frame = frame.convert("RGBA" if has_alpha else "RGB")
+        if target is None:
+            target = frame.mode
+        elif frame.mode != target:
+            if target not in ("L", "LA", "RGB", "RGBA"):
+                raise BadImage(f"frame {i} is {frame.mode}, frame {keep[0]} is {target}")
+            frame = frame.convert(target)
+        arr = np.asarray(frame)
+        arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+        if arr.dtype == np.int32 and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            arr = arr.astype(np.uint16)
+        frames.append(_as_hwc(arr))
+    return frames
 
 
 # ---------------------------------------------------------------------- tasks
@@ -480,7 +628,7 @@ class ImageBatches:
         for path, read in self.members():
             into = batch[filled] if batch is not None else None
             try:
-                arr, mode, in_place = decode_member(read(), path, opts, into)
+                frames = decode_frames(read(), path, opts, into)  # one, or each page/frame
             except BadImage as exc:
                 if not opts.skip_bad:
                     raise SourceError(f"{path}: {exc}") from None
@@ -489,30 +637,34 @@ class ImageBatches:
             except MissingExtraError as exc:  # the extra of this kind of source installs it
                 message = str(exc).replace("normlab[images]", f"normlab[{self.extra}]")
                 raise MissingExtraError(f"{path}: {message}") from None
-            if batch is not None and (arr.shape != batch.shape[1:] or arr.dtype != batch.dtype):
-                yield batch[:filled]
-                batch = None
-            if mode not in modes_seen:
-                modes_seen.add(mode)
-                record.saw("mode", mode, path, strict=opts.mode is None)
-            if arr.shape not in sizes_seen:
-                sizes_seen.add(arr.shape)
-                record.saw("size", "x".join(map(str, arr.shape)), path)
-            if batch is None:
-                per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
-                shape = (min(per_chunk, self.n_items), *arr.shape)
-                batch = _released(yielded, shape, arr.dtype)
+            del into
+            frames.reverse()
+            while frames:
+                arr, mode, in_place = frames.pop()
+                if batch is not None and (arr.shape != batch.shape[1:] or arr.dtype != batch.dtype):
+                    yield batch[:filled]
+                    batch = None
+                if mode not in modes_seen:
+                    modes_seen.add(mode)
+                    record.saw("mode", mode, path, strict=opts.mode is None)
+                if arr.shape not in sizes_seen:
+                    sizes_seen.add(arr.shape)
+                    record.saw("size", "x".join(map(str, arr.shape)), path)
                 if batch is None:
-                    batch = np.empty(shape, arr.dtype)
-                filled = 0
-            if not in_place:
-                batch[filled] = arr
-            filled += 1
-            if filled == batch.shape[0]:
-                del arr, into  # drop this generator's views of the batch
-                yield batch
-                yielded = [*yielded[-1:], batch]
-                batch = None
+                    per_chunk = opts.chunk_size or max(1, CHUNK_BYTES // max(1, arr.nbytes))
+                    shape = (min(per_chunk, self.n_items), *arr.shape)
+                    batch = _released(yielded, shape, arr.dtype)
+                    if batch is None:
+                        batch = np.empty(shape, arr.dtype)
+                    filled = 0
+                if not in_place:
+                    batch[filled] = arr
+                filled += 1
+                if filled == batch.shape[0]:
+                    del arr  # drop this generator's views of the batch
+                    yield batch
+                    yielded = [*yielded[-1:], batch]
+                    batch = None
         if batch is not None and filled:
             yield batch[:filled]
 
