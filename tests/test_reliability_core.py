@@ -411,6 +411,16 @@ def test_nonfinite_counts_without_omit_and_a_gram_unlike_its_moments_are_refused
         normlab.load(_write(meta, tensors, tmp_path / "badc.st"))
 
 
+@pytest.mark.parametrize("m2", [np.inf, 1e300, 50.0])
+def test_float_variance_sums_beyond_the_range_are_refused(m2, tmp_path):
+    x = np.random.default_rng(9).random((5, 2))  # range < 1: m2 ≤ 5
+    compute_stats(x).save(tmp_path / "f.st")
+    meta, tensors = read_file(tmp_path / "f.st")
+    tensors["m2"] = np.array([m2, tensors["m2"][1]])
+    with pytest.raises(FileFormatError, match="corrupt m2"):
+        normlab.load(_write(meta, tensors, tmp_path / "bad.st"))
+
+
 def test_weighted_and_mixed_shape_statistics_still_load(tmp_path):
     """What makes counts differ from samples × values is saved, so those files load."""
     rng = np.random.default_rng(3)

@@ -15,7 +15,8 @@ Checked, per reduced element (feature, channel or the one global value):
   (integers: whole numbers);
 * exact sums (integer data): ``count·min ≤ Σx ≤ count·max`` and
   ``count·Σx² − (Σx)² ≥ 0`` (Cauchy–Schwarz: the variance is not negative), ``Σx² ≥ 0``;
-* float moments: ``m2 ≥ 0`` and ``min ≤ mean ≤ max`` up to rounding.
+* float moments: ``0 ≤ m2 ≤ count·(max − min)²`` (finite) and ``min ≤ mean ≤ max`` up to
+  rounding.
 
 All checks are vectorised or linear in the number of elements: load time stays linear in the
 file size.
@@ -158,6 +159,13 @@ def _check_float(sums: Any, lo: np.ndarray, hi: np.ndarray, seen: Any) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         if (m2[seen] < 0).any() or np.isnan(m2[seen]).any():
             raise FileFormatError(f"negative variance sums ({_first(seen & ~(m2 >= 0))})")
+        # every squared deviation is at most (max − min)²: M2 ≤ count·(max − min)²
+        bound = sums.count * (hi - lo) ** 2 * (1 + 1e-9)
+        above = seen & ((m2 > bound) | ~np.isfinite(m2))
+        if above.any():
+            raise FileFormatError(
+                f"variance sums m2 beyond count·(max − min)² ({_first(above)}): corrupt m2"
+            )
         mean = shift + mean_shifted
         slack = _ROUNDING * np.fmax(np.abs(lo), np.abs(hi))
         bad = seen & ((mean < lo - slack) | (mean > hi + slack) | ~np.isfinite(mean))
