@@ -209,3 +209,41 @@ def test_long_column_names_stay_distinct_at_80_columns(tmp_path) -> None:
     assert len(labels) == len(names) == len(set(labels)), labels
     assert all(len(row) <= 80 for row in rows)
     assert labels[0].endswith("name_x") and labels[2].endswith("name_z")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["diagnose", "{data}", "-q"],
+        ["comoments", "{data}", "-o", "{out}", "-q"],
+        ["fit", "{data}", "--scheme", "zca", "-o", "{out}", "-q"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_nan_hints_offer_no_option_the_computation_lacks(tmp_path, command) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    x[3, 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    args = [a.format(data=tmp_path / "x.npy", out=tmp_path / "o") for a in command]
+    result = invoke(*args)
+    assert result.exit_code == 1 and "row 3" in result.output
+    assert "nan-policy" not in result.output and "nan_policy" not in result.output
+    assert "drop or impute" in result.output
+    stats = invoke("stats", tmp_path / "x.npy", "-o", tmp_path / "s", "-q")
+    assert stats.exit_code == 1 and "--nan-policy omit" in stats.output
+    assert (
+        invoke(
+            "stats", tmp_path / "x.npy", "-o", tmp_path / "s", "-q", "--nan-policy", "omit"
+        ).exit_code
+        == 0
+    )
+
+
+def test_python_comoments_nan_message_offers_no_missing_keyword() -> None:
+    from normlab.comoments import compute_comoments
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    x[3, 0] = np.inf
+    with pytest.raises(NormlabError, match="drop or impute") as caught:
+        compute_comoments(x)
+    assert "nan_policy" not in str(caught.value)

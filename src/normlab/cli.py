@@ -147,6 +147,12 @@ _BARE_KEYWORD = re.compile(
 OPTION_OF_KEYWORD: dict[str, str] = {"rare_threshold": "rare"}
 
 
+def _scheme_parameters() -> set[str]:
+    from . import schemes
+
+    return {name for scheme in schemes.names() for name in schemes.entry(scheme).options}
+
+
 def _long_flag(param: Any) -> str:
     return str(max((o for o in param.opts if o.startswith("--")), key=len))
 
@@ -177,6 +183,8 @@ def as_options(message: str) -> str:
         name = OPTION_OF_KEYWORD.get(name, name)
         if name in options:
             return None, options[name]
+        if name not in _scheme_parameters():  # only a scheme's parameter is fit's to take
+            return None, None
         for command_name, other in others:  # e.g. diagnose's hint about a fit option
             if name in _options_of(other):
                 return command_name, _options_of(other)[name]

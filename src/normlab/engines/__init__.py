@@ -158,7 +158,7 @@ def run(
             if ckpt is not None:
                 ckpt.finished(index, total, record)
     if bad is not None:
-        raise NonFiniteError(nonfinite_message(count, rows, *bad))
+        raise NonFiniteError(nonfinite_message(count, rows, *bad, can_omit=_can_omit(total)))
     if ckpt is not None:
         ckpt.save(total, record)
     return Run(total, record)
@@ -194,7 +194,12 @@ def run_task(task: Any, make_empty: Callable[[], Any]) -> Any:
     result = execute(task, make_empty)
     if result.nonfinite is not None:
         message = nonfinite_message(
-            result.nonfinite.count, result.rows, result.nonfinite.first_row, task, result.nonfinite
+            result.nonfinite.count,
+            result.rows,
+            result.nonfinite.first_row,
+            task,
+            result.nonfinite,
+            can_omit=_can_omit(result.stats),
         )
         raise NonFiniteError(message)
     return result.stats
@@ -236,11 +241,25 @@ def _nonfinite_in(chunk: Any, rest: Iterator[Any], rows_before: int) -> tuple[No
     return NonFinite(count, rows_before + row, tuple(int(i) for i in where)), rows
 
 
-def nonfinite_message(count: int, rows: int, first_row: int, task: Any, found: NonFinite) -> str:
+def _can_omit(statistic: Any) -> bool:
+    """Whether the statistic being computed can leave NaN/inf out (co-moments cannot)."""
+    return hasattr(statistic, "nan_policy")
+
+
+def nonfinite_message(
+    count: int,
+    rows: int,
+    first_row: int,
+    task: Any,
+    found: NonFinite,
+    *,
+    can_omit: bool = True,
+) -> str:
     """The one message of non-finite input, the same from every engine.
 
     ``count`` and ``rows`` are over the whole input; ``first_row`` is the first bad value's row
     in the whole input, ``task`` the task that holds it (its label names the file and rows).
+    ``can_omit``: whether to offer ``nan_policy='omit'`` (co-moments need whole samples).
     """
     start = getattr(task, "start", None)
     in_file = start + found.first_row if isinstance(start, int) else None
@@ -251,8 +270,12 @@ def nonfinite_message(count: int, rows: int, first_row: int, task: Any, found: N
         where = f"in column {names[found.index[0]]!r}"
     return (
         f"{count} non-finite value(s) (NaN/inf) in the input ({rows} rows read); the first in "
-        f"row {first_row} of the input ({task.label}{inside}) {where}. Clean the data or use "
-        "nan_policy='omit' to leave them out"
+        f"row {first_row} of the input ({task.label}{inside}) {where}. "
+        + (
+            "Clean the data or use nan_policy='omit' to leave them out"
+            if can_omit
+            else "Co-moments need whole samples: drop or impute the samples with NaN/inf first"
+        )
     )
 
 
