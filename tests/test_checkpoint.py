@@ -205,4 +205,4 @@ def test_cli_comoments_checkpoint_resumes_like_stats(tmp_path):
     assert again.exit_code == 0, again.output
     assert normlab.load(out) == saved
     refused = runner.invoke(app, [*base, "--checkpoint-key", "other"])
-    assert refused.exit_code == 1 and "checkpoint_key: 'k' then, 'other' now" in refused.output
+    assert refused.exit_code == 1 and "--checkpoint-key: 'k' then, 'other' now" in refused.output
