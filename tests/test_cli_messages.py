@@ -54,10 +54,10 @@ def test_paste_lines_are_python_with_the_exact_scale(tmp_path, dtype, axis) -> N
         tree = ast.parse(call, mode="eval")  # valid Python
         assert isinstance(tree.body, ast.Call)
         for keyword in tree.body.keywords:
-            if keyword.arg == "max_pixel_value":
-                top = float(np.iinfo(kind).max) if kind.kind != "f" else 1.0
-                assert ast.literal_eval(keyword.value) == top  # 2147483647.0, not 2.14748e+09
-    if kind.kind != "f":
+            if keyword.arg == "max_pixel_value":  # signed data stay in data units
+                top = float(np.iinfo(kind).max) if kind.kind == "u" else 1.0
+                assert ast.literal_eval(keyword.value) == top  # 65535.0: never an e-form
+    if kind.kind == "u":
         top = int(np.iinfo(kind).max)
         assert f"(data / {top})" in result.stdout and f"Rescaling(1/{top})" in result.stdout
 
