@@ -73,3 +73,13 @@ class ProcessExit:
     def chunks(self) -> Iterator[np.ndarray]:
         os._exit(3)
         yield np.zeros((1, 1))  # pragma: no cover - never reached
+
+
+def exit_on_block_2(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    """A ``map_blocks`` function whose process dies on the third block (as under the OOM
+    killer), while the other blocks take a moment, so that several are in flight."""
+    assert block_info is not None
+    if block_info[0]["chunk-location"][0] == 2:
+        os._exit(1)
+    time.sleep(0.2)
+    return block

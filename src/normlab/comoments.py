@@ -520,6 +520,8 @@ def compute_comoments(
     run_options(
         chunk_size=chunk_size,
         workers=workers,
+        engine=engine,
+        scheduler=scheduler,
         key=key,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,

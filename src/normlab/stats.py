@@ -103,6 +103,8 @@ def compute_stats(
     run_options(
         chunk_size=chunk_size,
         workers=workers,
+        engine=engine,
+        scheduler=scheduler,
         channel_axis=channel_axis,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,

@@ -141,10 +141,16 @@ def run_options(
     checkpoint: Any = None,
     checkpoint_every: Any = None,
     key: Any = None,
+    engine: Any = None,
+    scheduler: Any = None,
 ) -> None:
     """The options every pass over data takes, checked before anything is read."""
     optional_integer("chunk_size", chunk_size, minimum=1)
     optional_integer("workers", workers, minimum=1)
+    if engine is not None:  # engine, workers and scheduler together (a scheduler's address)
+        from .engines import check_engine
+
+        check_engine(engine, workers, scheduler)
     optional_integer("channel_axis", channel_axis)
     path_like("checkpoint", checkpoint, optional=True)
     optional_integer("checkpoint_every", checkpoint_every, minimum=1)

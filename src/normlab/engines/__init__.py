@@ -101,16 +101,7 @@ def run(
         A folder where the merged state and the finished tasks are saved every
         ``checkpoint_every`` tasks (default 10); a rerun with the same inputs resumes there.
     """
-    if engine not in ENGINES:
-        raise NormlabError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    if workers is not None and int(workers) < 1:
-        raise NormlabError(f"workers must be a positive number of processes; got {workers}")
-    if engine == "serial" and (workers not in (None, 1) or scheduler is not None):
-        raise NormlabError(
-            "the serial engine takes no workers or scheduler; use engine='local' or 'dask'"
-        )
-    if engine == "local" and scheduler is not None:
-        raise NormlabError("a scheduler is only for engine='dask'")
+    check_engine(engine, workers, scheduler)
     from ..progress import progress_bar
     from .checkpoint import Checkpoint
 
@@ -162,6 +153,25 @@ def run(
     if ckpt is not None:
         ckpt.save(total, record)
     return Run(total, record)
+
+
+def check_engine(engine: Any, workers: Any, scheduler: Any) -> None:
+    """The one check of ``engine``, ``workers`` and ``scheduler`` (an address must read
+    ``tcp://HOST:PORT``), made before any data is read or any cluster is reached."""
+    if engine not in ENGINES:
+        raise NormlabError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if workers is not None and int(workers) < 1:
+        raise NormlabError(f"workers must be a positive number of processes; got {workers}")
+    if engine == "serial" and (workers not in (None, 1) or scheduler is not None):
+        raise NormlabError(
+            "the serial engine takes no workers or scheduler; use engine='local' or 'dask'"
+        )
+    if engine == "local" and scheduler is not None:
+        raise NormlabError("a scheduler is only for engine='dask'")
+    if engine == "dask":
+        from .dask import check_scheduler
+
+        check_scheduler(scheduler)
 
 
 class _Sink:

@@ -7,13 +7,19 @@ rescheduled by Dask on the others; a task that fails raises here with its file n
 over a Dask collection whose block fails to compute on a worker is reported as the other
 engines report the same failure (``task.failed``): named, or skipped and listed under
 ``skip_bad=True``.
-The connection timeout is Dask's ``distributed.comm.timeouts.connect`` setting.
+The connection timeout is Dask's ``distributed.comm.timeouts.connect`` setting: it bounds the
+connection and Dask's handshake, so a port where something else listens fails in words too.
+While a run lasts, Dask's own log output is silenced: a failure is reported once, by normlab.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import itertools
+import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +42,130 @@ def worker_version() -> str:
     return normlab.__version__
 
 
+_SCHEMES = ("tcp", "tls")  # the schemes of a scheduler that other machines reach
+
+
+def scheduler_address(scheduler: str) -> str:
+    """``scheduler`` as Dask reads it (``tcp://HOST:PORT``; ``HOST:PORT`` means tcp), or a
+    :class:`NormlabError` naming the expected form. Needs no Dask: checked before any data."""
+    from urllib.parse import urlsplit
+
+    text = scheduler.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    expected = (
+        "expected tcp://HOST:PORT (or tls://HOST:PORT), e.g. tcp://127.0.0.1:8786, the "
+        "address `dask scheduler` prints"
+    )
+    if scheme.lower() not in _SCHEMES:
+        raise NormlabError(
+            f"scheduler {scheduler!r} is not a Dask scheduler address: the scheme "
+            f"{scheme + '://'!r} is not one Dask workers listen on; {expected}"
+        )
+    try:
+        parts = urlsplit(f"{scheme.lower()}://{rest}")
+        port = parts.port
+    except ValueError as exc:
+        raise NormlabError(
+            f"scheduler {scheduler!r} is not a Dask scheduler address ({exc}); {expected}"
+        ) from None
+    if not parts.hostname or port is None or port == 0 or parts.path.strip("/") or parts.query:
+        missing = "a host" if not parts.hostname else "a port" if not port else "HOST:PORT alone"
+        raise NormlabError(
+            f"scheduler {scheduler!r} is not a Dask scheduler address (it needs {missing}); "
+            f"{expected}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse a scheduler that is neither an address nor a ``distributed.Client``, early."""
+    if scheduler is None or isinstance(scheduler, str):
+        if scheduler is not None:
+            scheduler_address(scheduler)
+        return
+    if type(scheduler).__name__ == "Client" and type(scheduler).__module__.startswith(
+        "distributed"
+    ):
+        return
+    raise NormlabError(
+        f"scheduler must be an address like 'tcp://host:8786' or a distributed.Client; "
+        f"got a {type(scheduler).__name__}"
+    )
+
+
+def connect_timeout() -> tuple[float, str]:
+    """Dask's ``distributed.comm.timeouts.connect``: in seconds, and as written."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    written = dask.config.get("distributed.comm.timeouts.connect")
+    return float(parse_timedelta(written, default="s")), str(written)
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Iterator[None]:
+    """Silence the log handlers of ``distributed`` in this process while a run lasts.
+
+    A task that fails is reported once, by normlab, in words; Dask's own log records of the
+    same failure (``Compute Failed`` with a traceback, heartbeats failing at shutdown) would
+    print it again before that line. The handlers are restored afterwards.
+    """
+    changed: list[tuple[logging.Handler, int]] = []
+    for name in ("distributed", "bokeh", "tornado"):
+        for handler in logging.getLogger(name).handlers:
+            changed.append((handler, handler.level))
+            handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for handler, level in changed:
+            handler.setLevel(level)
+
+
+def _run_in_new_loop(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end on an event loop of its own (in a thread: the caller may
+    already run a loop, as in Jupyter)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="normlab-probe") as one:
+        return one.submit(asyncio.run, coroutine).result()
+
+
+async def _handshake(address: str, seconds: float, connection_args: dict[str, Any]) -> None:
+    """Connect to ``address`` and exchange Dask's handshake, all within ``seconds``.
+
+    ``distributed.Client(address, timeout=...)`` bounds the connection but not the handshake
+    that follows it: a port that accepts connections and never answers (not a Dask scheduler,
+    or a hung one) would make it wait forever. This does the same two steps under one
+    deadline and always closes the connection. Raises ``TimeoutError`` or ``OSError``
+    when nothing answered as Dask does.
+    """
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+
+    scheme, location = parse_address(address)
+    connector = get_backend(scheme).get_connector()
+    deadline = time.monotonic() + seconds
+    async with asyncio.timeout(seconds):
+        while True:  # a scheduler that is starting refuses connections for a moment
+            try:
+                comm = await connector.connect(location, deserialize=False, **connection_args)
+                break
+            except OSError:
+                if time.monotonic() > deadline - 0.2:
+                    raise
+                await asyncio.sleep(0.1)
+        try:
+            await comm.write(comm.handshake_info())
+            answer = await comm.read()
+        finally:
+            comm.abort()
+    if not isinstance(answer, dict) or "pickle-protocol" not in answer:
+        raise OSError(f"the answer is not Dask's handshake ({type(answer).__name__})")
+
+
 def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None]]:
     """A client for ``scheduler`` and a function that releases what was made here."""
     distributed = require("distributed", "dask")
@@ -50,6 +180,7 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
             processes=True,
             host="127.0.0.1",
             dashboard_address=":0",
+            silence_logs=logging.CRITICAL,  # its workers' logs: normlab reports failures
         )
         client = distributed.Client(cluster)
 
@@ -58,20 +189,23 @@ def connect(scheduler: Any, workers: int | None) -> tuple[Any, Callable[[], None
             cluster.close()
 
         return client, release
-    if not isinstance(scheduler, str):
-        raise NormlabError(
-            f"scheduler must be an address like 'tcp://host:8786' or a distributed.Client; "
-            f"got a {type(scheduler).__name__}"
-        )
-    import dask
-
-    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    check_scheduler(scheduler)
+    address = scheduler_address(scheduler)
+    seconds, written = connect_timeout()
+    hint = "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
     try:
-        client = distributed.Client(scheduler, timeout=timeout)
+        args = distributed.Security().get_connection_args("client")
+        _run_in_new_loop(_handshake(address, seconds, args))
+        client = distributed.Client(address, timeout=written)
     except (OSError, TimeoutError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise NormlabError(
-            f"no Dask scheduler answered at {scheduler} within {timeout} ({type(exc).__name__}); "
-            "start one with `dask scheduler` and workers with `dask worker ADDRESS`"
+            f"no Dask scheduler answered at {scheduler} within {written} ({reason}); {hint}"
+        ) from None
+    except Exception as exc:  # an answer, but not a scheduler's (a Dask worker's port)
+        raise NormlabError(
+            f"the server at {scheduler} did not answer as a Dask scheduler "
+            f"({type(exc).__name__}: {exc}); {hint}"
         ) from None
     return client, client.close
 
@@ -113,6 +247,20 @@ def map_tasks(
     *,
     workers: int | None = None,
     scheduler: Any = None,
+    on_finish: Callable[[TaskResult], None],
+) -> Iterator[tuple[int, TaskResult]]:
+    with quiet_distributed():
+        yield from _map_tasks(
+            todo, make_empty, workers=workers, scheduler=scheduler, on_finish=on_finish
+        )
+
+
+def _map_tasks(
+    todo: list[tuple[int, Any]],
+    make_empty: Callable[[], Any],
+    *,
+    workers: int | None,
+    scheduler: Any,
     on_finish: Callable[[TaskResult], None],
 ) -> Iterator[tuple[int, TaskResult]]:
     client, release = connect(scheduler, workers)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import itertools
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +43,17 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def init_worker(parent_pid: int) -> None:
+# What each worker process runs, on a board shared with this process: three integers a worker
+# (its pid, the serial number of its task, the state of that task). A worker that dies leaves
+# its task marked running; the others, stopped by the broken pool, mark theirs stopped. So a
+# death is blamed on the task that was running in the process that died, never on a guess.
+_FIELDS = 3
+_IDLE, _RUNNING, _STOPPED = 0, 1, 2
+_board: Any = None  # in a worker: the pool's board, and the worker's row in it
+_row = -1
+
+
+def init_worker(parent_pid: int, board: Any = None) -> None:
     """One numba and BLAS thread per worker, warm kernels, exit when the parent is gone."""
     import numpy as np
 
@@ -55,6 +67,8 @@ def init_worker(parent_pid: int) -> None:
     except ImportError:
         pass
     kernels.reduce_integer(np.zeros((8, 1, 1), np.uint8))  # loads the cached kernels once
+    if board is not None:
+        _join_board(board)
 
     def watch() -> None:
         while True:
@@ -69,7 +83,41 @@ def init_worker(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="normlab-parent-watch").start()
 
 
-_POOLS: dict[tuple[int, int], cf.ProcessPoolExecutor] = {}
+def _join_board(board: Any) -> None:
+    """Take a free row of the board; mark this worker's task stopped when the pool stops it."""
+    global _board, _row
+    with board.get_lock():
+        for row in range(len(board) // _FIELDS):
+            if board[row * _FIELDS] == 0:
+                board[row * _FIELDS] = os.getpid()
+                _board, _row = board, row
+                break
+    if _board is None:  # pragma: no cover - more workers than rows: nothing is recorded
+        return
+
+    def stopped(signum: int, frame: Any) -> None:  # a broken pool terminates its workers
+        if _board[_row * _FIELDS + 2] == _RUNNING:
+            _board[_row * _FIELDS + 2] = _STOPPED
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stopped)
+
+
+def execute_marked(serial: int, task: Any, make_empty: Callable[[], Any]) -> TaskResult:
+    """:func:`~normlab.engines.execute`, with the task marked running on the board meanwhile."""
+    if _board is None:
+        return execute(task, make_empty)
+    at = _row * _FIELDS
+    _board[at + 1], _board[at + 2] = serial, _RUNNING
+    try:
+        return execute(task, make_empty)
+    finally:
+        _board[at + 2] = _IDLE
+
+
+_POOLS: dict[tuple[int, int], tuple[cf.ProcessPoolExecutor, Any]] = {}
+_SERIALS = itertools.count(1)  # task numbers on the boards: unique in this process
 
 
 def pool(n_workers: int) -> cf.ProcessPoolExecutor:
@@ -78,20 +126,30 @@ def pool(n_workers: int) -> cf.ProcessPoolExecutor:
     Starting workers (importing numba, loading the kernels) costs about a second; a session
     that computes statistics many times pays it once. Python shuts the pools down at exit.
     """
+    return _pool(n_workers)[0]
+
+
+def _pool(n_workers: int) -> tuple[cf.ProcessPoolExecutor, Any]:
     key = (os.getpid(), n_workers)
     if key not in _POOLS:
         if not _POOLS:
             atexit.register(shutdown_pools)
-        _POOLS[key] = cf.ProcessPoolExecutor(
-            n_workers, mp_context=_context(), initializer=init_worker, initargs=(os.getpid(),)
+        context = _context()
+        board = context.Array("q", _FIELDS * n_workers)  # zeros; an RLock guards it
+        executor = cf.ProcessPoolExecutor(
+            n_workers,
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(os.getpid(), board),
         )
+        _POOLS[key] = executor, board
     return _POOLS[key]
 
 
 def shutdown_pools() -> None:
     """Stop the kept pools (at exit: before Python tears its modules down under them)."""
     while _POOLS:
-        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
+        _POOLS.popitem()[1][0].shutdown(wait=True, cancel_futures=True)
     atexit.unregister(shutdown_pools)
 
 
@@ -106,19 +164,38 @@ def map_tasks(
     if not todo:
         return
     n_workers = int(workers or default_workers())
-    executor = pool(n_workers)
+    executor, board = _pool(n_workers)
     submitted: list[cf.Future] = []
+    labels: dict[int, str] = {}  # serial -> label, of this run's tasks
 
     def submit(task: Any) -> cf.Future:
-        submitted.append(executor.submit(execute, task, make_empty))
+        serial = next(_SERIALS)
+        labels[serial] = str(task.label)
+        submitted.append(executor.submit(execute_marked, serial, task, make_empty))
         return submitted[-1]
+
+    def unfinished() -> list[str]:  # after a break: the tasks the broken pool gave up
+        return [
+            label
+            for future, label in zip(submitted, labels.values(), strict=True)
+            if future.done()
+            and not future.cancelled()
+            and isinstance(future.exception(), cf.process.BrokenProcessPool)
+        ]
+
+    def outcome(future: cf.Future, task: Any) -> TaskResult:
+        try:
+            return future.result()
+        except cf.process.BrokenProcessPool:
+            shutdown_pools()  # a broken pool takes no more work: the next run starts a new one
+            raise NormlabError(_unguarded_main() or _died(board, labels, unfinished())) from None
 
     try:
         yield from in_order(
             todo,
             submit=submit,
             wait_any=lambda fs: cf.wait(fs, return_when=cf.FIRST_COMPLETED).done,
-            outcome=_outcome,
+            outcome=outcome,
             on_finish=on_finish,
             window=4 * n_workers,
         )
@@ -133,16 +210,32 @@ def map_tasks(
             future.cancel()
 
 
-def _outcome(future: cf.Future, task: Any) -> TaskResult:
-    try:
-        return future.result()
-    except cf.process.BrokenProcessPool:
-        shutdown_pools()  # a broken pool takes no more work: the next run starts a new one
-        raise NormlabError(
-            _unguarded_main()
-            or f"a worker process died while running {task.label} (killed, or out of memory); "
-            "rerun with checkpoint='FOLDER' to keep finished work"
-        ) from None
+def _died(board: Any, labels: dict[int, str], unfinished: list[str]) -> str:
+    """Which task killed its worker, read from the board once every worker has stopped.
+
+    The task still marked running is the one whose process died (killed, out of memory,
+    ``os._exit``): it is named. If that cannot be known (the process died between two
+    tasks), the unfinished tasks are listed as the candidates, never one of them as the cause.
+    """
+    rows = [tuple(board[i : i + _FIELDS]) for i in range(0, len(board), _FIELDS)]
+    running = [labels[s] for _, s, state in rows if state == _RUNNING and s in labels]
+    rerun = "rerun with checkpoint='FOLDER' to keep finished work"
+    if len(running) == 1:
+        return (
+            f"a worker process died while running {running[0]} (killed, or out of memory); {rerun}"
+        )
+    if running:
+        return (
+            f"worker processes died while running {'; '.join(running)} (killed, or out of "
+            f"memory); {rerun}"
+        )
+    listed = "; ".join(unfinished[:8]) + (
+        f"; and {len(unfinished) - 8} more" if len(unfinished) > 8 else ""
+    )
+    return (
+        "a worker process died (killed, or out of memory) between tasks, so which task it ran "
+        f"cannot be told; the tasks in flight were: {listed or 'none'}; {rerun}"
+    )
 
 
 def _unguarded_main() -> str | None:

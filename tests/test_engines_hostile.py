@@ -1,0 +1,244 @@
+"""Engine defects a hostile tester found: a port that accepts connections but is no Dask
+scheduler fails in words within the connect timeout (never hangs); a malformed scheduler
+address is a usage error naming ``tcp://HOST:PORT``; a failing Dask task prints normlab's one
+line and nothing of Dask's logs; a local worker process that dies is blamed on the task it ran.
+Real sockets, real processes, a real Dask ``LocalCluster``."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import normlab
+from normlab.cli import app
+from normlab.errors import NormlabError
+
+sys.path.insert(0, str(Path(__file__).parent))  # workers import engine_tasks by name
+from engine_tasks import exit_on_block_2  # noqa: E402
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+_NO_HANG_S = 120  # generous: only proves that the call returns at all
+
+
+def finishes(call: Callable[[], Any]) -> BaseException | None:
+    """What ``call`` raised (None if nothing), failing the test if it has not returned after
+    ``_NO_HANG_S`` seconds (it runs in a daemon thread, so a hang cannot stall the suite)."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            call()
+            outcome["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(_NO_HANG_S)
+    assert "error" in outcome, f"still running after {_NO_HANG_S} s: it hangs"
+    return outcome["error"]
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port that accepts connections and never sends a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    """A real HTTP server (the standard library's), answering what HTTP servers answer."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("server", ["silent_listener", "http_server"])
+def test_a_port_that_is_no_dask_scheduler_fails_within_the_connect_timeout(
+    server, request, tmp_path
+):
+    port = request.getfixturevalue(server)
+    address = f"tcp://127.0.0.1:{port}"
+    x = np.zeros((4, 2), np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    out = str(tmp_path / "o.st")
+    command = [
+        "stats",
+        str(tmp_path / "x.npy"),
+        "--engine",
+        "dask",
+        "--scheduler",
+        address,
+        "-o",
+        out,
+    ]
+    results: list[Any] = []
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        error = finishes(lambda: normlab.compute_stats(x, engine="dask", scheduler=address))
+        assert finishes(lambda: results.append(CliRunner().invoke(app, command))) is None
+    assert isinstance(error, NormlabError)
+    for message in (str(error), results[0].output):
+        assert f"no Dask scheduler answered at {address} within 2s" in message, message
+    assert results[0].exit_code == 1
+
+
+BAD_ADDRESSES = [
+    "127.0.0.1",  # no port
+    "http://127.0.0.1:5123",  # a scheme Dask does not listen on
+    "tcp://host",
+    "tcp://:8786",  # no host
+    "host:99999",  # no such port
+    "tcp://host:8786/path",
+    "",
+]
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES)
+def test_a_malformed_scheduler_address_is_a_usage_error(address, tmp_path):
+    x = np.zeros((4, 2), np.uint8)
+    for compute in (normlab.compute_stats, normlab.compute_comoments):
+        with pytest.raises(NormlabError, match=r"expected tcp://HOST:PORT"):
+            compute(x, engine="dask", scheduler=address)
+    # checked before any data is read: a missing file is not reached
+    with pytest.raises(NormlabError, match=r"expected tcp://HOST:PORT"):
+        normlab.compute_stats(str(tmp_path / "absent.npy"), engine="dask", scheduler=address)
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(
+        app,
+        [
+            "stats",
+            str(tmp_path / "x.npy"),
+            "--engine",
+            "dask",
+            "--scheduler",
+            address,
+            "-o",
+            str(tmp_path / "o.st"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1
+    assert "expected tcp://HOST:PORT" in result.output
+    assert "internal error" not in result.output
+
+
+def test_a_scheduler_address_without_scheme_means_tcp(dask_client):
+    address = dask_client.scheduler.address  # tcp://127.0.0.1:PORT
+    x = np.arange(40, dtype=np.uint8).reshape(20, 2)
+    bare = address.removeprefix("tcp://")
+    assert normlab.compute_stats(x, engine="dask", scheduler=bare) == normlab.compute_stats(x)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "normlab.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=_NO_HANG_S,
+    )
+
+
+@pytest.fixture
+def truncated_png_folder(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    data = (folder / "3.png").read_bytes()
+    (folder / "3.png").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def test_a_failing_task_on_dask_prints_only_normlabs_line(truncated_png_folder, tmp_path):
+    """On the LocalCluster normlab starts: neither the workers nor this process print Dask's
+    logs (``Compute Failed``, tracebacks, heartbeats failing at shutdown)."""
+    run = _cli(
+        "stats", str(truncated_png_folder), "--axis", "channel", "--engine", "dask",
+        "--workers", "2", "-o", str(tmp_path / "o.st"),
+    )  # fmt: skip
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and "3.png" in lines[0]
+
+
+def test_a_corrupt_zarr_chunk_on_a_given_scheduler_prints_only_normlabs_line(dask_client, tmp_path):
+    """On a scheduler the user gives, the workers' logs are theirs; this process prints one
+    line."""
+    zarr = pytest.importorskip("zarr")
+    ints = np.arange(300 * 3, dtype=np.uint16).reshape(300, 3)
+    z = zarr.open(str(tmp_path / "bad.zarr"), mode="w", shape=ints.shape, chunks=(64, 3))
+    z[:] = ints
+    (tmp_path / "bad.zarr" / "c" / "2" / "0").write_bytes(b"not zstd at all")
+    run = _cli(
+        "stats", str(tmp_path / "bad.zarr"), "--engine", "dask",
+        "--scheduler", dask_client.scheduler.address, "-o", str(tmp_path / "o.st"),
+    )  # fmt: skip
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: ") and "chunk 2 (rows 128:192)" in lines[0]
+
+
+def test_a_local_worker_that_dies_is_blamed_on_the_chunk_it_ran():
+    """The process that runs chunk 2 exits; the others are mid-task. Every run names chunk 2,
+    never one of the chunks that were in flight beside it."""
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.arange(400 * 3, dtype=np.float64).reshape(400, 3), chunks=(50, 3))
+    dying = x.map_blocks(exit_on_block_2, dtype=x.dtype)
+    for _ in range(3):
+        error = finishes(lambda: normlab.compute_stats(dying, engine="local", workers=2))
+        assert isinstance(error, NormlabError)
+        assert "a worker process died while running" in str(error)
+        assert "chunk 2 (rows 100:150)" in str(error), str(error)
+        for other in (0, 1, 3, 4, 5, 6, 7):
+            assert f"chunk {other} " not in str(error)
+    assert normlab.compute_stats(x, engine="local", workers=2) == normlab.compute_stats(x)
