@@ -7,6 +7,7 @@ Real sockets, real processes, a real Dask ``LocalCluster``."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -242,3 +243,38 @@ def test_a_local_worker_that_dies_is_blamed_on_the_chunk_it_ran():
         for other in (0, 1, 3, 4, 5, 6, 7):
             assert f"chunk {other} " not in str(error)
     assert normlab.compute_stats(x, engine="local", workers=2) == normlab.compute_stats(x)
+
+
+def test_zarr_on_s3_prints_nothing_of_unclosed_sessions(s3, tmp_path):
+    """A remote Zarr store read serially, in worker processes and on a Dask cluster: stderr
+    stays empty (zarr leaves its filesystem's aiohttp session open; normlab closes it)."""
+    zarr = pytest.importorskip("zarr")
+    import fsspec
+
+    fsspec.filesystem("s3", **s3).mkdir("normlab-quiet")
+    url = "s3://normlab-quiet/ints.zarr"
+    z = zarr.open(url, mode="w", shape=(300, 3), chunks=(64, 3), dtype="u2", storage_options=s3)
+    z[:] = np.arange(900, dtype=np.uint16).reshape(300, 3)
+    options = json.dumps(s3)
+    for k, engine in enumerate(([], ["--engine", "local", "--workers", "2"],
+                                ["--engine", "dask", "--workers", "2"])):  # fmt: skip
+        out = str(tmp_path / f"o{k}.st")
+        run = _cli("stats", url, "--storage-options", options, "-o", out, *engine)
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == "", (engine, run.stderr)
+
+
+def test_zarr_at_an_unreachable_endpoint_prints_one_line(tmp_path):
+    """Opening fails while zarr still waits for other metadata keys: those requests are
+    cancelled at exit, not destroyed mid-flight with a traceback each."""
+    pytest.importorskip("zarr")
+    pytest.importorskip("s3fs")
+    with socket.socket() as s:  # a free port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = json.dumps({"key": "a", "secret": "b", "endpoint_url": f"http://127.0.0.1:{port}"})
+    run = _cli("stats", "s3://bkt/c.zarr", "--storage-options", options, "-o", str(tmp_path / "o"))
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: s3://bkt/c.zarr: not a readable Zarr store")

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import DTypeError, NormlabError, ShapeError, SourceError, require
 from ..moments import as_batch
-from . import Source, register_source
+from . import Source, register_source, zarr_io
 from .arrays import MAX_READ_BYTES, check_row_bytes, rows_per_chunk
 from .fs import GCS_PROTOCOLS, Location, gcs_endpoint_is_plain_http, is_path_like, location
 
@@ -453,6 +453,7 @@ class ZarrReader:
     name: str
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        zarr_io.track(zarr_io.store_fs(self.array))  # a worker's copy opens its own session
         return np.asarray(self.array[start:stop])
 
     def identity(self) -> str:
@@ -496,7 +497,9 @@ def zarr_source(
         if not module.startswith("zarr"):
             loc = location(source, storage_options)
             try:
-                node = zarr.open(mode="r", **_zarr_store(zarr, loc))
+                opened = _zarr_store(zarr, loc)
+                zarr_io.track(getattr(opened["store"], "fs", None))
+                node = zarr.open(mode="r", **opened)
             except FileNotFoundError:
                 raise SourceError(f"{where}: no Zarr array or group there") from None
             except Exception as exc:  # noqa: BLE001 - zarr raises many kinds on bad metadata
@@ -548,6 +551,9 @@ def _zarr_store(zarr: Any, loc: Location) -> dict[str, Any]:
         fs = GCSFileSystem(asynchronous=True, **options)
         path = fs._strip_protocol(loc.url)
         return {"store": zarr.storage.FsspecStore(fs, path=path, read_only=True)}
+    if loc.options and hasattr(zarr.storage, "FsspecStore"):  # opened here, to close it at exit
+        store = zarr.storage.FsspecStore.from_url(loc.url, storage_options=options, read_only=True)
+        return {"store": store}
     if loc.options:
         return {"store": loc.url, "storage_options": options}
     return {"store": loc.path}
