@@ -254,6 +254,32 @@ def test_ddof_without_degrees_of_freedom_is_refused_everywhere(dtype, tmp_path):
     assert not out.exists()
 
 
+def test_a_failed_fit_leaves_no_half_fitted_normalizer():
+    """A fit refused for ddof (or values missing) once left stats_ set without shift_/scale_:
+    is_fitted said True and transform failed with an AttributeError."""
+    x = np.random.default_rng(10).random((3, 2))
+    z = normlab.ZScore(ddof=3)
+    with pytest.raises(NormlabError, match="ddof=3"):
+        z.fit(x)
+    assert not z.is_fitted
+    with pytest.raises(normlab.errors.NotFittedError):
+        z.transform(x)
+    z = normlab.ZScore(ddof=3).fit(np.random.default_rng(11).random((5, 2)))
+    scale, seen = z.scale_.copy(), z.n_samples_seen_
+    y = np.random.default_rng(12).random((2, 2))
+    z2 = normlab.ZScore(ddof=3, axis="global")
+    with pytest.raises(NormlabError, match="ddof=3"):
+        z2.partial_fit(y[:1])  # 2 values, ddof 3
+    assert not z2.is_fitted
+    z.partial_fit(y)  # 7 samples: fine, and the state moved on
+    assert z.n_samples_seen_ == seen + 2 and not np.array_equal(z.scale_, scale)
+    m = normlab.Moments(nan_policy="omit").update(np.array([[1.0, np.nan], [2.0, np.nan]]))
+    mm = normlab.MinMax()
+    with pytest.raises(NormlabError, match="have no values"):
+        mm.fit_stats(m)
+    assert not mm.is_fitted
+
+
 def test_ddof_counts_per_element_under_omit():
     x = np.array([[1.0, 1.0], [2.0, np.nan], [3.0, np.nan]])
     m = compute_stats(x, "feature", nan_policy="omit")

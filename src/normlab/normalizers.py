@@ -287,7 +287,21 @@ class Normalizer:
         return stats.reduce(self.stats_axis, layout=target)
 
     def _fit_from(self, stats: Any) -> Self:
-        """Fit from ``stats``: :class:`Moments` (:class:`CoMoments` for whitening)."""
+        """Fit from ``stats``: :class:`Moments` (:class:`CoMoments` for whitening).
+
+        All or nothing: a fit that fails (no values somewhere, a ddof too large, a float
+        overflow) leaves the normalizer as it was before this step (``fit``/``fit_stats``:
+        unfitted; ``partial_fit``: as fitted before the batch), never half fitted.
+        """
+        before = dict(vars(self))
+        try:
+            return self._fit_from_checked(stats)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    def _fit_from_checked(self, stats: Any) -> Self:
         stats = self._coarsen(stats)
         self.stats_ = stats
         self.layout_ = getattr(stats, "layout", None)  # co-moments: the flattened sample
