@@ -430,3 +430,30 @@ def test_a_one_group_task_names_its_row_group_once(parquet_file: Path) -> None:
     with pytest.raises(SourceError) as info:
         normlab.compute_stats(parquet_file, columns="f", chunk_size=100)
     assert str(info.value).count("row group 1") == 1, str(info.value)
+
+
+def test_symlinked_subfolders_of_a_parquet_folder_are_read_once(tmp_path: Path) -> None:
+    """A linked subfolder was skipped unnoticed; a loop ends, and each real file is read once."""
+    import os
+
+    root, ext = tmp_path / "ds", tmp_path / "ext"
+    (root / "a").mkdir(parents=True)
+    ext.mkdir()
+    pq.write_table(pa.table({"a": [1.0]}), root / "a" / "0.parquet")
+    pq.write_table(pa.table({"a": [3.0, 5.0]}), ext / "1.parquet")
+    os.symlink(ext, root / "ext")
+    m = normlab.compute_stats(root)
+    assert m.n_samples_seen == 3 and m.mean.tolist() == [3.0]
+    os.symlink(root, ext / "loop")
+    os.symlink(ext / "1.parquet", root / "a" / "again.parquet")
+    with pytest.warns(normlab.NormlabWarning) as record:
+        again = normlab.compute_stats(root)
+    said = " | ".join(str(w.message) for w in record)
+    assert "loop (the folder" in said and "1.parquet (the file" in said, said
+    # a folder whose only Parquet files lie behind a link is a Parquet folder too
+    only = tmp_path / "only"
+    only.mkdir()
+    os.symlink(ext, only / "ext")
+    with pytest.warns(normlab.NormlabWarning):
+        assert normlab.compute_stats(only).n_samples_seen == 3
+    assert again.n_samples_seen == 3 and again.mean.tolist() == [3.0]

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..errors import MissingExtraError, NormlabError, SourceError, require
+from ..errors import MissingExtraError, NormlabError, SourceError, require, warn
 
 LOCAL_PROTOCOLS = ("file", "local")
 # the package each protocol needs (fsspec's own message names it too, but not the extra)
@@ -233,6 +233,19 @@ def expand(loc: Location, *, suffixes: tuple[str, ...] = ()) -> list[Location]:
     with errors_named(loc):
         if has_magic(path):
             found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+        elif loc.is_local and os.path.isdir(path):  # symbolic links to folders followed
+            walk = FolderWalk(path)
+            found = sorted(
+                walk_local(
+                    walk,
+                    lambda name: not name.startswith((".", "_")),
+                    lambda name, _: (
+                        not name.startswith((".", "_"))
+                        and (not suffixes or os.path.splitext(name)[1].lower() in suffixes)
+                    ),
+                )
+            )
+            walk.warn()
         elif fs.isdir(path):
             found = sorted(
                 p
@@ -243,6 +256,106 @@ def expand(loc: Location, *, suffixes: tuple[str, ...] = ()) -> list[Location]:
         else:
             return [loc]
     return [loc.child(_as_url(loc, fs, p)) for p in found]
+
+
+@dataclass
+class FolderWalk:
+    """A local folder walked with :func:`walk_local`, following symbolic links to folders.
+
+    Each real folder is entered once (a link loop, or a second link to a folder walked
+    already, is listed in ``repeated_dirs``); each real file is yielded once (a second link to
+    one is listed in ``repeated_files`` instead); folders that cannot be listed go to
+    ``unreadable``. :meth:`warn` names them all in one warning each.
+    """
+
+    root: str
+    repeated_dirs: list[str] = field(default_factory=list)
+    repeated_files: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    def warn(self) -> None:
+        def some(items: list[str]) -> str:
+            more = f"; ... ({len(items)} in all)" if len(items) > 3 else ""
+            return "; ".join(items[:3]) + more
+
+        if self.repeated_dirs:
+            warn(
+                f"{self.root}: {len(self.repeated_dirs)} folder(s) reached again through "
+                "symbolic links (a loop, or a second link to one folder) were read once: "
+                f"{some(self.repeated_dirs)}"
+            )
+        if self.repeated_files:
+            warn(
+                f"{self.root}: {len(self.repeated_files)} file(s) reached again through "
+                f"symbolic links were read once: "
+                f"{some(self.repeated_files)}; to weigh a file twice, pass a list of paths"
+            )
+        if self.unreadable:
+            warn(
+                f"{self.root}: {len(self.unreadable)} folder(s) could not be listed: "
+                f"{some(self.unreadable)}"
+            )
+
+
+def walk_local(
+    walk: FolderWalk, enter: Callable[[str], bool], choose: Callable[[str, str], bool]
+) -> Iterator[str]:
+    """The paths of the files under ``walk.root`` that ``choose(name, relative path)`` keeps,
+    depth first in name order (the same every run), following symbolic links to folders;
+    ``enter(name)`` says whether to walk into a folder. A file ``choose`` rejects is not
+    yielded; a kept one reached a second time is noted in ``walk.repeated_files``."""
+    try:
+        top = os.stat(walk.root)
+    except OSError as exc:
+        raise SourceError(f"{walk.root}: cannot list the folder ({exc.strerror or exc})") from None
+    seen_dirs = {(top.st_dev, top.st_ino): walk.root}
+    seen_files: dict[tuple[int, int], str] = {}
+    stack = [(walk.root, "", top.st_dev)]
+    while stack:
+        folder, relative, device = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            walk.unreadable.append(f"{folder} ({exc.strerror or exc})")
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows a symbolic link
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not enter(entry.name):
+                    continue
+                try:
+                    info = entry.stat()
+                except OSError as exc:
+                    walk.unreadable.append(f"{entry.path} ({exc.strerror or exc})")
+                    continue
+                key = (info.st_dev, info.st_ino)
+                if key in seen_dirs:
+                    walk.repeated_dirs.append(f"{entry.path} (the folder {seen_dirs[key]})")
+                    continue
+                seen_dirs[key] = entry.path
+                subfolders.append((entry.path, f"{relative}{entry.name}/", info.st_dev))
+                continue
+            if not choose(entry.name, f"{relative}{entry.name}"):
+                continue
+            file_key: tuple[int, int] | None = (device, entry.inode())
+            if entry.is_symlink():
+                try:
+                    target = os.stat(entry.path)
+                    file_key = (target.st_dev, target.st_ino)
+                except OSError:  # a dangling link: yielded, and reported as a missing file
+                    file_key = None
+            if file_key is not None:
+                if file_key in seen_files:
+                    walk.repeated_files.append(f"{entry.path} (the file {seen_files[file_key]})")
+                    continue
+                seen_files[file_key] = entry.path
+            yield entry.path
+        stack.extend(reversed(subfolders))
 
 
 def _hidden(relative: str) -> bool:

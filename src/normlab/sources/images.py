@@ -50,12 +50,11 @@ from ..errors import (
     NormlabError,
     SourceError,
     require,
-    warn,
 )
 from ..provenance import recorder
 from . import Source, register_source
 from .arrays import MAX_READ_BYTES
-from .fs import Location, expand, is_path_like, is_url, location
+from .fs import FolderWalk, Location, expand, is_path_like, is_url, location, walk_local
 
 IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .png .tif .tiff .bmp .gif .webp .ppm .pgm .pbm .pnm .tga .jp2 .ico".split()
@@ -726,90 +725,19 @@ def list_folder(root: Path, glob: str | None) -> tuple[list[str], int]:
     match = _glob_matcher(glob)
     by_path = glob is not None and "/" in glob
     enter_hidden = by_path and any(p.startswith(".") for p in (glob or "").split("/"))
-    try:
-        top = os.stat(root)
-    except OSError as exc:
-        raise SourceError(f"{root}: cannot list the folder ({exc.strerror or exc})") from None
-    seen_dirs = {(top.st_dev, top.st_ino): str(root)}
-    seen_files: dict[tuple[int, int], str] = {}
-    repeated_dirs: list[str] = []
-    repeated_files: list[str] = []
-    unreadable: list[str] = []
-    files: list[str] = []
     ignored = 0
-    stack = [(str(root), "", top.st_dev)]
-    while stack:
-        folder, relative, device = stack.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            unreadable.append(f"{folder} ({exc.strerror or exc})")
-            continue
-        subfolders = []
-        for entry in entries:
-            hidden = entry.name.startswith(".")
-            try:
-                is_dir = entry.is_dir()  # follows a symbolic link
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if hidden and not enter_hidden:
-                    continue
-                try:
-                    info = entry.stat()
-                except OSError as exc:
-                    unreadable.append(f"{entry.path} ({exc.strerror or exc})")
-                    continue
-                key = (info.st_dev, info.st_ino)
-                if key in seen_dirs:
-                    repeated_dirs.append(f"{entry.path} (the folder {seen_dirs[key]})")
-                    continue
-                seen_dirs[key] = entry.path
-                subfolders.append((entry.path, f"{relative}{entry.name}/", info.st_dev))
-                continue
-            if not match(f"{relative}{entry.name}" if by_path else entry.name):
-                ignored += 1
-                continue
-            file_key: tuple[int, int] | None = (device, entry.inode())
-            if entry.is_symlink():
-                try:
-                    target = os.stat(entry.path)
-                    file_key = (target.st_dev, target.st_ino)
-                except OSError:  # a dangling link: read, and reported as a missing file
-                    file_key = None
-            if file_key is not None:
-                if file_key in seen_files:
-                    repeated_files.append(f"{entry.path} (the file {seen_files[file_key]})")
-                    ignored += 1
-                    continue
-                seen_files[file_key] = entry.path
-            files.append(entry.path)
-        stack.extend(reversed(subfolders))  # depth first, in name order: the same every run
-    _warn_listing(root, repeated_dirs, repeated_files, unreadable)
+
+    def choose(name: str, relative: str) -> bool:
+        nonlocal ignored
+        chosen = match(relative if by_path else name)
+        ignored += not chosen
+        return chosen
+
+    walk = FolderWalk(str(root))
+    files = list(walk_local(walk, lambda name: enter_hidden or not name.startswith("."), choose))
+    walk.warn()
     # every path starts with the same str(root) prefix: plain string order is relative-path order
-    return sorted(files), ignored
-
-
-def _warn_listing(
-    root: Path, repeated_dirs: list[str], repeated_files: list[str], unreadable: list[str]
-) -> None:
-    def some(items: list[str]) -> str:
-        return "; ".join(items[:3]) + (f"; ... ({len(items)} in all)" if len(items) > 3 else "")
-
-    if repeated_dirs:
-        warn(
-            f"{root}: {len(repeated_dirs)} folder(s) reached again through symbolic links "
-            f"(a loop, or a second link to one folder) were read once: {some(repeated_dirs)}"
-        )
-    if repeated_files:
-        warn(
-            f"{root}: {len(repeated_files)} file(s) reached again through symbolic links were "
-            f"read once (counted as ignored): {some(repeated_files)}; to weigh a file twice, "
-            "pass a list of paths"
-        )
-    if unreadable:
-        warn(f"{root}: {len(unreadable)} folder(s) could not be listed: {some(unreadable)}")
+    return sorted(files), ignored + len(walk.repeated_files)
 
 
 def _glob_matcher(glob: str | None) -> Callable[[str], bool]:

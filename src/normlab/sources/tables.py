@@ -36,7 +36,16 @@ from ..errors import DTypeError, NormlabError, SourceError, require, warn
 from ..provenance import recorder
 from . import Source, register_source
 from .arrays import TASK_CHUNKS, rows_per_chunk
-from .fs import Location, errors_named, expand, has_magic, is_path_like, location
+from .fs import (
+    FolderWalk,
+    Location,
+    errors_named,
+    expand,
+    has_magic,
+    is_path_like,
+    location,
+    walk_local,
+)
 
 if TYPE_CHECKING:
     from ..moments import Moments
@@ -350,11 +359,12 @@ def _is_parquet_folder(loc: Location) -> bool:
     if loc.is_local:
         if not os.path.isdir(loc.path):
             return False
-        return any(
-            name.lower().endswith(PARQUET_SUFFIXES)
-            for _, _, names in os.walk(loc.path)
-            for name in names
+        found = walk_local(  # stops at the first Parquet file
+            FolderWalk(loc.path),
+            lambda name: True,
+            lambda name, _: name.lower().endswith(PARQUET_SUFFIXES),
         )
+        return next(found, None) is not None
     return loc.is_dir() and bool(expand(loc, suffixes=PARQUET_SUFFIXES))
 
 
