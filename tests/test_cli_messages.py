@@ -247,3 +247,11 @@ def test_python_comoments_nan_message_offers_no_missing_keyword() -> None:
     with pytest.raises(NormlabError, match="drop or impute") as caught:
         compute_comoments(x)
     assert "nan_policy" not in str(caught.value)
+
+
+def test_paths_in_messages_are_never_rewritten(tmp_path) -> None:
+    missing = tmp_path / "max_value" / "std_floor.npy"
+    result = invoke("fit", missing, "--scheme", "feature", "-o", tmp_path / "n")
+    assert result.exit_code == 1
+    assert str(missing) in " ".join(result.output.split()) or "std_floor.npy" in result.output
+    assert "--std-floor.npy" not in result.output and "/--max-value" not in result.output

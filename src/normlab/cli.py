@@ -139,9 +139,11 @@ def cli_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 # A Python keyword in a library message: ``max_value=``, ``nan_policy='omit'``, ``resize=(H, W)``
 _KEYWORD = re.compile(r"(?<![\w.\-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^()]*\)|[^\s,;()]*)")
-# A keyword named without a value: ``std_floor must be positive``, ``the nan_policy``
+# A keyword named without a value: ``std_floor must be positive``, ``the nan_policy``; never a
+# part of a path or file name (``runs/std_floor.npy``)
 _BARE_KEYWORD = re.compile(
-    r"(?<![\w.\-'\"`])([a-z][a-z0-9]*_[a-z0-9_]*[a-z0-9]|[a-z][a-z0-9]*(?= must ))(?![\w=(])"
+    r"(?<![\w.\-'\"`/\\])([a-z][a-z0-9]*_[a-z0-9_]*[a-z0-9]|[a-z][a-z0-9]*(?= must ))"
+    r"(?![\w=(/\\-]|\.\w)"
 )
 # Python keywords whose command-line option has another name (keyword: option's parameter)
 OPTION_OF_KEYWORD: dict[str, str] = {"rare_threshold": "rare"}
