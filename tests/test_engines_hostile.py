@@ -9,10 +9,12 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from normlab.cli import app
 from normlab.errors import NormlabError
 
 sys.path.insert(0, str(Path(__file__).parent))  # workers import engine_tasks by name
-from engine_tasks import exit_on_block_2  # noqa: E402
+from engine_tasks import exit_on_block_2, slow_source  # noqa: E402
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
@@ -278,3 +280,26 @@ def test_zarr_at_an_unreachable_endpoint_prints_one_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("error: s3://bkt/c.zarr: not a readable Zarr store")
+
+
+def test_a_local_worker_killed_from_outside_is_blamed_on_its_task(tmp_path):
+    """SIGKILL (as from the OOM killer) of the process running rows 200:300, while the other
+    worker runs rows 300:400: the error names 200:300 only."""
+    np.save(tmp_path / "x.npy", np.arange(1200, dtype=np.int32).reshape(600, 2))
+    marker = tmp_path / "ran"
+    source = slow_source(str(tmp_path / "x.npy"), 6, delay=3.0, marker=str(marker))
+
+    def kill_the_process_of_rows_200_300() -> None:
+        for _ in range(_NO_HANG_S * 20):
+            lines = marker.read_text().splitlines() if marker.exists() else []
+            for rows, pid in (line.split() for line in lines):
+                if rows == "200:300":
+                    os.kill(int(pid), signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_the_process_of_rows_200_300, daemon=True).start()
+    error = finishes(lambda: normlab.compute_stats(source, engine="local", workers=2))
+    assert isinstance(error, NormlabError)
+    assert "a worker process died while running" in str(error)
+    assert "rows 200:300" in str(error) and "rows 300:400" not in str(error), str(error)
