@@ -547,3 +547,39 @@ def test_a_broken_multi_page_file_is_skipped_whole(tmp_path):
         normlab.compute_stats(tmp_path, "global")
     m = normlab.compute_stats(tmp_path, "global", skip_bad=True)
     assert m.n_samples_seen == 1 and float(m.mean) == 9.0 and m.n_skipped == 1
+
+
+def test_a_process_forked_while_a_decoder_runs_decodes_quietly(tmp_path, capfd):
+    """A fork while another thread holds the stderr guard: the child writes to the real
+    stderr at once (not into the parent's capture file) and never waits on the guard's lock."""
+    import threading
+
+    from normlab.sources.images import _C_STDERR, BadImage, decode_image
+
+    _png(tmp_path / "0.png", 7, size=32)
+    _corrupt_idat(tmp_path / "0.png")
+    data = (tmp_path / "0.png").read_bytes()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _C_STDERR:
+            entered.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    entered.wait(60)
+    pid = os.fork()
+    if pid == 0:  # the child: decode, say so on stderr, leave at once
+        try:
+            decode_image(data, "0.png")
+        except BadImage as exc:
+            os.write(2, f"child decoded: {exc}\n".encode())
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    err = capfd.readouterr().err  # the parent's guard still holds its capture file
+    release.set()
+    thread.join()
+    assert status == 0
+    assert "child decoded: corrupt or truncated PNG" in err and "libpng" not in err, err

@@ -162,6 +162,18 @@ class _DecoderStderr:
         self.capture = -1  # an unlinked temporary file's descriptor (nothing left on disk)
         self.pid = -1
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held it at the fork), the
+        real stderr back if a decoder had redirected it, and a capture file of its own."""
+        self.lock = threading.Lock()
+        if self.depth and self.saved >= 0:
+            os.dup2(self.saved, 2)
+        if self.saved >= 0:
+            os.close(self.saved)
+        if self.capture >= 0:
+            os.close(self.capture)
+        self.depth, self.saved, self.capture, self.pid = 0, -1, -1, -1
+
     def __enter__(self) -> None:
         with self.lock:
             if self.depth == 0:
@@ -201,6 +213,7 @@ class _DecoderStderr:
 
 
 _C_STDERR = _DecoderStderr()
+os.register_at_fork(after_in_child=_C_STDERR.after_fork)
 _MODE_NAMES: dict[tuple[int, np.dtype], str] = {}  # (channels, dtype) -> "RGB 8-bit", ...
 _DEPTHS = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
 
