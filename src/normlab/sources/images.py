@@ -202,7 +202,8 @@ class _DecoderStderr:
             size = os.lseek(fd, 0, os.SEEK_CUR)
             if size == 0:
                 return
-            written = os.pread(fd, size, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            written = os.read(fd, size)
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
         kept = b"".join(
@@ -213,7 +214,8 @@ class _DecoderStderr:
 
 
 _C_STDERR = _DecoderStderr()
-os.register_at_fork(after_in_child=_C_STDERR.after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX (Windows has no fork)
+    os.register_at_fork(after_in_child=_C_STDERR.after_fork)
 _MODE_NAMES: dict[tuple[int, np.dtype], str] = {}  # (channels, dtype) -> "RGB 8-bit", ...
 _DEPTHS = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
 
