@@ -305,3 +305,39 @@ def test_a_local_worker_killed_from_outside_is_blamed_on_its_task(tmp_path):
     assert isinstance(error, NormlabError)
     assert "a worker process died while running" in str(error)
     assert "rows 200:300" in str(error) and "rows 300:400" not in str(error), str(error)
+
+
+def test_a_local_worker_killed_between_tasks_lists_the_tasks_in_flight(tmp_path):
+    """An idle worker of the kept pool is killed while the other runs rows 0:300: no task
+    can be blamed, so the error says so and lists the task in flight instead of naming it."""
+    np.save(tmp_path / "x.npy", np.arange(1200, dtype=np.int32).reshape(600, 2))
+    first = tmp_path / "first"  # runs on the kept pool until both workers ran a task: their ids
+    pids: set[str] = set()
+    for _ in range(10):  # a worker that starts slowly may leave both tasks to the other
+        normlab.compute_stats(
+            slow_source(str(tmp_path / "x.npy"), 2, delay=1.0, marker=str(first)),
+            engine="local",
+            workers=2,
+        )
+        pids = {line.split()[1] for line in first.read_text().splitlines()}
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
+    marker = tmp_path / "ran"
+    slow = slow_source(str(tmp_path / "x.npy"), 2, delay=3.0, marker=str(marker))
+    slow.tasks[1:] = []  # one task: the other worker stays idle
+
+    def kill_the_idle_worker() -> None:
+        for _ in range(_NO_HANG_S * 20):
+            lines = marker.read_text().splitlines() if marker.exists() else []
+            if lines:
+                (idle,) = pids - {lines[0].split()[1]}
+                os.kill(int(idle), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_the_idle_worker, daemon=True).start()
+    error = finishes(lambda: normlab.compute_stats(slow, engine="local", workers=2))
+    assert isinstance(error, NormlabError)
+    assert "between tasks" in str(error) and "died while running" not in str(error)
+    assert "the tasks in flight were: " in str(error) and "rows 0:300" in str(error)
