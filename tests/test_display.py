@@ -160,3 +160,30 @@ def test_paste_lines_say_what_each_integer_type_is_divided_by(dtype, head, divis
     np.testing.assert_allclose(pasted["mean"], np.array([-3.0, 120.0]) / divisor, atol=5e-4)
     pixel = "1.0" if dtype == "int32" else "65535.0"
     assert lines[-2].endswith(f"max_pixel_value={pixel})")
+
+
+def test_json_output_is_strict_json_where_a_feature_has_no_values(tmp_path):
+    """An all-NaN feature (omitted) has no mean: `null`, never a bare NaN that strict JSON
+    parsers reject — for `show --format json` and `diagnose --json` alike."""
+    import json
+
+    x = np.random.default_rng(0).normal(0, 1, (40, 3))
+    x[:, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["stats", str(tmp_path / "x.npy"), "--nan-policy", "omit", "-o", str(tmp_path / "s")]
+    )
+    assert made.exit_code == 0, made.output
+
+    def strict(text: str) -> object:
+        def refuse(constant: str) -> None:
+            raise AssertionError(f"not JSON: {constant}")
+
+        return json.loads(text, parse_constant=refuse)
+
+    shown = runner.invoke(app, ["show", str(tmp_path / "s"), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    summary = strict(shown.stdout)
+    assert isinstance(summary, dict) and summary["mean"][1] is None
+    assert summary["mean"][0] == pytest.approx(np.nanmean(x[:, 0]))

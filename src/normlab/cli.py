@@ -563,7 +563,7 @@ def show(
     from .comoments import CoMoments
     from .display import comoments_lines, normalizer_lines, stats_lines
     from .export import to_torchvision
-    from .io import load
+    from .io import json_text, load
     from .moments import Moments
     from .normalizers import Normalizer
 
@@ -575,7 +575,7 @@ def show(
     if format == "torchvision":
         if stats is None:
             raise NormlabError(f"{path}: holds a {type(obj).__name__} without statistics")
-        typer.echo(json.dumps(to_torchvision(stats)))
+        typer.echo(json_text(to_torchvision(stats)))
         return
     summary = held.summary() if held is not None else {}
     if obj is not held and hasattr(obj, "summary"):  # a normalizer: its own lines first
@@ -586,7 +586,7 @@ def show(
             summary["std"] = stats.std().tolist()
             if stats.feature_names is not None:
                 summary["feature_names"] = list(stats.feature_names)
-        typer.echo(json.dumps(summary))
+        typer.echo(json_text(summary))
     elif isinstance(obj, Moments):
         print_lines(str(path), stats_lines(obj))
     elif isinstance(obj, Normalizer):

@@ -39,6 +39,30 @@ class _Loadable(Protocol):
 _L = TypeVar("_L", bound=_Loadable)
 
 
+def json_finite(obj: Any) -> Any:
+    """``obj`` with every NaN/±inf float (Python or numpy) as ``None``, numpy values as Python.
+
+    JSON has no NaN: ``json.dumps`` writes a bare ``NaN`` that strict parsers (JavaScript's,
+    ``jq``) reject. A statistic without values (an all-NaN feature under ``omit``) is ``null``.
+    """
+    if isinstance(obj, dict):
+        return {key: json_finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_finite(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return json_finite(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """Strict JSON text of ``obj`` (:func:`json_finite` first; never a bare NaN)."""
+    return json.dumps(json_finite(obj), allow_nan=False, **options)
+
+
 def register(cls: type[_L]) -> type[_L]:
     """Class decorator: make ``cls`` loadable by :func:`load` (by its class name)."""
     _REGISTRY[cls.__name__] = cls.from_tensors

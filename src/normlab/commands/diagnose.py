@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from ..cli import (
     reads_data,
 )
 from ..diagnostics import MAX_ITERATIONS
+from ..io import json_text
 from .tables import Column, fitted_table
 
 
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 **(reading if dataset is None else {}),
             )
         if as_json:
-            typer.echo(json.dumps(report))
+            typer.echo(json_text(report))
             return
         _print(report, str(name), wide)
         if mask_png is not None:
