@@ -99,6 +99,12 @@ def http_server() -> Iterator[int]:
     server.server_close()
 
 
+def _stats_on_scheduler(folder: Path, address: str) -> list[str]:
+    """``normlab stats FOLDER/x.npy --engine dask --scheduler ADDRESS -o FOLDER/o.st``."""
+    out = str(folder / "o.st")
+    return ["stats", str(folder / "x.npy"), "--engine", "dask", "--scheduler", address, "-o", out]
+
+
 @pytest.mark.parametrize("server", ["silent_listener", "http_server"])
 def test_a_port_that_is_no_dask_scheduler_fails_within_the_connect_timeout(
     server, request, tmp_path
@@ -107,17 +113,7 @@ def test_a_port_that_is_no_dask_scheduler_fails_within_the_connect_timeout(
     address = f"tcp://127.0.0.1:{port}"
     x = np.zeros((4, 2), np.uint8)
     np.save(tmp_path / "x.npy", x)
-    out = str(tmp_path / "o.st")
-    command = [
-        "stats",
-        str(tmp_path / "x.npy"),
-        "--engine",
-        "dask",
-        "--scheduler",
-        address,
-        "-o",
-        out,
-    ]
+    command = _stats_on_scheduler(tmp_path, address)
     results: list[Any] = []
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         error = finishes(lambda: normlab.compute_stats(x, engine="dask", scheduler=address))
@@ -149,20 +145,7 @@ def test_a_malformed_scheduler_address_is_a_usage_error(address, tmp_path):
     with pytest.raises(NormlabError, match=r"expected tcp://HOST:PORT"):
         normlab.compute_stats(str(tmp_path / "absent.npy"), engine="dask", scheduler=address)
     np.save(tmp_path / "x.npy", x)
-    result = CliRunner().invoke(
-        app,
-        [
-            "stats",
-            str(tmp_path / "x.npy"),
-            "--engine",
-            "dask",
-            "--scheduler",
-            address,
-            "-o",
-            str(tmp_path / "o.st"),
-        ],
-        catch_exceptions=False,
-    )
+    result = CliRunner().invoke(app, _stats_on_scheduler(tmp_path, address), catch_exceptions=False)
     assert result.exit_code == 1
     assert "expected tcp://HOST:PORT" in result.output
     assert "internal error" not in result.output
