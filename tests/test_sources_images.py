@@ -583,3 +583,19 @@ def test_a_process_forked_while_a_decoder_runs_decodes_quietly(tmp_path, capfd):
     thread.join()
     assert status == 0
     assert "child decoded: corrupt or truncated PNG" in err and "libpng" not in err, err
+
+
+def test_an_error_names_a_single_image_once_and_a_folders_range(tmp_path):
+    """`bad.png [0:1]: bad.png: corrupt …` named the one file twice; a folder keeps its range."""
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nGARBAGE")
+    with pytest.raises(normlab.NormlabError) as single:
+        normlab.compute_stats(str(bad), "channel")
+    assert str(single.value) == f"{bad}: corrupt or truncated PNG"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "0.png")
+    (folder / "1.png").write_bytes(bad.read_bytes())
+    with pytest.raises(normlab.NormlabError) as many:
+        normlab.compute_stats(str(folder), "channel")
+    assert str(many.value).startswith(f"images under {folder} [0:2]: {folder / '1.png'}: corrupt")

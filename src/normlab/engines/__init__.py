@@ -314,7 +314,13 @@ def execute(task: Any, make_empty: Callable[[], Any]) -> TaskResult:
     except NormlabError as exc:
         message = str(exc)
         label = str(task.label)
-        raise type(exc)(message if label in message else f"{label}: {message}") from None
+        # a one-item task whose message already names that item ("x.png: corrupt …") needs
+        # no "x.png [0:1]: " in front of it
+        named = label in message or (
+            int(getattr(task, "n_items", 0)) == 1
+            and message.startswith(label.split(" [", 1)[0] + ":")
+        )
+        raise type(exc)(message if named else f"{label}: {message}") from None
     except OSError as exc:  # a file that vanished or cannot be read on this worker
         raise SourceError(f"{task.label}: {type(exc).__name__}: {exc}") from None
     seconds = time.perf_counter() - start
