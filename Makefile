@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[all]'
 	touch $@
 
+# runs/demo is the demo's own folder: a second `make demo` replaces its report files
 demo: venv
-	$(VENV)/bin/normlab demo
+	$(VENV)/bin/normlab demo --overwrite
 
 # pytest exits non-zero on a failure and with 5 when it collects no test: both fail `make test`.
 test: venv browser
