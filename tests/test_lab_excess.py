@@ -404,9 +404,9 @@ def test_compare_refuses_inputs_beyond_float32(tmp_path):
 
 
 def test_predicted_counts_beyond_the_cap_read_never_at_full_batch_too(tmp_path):
+    """GD's exact count may run far past 4× the horizon: it is 'never' there, as for SGD."""
     from normlab.errors import NormlabError
 
-    """GD's exact count may run far past 4× the horizon: it is 'never' there, as for SGD."""
     results = compare(
         "digits",
         schemes=("raw",),
