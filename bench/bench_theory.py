@@ -154,7 +154,12 @@ def stability(args: argparse.Namespace) -> None:
 
     from normlab import schemes
     from normlab.lab.stability import stable_lr_by_horizon
-    from normlab.lab.theory import lsq_problem, sgd_stable_lr, sgd_top_direction_lr
+    from normlab.lab.theory import (
+        lsq_problem,
+        sgd_stable_lr,
+        sgd_stable_lr_epoch,
+        sgd_top_direction_lr,
+    )
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,14 +168,18 @@ def stability(args: argparse.Namespace) -> None:
     horizons = [int(e) for e in args.epochs.split(",") if e]
     ms_text = args.epochs if args.ms_epochs is None else args.ms_epochs
     ms_horizons = [int(e) for e in ms_text.split(",") if e]
+    reshuffled = args.ms_sampling == "epoch"
     print(
         f"{args.dataset}: {n} training samples, {ds.n_features} features; lsq model. "
         f"lab: one run, epoch permutations, any checkpoint above 10x, horizons {horizons} "
-        f"epochs; mean square: {args.runs} runs, independent batches, mean loss at the end "
-        f"above 10x, horizons {ms_horizons} epochs (all at least 500 steps)"
+        f"epochs; mean square: {args.runs} runs, "
+        f"{'one permutation per epoch' if reshuffled else 'independent batches'}, mean loss "
+        f"at the end above 10x, horizons {ms_horizons} epochs (all at least 500 steps). "
+        "Ratios to the prediction for the same sampling: eta_epoch for permutations (the "
+        "lab's), eta* for independent batches"
     )
     print(
-        "scheme    batch  predicted  top-dir   "
+        "scheme    batch  eta*       eta_epoch  top-dir   "
         + "".join(f"lab({e}ep)  " for e in horizons)
         + "".join(f"ms({e}ep)  " for e in ms_horizons)
     )
@@ -189,9 +198,14 @@ def stability(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             predicted = sgd_stable_lr(problem, batch)
             seconds_predict = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            predicted_epoch = sgd_stable_lr_epoch(problem, batch, permutations=args.permutations)
+            seconds_epoch = time.perf_counter() - t0
+            ms_predicted = predicted_epoch if reshuffled else predicted
             common: dict[str, Any] = dict(
-                n_classes=ds.n_classes, batch_size=batch, guess=predicted, span=2.0, grid=13
+                n_classes=ds.n_classes, batch_size=batch, guess=ms_predicted, span=2.0, grid=13
             )
+            t0 = time.perf_counter()
             found = (
                 stable_lr_by_horizon(problem, ds.y_train, epochs=horizons, **common)
                 if horizons
@@ -203,7 +217,7 @@ def stability(args: argparse.Namespace) -> None:
                     problem,
                     ds.y_train,
                     epochs=ms_horizons,
-                    sampling="fresh",
+                    sampling=args.ms_sampling,
                     runs=args.runs,
                     criterion="end",
                     **common,
@@ -211,13 +225,13 @@ def stability(args: argparse.Namespace) -> None:
                 if ms_horizons
                 else []
             )
-            ratios = [f["threshold"] / predicted for f in found]
-            ms_ratios = [f["threshold"] / predicted for f in mean_square]
+            ratios = [f["threshold"] / predicted_epoch for f in found]  # the lab's: permutations
+            ms_ratios = [f["threshold"] / ms_predicted for f in mean_square]
             last = (ms_ratios or ratios)[-1]
             inside = bool(0.8 <= last <= 1.25)
             flag = "" if inside else "  (!) beyond 25 %"
             print(
-                f"{scheme:8s} {text:>5s}  {predicted:9.4g}  "
+                f"{scheme:8s} {text:>5s}  {predicted:9.4g}  {predicted_epoch:9.4g}  "
                 f"{sgd_top_direction_lr(problem, batch):8.4g}  "
                 + "".join(f"{r:9.3f}  " for r in ratios)
                 + "".join(f"{r:8.3f}  " for r in ms_ratios)
@@ -230,8 +244,12 @@ def stability(args: argparse.Namespace) -> None:
                     "batch": text,
                     "batch_size": batch,
                     "predicted": predicted,
+                    "predicted_epoch": predicted_epoch,
                     "top_direction": sgd_top_direction_lr(problem, batch),
                     "seconds_predict": seconds_predict,
+                    "seconds_predict_epoch": seconds_epoch,
+                    "ratio_to": "predicted_epoch",
+                    "ratio_mean_square_to": "predicted_epoch" if reshuffled else "predicted",
                     "measured": found,
                     "ratio": ratios,
                     "moved_last_doubling": _moved(found),
@@ -249,8 +267,9 @@ def stability(args: argparse.Namespace) -> None:
             "dataset": args.dataset,
             "n_train": n,
             "lab": {"sampling": "epoch", "runs": 1, "criterion": "any", "horizons": horizons},
+            "permutations": args.permutations,
             "mean_square": {
-                "sampling": "fresh",
+                "sampling": args.ms_sampling,
                 "runs": args.runs,
                 "criterion": "end",
                 "horizons": ms_horizons,
@@ -446,6 +465,15 @@ def main() -> None:
     st.add_argument("--epochs", default="10,20,40", help="the lab's horizons (epochs; '' for none)")
     st.add_argument("--ms-epochs", default=None, help="mean-square horizons (default: --epochs)")
     st.add_argument("--runs", type=int, default=16, help="runs averaged for the mean square")
+    st.add_argument(
+        "--ms-sampling",
+        default="epoch",
+        choices=("epoch", "fresh"),
+        help="the mean square's batches: one permutation per epoch (the lab's) or independent",
+    )
+    st.add_argument(
+        "--permutations", type=int, default=16, help="orders averaged by eta_epoch's prediction"
+    )
     st.add_argument("--out", default=None, help="folder for <name>.json")
     st.add_argument("--name", default=None, help="file name (default: the data set)")
     fl = sub.add_parser("floor")

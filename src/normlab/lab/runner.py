@@ -639,6 +639,8 @@ def _predict(
             if config.optimizer in ("sgd", "gd"):
                 entry["lr_sgd_max_predicted"] = theory.sgd_stable_lr(problem, batch)
                 entry["lr_sgd_max_top_direction"] = theory.sgd_top_direction_lr(problem, batch)
+                # the lab's batches: one permutation per epoch (2/λ_max at full batch)
+                entry["lr_sgd_max_predicted_epoch"] = theory.sgd_stable_lr_epoch(problem, batch)
         elif lam > 0:
             flat = np.asarray(scheme["x_train"], dtype=np.float64).reshape(len(ds.y_train), -1)
             labelled = theory.lsq_problem(flat, ds.y_train, ds.n_classes)
@@ -726,13 +728,15 @@ def _stability_bracket(entry: dict[str, Any], runs: list[dict[str, Any]]) -> Non
 
     ``largest_stable``: the largest rate below every diverging one at which no seed diverged;
     ``smallest_diverging``: the smallest rate at which a seed diverged (``None``: none on the
-    grid). The prediction agrees if it lies inside the bracket widened by 25 % each side.
+    grid). The prediction for the lab's batches (one permutation per epoch; the closed form
+    for independent batches in results written before it existed) agrees if it lies inside
+    the bracket widened by 25 % each side.
     """
     diverging = [r["lr"] for r in runs if r["diverged"]]
     high = min(diverging) if diverging else None
     stable = [r["lr"] for r in runs if not r["diverged"] and (high is None or r["lr"] < high)]
     low = max(stable) if stable else None
-    predicted = entry["lr_sgd_max_predicted"]
+    predicted = entry.get("lr_sgd_max_predicted_epoch") or entry["lr_sgd_max_predicted"]
     entry["lr_stable_measured"] = {"largest_stable": low, "smallest_diverging": high}
     entry["stability_agrees"] = bool(
         (low is None or predicted >= low / _AGREE) and (high is None or predicted <= high * _AGREE)

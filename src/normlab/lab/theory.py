@@ -269,6 +269,166 @@ def sgd_stable_lr(problem: LsqProblem, batch_size: int, tol: float = 1e-8) -> fl
     return min(1.0 / mu, 2.0 / problem.lambda_max)
 
 
+_CHUNK = 256  # at most this many samples per block of an epoch's product (whole batches)
+
+
+def _epoch_product(
+    y: np.ndarray, order: np.ndarray, lr: float, batch_size: int, columns: np.ndarray
+) -> np.ndarray:
+    """``Φ = A_m ⋯ A_1``: one epoch of noiseless SGD on the error, ``A_b = I − η H_b``,
+    restricted to the eigen-directions ``columns`` (rows and columns).
+
+    The batches cut ``order`` into runs of ``batch_size`` (the last may be smaller), as the
+    lab's epochs do. A block of batches is applied at once in the compact form
+    ``A_k ⋯ A_1 = I − Yᵀ T Y`` (``Y`` the block's samples as rows), with ``T`` from the
+    unit lower-triangular system ``(I + D L) T = D``: ``D`` holds each row's ``η / |batch|``
+    and ``L`` the Gram matrix ``Y Yᵀ`` between rows of earlier batches only — matrix products
+    rather than one rank-``B`` update per batch.
+    """
+    from scipy.linalg import solve_triangular
+
+    n, r = y.shape
+    b = min(max(batch_size, 1), n)
+    # a block of m rows costs m·r (Gram) + m² (solve) + 2r² (update) per row: m ≈ r
+    chunk = max(b, (min(_CHUNK, max(r, 8)) // b) * b)
+    phi = np.eye(r)[:, columns]
+    for start in range(0, n, chunk):
+        rows = order[start : start + chunk]
+        block = y[rows]
+        m = len(rows)
+        which = np.arange(m) // b
+        sizes = np.bincount(which).astype(np.float64)
+        d = lr / sizes[which]
+        earlier = which[:, None] > which[None, :]
+        system = np.eye(m) + d[:, None] * np.where(earlier, block @ block.T, 0.0)
+        t = solve_triangular(system, np.diag(d), lower=True, unit_diagonal=True)
+        phi -= block.T @ (t @ (block @ phi))
+    return np.ascontiguousarray(phi[columns])
+
+
+def _epoch_radius(
+    phis: Sequence[np.ndarray], start: np.ndarray | None = None, tol: float = 1e-5
+) -> tuple[float, np.ndarray]:
+    """The spectral radius of ``P ↦ mean_k Φ_k P Φ_kᵀ`` and its eigenvector.
+
+    The map keeps positive semi-definite matrices so: its radius is its Perron root, with a
+    positive semi-definite eigenvector. Small maps are solved densely; larger ones by power
+    iteration from ``start`` (a nearby rate's eigenvector) or ``I``, until the distance left to
+    the limit of the growth ``tr T(P) / tr P``, estimated from its last steps as for geometric
+    convergence, is below ``tol`` (relative). A threshold moves ``log ρ`` by a few per unit of
+    ``log η``, so 10⁻³ in ``ρ`` is far below the 1 % resolution in ``η``.
+    """
+    r = phis[0].shape[0]
+    identity = np.eye(r) / r
+    if not all(np.isfinite(phi).all() for phi in phis):
+        return math.inf, identity
+    if r <= 24:
+        dense = sum(np.kron(phi, phi) for phi in phis) / len(phis)
+        values, vectors = np.linalg.eig(dense)
+        top = int(np.argmax(np.abs(values)))
+        p = np.real(vectors[:, top]).reshape(r, r)
+        p = (p + p.T) / 2.0
+        trace = float(np.trace(p))
+        return float(np.abs(values[top])), (p / trace if trace != 0.0 else identity)
+    p = identity if start is None or start.shape != (r, r) else start
+    growths: list[float] = []
+    for _ in range(2000):
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = sum(phi @ p @ phi.T for phi in phis) / len(phis)
+        trace = float(np.trace(q))
+        if not math.isfinite(trace):
+            return math.inf, identity
+        if trace <= 0.0:
+            return 0.0, identity
+        growths.append(trace)  # tr P = 1
+        p = (q + q.T) / (2.0 * trace)
+        if len(growths) < 3:
+            continue
+        step, before = growths[-1] - growths[-2], growths[-2] - growths[-3]
+        if step == 0.0:
+            break
+        ratio = step / before if before != 0.0 else 1.0
+        # geometric convergence: the distance left is about step·ratio/(1 − ratio)
+        if 0.0 <= ratio < 1.0 and abs(step * ratio / (1.0 - ratio)) <= tol * trace:
+            break
+    return growths[-1], p
+
+
+def sgd_stable_lr_epoch(
+    problem: LsqProblem,
+    batch_size: int,
+    *,
+    permutations: int = 16,
+    seed: int = 0,
+    rel: float = 0.01,
+) -> float:
+    """The largest rate at which SGD with one permutation per epoch is stable in mean square.
+
+    The lab draws one permutation per epoch, so each sample comes exactly once in an epoch:
+    a rare sample's kick ``K = (1 − η ‖z‖²)²`` along its direction multiplies an epoch once,
+    where independent batches (:func:`sgd_stable_lr`) multiply it ``Poisson(1)`` times —
+    ``exp(K − 1)`` against ``K`` in mean square, which matters for heavy tails and at
+    ``B = 1``. Epochs are independent, so the second moment of the error grows by the
+    spectral radius of ``P ↦ E_π[Φ_π P Φ_πᵀ]`` per epoch, ``Φ_π`` the epoch's noiseless
+    product for permutation ``π`` (:func:`_epoch_product`); the expectation over the ``n!``
+    orders has no closed form and is taken over ``permutations`` seeded ones. The threshold
+    (relative resolution ``rel``) is bracketed from :func:`sgd_stable_lr` and then found by
+    interpolating ``log ρ`` in ``log η`` (bisection where that stalls). Only the inputs
+    enter: no targets, no weights, no training. ``2/λ_max`` at full batch.
+    """
+    b = min(max(batch_size, 1), problem.n)
+    if b >= problem.n:
+        return 2.0 / problem.lambda_max
+    y = np.ascontiguousarray(problem.projected)
+    lam = problem.lam[problem.lam > _NULL * problem.lambda_max]
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(problem.n) for _ in range(max(1, permutations))]
+    eigenvector: list[np.ndarray | None] = [None]
+    steps = math.ceil(problem.n / b)
+
+    def log_radius(lr: float) -> float:
+        # directions an epoch damps by less than e^(-1/2) on average are left out: their
+        # eigenvalues crowd 1 from either side by rounding-sized amounts and would hide the
+        # crossing of the mode that diverges (which an epoch moves by a finite factor)
+        fast = np.flatnonzero(2.0 * lr * lam * steps >= 0.5)
+        if not len(fast):
+            return -math.inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            phis = [_epoch_product(y, o, lr, b, fast) for o in orders]
+        rho, p = _epoch_radius(phis, eigenvector[0])
+        if math.isfinite(rho) and rho > 0.0:
+            eigenvector[0] = p
+            return math.log(rho)
+        return math.inf if rho > 0.0 else -math.inf
+
+    step = 1.25
+    low = high = sgd_stable_lr(problem, b)
+    f_low = f_high = log_radius(low)
+    if f_low < 0.0:
+        while f_high < 0.0:
+            low, f_low = high, f_high
+            high *= step
+            f_high = log_radius(high)
+    else:
+        while f_low >= 0.0:
+            high, f_high = low, f_low
+            low /= step
+            f_low = log_radius(low)
+    while high / low > 1.0 + rel:
+        middle = math.sqrt(low * high)
+        if math.isfinite(f_low) and math.isfinite(f_high):  # interpolate, kept off the ends
+            t = f_low / (f_low - f_high)
+            guess = math.exp(math.log(low) + t * math.log(high / low))
+            margin = (high / low) ** 0.1
+            middle = min(max(guess, low * margin), high / margin)
+        f_middle = log_radius(middle)
+        if f_middle < 0.0:
+            low, f_low = middle, f_middle
+        else:
+            high, f_high = middle, f_middle
+    return math.sqrt(low * high)
+
+
 def sgd_top_direction_lr(problem: LsqProblem, batch_size: int) -> float:
     """The mean-square bound along the top eigenvector alone: blind to heavy tails."""
     c = problem.noise_factor(batch_size)
@@ -860,6 +1020,10 @@ def describe() -> dict[str, Any]:
         "sgd_stable_lr": "1/μ_max of Q P = μ S P over symmetric P: S(P) = HP + PH, "
         "Q(P) = (1 − c) HPH + c E[(zᵀPz) z zᵀ], c = (n − B)/(B(n − 1)) (mean-square stability "
         "of P ← (I − ηH)P(I − ηH) + cη²(E[(zᵀPz) z zᵀ] − HPH))",
+        "sgd_stable_lr_epoch": "largest η with spectral radius of P ↦ mean_π Φ_π P Φ_πᵀ below 1, "
+        "Φ_π = the epoch's product of (I − η H_b) over the batches of permutation π (the lab's "
+        "batches: one permutation per epoch), the mean over 16 seeded permutations; directions "
+        "an epoch damps by less than e^(-1/2) left out; inputs only",
         "sgd_steps": "iterate s ← A s + d(p), N_k = Σ_o E[(v_kᵀz)² r_o²], one permutation per "
         "epoch: d_k(p) = η² N_k (c_p − 2a_k(1 − a_k^p)/((n − 1)(1 − a_k))), a_k = 1 − ηλ_k, p the "
         "step's position in its epoch, c_p its batch's noise factor; first t with ½ λ·s ≤ ε",
