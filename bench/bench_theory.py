@@ -1,22 +1,27 @@
 """Theory against measurement: SGD stability thresholds and the non-linear ranking rule.
 
     OPENBLAS_NUM_THREADS=1 python bench/bench_theory.py stability --dataset digits \
-        --batch 1,32,full --epochs 10,20,40,80 --out docs/results/theory-stability
+        --batch 1,32,full --epochs '' --ms-epochs 10,20,40,80 \
+        --out docs/results/theory-stability/epoch
+    python bench/bench_theory.py table --main docs/results/theory-stability/epoch/digits.json
     python bench/bench_theory.py ranking --dataset digits --dataset shifted --seeds 4 \
         --out docs/results/theory-ranking
     python bench/bench_theory.py floor --dataset mnist5k --scheme zca --lr 0.03125,0.0078125 \
         --epochs 10 --runs 8 --additive
 
-``stability``: for each scheme the largest stable SGD rate predicted from the statistics
-(``normlab.lab.theory.sgd_stable_lr``: exact mean-square stability) beside two measured
-divergence thresholds (``normlab.lab.stability.stable_lr_by_horizon``: the lab's lsq runs,
-computed for a grid of rates at once), each at every horizon of a list (runs of at least 500
-steps), so that a threshold that still moves with the horizon shows: the lab's (one run, one
-permutation per epoch, 10× the initial loss at any checkpoint; ``--epochs``) and the
-mean-square one that the prediction is about (``--runs`` runs with independently drawn
-batches, their mean loss above 10× its initial value at the end of the horizon;
-``--ms-epochs``). Ratios to the prediction; flagged beyond 25 % (mean square, longest horizon).
-``floor``: the predicted noise floor of the steps to ε (``theory.sgd_excess_floor``) for one
+``stability``: for each scheme the largest stable SGD rate predicted from the statistics for
+the lab's batches, one permutation per epoch (``normlab.lab.theory.sgd_stable_lr_epoch``:
+``eta_epoch``), and in closed form for independent batches (``sgd_stable_lr``: ``eta*``),
+beside measured divergence thresholds (``normlab.lab.stability.stable_lr_by_horizon``: the
+lab's lsq runs, computed for a grid of rates at once), each at every horizon of a list (runs of
+at least 500 steps), so that a threshold that still moves with the horizon shows: the mean
+square (``--runs`` runs, their mean loss above 10× its initial value at the end of the
+horizon; ``--ms-epochs``; batches as the lab draws them, or independent ones with
+``--ms-sampling fresh``), divided by the prediction for the same batches, and the lab's single
+run (one permutation per epoch, 10× the initial loss at any checkpoint; ``--epochs``), divided
+by ``eta_epoch``. Flagged beyond 25 % (mean square, longest horizon).
+``table``: the docs' tables (measured/predicted per data set and batch size) from those JSON
+files. ``floor``: the predicted noise floor of the steps to ε (``theory.sgd_excess_floor``) for one
 permutation per epoch (the lab's) and for independent batches, beside the mean excess of
 simulated runs of each kind (``--additive``: also with the mean Hessian at every step).
 ``ranking``: small MLP comparisons; the predicted order (the rule in docs/guide/lab.md) against
@@ -281,6 +286,72 @@ def stability(args: argparse.Namespace) -> None:
         (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
+def _cell(found: list[dict[str, Any]], predicted: float) -> tuple[str, bool]:
+    """measured/predicted at the longest horizon, the previous one where it moved > 3 %."""
+    ratios = [f["threshold"] / predicted for f in found]
+    text = f"{ratios[-1]:.3f}"
+    inside = 0.8 <= ratios[-1] <= 1.25
+    if not inside:
+        text += " (!)"
+    if len(ratios) > 1 and abs(ratios[-1] / ratios[-2] - 1.0) > 0.03:
+        text += f" ({ratios[-2]:.3f} at {found[-2]['epochs']} ep)"
+    return text, inside
+
+
+def table(args: argparse.Namespace) -> None:
+    """Markdown tables of measured/predicted thresholds from ``stability`` JSON files.
+
+    ``--main`` files give the predictions and the mean square (a later file of a data set
+    replaces an earlier one's cells); ``--lab`` files (the same) the lab's single-run
+    thresholds, divided by the same prediction (for the lab's batches: ``predicted_epoch``).
+    """
+    batches = ("1", "32", "full")
+    mains: list[dict[str, Any]] = []  # one per data set; a later file's cells replace earlier
+    for f in args.main:
+        record = json.loads(Path(f).read_text())
+        same = [m for m in mains if m["dataset"] == record["dataset"]]
+        if same:
+            kept = {(r["scheme"], r["batch"]) for r in record["rows"]}
+            old = [r for r in same[0]["rows"] if (r["scheme"], r["batch"]) not in kept]
+            same[0]["rows"] = old + record["rows"]
+        else:
+            mains.append(record)
+    labs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for f in args.lab or []:
+        record = json.loads(Path(f).read_text())
+        for row in record["rows"]:
+            if row["measured"]:
+                labs[(record["dataset"], row["scheme"], row["batch"])] = row["measured"]
+    schemes = ("raw", "max", "center", "global", "feature", "zca")
+    for title, which in (("mean square, the lab's batches", "ms"), ("the lab's, one run", "lab")):
+        head = "| scheme | " + " | ".join(
+            f"{m['dataset']} B={b}" if b == "1" else (f"B={b}" if b != "full" else "full")
+            for m in mains
+            for b in batches
+        )
+        print(f"\n{title}\n\n{head} |\n|---" + "|---" * len(mains) * len(batches) + "|")
+        inside = total = 0
+        for scheme in schemes:
+            cells = []
+            for m in mains:
+                rows = {r["batch"]: r for r in m["rows"] if r["scheme"] == scheme}
+                for b in batches:
+                    row = rows.get(b)
+                    key = (m["dataset"], scheme, b)
+                    found = (
+                        (row or {}).get("measured_mean_square") if which == "ms" else labs.get(key)
+                    )
+                    if not row or not found:
+                        cells.append("—")
+                        continue
+                    predicted = row.get("predicted_epoch", row["predicted"])
+                    text, ok = _cell(found, predicted)
+                    cells.append(text)
+                    inside, total = inside + ok, total + 1
+            print(f"| {scheme} | " + " | ".join(cells) + " |")
+        print(f"\nwithin 25 %: {inside} of {total}")
+
+
 def ranking(args: argparse.Namespace) -> None:
     import torch
 
@@ -476,6 +547,9 @@ def main() -> None:
     )
     st.add_argument("--out", default=None, help="folder for <name>.json")
     st.add_argument("--name", default=None, help="file name (default: the data set)")
+    tb = sub.add_parser("table", help="docs tables from stability JSON files")
+    tb.add_argument("--main", nargs="+", required=True, help="stability JSON files")
+    tb.add_argument("--lab", nargs="*", help="JSON files with the lab's single-run thresholds")
     fl = sub.add_parser("floor")
     fl.add_argument("--dataset", default="digits")
     fl.add_argument("--scheme", default="zca")
@@ -499,6 +573,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "stability":
         stability(args)
+    elif args.what == "table":
+        table(args)
     elif args.what == "floor":
         floor(args)
     else:

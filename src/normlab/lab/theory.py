@@ -26,6 +26,12 @@ error along ``v_k`` summed over output rows; the excess loss over the optimum is
   at ``B = 1`` along a rare feature's axis this is ``2 / z_max²`` — a step on the one sample
   that lights the feature must satisfy ``η ‖z‖² < 2`` along it. Heavy tails are in the
   samples, not in the top eigenvector (:func:`sgd_top_direction_lr` misses them).
+  The lab's batches are not independent: one permutation per epoch brings every sample
+  exactly once. A rare sample's kick ``K = (1 − η‖z‖²)²`` then multiplies an epoch's mean
+  square once, where independent draws multiply it ``Poisson(1)`` times (``E = exp(K − 1)``).
+  :func:`sgd_stable_lr_epoch` is the mean-square threshold of those batches: the spectral
+  radius per epoch of ``P ↦ E_π[Φ_π P Φ_πᵀ]``, ``Φ_π`` the epoch's product of
+  ``(I − η H_b)``, the expectation taken over seeded permutations.
   The steps to ε keep only the diagonal of ``P`` in the eigenbasis (the closure):
   ``s ← A s + η² c N`` with ``A = diag((1 − η λ)² − c η² λ²) + c η² K``,
   ``K_kj = E[(v_kᵀz)² (v_jᵀz)²]`` and ``N_k = Σ_o E[(v_kᵀz)² r_o²]`` (the residuals ``r`` at
