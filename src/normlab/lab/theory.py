@@ -63,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NormlabError
+
 _NULL = 1e-12  # eigenvalues below this fraction of λ_max are null directions (nothing moves)
 _MAX_STEPS = 1_000_000
 
@@ -410,16 +412,19 @@ def sgd_stable_lr_epoch(
     step = 1.25
     low = high = sgd_stable_lr(problem, b)
     f_low = f_high = log_radius(low)
-    if f_low < 0.0:
-        while f_high < 0.0:
+    for _ in range(400):  # 1.25^400: any rate a float can hold
+        if f_low < 0.0 <= f_high:
+            break
+        if f_low < 0.0:
             low, f_low = high, f_high
             high *= step
             f_high = log_radius(high)
-    else:
-        while f_low >= 0.0:
+        else:
             high, f_high = low, f_low
             low /= step
             f_low = log_radius(low)
+    else:  # pragma: no cover - a radius that never crosses 1
+        raise NormlabError("no stability threshold found for the lab's batches")
     while high / low > 1.0 + rel:
         middle = math.sqrt(low * high)
         if math.isfinite(f_low) and math.isfinite(f_high):  # interpolate, kept off the ends
