@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import fcntl
 import json
+import math
 import os
 import stat
 import tempfile
@@ -39,22 +40,26 @@ class _Loadable(Protocol):
 _L = TypeVar("_L", bound=_Loadable)
 
 
-def json_finite(obj: Any) -> Any:
+def json_finite(obj: Any, digits: int | None = None) -> Any:
     """``obj`` with every NaN/±inf float (Python or numpy) as ``None``, numpy values as Python.
 
     JSON has no NaN: ``json.dumps`` writes a bare ``NaN`` that strict parsers (JavaScript's,
     ``jq``) reject. A statistic without values (an all-NaN feature under ``omit``) is ``null``.
+    ``digits``: round every float to that many significant digits (stable, small files).
     """
     if isinstance(obj, dict):
-        return {key: json_finite(value) for key, value in obj.items()}
+        return {key: json_finite(value, digits) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_finite(value) for value in obj]
+        return [json_finite(value, digits) for value in obj]
     if isinstance(obj, np.ndarray):
-        return json_finite(obj.tolist())
+        return json_finite(obj.tolist(), digits)
     if isinstance(obj, np.generic):
         obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        if digits is not None:
+            return float(f"{obj:.{digits}g}")
     return obj
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import schemes as scheme_registry
 from ..errors import NormlabError, NormlabWarning
-from ..io import atomic_write
+from ..io import atomic_write, json_finite
 from ..progress import progress_bar
 from . import theory
 from .datasets import Dataset, load_dataset
@@ -845,15 +845,7 @@ def _summarize(
 
 def _rounded(obj: Any) -> Any:
     """Floats to 7 significant digits (stable, small files); NaN/inf become null."""
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            return None
-        return float(f"{obj:.{_SIGNIFICANT_DIGITS}g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_rounded(v) for v in obj]
-    return obj
+    return json_finite(obj, _SIGNIFICANT_DIGITS)
 
 
 def _write(
