@@ -344,7 +344,11 @@ def table(args: argparse.Namespace) -> None:
                     if not row or not found:
                         cells.append("—")
                         continue
-                    predicted = row.get("predicted_epoch", row["predicted"])
+                    predicted = (
+                        row["predicted"]
+                        if args.independent
+                        else row.get("predicted_epoch", row["predicted"])
+                    )
                     text, ok = _cell(found, predicted)
                     cells.append(text)
                     inside, total = inside + ok, total + 1
@@ -550,6 +554,9 @@ def main() -> None:
     tb = sub.add_parser("table", help="docs tables from stability JSON files")
     tb.add_argument("--main", nargs="+", required=True, help="stability JSON files")
     tb.add_argument("--lab", nargs="*", help="JSON files with the lab's single-run thresholds")
+    tb.add_argument(
+        "--independent", action="store_true", help="divide by eta* (independent batches) instead"
+    )
     fl = sub.add_parser("floor")
     fl.add_argument("--dataset", default="digits")
     fl.add_argument("--scheme", default="zca")
