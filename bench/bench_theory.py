@@ -232,7 +232,7 @@ def stability(args: argparse.Namespace) -> None:
             )
             ratios = [f["threshold"] / predicted_epoch for f in found]  # the lab's: permutations
             ms_ratios = [f["threshold"] / ms_predicted for f in mean_square]
-            last = (ms_ratios or ratios)[-1]
+            last = (ms_ratios or ratios or [1.0])[-1]  # predictions only: nothing to flag
             inside = bool(0.8 <= last <= 1.25)
             flag = "" if inside else "  (!) beyond 25 %"
             print(
@@ -303,7 +303,8 @@ def table(args: argparse.Namespace) -> None:
 
     ``--main`` files give the predictions and the mean square (a later file of a data set
     replaces an earlier one's cells); ``--lab`` files (the same) the lab's single-run
-    thresholds, divided by the same prediction (for the lab's batches: ``predicted_epoch``).
+    thresholds, divided by the same prediction (for the lab's batches: ``predicted_epoch``);
+    ``--predictions`` files, where given, replace the ``--main`` files' ``predicted_epoch``.
     """
     batches = ("1", "32", "full")
     mains: list[dict[str, Any]] = []  # one per data set; a later file's cells replace earlier
@@ -317,6 +318,11 @@ def table(args: argparse.Namespace) -> None:
         else:
             mains.append(record)
     labs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    predictions: dict[tuple[str, str, str], float] = {}
+    for f in args.predictions or []:
+        record = json.loads(Path(f).read_text())
+        for row in record["rows"]:
+            predictions[(record["dataset"], row["scheme"], row["batch"])] = row["predicted_epoch"]
     for f in args.lab or []:
         record = json.loads(Path(f).read_text())
         for row in record["rows"]:
@@ -347,7 +353,7 @@ def table(args: argparse.Namespace) -> None:
                     predicted = (
                         row["predicted"]
                         if args.independent
-                        else row.get("predicted_epoch", row["predicted"])
+                        else predictions.get(key, row.get("predicted_epoch", row["predicted"]))
                     )
                     text, ok = _cell(found, predicted)
                     cells.append(text)
@@ -547,7 +553,7 @@ def main() -> None:
         help="the mean square's batches: one permutation per epoch (the lab's) or independent",
     )
     st.add_argument(
-        "--permutations", type=int, default=16, help="orders averaged by eta_epoch's prediction"
+        "--permutations", type=int, default=32, help="orders averaged by eta_epoch's prediction"
     )
     st.add_argument("--out", default=None, help="folder for <name>.json")
     st.add_argument("--name", default=None, help="file name (default: the data set)")
@@ -556,6 +562,12 @@ def main() -> None:
     tb.add_argument("--lab", nargs="*", help="JSON files with the lab's single-run thresholds")
     tb.add_argument(
         "--independent", action="store_true", help="divide by eta* (independent batches) instead"
+    )
+    tb.add_argument(
+        "--predictions",
+        nargs="*",
+        help="stability JSON files (e.g. --epochs '' --ms-epochs '') whose eta_epoch replaces "
+        "the --main files' one",
     )
     fl = sub.add_parser("floor")
     fl.add_argument("--dataset", default="digits")

@@ -366,7 +366,7 @@ def sgd_stable_lr_epoch(
     problem: LsqProblem,
     batch_size: int,
     *,
-    permutations: int = 16,
+    permutations: int = 32,
     seed: int = 0,
     rel: float = 0.01,
 ) -> float:
@@ -379,7 +379,9 @@ def sgd_stable_lr_epoch(
     ``B = 1``. Epochs are independent, so the second moment of the error grows by the
     spectral radius of ``P ↦ E_π[Φ_π P Φ_πᵀ]`` per epoch, ``Φ_π`` the epoch's noiseless
     product for permutation ``π`` (:func:`_epoch_product`); the expectation over the ``n!``
-    orders has no closed form and is taken over ``permutations`` seeded ones. The threshold
+    orders has no closed form and is taken over ``permutations`` seeded ones (an estimate:
+    over seeds, 32 orders moved it by 2–7 % on digits ``zca`` and ``scaled`` ``raw``, 16 by up
+    to 11 % and 8 by up to 78 % — rare orders carry the mean square). The threshold
     (relative resolution ``rel``) is bracketed from :func:`sgd_stable_lr` and then found by
     interpolating ``log ρ`` in ``log η`` (bisection where that stalls). Only the inputs
     enter: no targets, no weights, no training. ``2/λ_max`` at full batch.
@@ -1033,7 +1035,7 @@ def describe() -> dict[str, Any]:
         "of P ← (I − ηH)P(I − ηH) + cη²(E[(zᵀPz) z zᵀ] − HPH))",
         "sgd_stable_lr_epoch": "largest η with spectral radius of P ↦ mean_π Φ_π P Φ_πᵀ below 1, "
         "Φ_π = the epoch's product of (I − η H_b) over the batches of permutation π (the lab's "
-        "batches: one permutation per epoch), the mean over 16 seeded permutations; directions "
+        "batches: one permutation per epoch), the mean over 32 seeded permutations; directions "
         "an epoch damps by less than e^(-1/2) left out; inputs only",
         "sgd_steps": "iterate s ← A s + d(p), N_k = Σ_o E[(v_kᵀz)² r_o²], one permutation per "
         "epoch: d_k(p) = η² N_k (c_p − 2a_k(1 − a_k^p)/((n − 1)(1 − a_k))), a_k = 1 − ηλ_k, p the "
