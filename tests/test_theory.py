@@ -426,6 +426,8 @@ def test_epoch_radius_by_power_iteration_is_the_perron_root():
     got, p = theory._epoch_radius(phis)  # 26 > 24: power iteration
     assert got == pytest.approx(expected, rel=1e-3)
     assert np.linalg.eigvalsh(p).min() > -1e-8  # a positive semi-definite eigenvector
+    side, _ = theory._epoch_radius(phis, side_only=True)  # what the threshold search asks
+    assert side > 1.0 and abs(np.log(side / expected)) <= abs(np.log(expected)) / 10
     small, _ = theory._epoch_radius([f[:20, :20] for f in phis])  # dense
     assert small == pytest.approx(
         float(
