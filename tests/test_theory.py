@@ -472,3 +472,20 @@ def test_epoch_stability_prediction_within_25_percent_where_independent_batches_
     assert 0.8 <= measured["threshold"] / predicted <= 1.25
     assert measured["threshold"] / independent > 1.25
     assert theory.sgd_stable_lr_epoch(problem, 32) == predicted  # deterministic
+
+
+def test_above_the_size_limit_the_lab_batches_prediction_is_left_out(tmp_path, monkeypatch):
+    """Its epoch products grow with samples × directions²: a big problem records null, and
+    the grid is checked against the closed form instead."""
+    from normlab.lab import runner
+
+    monkeypatch.setattr(runner, "_EPOCH_PREDICTION_LIMIT", 0.0)
+    out = tmp_path / "run"
+    options = dict(
+        schemes=("global",), model="lsq", seeds=1, epochs=1, n_samples=300, progress=False
+    )
+    compare("digits", out=out, lr_min=0.25, lr_max=0.5, max_extensions=1, **options)
+    theory_of = json.loads((out / "results.json").read_text())["theory"]
+    entry = theory_of["schemes"]["global"]
+    assert entry["lr_sgd_max_predicted_epoch"] is None
+    assert entry["lr_sgd_max_predicted"] > 0 and isinstance(entry["stability_agrees"], bool)
