@@ -267,6 +267,22 @@ def test_zarr_at_an_unreachable_endpoint_prints_one_line(tmp_path):
     assert errors == [errors[0]] and "s3://bkt/c.zarr: not a readable Zarr store" in errors[0]
 
 
+def _kill_when(marker, choose) -> None:
+    """In the background, poll ``marker`` (a ``rows pid`` line per task started) until
+    ``choose(lines)`` names a process id, then SIGKILL it (as the OOM killer would)."""
+
+    def poll() -> None:
+        for _ in range(_NO_HANG_S * 20):
+            lines = marker.read_text().splitlines() if marker.exists() else []
+            pid = choose(lines)
+            if pid is not None:
+                os.kill(int(pid), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=poll, daemon=True).start()
+
+
 def test_a_local_worker_killed_from_outside_is_blamed_on_its_task(tmp_path):
     """SIGKILL (as from the OOM killer) of the process running rows 200:300, while the other
     worker runs rows 300:400: the error names 200:300 only."""
@@ -274,16 +290,12 @@ def test_a_local_worker_killed_from_outside_is_blamed_on_its_task(tmp_path):
     marker = tmp_path / "ran"
     source = slow_source(str(tmp_path / "x.npy"), 6, delay=3.0, marker=str(marker))
 
-    def kill_the_process_of_rows_200_300() -> None:
-        for _ in range(_NO_HANG_S * 20):
-            lines = marker.read_text().splitlines() if marker.exists() else []
-            for rows, pid in (line.split() for line in lines):
-                if rows == "200:300":
-                    os.kill(int(pid), signal.SIGKILL)
-                    return
-            time.sleep(0.05)
+    def the_process_of_rows_200_300(lines: list[str]) -> str | None:
+        return next(
+            (pid for rows, pid in (line.split() for line in lines) if rows == "200:300"), None
+        )
 
-    threading.Thread(target=kill_the_process_of_rows_200_300, daemon=True).start()
+    _kill_when(marker, the_process_of_rows_200_300)
     error = finishes(lambda: normlab.compute_stats(source, engine="local", workers=2))
     assert isinstance(error, NormlabError)
     assert "a worker process died while running" in str(error)
@@ -310,16 +322,13 @@ def test_a_local_worker_killed_between_tasks_lists_the_tasks_in_flight(tmp_path)
     slow = slow_source(str(tmp_path / "x.npy"), 2, delay=3.0, marker=str(marker))
     slow.tasks[1:] = []  # one task: the other worker stays idle
 
-    def kill_the_idle_worker() -> None:
-        for _ in range(_NO_HANG_S * 20):
-            lines = marker.read_text().splitlines() if marker.exists() else []
-            if lines:
-                (idle,) = pids - {lines[0].split()[1]}
-                os.kill(int(idle), signal.SIGKILL)
-                return
-            time.sleep(0.05)
+    def the_idle_worker(lines: list[str]) -> str | None:
+        if not lines:
+            return None
+        (idle,) = pids - {lines[0].split()[1]}
+        return idle
 
-    threading.Thread(target=kill_the_idle_worker, daemon=True).start()
+    _kill_when(marker, the_idle_worker)
     error = finishes(lambda: normlab.compute_stats(slow, engine="local", workers=2))
     assert isinstance(error, NormlabError)
     assert "between tasks" in str(error) and "died while running" not in str(error)
